@@ -1,0 +1,39 @@
+"""Key material: Ed25519 signature checks, API-key and token generation, digests, constant-time compare."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+
+def verify_ed25519(public_key_b64: str, message: bytes, signature: bytes) -> bool:
+    try:
+        key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64))
+        key.verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def new_api_key() -> tuple[str, str]:
+    """Returns (key, prefix). The prefix is shown in listings so a user can tell keys apart."""
+    prefix = secrets.token_hex(4)
+    return f"mm_{prefix}_{secrets.token_urlsafe(32)}", prefix
+
+
+def digest(secret: str) -> str:
+    # Keys are 256-bit random strings, so a fast digest is enough: there is nothing to brute-force.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def same_digest(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def new_nonce() -> str:
+    return secrets.token_urlsafe(32)

@@ -1,0 +1,24 @@
+"""asyncpg pool creation with the session settings every connection needs."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from app.settings import Settings
+
+
+async def create_pool(dsn: str, settings: Settings, *, min_size: int | None = None,
+                      max_size: int | None = None) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=settings.pool_min_size if min_size is None else min_size,
+        max_size=settings.pool_max_size if max_size is None else max_size,
+        server_settings={
+            # An open transaction holds back every log reader's visibility horizon: keep them short.
+            "statement_timeout": str(settings.statement_timeout_ms),
+            "idle_in_transaction_session_timeout": str(settings.idle_in_transaction_timeout_ms),
+            "application_name": "machine-markets",
+        },
+    )
+    assert pool is not None
+    return pool

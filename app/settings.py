@@ -1,0 +1,75 @@
+"""The one place that reads the process environment (MM_* variables)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import msgspec
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    # None means "start the embedded PostgreSQL under data_dir" (the make-run default).
+    database_url: str | None = None
+    # None means "use the PostgreSQL-backed broker on the same database".
+    broker_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    admin_token: str | None = None
+    data_dir: Path = Path(".data")
+    cors_origins: tuple[str, ...] = ()
+    log_level: str = "INFO"
+    pool_min_size: int = 2
+    pool_max_size: int = 20
+    # Short timeouts keep any one transaction from holding back the global log's visibility horizon.
+    statement_timeout_ms: int = 15_000
+    idle_in_transaction_timeout_ms: int = 5_000
+    projection_batch_size: int = 500
+    projection_poll_interval_s: float = 0.5
+    read_your_writes_timeout_s: float = 2.0
+    idempotency_ttl_hours: int = 24
+    challenge_ttl_seconds: int = 300
+    allow_query_api_key: bool = False
+
+
+def _tuple(raw: str | None) -> tuple[str, ...]:
+    return tuple(p.strip() for p in (raw or "").split(",") if p.strip())
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Build settings from MM_* variables; unknown values fail loudly at start-up, not at first use."""
+    e = dict(os.environ if env is None else env)
+    raw: dict[str, object] = {}
+    simple = {
+        "MM_DATABASE_URL": "database_url",
+        "MM_BROKER_URL": "broker_url",
+        "MM_HOST": "host",
+        "MM_PORT": "port",
+        "MM_ADMIN_TOKEN": "admin_token",
+        "MM_DATA_DIR": "data_dir",
+        "MM_LOG_LEVEL": "log_level",
+        "MM_POOL_MIN_SIZE": "pool_min_size",
+        "MM_POOL_MAX_SIZE": "pool_max_size",
+        "MM_STATEMENT_TIMEOUT_MS": "statement_timeout_ms",
+        "MM_IDLE_IN_TRANSACTION_TIMEOUT_MS": "idle_in_transaction_timeout_ms",
+        "MM_PROJECTION_BATCH_SIZE": "projection_batch_size",
+        "MM_PROJECTION_POLL_INTERVAL_S": "projection_poll_interval_s",
+        "MM_READ_YOUR_WRITES_TIMEOUT_S": "read_your_writes_timeout_s",
+        "MM_IDEMPOTENCY_TTL_HOURS": "idempotency_ttl_hours",
+        "MM_CHALLENGE_TTL_SECONDS": "challenge_ttl_seconds",
+        "MM_ALLOW_QUERY_API_KEY": "allow_query_api_key",
+    }
+    for var, field in simple.items():
+        if e.get(var):
+            raw[field] = e[var]
+    if e.get("MM_CORS_ORIGINS"):
+        raw["cors_origins"] = _tuple(e["MM_CORS_ORIGINS"])
+    if raw.get("allow_query_api_key") is not None:
+        raw["allow_query_api_key"] = str(raw["allow_query_api_key"]).lower() in {"1", "true", "yes", "on"}
+    return msgspec.convert(raw, Settings, strict=False)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

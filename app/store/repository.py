@@ -1,0 +1,68 @@
+"""Loads aggregates from their streams and saves their pending events with command metadata."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, TypeVar
+
+from eventsourcing.domain import Aggregate
+
+from app.store.event_store import EventStore
+from app.store.mapper import event_type, rebuild, to_data
+from app.store.types import AppendResult, NewEvent
+from domain.shared.context import CommandContext
+from domain.shared.errors import NotFound
+from domain.shared.ids import derived_id, new_id
+
+A = TypeVar("A", bound=Aggregate)
+
+
+def stream_type_of(cls: type[Aggregate]) -> str:
+    return str(getattr(cls, "TOPIC", cls.__qualname__))
+
+
+class Repository:
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    async def get(self, cls: type[A], aggregate_id: uuid.UUID, *, what: str = "resource") -> A:
+        events = await self.store.load(aggregate_id)
+        if not events or events[0].stream_type != stream_type_of(cls):
+            raise NotFound(f"{what} {aggregate_id} not found")
+        aggregate = rebuild(events)
+        assert isinstance(aggregate, cls)
+        return aggregate
+
+    async def save(self, aggregate: Aggregate, ctx: CommandContext) -> AppendResult | None:
+        """Append what the aggregate recorded; None when the decision recorded nothing."""
+        pending = aggregate.collect_events()
+        if not pending:
+            return None
+        metadata: dict[str, Any] = {k: v for k, v in ctx.metadata().items() if v is not None}
+        owner = getattr(aggregate, "account_id", None)
+        if owner is not None:
+            # The owning account, which scopes the audit feed (the actor may be an admin).
+            metadata["ownerAccountId"] = str(owner)
+        new = [
+            NewEvent(
+                event_id=_event_id(ctx, aggregate.id, i),
+                stream_id=aggregate.id,
+                stream_type=stream_type_of(type(aggregate)),
+                version=event.originator_version,
+                type=event_type(event),
+                data=to_data(event),
+                metadata=metadata,
+            )
+            for i, event in enumerate(pending)
+        ]
+        return await self.store.append(new)
+
+
+def _event_id(ctx: CommandContext, stream_id: uuid.UUID, index: int) -> uuid.UUID:
+    # A retried request (same idempotency key) or a redelivered message (same causation id) yields
+    # the same event ids, which the store refuses to record twice.
+    if ctx.idempotency_key:
+        return derived_id("idem", ctx.account_id, ctx.idempotency_key, stream_id, index)
+    if ctx.causation_id:
+        return derived_id("cause", ctx.causation_id, stream_id, index)
+    return new_id()

@@ -1,0 +1,43 @@
+"""Public audit type names for stored event topics, and which data keys never leave the server."""
+
+from __future__ import annotations
+
+import re
+
+PUBLIC_NAMES: dict[str, str] = {
+    "accounts:Account.Opened": "account.opened",
+    "accounts:Account.ApiKeyIssued": "api-key.issued",
+    "accounts:Account.ApiKeyRevoked": "api-key.revoked",
+    "machines:Machine.Registered": "machine.registered",
+    "machines:Machine.IdentityChallengeIssued": "machine.identity-challenge-issued",
+    "machines:Machine.IdentityChallengeExpired": "machine.identity-challenge-expired",
+    "machines:Machine.IdentityVerificationFailed": "machine.identity-verification-failed",
+    "machines:Machine.IdentityVerified": "machine.identity-verified",
+    "machines:Machine.ProfileRevised": "machine.profile-revised",
+    "machines:Machine.Activated": "machine.activated",
+    "machines:Machine.Suspended": "machine.suspended",
+    "machines:Machine.Reactivated": "machine.reactivated",
+    "machines:Machine.Retired": "machine.retired",
+}
+
+# Secrets and their digests are kept out of the feed (it is exported to operators and tenants).
+REDACTED_KEYS = frozenset({"key_hash", "token_hash", "auth_token", "secret", "nonce"})
+
+# Envelope fields that are columns of their own, not part of the public data.
+ENVELOPE_KEYS = frozenset({"timestamp", "originator_topic"})
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def public_name(topic: str) -> str:
+    """The registered name, or a derived one so an unmapped topic never stalls the feed."""
+    if topic in PUBLIC_NAMES:
+        return PUBLIC_NAMES[topic]
+    context, _, rest = topic.partition(":")
+    entity, _, kind = rest.rpartition(".")
+    return f"{_CAMEL.sub('-', entity).lower()}.{_CAMEL.sub('-', kind).lower()}"
+
+
+def camel(key: str) -> str:
+    head, *tail = key.split("_")
+    return head + "".join(part.title() for part in tail)

@@ -1,0 +1,33 @@
+"""What a projection is: a name, the tables it owns, and a handler that writes rows for one event."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
+
+import asyncpg
+
+from app.store.types import RecordedEvent
+
+# Logical table name -> the physical table to write (the live one, or its shadow during a rebuild).
+Tables = Mapping[str, str]
+
+SHADOW_SUFFIX = "__rebuild"
+
+
+@runtime_checkable
+class Projection(Protocol):
+    name: str
+    # Logical names of the tables this projection owns; each has a DDL file under sql/.
+    tables: tuple[str, ...]
+
+    async def apply(self, conn: asyncpg.Connection, event: RecordedEvent, t: Tables) -> None:
+        """Write this event's effect using `conn` (inside the batch transaction); ignore unknown types."""
+
+
+def live_tables(projection: Projection) -> dict[str, str]:
+    return {name: name for name in projection.tables}
+
+
+def shadow_tables(projection: Projection) -> dict[str, str]:
+    return {name: name + SHADOW_SUFFIX for name in projection.tables}

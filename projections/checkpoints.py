@@ -1,0 +1,57 @@
+"""Projection checkpoints: read and advance them inside the projection's own transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+
+from app.store.types import LogPosition
+
+
+async def ensure(conn: asyncpg.Connection, name: str) -> None:
+    await conn.execute("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING", name)
+
+
+async def lock(conn: asyncpg.Connection, name: str) -> LogPosition:
+    """Lock the checkpoint row for this transaction: the one guard against two writers applying a batch."""
+    row = await conn.fetchrow(
+        "SELECT tx_id::text::bigint AS tx_id, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+        name,
+    )
+    if row is None:
+        raise LookupError(f"no checkpoint row for projection {name!r}")
+    return LogPosition(row["tx_id"], row["position"])
+
+
+async def advance(
+    conn: asyncpg.Connection, name: str, to: LogPosition, applied: int, last_event_at: datetime | None
+) -> None:
+    await conn.execute(
+        "UPDATE projection_checkpoints SET tx_id = $2::text::xid8, position = $3,"
+        " events_applied = events_applied + $4, updated_at = now(),"
+        " last_event_at = COALESCE($5, last_event_at) WHERE name = $1",
+        name,
+        str(to.tx_id),
+        to.position,
+        applied,
+        last_event_at,
+    )
+
+
+async def reset(conn: asyncpg.Connection, name: str, to: LogPosition, applied: int) -> None:
+    await conn.execute(
+        "UPDATE projection_checkpoints SET tx_id = $2::text::xid8, position = $3, events_applied = $4,"
+        " updated_at = now() WHERE name = $1",
+        name,
+        str(to.tx_id),
+        to.position,
+        applied,
+    )
+
+
+async def position(conn: asyncpg.Connection, name: str) -> LogPosition | None:
+    row = await conn.fetchrow(
+        "SELECT tx_id::text::bigint AS tx_id, position FROM projection_checkpoints WHERE name = $1", name
+    )
+    return None if row is None else LogPosition(row["tx_id"], row["position"])

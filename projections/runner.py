@@ -1,0 +1,172 @@
+"""Runs projections: batched catch-up, live follow on NOTIFY, one leader per projection, exactly-once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
+
+import asyncpg
+
+from app.store.event_store import EventStore
+from app.store.notifier import CHANNEL
+from app.store.types import RecordedEvent
+from projections import checkpoints
+from projections.base import Projection, Tables, live_tables
+
+log = logging.getLogger("mm.projections")
+
+# Retries after a wake-up that found nothing yet: the writer has committed, but an older open
+# transaction still holds the visibility horizon back for a few milliseconds.
+_SETTLE_DELAYS = (0.002, 0.005, 0.01, 0.02, 0.05)
+
+
+def lock_key(name: str) -> int:
+    return 0x6D6D0000 << 32 | zlib.crc32(name.encode())
+
+
+async def apply_batch(
+    conn: asyncpg.Connection,
+    store: EventStore,
+    projection: Projection,
+    tables: Tables,
+    checkpoint_name: str,
+    limit: int,
+) -> int:
+    """One transaction: lock the checkpoint, read the next events, write rows, advance the checkpoint."""
+    async with conn.transaction():
+        after = await checkpoints.lock(conn, checkpoint_name)
+        events = await store.read_all(after, limit, conn=conn)
+        if not events:
+            return 0
+        await apply_events(conn, projection, tables, events)
+        await checkpoints.advance(
+            conn, checkpoint_name, events[-1].log_position, len(events), events[-1].recorded_at
+        )
+    return len(events)
+
+
+async def apply_events(
+    conn: asyncpg.Connection, projection: Projection, tables: Tables, events: Sequence[RecordedEvent]
+) -> None:
+    for event in events:
+        await projection.apply(conn, event, tables)
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        store: EventStore,
+        projections: Sequence[Projection],
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 0.5,
+        dsn: str | None = None,
+    ) -> None:
+        self.pool = pool
+        self.store = store
+        self.projections = list(projections)
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.dsn = dsn
+        self._wake: dict[str, asyncio.Event] = {p.name: asyncio.Event() for p in self.projections}
+        self.leading: set[str] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with self.pool.acquire() as conn:
+            for p in self.projections:
+                await checkpoints.ensure(conn, p.name)
+        tasks = [asyncio.create_task(self._listen(stop), name="projection-listener")]
+        tasks += [asyncio.create_task(self._lead(p, stop), name=f"projection:{p.name}") for p in self.projections]
+        try:
+            await stop.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+
+    async def catch_up(self, projection: Projection) -> int:
+        """Apply everything visible now (used by tests and `mm projections catch-up`)."""
+        total = 0
+        async with self.pool.acquire() as conn:
+            await checkpoints.ensure(conn, projection.name)
+            while n := await apply_batch(
+                conn, self.store, projection, live_tables(projection), projection.name, self.batch_size
+            ):
+                total += n
+        return total
+
+    async def _lead(self, projection: Projection, stop: asyncio.Event) -> None:
+        """Hold the projection's advisory lock on a dedicated session; a second copy waits here."""
+        key = lock_key(projection.name)
+        while not stop.is_set():
+            try:
+                async with self.pool.acquire() as lock_conn:
+                    if await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                        self.leading.add(projection.name)
+                        try:
+                            await self._follow(projection, stop)
+                        finally:
+                            self.leading.discard(projection.name)
+                            await lock_conn.execute("SELECT pg_advisory_unlock($1)", key)
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+                log.warning("projection %s: %s; retrying", projection.name, exc)
+            await self._sleep(stop, self.poll_interval)
+
+    async def _follow(self, projection: Projection, stop: asyncio.Event) -> None:
+        wake = self._wake[projection.name]
+        tables = live_tables(projection)
+
+        async def batch() -> int:
+            return await apply_batch(conn, self.store, projection, tables, projection.name, self.batch_size)
+
+        async with self.pool.acquire() as conn:
+            woken = False
+            while not stop.is_set():
+                wake.clear()
+                if await batch():
+                    continue
+                if woken:
+                    woken = False
+                    if await self._settle(batch):
+                        continue
+                try:
+                    await asyncio.wait_for(wake.wait(), self.poll_interval)
+                    woken = True
+                except TimeoutError:
+                    pass
+
+    @staticmethod
+    async def _settle(batch: Callable[[], Awaitable[int]]) -> bool:
+        for delay in _SETTLE_DELAYS:
+            await asyncio.sleep(delay)
+            if await batch():
+                return True
+        return False
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        def on_notify(*_: object) -> None:
+            for event in self._wake.values():
+                event.set()
+
+        while not stop.is_set():
+            try:
+                async with self.pool.acquire() as conn:
+                    await conn.add_listener(CHANNEL, on_notify)
+                    try:
+                        await stop.wait()
+                    finally:
+                        await conn.remove_listener(CHANNEL, on_notify)
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+                log.warning("event listener: %s; reconnecting", exc)
+                await self._sleep(stop, self.poll_interval)
+
+    @staticmethod
+    async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
