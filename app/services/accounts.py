@@ -24,13 +24,16 @@ class AccountsService:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
 
-    async def open(self, ctx: CommandContext, name: str, is_admin: bool) -> tuple[Account, LogPosition | None]:
+    async def open(self, ctx: CommandContext, name: str, is_admin: bool) -> tuple[Account, IssuedKey]:
+        """Open an account together with its first API key, in one atomic append."""
         account_id = derived_id("account", ctx.account_id, ctx.idempotency_key) if ctx.idempotency_key else new_id()
         account = Account.open(account_id, name, is_admin, ctx.at)
+        key, prefix = new_api_key()
+        key_id = new_id()
+        account.issue_key(key_id, digest(key), prefix, "initial", ctx.at)
         result = await self.repo.save(account, ctx)
-        if result is not None and result.duplicate:
-            account = await self.get(account_id)
-        return account, result.last if result else None
+        assert result is not None
+        return account, IssuedKey(key_id, key, prefix, "initial", result.last)
 
     async def get(self, account_id: uuid.UUID) -> Account:
         return await self.repo.get(Account, account_id, what="account")

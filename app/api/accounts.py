@@ -1,0 +1,102 @@
+"""HTTP routes for accounts and their API keys (admins open accounts; keys are shown once)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.params import FromPath, JSONBody
+from litestar.di import NamedDependency, Provide
+
+from app.api.consistency import POSITION_HEADER, wait_for
+from app.api.context import Principal, container_of, provide_ctx, provide_principal, require_admin
+from app.api.problems import problems
+from app.api.schemas_accounts import (
+    AccountView,
+    ApiKeyView,
+    IssuedKeyView,
+    IssueKeyRequest,
+    OpenAccountRequest,
+    OpenedAccountView,
+)
+from app.services.accounts import IssuedKey
+from domain.shared.context import CommandContext
+from domain.shared.errors import NotFound
+from projections.accounts_reader import get_account, list_keys
+
+
+def _own_or_admin(principal: NamedDependency[Principal], account_id: FromPath[uuid.UUID]) -> None:
+    if not principal.is_admin and principal.account_id != account_id:
+        raise NotFound(f"account {account_id} not found")  # another tenant's account does not exist for you
+
+
+async def _usable(request: Request[Any, Any, Any], issued: IssuedKey) -> dict[str, str]:
+    """Wait until the new key authenticates, so the caller can use it the moment it has it."""
+    container = container_of(request)
+    if issued.position is not None:
+        await wait_for(container.pool, "accounts", issued.position, container.settings.read_your_writes_timeout_s)
+        return {POSITION_HEADER: issued.position.token()}
+    return {}
+
+
+def _issued_view(issued: IssuedKey) -> IssuedKeyView:
+    return IssuedKeyView(id=issued.key_id, key=issued.key, prefix=issued.prefix, label=issued.label)
+
+
+class AccountsController(Controller):
+    path = "/v1/accounts"
+    tags = ["accounts"]
+    dependencies = {"principal": Provide(provide_principal), "ctx": Provide(provide_ctx)}
+
+    @post("/", status_code=201, summary="Open an account with its first API key (admin)",
+          responses=problems(400, 401, 403, 409, 422))
+    async def open_account(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal], ctx: NamedDependency[CommandContext],
+                           data: JSONBody[OpenAccountRequest]) -> Response[OpenedAccountView]:
+        require_admin(principal)
+        account, issued = await container_of(request).accounts.open(ctx, data.name, data.is_admin)
+        headers = await _usable(request, issued)
+        view = OpenedAccountView(
+            account=AccountView(id=account.id, name=account.name, is_admin=account.is_admin,
+                                created_at=account.created_on),
+            api_key=_issued_view(issued),
+        )
+        return Response(view, status_code=201, headers={**headers, "Location": f"/v1/accounts/{account.id}"})
+
+    @get("/me", summary="The caller's account", responses=problems(401))
+    async def me(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> AccountView:
+        return await self.get_one(request, principal, principal.account_id)
+
+    @get("/{account_id:uuid}", summary="Get an account", responses=problems(401, 404))
+    async def get_one(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
+                      account_id: FromPath[uuid.UUID]) -> AccountView:
+        _own_or_admin(principal, account_id)
+        row = await get_account(container_of(request).pool, account_id)
+        if row is None:
+            raise NotFound(f"account {account_id} not found")
+        return AccountView(**row)
+
+    @get("/{account_id:uuid}/api-keys", summary="List API keys (never the keys themselves)",
+         responses=problems(401, 404))
+    async def keys(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
+                   account_id: FromPath[uuid.UUID]) -> list[ApiKeyView]:
+        _own_or_admin(principal, account_id)
+        return [ApiKeyView(**r) for r in await list_keys(container_of(request).pool, account_id)]
+
+    @post("/{account_id:uuid}/api-keys", status_code=201, summary="Issue an API key (shown once)",
+          responses=problems(400, 401, 404, 409, 422))
+    async def issue(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal], ctx: NamedDependency[CommandContext],
+                    account_id: FromPath[uuid.UUID], data: JSONBody[IssueKeyRequest]) -> Response[IssuedKeyView]:
+        _own_or_admin(principal, account_id)
+        issued = await container_of(request).accounts.issue_key(ctx, account_id, data.label)
+        return Response(_issued_view(issued), status_code=201, headers=await _usable(request, issued))
+
+    @delete("/{account_id:uuid}/api-keys/{key_id:uuid}", status_code=204, summary="Revoke an API key",
+            responses=problems(401, 404, 409))
+    async def revoke(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal], ctx: NamedDependency[CommandContext],
+                     account_id: FromPath[uuid.UUID], key_id: FromPath[uuid.UUID]) -> None:
+        _own_or_admin(principal, account_id)
+        container = container_of(request)
+        position = await container.accounts.revoke_key(ctx, account_id, key_id)
+        if position is not None:  # the key must stop working before we say it has
+            await wait_for(container.pool, "accounts", position, container.settings.read_your_writes_timeout_s)

@@ -1,0 +1,89 @@
+"""Builds the Litestar application: routes, problem handling, middleware, OpenAPI, CORS."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.accounts import AccountsController
+from app.api.audit import AuditController
+from app.api.machines import MachinesController
+from app.api.middleware import idempotency_middleware, request_id_middleware
+from app.api.problems import handle_exception
+from app.api.system import health, metrics, observe, openapi_json, ready
+from app.container import Container
+from app.settings import Settings
+
+
+def metrics_middleware(app: ASGIApp) -> ASGIApp:
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, record)
+        finally:
+            handler = scope.get("route_handler")
+            route = next(iter(handler.paths), "?") if handler is not None else "unmatched"
+            observe(scope["method"], route, status, started)
+
+    return middleware
+
+
+def create_app(settings: Settings, container: Container | None = None,
+               open_container: Callable[[], Any] | None = None) -> Litestar:
+    """Pass a ready `container` (tests) or an async `open_container` factory run at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        owned = None
+        if container is None and open_container is not None:
+            owned = await open_container()
+            app.state.container = owned
+        try:
+            yield
+        finally:
+            if owned is not None:
+                await owned.close()
+
+    origins = list(settings.cors_origins)
+    app = Litestar(
+        route_handlers=[MachinesController, AccountsController, AuditController, health, ready, metrics, openapi_json],
+        exception_handlers={Exception: handle_exception},
+        middleware=[request_id_middleware, metrics_middleware, idempotency_middleware],
+        lifespan=[lifespan],
+        cors_config=CORSConfig(allow_origins=origins) if origins else None,
+        openapi_config=OpenAPIConfig(
+            title="Machine Markets",
+            version="0.1.0",
+            description="Event-sourced marketplace where machines register, prove identity and trade work.",
+            path="/docs",
+            render_plugins=[SwaggerRenderPlugin(path="/"), ScalarRenderPlugin(path="/scalar")],
+            components=Components(security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer", description="API key as a bearer token"),
+                "apiKey": SecurityScheme(type="apiKey", name="X-Api-Key", security_scheme_in="header"),
+            }),
+            security=[{"bearer": []}, {"apiKey": []}],
+        ),
+        debug=False,
+    )
+    if container is not None:
+        app.state.container = container
+    return app

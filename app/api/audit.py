@@ -1,0 +1,74 @@
+"""HTTP route for the audit feed: every state change, filterable, exportable page by page."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, get
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, QueryParameter
+
+from app.api.consistency import honour_min_position
+from app.api.context import Principal, container_of, provide_principal
+from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, encode_cursor
+from app.api.problems import ApiError, problems
+from projections.audit_reader import list_audit_events
+
+
+class AuditEventView(msgspec.Struct, rename="camel", frozen=True):
+    id: uuid.UUID
+    type: str
+    occurred_at: datetime
+    actor: str | None
+    account_id: uuid.UUID | None
+    machine_id: uuid.UUID | None
+    subject: str
+    data: dict[str, Any]
+    request_id: str | None
+    correlation_id: str | None
+    causation_id: str | None
+    cursor: str
+
+
+class AuditController(Controller):
+    path = "/v1/audit-events"
+    tags = ["audit"]
+    dependencies = {"principal": Provide(provide_principal)}
+
+    @get("/", summary="List audit events (account-scoped; admins see all)", responses=problems(400, 401, 503))
+    async def list_(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        type_: Annotated[list[str] | None, QueryParameter(name="type", description="one or more public type names")] = None,
+        machine_id: Annotated[uuid.UUID | None, QueryParameter(name="machineId")] = None,
+        subject: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        actor: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
+    ) -> Page[AuditEventView]:
+        container = container_of(request)
+        after = None
+        if cursor:
+            tx, pos = decode_cursor(cursor, 2)
+            if not (isinstance(tx, int) and isinstance(pos, int)):
+                raise ApiError(400, "VALIDATION_ERROR", "cursor is not valid")
+            after = (tx, pos)
+        await honour_min_position(request, container.pool, "audit", container.settings.read_your_writes_timeout_s)
+        rows = await list_audit_events(
+            container.pool, account_id=None if principal.is_admin else principal.account_id, types=type_,
+            machine_id=machine_id, subject=subject, actor=actor, since=since, until=until, after=after,
+            limit=limit + 1,
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        views = []
+        for r in rows:
+            tx_id, position = r.pop("tx_id"), r.pop("position")
+            views.append(AuditEventView(**r, cursor=encode_cursor(tx_id, position)))
+        return Page(data=views, next_cursor=views[-1].cursor if more and views else None)

@@ -1,0 +1,62 @@
+"""Read-your-writes: ETags from versions, and waiting for a projection to reach a log position."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+import asyncpg
+from litestar import Request
+
+from app.api.problems import ApiError
+from app.store.types import LogPosition
+from projections import checkpoints
+
+_ETAG = re.compile(r'^(?:W/)?"?(\d+)"?$')
+POSITION_HEADER = "X-Log-Position"
+MIN_POSITION_HEADER = "x-min-position"
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def expected_version(request: Request[Any, Any, Any]) -> int | None:
+    """If-Match as the version the client last saw; '*' or absent means no precondition."""
+    raw = request.headers.get("if-match")
+    if raw is None or raw.strip() == "*":
+        return None
+    match = _ETAG.match(raw.strip())
+    if not match:
+        raise ApiError(400, "VALIDATION_ERROR", 'If-Match must be an ETag such as "3"')
+    return int(match.group(1))
+
+
+async def wait_for(pool: asyncpg.Pool, projection: str, target: LogPosition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        async with pool.acquire() as conn:
+            reached = await checkpoints.position(conn, projection)
+        if reached is not None and reached >= target:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+async def honour_min_position(request: Request[Any, Any, Any], pool: asyncpg.Pool, projection: str,
+                              timeout: float) -> None:
+    """A GET with X-Min-Position waits until the read model includes that write (or answers 503)."""
+    token = request.headers.get(MIN_POSITION_HEADER)
+    if not token:
+        return
+    try:
+        target = LogPosition.parse(token)
+    except ValueError:
+        raise ApiError(400, "VALIDATION_ERROR", "X-Min-Position must be a token from X-Log-Position") from None
+    if not await wait_for(pool, projection, target, timeout):
+        raise ApiError(503, "PROJECTION_LAGGING", f"the {projection} read model has not caught up yet; retry")

@@ -1,0 +1,80 @@
+"""Request-scoped dependencies: the authenticated principal and the command context built from it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from litestar import Request
+from litestar.di import NamedDependency
+
+from app.api.problems import ApiError
+from app.container import Container
+from app.crypto import digest, same_digest
+from domain.shared.context import CommandContext
+
+_AUTH_SQL = (
+    "SELECT k.id, k.account_id, k.key_hash, a.is_admin FROM api_keys_view k"
+    " JOIN accounts_view a ON a.id = k.account_id WHERE k.key_hash = $1 AND k.revoked_at IS NULL"
+)
+
+
+class Principal(msgspec.Struct, frozen=True):
+    account_id: uuid.UUID
+    key_id: uuid.UUID
+    is_admin: bool
+
+    @property
+    def actor(self) -> str:
+        return f"api-key:{self.key_id}"
+
+
+def container_of(request: Request[Any, Any, Any]) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+def presented_key(request: Request[Any, Any, Any], allow_query: bool) -> str | None:
+    auth = request.headers.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if request.headers.get("x-api-key"):
+        return request.headers["x-api-key"].strip()
+    if allow_query and request.query_params.get("api_key"):
+        return str(request.query_params["api_key"])
+    return None
+
+
+async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    container = container_of(request)
+    key = presented_key(request, container.settings.allow_query_api_key)
+    if not key:
+        raise ApiError(401, "UNAUTHORIZED", "send an API key as 'Authorization: Bearer <key>' or 'X-Api-Key'")
+    wanted = digest(key)
+    row = await container.pool.fetchrow(_AUTH_SQL, wanted)
+    if row is None or not same_digest(row["key_hash"], wanted):
+        raise ApiError(401, "UNAUTHORIZED", "the API key is not valid or has been revoked")
+    principal = Principal(account_id=row["account_id"], key_id=row["id"], is_admin=row["is_admin"])
+    request.scope.setdefault("state", {})["principal"] = principal
+    return principal
+
+
+async def provide_ctx(request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> CommandContext:
+    state = request.scope.get("state", {})
+    return CommandContext(
+        at=datetime.now(UTC),
+        actor=principal.actor,
+        account_id=principal.account_id,
+        request_id=state.get("request_id"),
+        correlation_id=request.headers.get("x-correlation-id") or state.get("request_id"),
+        idempotency_key=request.headers.get("idempotency-key") if request.method == "POST" else None,
+        is_admin=principal.is_admin,
+    )
+
+
+def require_admin(principal: NamedDependency[Principal]) -> None:
+    if not principal.is_admin:
+        raise ApiError(403, "PERMISSION_DENIED", "this operation needs an admin API key")

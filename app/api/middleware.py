@@ -1,0 +1,204 @@
+"""ASGI middleware: request ids on every response, and replay of POSTs that carry an Idempotency-Key."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from typing import Any
+
+import msgspec
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.problems import PROBLEM_JSON, TITLES, Problem
+from app.crypto import digest
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_KEPT_HEADERS = {b"content-type", b"etag", b"location", b"x-log-position"}
+_LEASE_SECONDS = 30
+
+
+def request_id_middleware(app: ASGIApp) -> ASGIApp:
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"]
+                message["headers"] = [*headers, (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        await app(scope, receive, send_with_id)
+
+    return middleware
+
+
+def problem_bytes(scope: Scope, status: int, code: str, detail: str) -> bytes:
+    body = Problem(
+        type=f"https://docs.machine-markets.dev/problems/{code.lower().replace('_', '-')}",
+        title=TITLES.get(status, "Error"), status=status, code=code, detail=detail,
+        instance=scope.get("path"), requestId=scope.get("state", {}).get("request_id"),
+    )
+    return msgspec.json.encode(body)
+
+
+async def send_problem(scope: Scope, send: Send, status: int, code: str, detail: str) -> None:
+    await send_raw(send, status, [(b"content-type", PROBLEM_JSON.encode())], problem_bytes(scope, status, code, detail))
+
+
+async def send_raw(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def idempotency_middleware(app: ASGIApp) -> ASGIApp:
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope["headers"]) if scope["type"] == "http" else {}
+        key = headers.get(b"idempotency-key", b"").decode("latin-1").strip()
+        if scope["type"] != "http" or scope["method"] != "POST" or not key:
+            await app(scope, receive, send)
+            return
+        if len(key) > 255:
+            await send_problem(scope, send, 400, "VALIDATION_ERROR", "Idempotency-Key must be 1-255 characters")
+            return
+        body = await _read_body(receive)
+        container = scope["app"].state.container
+        account_id = await _account_of(container.pool, headers)
+        if account_id is None:  # unauthenticated: let the route answer 401 as usual
+            await app(scope, _replay(body), send)
+            return
+        request_hash = hashlib.sha256(
+            b"\x1f".join([scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body])
+        ).hexdigest()
+        store = _KeyStore(container.pool, account_id, key, container.settings.idempotency_ttl_hours)
+        verdict = await store.claim(scope["method"], scope["path"], request_hash)
+        if verdict == "reused":
+            await send_problem(scope, send, 422, "IDEMPOTENCY_KEY_REUSED",
+                               "this Idempotency-Key was used with a different request")
+            return
+        if verdict == "in_progress":
+            await send_problem(scope, send, 409, "IDEMPOTENCY_KEY_IN_PROGRESS",
+                               "a request with this Idempotency-Key is still being processed; retry shortly")
+            return
+        if isinstance(verdict, tuple):
+            status, stored_headers, stored_body = verdict
+            await send_raw(send, status, [*stored_headers, (b"idempotent-replayed", b"true")], stored_body)
+            return
+        captured: dict[str, Any] = {"body": b""}
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                captured["status"], captured["headers"] = message["status"], message.get("headers", [])
+            elif message["type"] == "http.response.body":
+                captured["body"] += message.get("body", b"")
+                if message.get("more_body"):
+                    return
+                await store.finish(captured["status"], captured["headers"], captured["body"])
+                await send_raw(send, captured["status"], captured["headers"], captured["body"])
+
+        try:
+            await app(scope, _replay(body), capture)
+        except BaseException:
+            await store.release()
+            raise
+
+    return middleware
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+async def _account_of(pool: Any, headers: dict[bytes, bytes]) -> uuid.UUID | None:
+    auth = headers.get(b"authorization", b"").decode("latin-1")
+    scheme, _, value = auth.partition(" ")
+    key = value.strip() if scheme.lower() == "bearer" else headers.get(b"x-api-key", b"").decode("latin-1").strip()
+    if not key:
+        return None
+    account: uuid.UUID | None = await pool.fetchval(
+        "SELECT account_id FROM api_keys_view WHERE key_hash = $1 AND revoked_at IS NULL", digest(key)
+    )
+    return account
+
+
+class _KeyStore:
+    """The idempotency row for (account, key): claimed with a lease, then filled with the response."""
+
+    def __init__(self, pool: Any, account_id: uuid.UUID, key: str, ttl_hours: int) -> None:
+        self.pool, self.account_id, self.key, self.ttl_hours = pool, account_id, key, ttl_hours
+
+    async def claim(self, method: str, path: str, request_hash: str) -> Any:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # A new key, or one whose stored response has outlived the TTL, is (re)claimed here.
+            claimed = await conn.fetchval(
+                "INSERT INTO idempotency_keys (account_id, key, method, path, request_hash, locked_until)"
+                " VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))"
+                " ON CONFLICT (account_id, key) DO UPDATE SET method = EXCLUDED.method, path = EXCLUDED.path,"
+                " request_hash = EXCLUDED.request_hash, status_code = NULL, response_body = NULL,"
+                " response_headers = NULL, locked_until = EXCLUDED.locked_until, created_at = now()"
+                " WHERE idempotency_keys.created_at < now() - make_interval(hours => $7)"
+                " RETURNING true",
+                self.account_id, self.key, method, path, request_hash, float(_LEASE_SECONDS), self.ttl_hours,
+            )
+            if claimed:
+                return "claimed"
+            row = await conn.fetchrow(
+                "SELECT method, path, request_hash, status_code, response_body, response_headers,"
+                " locked_until < now() AS lapsed FROM idempotency_keys"
+                " WHERE account_id = $1 AND key = $2 FOR UPDATE",
+                self.account_id, self.key,
+            )
+            if (row["method"], row["path"], row["request_hash"]) != (method, path, request_hash):
+                return "reused"
+            if row["status_code"] is not None:
+                stored = msgspec.json.decode(row["response_headers"] or "[]")
+                return row["status_code"], [(k.encode(), v.encode()) for k, v in stored], bytes(row["response_body"])
+            if not row["lapsed"]:
+                return "in_progress"
+            # The first attempt died mid-flight without an answer: this retry takes it over.
+            await conn.execute(
+                "UPDATE idempotency_keys SET locked_until = now() + make_interval(secs => $3)"
+                " WHERE account_id = $1 AND key = $2",
+                self.account_id, self.key, float(_LEASE_SECONDS),
+            )
+            return "claimed"
+
+    async def finish(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        if status >= 500:
+            await self.release()  # a server failure is not an answer worth replaying
+            return
+        kept = [[k.decode(), v.decode()] for k, v in headers if k.lower() in _KEPT_HEADERS]
+        await self.pool.execute(
+            "UPDATE idempotency_keys SET status_code = $3, response_body = $4, response_headers = $5::jsonb"
+            " WHERE account_id = $1 AND key = $2",
+            self.account_id, self.key, status, body, msgspec.json.encode(kept).decode(),
+        )
+
+    async def release(self) -> None:
+        await self.pool.execute(
+            "DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 AND status_code IS NULL",
+            self.account_id, self.key,
+        )

@@ -1,0 +1,133 @@
+"""RFC 9457 problem details: the one map from errors to status codes, and their OpenAPI documentation."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.openapi.datastructures import ResponseSpec
+
+from domain.machines import errors as machine_errors
+from domain.shared import errors as shared
+
+log = logging.getLogger("mm.api")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+    instance: str | None = None
+    requestId: str | None = None
+    errors: list[dict[str, Any]] | None = None
+    extra: dict[str, Any] | None = None
+
+
+class ApiError(Exception):
+    """An HTTP-level refusal that is not a domain decision (auth, idempotency, preconditions)."""
+
+    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.extra = status, code, detail, extra
+
+
+STATUS_OF: dict[type[shared.DomainError], int] = {
+    shared.ValidationFailed: 400,
+    shared.NotFound: 404,
+    shared.PermissionDenied: 403,
+    shared.ConcurrencyConflict: 409,
+    shared.InvalidTransition: 409,
+    shared.PreconditionFailed: 412,
+    machine_errors.MachineNotActivated: 409,
+    machine_errors.MachineNotActive: 409,
+    machine_errors.IdentityAlreadyVerified: 409,
+    machine_errors.ChallengeMissing: 409,
+    machine_errors.ChallengeExpired: 422,
+    machine_errors.SignatureInvalid: 422,
+}
+
+TITLES = {
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    409: "Conflict", 412: "Precondition Failed", 413: "Content Too Large", 415: "Unsupported Media Type",
+    422: "Unprocessable Content", 428: "Precondition Required", 429: "Too Many Requests",
+    500: "Internal Server Error", 503: "Service Unavailable",
+}
+
+
+def status_for(exc: shared.DomainError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]  # type: ignore[index]
+    return 400
+
+
+def problem_response(request: Request[Any, Any, Any] | None, status: int, code: str, detail: str | None,
+                     **more: Any) -> Response[Problem]:
+    request_id = request.scope.get("state", {}).get("request_id") if request is not None else None
+    body = Problem(
+        type=f"https://docs.machine-markets.dev/problems/{code.lower().replace('_', '-')}",
+        title=TITLES.get(status, "Error"),
+        status=status,
+        code=code,
+        detail=detail,
+        instance=str(request.url.path) if request is not None else None,
+        requestId=request_id,
+        **more,
+    )
+    return Response(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    if isinstance(exc, shared.DomainError):
+        return problem_response(request, status_for(exc), exc.code, exc.detail, extra=exc.extra or None)
+    if isinstance(exc, ApiError):
+        return problem_response(request, exc.status, exc.code, exc.detail, extra=exc.extra or None)
+    if isinstance(exc, ValidationException):
+        errors = exc.extra if isinstance(exc.extra, list) else None
+        return problem_response(request, 400, "VALIDATION_ERROR", _validation_detail(exc), errors=errors)
+    if isinstance(exc, NotAuthorizedException):
+        return problem_response(request, 401, "UNAUTHORIZED", exc.detail)
+    if isinstance(exc, PermissionDeniedException):
+        return problem_response(request, 403, "PERMISSION_DENIED", exc.detail)
+    if isinstance(exc, NotFoundException):
+        return problem_response(request, 404, "NOT_FOUND", exc.detail)
+    if isinstance(exc, MethodNotAllowedException):
+        return problem_response(request, 405, "METHOD_NOT_ALLOWED", exc.detail)
+    if isinstance(exc, HTTPException):
+        code = "VALIDATION_ERROR" if exc.status_code == 400 else TITLES.get(exc.status_code, "ERROR").upper()
+        return problem_response(request, exc.status_code, code.replace(" ", "_"), exc.detail)
+    log.exception("unhandled error", exc_info=exc)
+    return problem_response(request, 500, "INTERNAL_ERROR", "an unexpected error occurred; it has been logged")
+
+
+def _validation_detail(exc: ValidationException) -> str:
+    detail = exc.detail or "the request is not valid"
+    if isinstance(exc.extra, list) and exc.extra:
+        first = exc.extra[0]
+        if isinstance(first, dict) and first.get("message"):
+            return f"{detail}: {first['message']}"
+    return detail
+
+
+def problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problem responses a route can return."""
+    return {
+        s: ResponseSpec(data_container=Problem, description=TITLES.get(s, "Error"), media_type=PROBLEM_JSON)
+        for s in statuses
+    }
+
+

@@ -1,0 +1,73 @@
+"""Request and response bodies of the machine endpoints (camelCase, unknown fields refused)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from domain.machines.aggregate import Machine
+
+LabelKey = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$", max_length=63)]
+LabelValue = Annotated[str, msgspec.Meta(max_length=256)]
+Labels = Annotated[dict[LabelKey, LabelValue], msgspec.Meta(max_length=32)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Description = Annotated[str, msgspec.Meta(max_length=2000)]
+
+
+class RegisterMachineRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
+    name: Name
+    public_key: Annotated[str, msgspec.Meta(min_length=1, max_length=128,
+                                            description="Ed25519 public key, 32 bytes, standard base64")]
+    description: Description = ""
+    labels: Labels = msgspec.field(default_factory=dict)
+
+
+class ReviseMachineRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
+    name: Name | None = None
+    description: Description | None = None
+    labels: Labels | None = None
+
+
+class StatusChangeRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
+    reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+
+
+class VerifyIdentityRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
+    challenge_id: uuid.UUID
+    signature: Annotated[str, msgspec.Meta(min_length=1, max_length=128,
+                                           description="Ed25519 signature of the nonce's UTF-8 bytes, base64")]
+
+
+class ChallengeView(msgspec.Struct, rename="camel", frozen=True):
+    challenge_id: uuid.UUID
+    nonce: str
+    expires_at: datetime
+    algorithm: str = "ed25519"
+    sign: str = "the UTF-8 bytes of nonce"
+
+
+class MachineView(msgspec.Struct, rename="camel", frozen=True):
+    id: uuid.UUID
+    account_id: uuid.UUID
+    name: str
+    description: str
+    public_key: str
+    labels: dict[str, str]
+    status: str
+    identity_verified: bool
+    identity_verified_at: datetime | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, m: Machine) -> MachineView:
+        return cls(
+            id=m.id, account_id=m.account_id, name=m.name, description=m.description, public_key=m.public_key,
+            labels=dict(m.labels), status=m.status, identity_verified=m.identity_verified,
+            identity_verified_at=m.identity_verified_at, version=m.version, created_at=m.created_on,
+            updated_at=m.modified_on,
+        )

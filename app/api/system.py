@@ -1,0 +1,101 @@
+"""Operational endpoints: liveness, readiness (database, broker, projection lag) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+from litestar import MediaType, Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from app.api.context import container_of
+from projections.status import oldest_write_transaction_seconds, projection_status
+
+READY_MAX_LAG_SECONDS = 30.0
+
+REGISTRY = CollectorRegistry()
+HTTP_REQUESTS = Counter("mm_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=REGISTRY)
+HTTP_LATENCY = Histogram("mm_http_request_seconds", "HTTP request latency", ["method", "route"], registry=REGISTRY)
+LAG_EVENTS = Gauge("mm_projection_lag_events", "Events not yet applied", ["projection"], registry=REGISTRY)
+LAG_SECONDS = Gauge("mm_projection_lag_seconds", "Age of the oldest unapplied event", ["projection"],
+                    registry=REGISTRY)
+OLDEST_TX = Gauge("mm_oldest_write_transaction_seconds", "Age of the oldest open write transaction",
+                  registry=REGISTRY)
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+class Check(msgspec.Struct):
+    name: str
+    ok: bool
+    detail: str | None = None
+
+
+class Readiness(msgspec.Struct):
+    status: str
+    checks: list[Check]
+
+
+@get("/health", tags=["system"], summary="Liveness", sync_to_thread=False)
+def health() -> Health:
+    return Health(status="ok")
+
+
+@get("/ready", tags=["system"], summary="Readiness: database, broker, projection lag",
+     responses={503: ResponseSpec(data_container=Readiness, description="Not ready")})
+async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
+    container = container_of(request)
+    checks: list[Check] = []
+    try:
+        await container.pool.fetchval("SELECT 1")
+        checks.append(Check(name="database", ok=True))
+        rows = await projection_status(container.pool, container.projection_names)
+        for r in rows:
+            ok = r["lag_seconds"] < READY_MAX_LAG_SECONDS
+            checks.append(Check(name=f"projection:{r['name']}", ok=ok,
+                                detail=f"{r['lag_events']} events, {r['lag_seconds']:.1f}s behind"))
+    except Exception as exc:  # readiness reports failures, it never raises them
+        checks.append(Check(name="database", ok=False, detail=type(exc).__name__))
+    checks.append(await _broker_check(container.settings.broker_url, container))
+    ok = all(c.ok for c in checks)
+    return Response(Readiness(status="ready" if ok else "not-ready", checks=checks), status_code=200 if ok else 503)
+
+
+async def _broker_check(url: str | None, container: Any) -> Check:
+    if not url or url.startswith(("postgres://", "postgresql://")):
+        exists = await container.pool.fetchval("SELECT to_regclass('worker_messages') IS NOT NULL")
+        return Check(name="broker", ok=bool(exists), detail="postgresql")
+    parts = urlsplit(url)
+    default_port = {"amqp": 5672, "amqps": 5671, "redis": 6379, "rediss": 6379}.get(parts.scheme, 0)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port or default_port), 2)
+        writer.close()
+        return Check(name="broker", ok=True, detail=parts.scheme)
+    except (OSError, TimeoutError):
+        return Check(name="broker", ok=False, detail=f"{parts.scheme} unreachable")
+
+
+@get("/metrics", tags=["system"], summary="Prometheus metrics", media_type=MediaType.TEXT)
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    container = container_of(request)
+    for r in await projection_status(container.pool, container.projection_names):
+        LAG_EVENTS.labels(r["name"]).set(r["lag_events"])
+        LAG_SECONDS.labels(r["name"]).set(r["lag_seconds"])
+    OLDEST_TX.set(await oldest_write_transaction_seconds(container.pool))
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def observe(method: str, route: str, status: int, started: float) -> None:
+    HTTP_REQUESTS.labels(method, route, str(status)).inc()
+    HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
+
+
+@get("/openapi.json", include_in_schema=False, media_type=MediaType.JSON)
+async def openapi_json(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    return Response(request.app.openapi_schema.to_schema(), media_type=MediaType.JSON)

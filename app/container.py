@@ -1,0 +1,37 @@
+"""Composition root: builds the pool, store, repository and services once per process."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from app.db import create_pool
+from app.services.accounts import AccountsService
+from app.services.machines import MachinesService
+from app.settings import Settings
+from app.store.event_store import EventStore
+from app.store.notifier import Notifier
+from app.store.repository import Repository
+
+
+class Container:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, notify: bool = True) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.notifier = Notifier(pool) if notify else None
+        self.store = EventStore(pool, self.notifier)
+        self.repo = Repository(self.store)
+        self.machines = MachinesService(self.repo, settings.challenge_ttl_seconds)
+        self.accounts = AccountsService(self.repo)
+        self.projection_names = ["accounts", "audit", "machines", "relay"]
+
+    @classmethod
+    async def open(cls, settings: Settings, dsn: str, **pool_sizes: int) -> Container:
+        container = cls(settings, await create_pool(dsn, settings, **pool_sizes))
+        if container.notifier is not None:
+            container.notifier.start()
+        return container
+
+    async def close(self) -> None:
+        if self.notifier is not None:
+            await self.notifier.stop()
+        await self.pool.close()

@@ -1,0 +1,17 @@
+"""The projections this service runs, by name."""
+
+from __future__ import annotations
+
+from projections.accounts import AccountsProjection
+from projections.audit import AuditProjection
+from projections.base import Projection
+from projections.machines import MachinesProjection
+
+
+def read_models() -> list[Projection]:
+    """Projections that only write rows (the relay, which enqueues work, is added by the worker side)."""
+    return [AccountsProjection(), MachinesProjection(), AuditProjection()]
+
+
+def by_name(projections: list[Projection]) -> dict[str, Projection]:
+    return {p.name: p for p in projections}

@@ -1,0 +1,59 @@
+"""The relay: turns recorded events into Dramatiq messages (ids only), keyed by event id for dedupe."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import asyncpg
+import dramatiq
+
+from app.store.types import RecordedEvent
+from domain.shared.ids import derived_id
+from projections.base import Tables
+
+
+class Route(Protocol):
+    def __call__(self, event: RecordedEvent) -> list[tuple[str, str, dict[str, Any], datetime | None]]: ...
+
+
+def _machine_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any], datetime | None]]:
+    """(queue, actor, kwargs, not-before) for each job an event asks for."""
+    if event.type == "machines:Machine.IdentityChallengeIssued":
+        expires = datetime.fromisoformat(event.data["expires_at"])
+        kwargs = {"machine_id": str(event.stream_id), "challenge_id": event.data["challenge_id"]}
+        return [("machines", "expire_identity_challenge", kwargs, expires)]
+    return []
+
+
+ROUTES: list[Route] = [_machine_routes]
+
+
+class RelayProjection:
+    """At-least-once hand-off: a crash between enqueue and checkpoint re-sends the same message id,
+    which the broker (PostgreSQL) or the idempotent actor (any broker) absorbs."""
+
+    name = "relay"
+    tables: tuple[str, ...] = ()
+
+    def __init__(self, broker: dramatiq.Broker, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.broker = broker
+        self.now = now
+
+    async def apply(self, conn: asyncpg.Connection, event: RecordedEvent, t: Tables) -> None:
+        for route in ROUTES:
+            for index, (queue, actor, kwargs, not_before) in enumerate(route(event)):
+                message = dramatiq.Message(
+                    queue_name=queue,
+                    actor_name=actor,
+                    args=(),
+                    kwargs={**kwargs, "event_id": str(event.event_id)},
+                    options={},
+                    message_id=str(derived_id("relay", event.event_id, actor, index)),
+                )
+                delay = None
+                if not_before is not None:
+                    delay = max(0, int((not_before - self.now()).total_seconds() * 1000))
+                await asyncio.to_thread(self.broker.enqueue, message, delay=delay)
