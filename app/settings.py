@@ -67,7 +67,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         raw["cors_origins"] = _tuple(e["MM_CORS_ORIGINS"])
     if raw.get("allow_query_api_key") is not None:
         raw["allow_query_api_key"] = str(raw["allow_query_api_key"]).lower() in {"1", "true", "yes", "on"}
-    return msgspec.convert(raw, Settings, strict=False)
+    return msgspec.convert(raw, Settings, strict=False, dec_hook=_dec_hook)
+
+
+def _dec_hook(type_: type, value: object) -> object:
+    if type_ is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(f"cannot read {type_} from the environment")
 
 
 @lru_cache(maxsize=1)

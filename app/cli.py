@@ -1,0 +1,141 @@
+"""The `mm` command: migrate, api, projector, worker, up (all of them, supervised), projections tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("mm")
+
+
+def database_url(settings: Settings) -> str:
+    """MM_DATABASE_URL, or the embedded PostgreSQL under the data directory (started if needed)."""
+    if settings.database_url:
+        return settings.database_url
+    from app.embedded_db import ensure_embedded_postgres
+
+    return ensure_embedded_postgres((settings.data_dir / "pg").resolve(), database="mm")
+
+
+def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+    from app.migrate import migrate
+
+    applied = asyncio.run(migrate(database_url(settings)))
+    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    return 0
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.api.app import create_app
+    from app.container import Container
+
+    dsn = database_url(settings)
+    app = create_app(settings, open_container=lambda: Container.open(settings, dsn))
+    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
+                log_level=settings.log_level.lower(), access_log=False, proxy_headers=True)
+    return 0
+
+
+def cmd_projector(settings: Settings, _: argparse.Namespace) -> int:
+    from projections.main import run_projector
+
+    dsn = database_url(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_projector(settings, dsn, stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    env = {**os.environ, "MM_DATABASE_URL": database_url(settings)}
+    # Dramatiq's own CLI runs the worker processes; workers.actors configures the broker on import.
+    argv = [sys.executable, "-m", "dramatiq", "workers.actors", "--processes", str(args.processes),
+            "--threads", str(args.threads)]
+    os.execve(sys.executable, argv, env)
+    return 0  # not reached
+
+
+def cmd_projections(settings: Settings, args: argparse.Namespace) -> int:
+    from app.cli_projections import rebuild_one, show_status
+
+    dsn = database_url(settings)
+    if args.action == "status":
+        return asyncio.run(show_status(settings, dsn))
+    return asyncio.run(rebuild_one(settings, dsn, args.name))
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from app.supervisor import run_stack
+
+    return run_stack(settings, database_url(settings), args)
+
+
+def admin_token(settings: Settings) -> str:
+    """MM_ADMIN_TOKEN, else a key generated once and kept (0600) in the data directory."""
+    if settings.admin_token:
+        return settings.admin_token
+    from app.crypto import new_api_key
+
+    path = Path(settings.data_dir) / "admin-token"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token, _ = new_api_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mm", description="Machine Markets service")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply sql/ migrations").set_defaults(fn=cmd_migrate)
+    api = sub.add_parser("api", help="run the HTTP API")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.set_defaults(fn=cmd_api)
+    sub.add_parser("projector", help="run the projections and the relay").set_defaults(fn=cmd_projector)
+    worker = sub.add_parser("worker", help="run Dramatiq workers")
+    worker.add_argument("--processes", type=int, default=1)
+    worker.add_argument("--threads", type=int, default=4)
+    worker.set_defaults(fn=cmd_worker)
+    proj = sub.add_parser("projections", help="projection status and rebuild")
+    proj_sub = proj.add_subparsers(dest="action", required=True)
+    proj_sub.add_parser("status", help="position and lag of each projection")
+    rebuild = proj_sub.add_parser("rebuild", help="replay a read model from zero and swap it in")
+    rebuild.add_argument("name")
+    proj.set_defaults(fn=cmd_projections)
+    up = sub.add_parser("up", help="migrate, then run api + projector + worker, supervised")
+    up.add_argument("--no-worker", action="store_true", help="skip the Dramatiq worker")
+    up.set_defaults(fn=cmd_up)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.fn(settings, args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""The projector process: runs every read model plus the relay until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from app.db import create_pool
+from app.settings import Settings
+from app.store.event_store import EventStore
+from projections.base import Projection
+from projections.registry import read_models
+from projections.relay import RelayProjection
+from projections.runner import ProjectionRunner
+from workers.broker import make_broker
+
+log = logging.getLogger("mm.projections")
+
+
+def all_projections(settings: Settings, dsn: str) -> list[Projection]:
+    # The relay only builds messages; the broker is chosen in workers.broker, the one place for it.
+    return [*read_models(), RelayProjection(make_broker(settings.broker_url or dsn))]
+
+
+async def run_projector(settings: Settings, dsn: str, stop: asyncio.Event) -> None:
+    pool = await create_pool(dsn, settings, min_size=2, max_size=10)
+    try:
+        runner = ProjectionRunner(
+            pool, EventStore(pool), all_projections(settings, dsn),
+            batch_size=settings.projection_batch_size, poll_interval=settings.projection_poll_interval_s,
+        )
+        log.info("projector running: %s", ", ".join(p.name for p in runner.projections))
+        await runner.run(stop)
+    finally:
+        await pool.close()

@@ -1,0 +1,25 @@
+"""Worker entry module (`dramatiq workers.actors`): configures the broker, then declares every actor."""
+
+from __future__ import annotations
+
+from dramatiq.middleware.asyncio import AsyncIO
+
+from app.settings import get_settings
+from workers.broker import configure_broker
+
+
+def broker_url() -> str:
+    settings = get_settings()
+    url = settings.broker_url or settings.database_url
+    if not url:
+        raise RuntimeError("set MM_BROKER_URL or MM_DATABASE_URL (mm up sets both for its children)")
+    return url
+
+
+broker = configure_broker(broker_url())
+broker.add_middleware(AsyncIO())
+
+# Actors bind to the global broker when declared, so these imports must come after configure_broker.
+from workers import machines  # noqa: E402
+
+__all__ = ["broker", "machines"]

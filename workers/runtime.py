@@ -1,0 +1,42 @@
+"""The worker process's application container, opened lazily on Dramatiq's asyncio event-loop thread."""
+
+from __future__ import annotations
+
+import asyncio
+
+from app.container import Container
+from app.settings import get_settings
+
+_container: Container | None = None
+_lock: asyncio.Lock | None = None
+_dsn_override: str | None = None
+
+
+def use_database(dsn: str | None) -> None:
+    """Point actors at a specific database (tests; `mm up` passes MM_DATABASE_URL instead)."""
+    global _dsn_override, _container, _lock
+    _dsn_override, _container, _lock = dsn, None, None
+
+
+async def container() -> Container:
+    global _container, _lock
+    if _container is not None:
+        return _container
+    if _lock is None:
+        _lock = asyncio.Lock()
+    async with _lock:
+        if _container is None:
+            settings = get_settings()
+            dsn = _dsn_override or settings.database_url
+            if not dsn:
+                raise RuntimeError("workers need MM_DATABASE_URL (mm up and mm worker set it)")
+            # A small pool: actors are short and the worker's thread count bounds concurrency anyway.
+            _container = await Container.open(settings, dsn, min_size=1, max_size=4)
+    return _container
+
+
+async def close() -> None:
+    global _container
+    if _container is not None:
+        await _container.close()
+        _container = None
