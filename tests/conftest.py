@@ -79,3 +79,24 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture(scope="session")
 def store(pool: asyncpg.Pool) -> EventStore:
     return EventStore(pool)
+
+
+@pytest.fixture
+async def fresh_database(server_url: str) -> AsyncIterator[str]:
+    """A database of its own for tests that run projections from zero (no other runner touches it)."""
+    name = f"mm_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = _with_database(server_url, name)
+    await migrate(url)
+    try:
+        yield url
+    finally:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
