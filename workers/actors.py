@@ -6,6 +6,7 @@ from dramatiq.middleware.asyncio import AsyncIO
 
 from app.settings import get_settings
 from workers.broker import configure_broker
+from workers.runtime import CloseContainer
 
 
 def broker_url() -> str:
@@ -18,6 +19,7 @@ def broker_url() -> str:
 
 broker = configure_broker(broker_url())
 broker.add_middleware(AsyncIO())
+broker.add_middleware(CloseContainer())
 
 # Actors bind to the global broker when declared, so these imports must come after configure_broker.
 from workers import machines  # noqa: E402

@@ -15,8 +15,7 @@ from workers import runtime
 log = logging.getLogger("mm.workers")
 
 
-@dramatiq.actor(queue_name="machines", max_retries=10, time_limit=30_000, min_backoff=500, max_backoff=60_000)
-async def expire_identity_challenge(machine_id: str, challenge_id: str, event_id: str) -> None:
+async def expire_challenge_job(machine_id: str, challenge_id: str, event_id: str) -> None:
     """Sent by the relay for each issued challenge, due at its expiry. Redelivery changes nothing twice:
     the machine only expires an open challenge with this id, and event ids derive from `event_id`."""
     c = await runtime.container()
@@ -38,3 +37,14 @@ async def expire_identity_challenge(machine_id: str, challenge_id: str, event_id
         )
         return
     await c.machines.expire_challenge(ctx, uuid.UUID(machine_id), uuid.UUID(challenge_id))
+
+
+expire_identity_challenge = dramatiq.actor(
+    expire_challenge_job,
+    actor_name="expire_identity_challenge",
+    queue_name="machines",
+    max_retries=10,
+    time_limit=30_000,
+    min_backoff=500,
+    max_backoff=60_000,
+)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import dramatiq
+from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.middleware import Middleware
+
 from app.container import Container
 from app.settings import get_settings
 
@@ -40,3 +44,12 @@ async def close() -> None:
     if _container is not None:
         await _container.close()
         _container = None
+
+
+class CloseContainer(Middleware):
+    """Closes the container's pool on the event-loop thread before Dramatiq stops that loop."""
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        loop_thread = get_event_loop_thread()
+        if loop_thread is not None and _container is not None:
+            loop_thread.run_coroutine(close())
