@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
@@ -15,22 +16,35 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # None means "use the PostgreSQL-backed broker on the same database".
     broker_url: str | None = None
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
     admin_token: str | None = None
     data_dir: Path = Path(".data")
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
-    pool_min_size: int = 2
-    pool_max_size: int = 20
+    pool_min_size: Annotated[int, msgspec.Meta(ge=0)] = 2
+    pool_max_size: Annotated[int, msgspec.Meta(ge=1)] = 20
     # Short timeouts keep any one transaction from holding back the global log's visibility horizon.
-    statement_timeout_ms: int = 15_000
-    idle_in_transaction_timeout_ms: int = 5_000
-    projection_batch_size: int = 500
-    projection_poll_interval_s: float = 0.5
-    read_your_writes_timeout_s: float = 2.0
-    idempotency_ttl_hours: int = 24
-    challenge_ttl_seconds: int = 300
+    statement_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 15_000
+    idle_in_transaction_timeout_ms: Annotated[int, msgspec.Meta(ge=0)] = 5_000
+    projection_batch_size: Annotated[int, msgspec.Meta(ge=1)] = 500
+    projection_poll_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
+    read_your_writes_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    idempotency_ttl_hours: Annotated[int, msgspec.Meta(ge=1)] = 24
+    challenge_ttl_seconds: Annotated[int, msgspec.Meta(ge=0)] = 300
     allow_query_api_key: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError(f"MM_POOL_MIN_SIZE ({self.pool_min_size}) exceeds MM_POOL_MAX_SIZE ({self.pool_max_size})")
+
+
+def _bool(var: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{var} must be true/false (or 1/0, yes/no, on/off), got {value!r}")
 
 
 def _tuple(raw: str | None) -> tuple[str, ...]:
@@ -66,7 +80,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if e.get("MM_CORS_ORIGINS"):
         raw["cors_origins"] = _tuple(e["MM_CORS_ORIGINS"])
     if raw.get("allow_query_api_key") is not None:
-        raw["allow_query_api_key"] = str(raw["allow_query_api_key"]).lower() in {"1", "true", "yes", "on"}
+        raw["allow_query_api_key"] = _bool("MM_ALLOW_QUERY_API_KEY", str(raw["allow_query_api_key"]))
     return msgspec.convert(raw, Settings, strict=False, dec_hook=_dec_hook)
 
 

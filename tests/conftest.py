@@ -1,4 +1,4 @@
-"""Session fixtures: one fresh, migrated PostgreSQL database per test session (real server, never a stand-in)."""
+"""Session fixtures: fresh, migrated PostgreSQL databases on a real server (never a stand-in)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,31 @@ def _server_url() -> str:
     return ensure_embedded_postgres(ROOT / ".data" / "test-pg")
 
 
-def _with_database(url: str, name: str) -> str:
+def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/" + name))
+
+
+async def create_database(server_url: str, prefix: str = "mm_test") -> str:
+    """CREATE DATABASE with a random name, apply sql/, return its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = with_database(server_url, name)
+    await migrate(url)
+    return url
+
+
+async def drop_database(server_url: str, url: str) -> None:
+    name = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -39,29 +61,32 @@ def server_url() -> str:
 
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
-    """A throw-away database on the real server, migrated with sql/."""
-    name = f"mm_test_{uuid.uuid4().hex[:12]}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        await migrate(_with_database(server_url, name))
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
+    """The session's shared database (API tests, store tests)."""
+    url = asyncio.run(create_database(server_url))
     try:
-        yield _with_database(server_url, name)
+        yield url
     finally:
-        asyncio.run(drop())
+        asyncio.run(drop_database(server_url, url))
+
+
+@pytest.fixture
+async def fresh_database(server_url: str) -> AsyncIterator[str]:
+    """A database of its own for tests that run projections from zero (no other runner touches it)."""
+    url = await create_database(server_url)
+    try:
+        yield url
+    finally:
+        await drop_database(server_url, url)
+
+
+@pytest.fixture
+def fresh_database_sync(server_url: str) -> Iterator[str]:
+    """`fresh_database` for synchronous tests (subprocess-driven ones)."""
+    url = asyncio.run(create_database(server_url))
+    try:
+        yield url
+    finally:
+        asyncio.run(drop_database(server_url, url))
 
 
 @pytest.fixture(scope="session")
@@ -79,24 +104,3 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture(scope="session")
 def store(pool: asyncpg.Pool) -> EventStore:
     return EventStore(pool)
-
-
-@pytest.fixture
-async def fresh_database(server_url: str) -> AsyncIterator[str]:
-    """A database of its own for tests that run projections from zero (no other runner touches it)."""
-    name = f"mm_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = _with_database(server_url, name)
-    await migrate(url)
-    try:
-        yield url
-    finally:
-        conn = await asyncpg.connect(server_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()

@@ -138,6 +138,7 @@ class Machine(Aggregate):
     @classmethod
     def register(cls, cmd: RegisterMachine, at: datetime) -> Machine:
         rules.check_name(cmd.name)
+        rules.check_description(cmd.description)
         rules.decode_public_key(cmd.public_key)
         rules.check_labels(cmd.labels)
         return cls._create(
@@ -201,18 +202,20 @@ class Machine(Aggregate):
         return True
 
     def revise_profile(self, cmd: ReviseProfile, at: datetime) -> None:
+        """Records only what actually changes; a PATCH that changes nothing records nothing."""
         self._not_retired()
         if cmd.name is not None:
             rules.check_name(cmd.name)
+        if cmd.description is not None:
+            rules.check_description(cmd.description)
         if cmd.labels is not None:
             rules.check_labels(cmd.labels)
-        self.trigger_event(
-            self.ProfileRevised,
-            timestamp=at,
-            name=cmd.name,
-            description=cmd.description,
-            labels=None if cmd.labels is None else dict(cmd.labels),
-        )
+        name = cmd.name if cmd.name is not None and cmd.name != self.name else None
+        description = cmd.description if cmd.description is not None and cmd.description != self.description else None
+        labels = dict(cmd.labels) if cmd.labels is not None and cmd.labels != self.labels else None
+        if name is None and description is None and labels is None:
+            return
+        self.trigger_event(self.ProfileRevised, timestamp=at, name=name, description=description, labels=labels)
 
     def activate(self, at: datetime) -> None:
         if not self.identity_verified:

@@ -33,9 +33,19 @@ def check_labels(labels: dict[str, str]) -> None:
             raise ValidationFailed(f"label {key!r} value is over 256 characters", field="labels")
 
 
+MAX_NAME, MAX_DESCRIPTION = 200, 2000
+
+
 def check_name(name: str) -> None:
     if not name.strip():
         raise ValidationFailed("name must not be blank", field="name")
+    if len(name) > MAX_NAME:
+        raise ValidationFailed(f"name is over {MAX_NAME} characters", field="name")
+
+
+def check_description(description: str) -> None:
+    if len(description) > MAX_DESCRIPTION:
+        raise ValidationFailed(f"description is over {MAX_DESCRIPTION} characters", field="description")
 
 
 def decode_signature(value: str) -> bytes:

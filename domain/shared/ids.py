@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 # Fixed namespace so derived ids are stable across processes and releases.
@@ -14,4 +15,5 @@ def new_id() -> uuid.UUID:
 
 def derived_id(*parts: object) -> uuid.UUID:
     """Same parts, same id: used for idempotent commands (idempotency key, redelivered message)."""
-    return uuid.uuid5(NAMESPACE, "\x1f".join(str(p) for p in parts))
+    # JSON keeps the encoding unambiguous: ("a,b",) and ("a", "b") differ, and None is not "None".
+    return uuid.uuid5(NAMESPACE, json.dumps([p if p is None or isinstance(p, int | float) else str(p) for p in parts]))

@@ -14,6 +14,8 @@ class Money(msgspec.Struct, frozen=True):
     currency: str
 
     def __post_init__(self) -> None:
+        if type(self.amount) is not int:  # bool is an int subclass; floats would round money away
+            raise ValueError(f"amount must be an integer number of minor units, got {self.amount!r}")
         if not _CURRENCY.match(self.currency):
             raise ValueError(f"currency must be a three-letter ISO 4217 code, got {self.currency!r}")
 

@@ -6,7 +6,6 @@ import asyncio
 import os
 import random
 import signal
-import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -69,25 +68,34 @@ async def applied_counts(pool: asyncpg.Pool) -> dict[str, int]:
     return {r["name"]: r["events_applied"] for r in rows}
 
 
+async def _projector(dsn: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "tests/integration/projector_proc.py"), dsn,
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
 @pytest.mark.slow
-async def test_killed_projector_ends_identical_to_a_clean_rebuild(app_container: Container, fresh_database: str) -> None:
+async def test_killed_projector_ends_identical_to_a_clean_rebuild(
+    app_container: Container, fresh_database: str
+) -> None:
     total = await seed(app_container, 120)
     kills = 0
     for _ in range(40):
-        proc = subprocess.Popen([sys.executable, str(ROOT / "tests/integration/projector_proc.py"), fresh_database],
-                                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE)
+        proc = await _projector(fresh_database)
         await asyncio.sleep(random.uniform(0.3, 0.6))  # start-up, then some way into a batch
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
-        proc.wait()
+        await proc.communicate()
         counts = await applied_counts(app_container.pool)
         if counts.get("machines") == total and counts.get("audit") == total:
             break
     assert kills >= 2, "the projector was never killed mid-run; the test proved nothing"
-    final = subprocess.run([sys.executable, str(ROOT / "tests/integration/projector_proc.py"), fresh_database],
-                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=120)
-    assert b"caught-up" in final.stdout, final.stderr.decode()[-2000:]
+    final = await _projector(fresh_database)
+    out, err = await asyncio.wait_for(final.communicate(), 120)
+    assert b"caught-up" in out, err.decode()[-2000:]
 
     assert await applied_counts(app_container.pool) == {"machines": total, "audit": total}
     after_crashes = await snapshot(app_container.pool)

@@ -22,8 +22,8 @@ from projections.runner import ProjectionRunner
 from workers import runtime
 
 dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq pick a default broker here
-from workers.machines import expire_challenge_job, expire_identity_challenge  # noqa: E402
 from workers.broker import make_broker  # noqa: E402
+from workers.machines import expire_challenge_job, expire_identity_challenge  # noqa: E402
 
 KEY = "A" * 43 + "="
 EXPIRED = "machines:Machine.IdentityChallengeExpired"
