@@ -1,0 +1,216 @@
+"""A Dramatiq 2.x broker on PostgreSQL (psycopg 3): table worker_messages, SKIP LOCKED claims, leases, NOTIFY."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from dramatiq.broker import Broker, Consumer
+from dramatiq.common import q_name
+from dramatiq.errors import ConnectionFailed, QueueJoinTimeout, QueueNotFound
+from dramatiq.message import Message
+from dramatiq.middleware import Middleware
+from psycopg.pq import TransactionStatus
+
+from workers.pg_broker_consumer import (
+    CHANNEL,
+    LeaseBook,
+    PostgresConsumer,
+    build_conninfo,
+    connect,
+    translate_errors,
+)
+
+__all__ = ["PostgresBroker"]
+
+# A re-enqueue of a message id that already has a row is a duplicate and is dropped, except a retry: the
+# Retries middleware re-enqueues the message it is processing (same id, options["retries"] bumped), so a
+# higher retries count on a consumed row puts that row back in the queue, fenced from the pending ack.
+_ENQUEUE = """
+WITH upsert AS (
+    INSERT INTO worker_messages AS w (message_id, queue_name, actor_name, eta, retries, message)
+    VALUES (%(message_id)s, %(queue)s, %(actor)s,
+            COALESCE(to_timestamp(%(eta_ms)s::float8 / 1000), now() + make_interval(secs => %(delay_s)s)),
+            %(retries)s, %(message)s)
+    ON CONFLICT (message_id) DO UPDATE
+        SET state = 'queued', eta = EXCLUDED.eta, retries = EXCLUDED.retries, message = EXCLUDED.message,
+            lease_expires_at = NULL, updated_at = now()
+        WHERE w.state = 'consumed' AND EXCLUDED.retries > w.retries
+    RETURNING w.eta <= now() AS ready
+)
+SELECT pg_notify(%(channel)s, %(queue)s) FROM upsert WHERE ready
+"""
+_PENDING = "SELECT count(*) FROM worker_messages WHERE queue_name = %s AND state IN ('queued', 'consumed')"
+
+
+class _Pool:
+    """A small thread-safe pool of autocommit connections shared by enqueue and the worker threads' acks."""
+
+    def __init__(self, conninfo: str, size: int, timeout: float) -> None:
+        self._conninfo = conninfo
+        self._timeout = timeout
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._pid = os.getpid()
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        if not self._slots.acquire(timeout=self._timeout):
+            raise ConnectionFailed(f"no free connection in the PostgresBroker pool within {self._timeout}s")
+        try:
+            conn = self._take()
+            try:
+                with translate_errors():
+                    yield conn
+            finally:
+                self._give_back(conn)
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def _take(self) -> psycopg.Connection[Any]:
+        with self._lock:
+            if self._pid != os.getpid():
+                # Forked child: the parent's sockets are not ours to use or close (psycopg skips closing them).
+                self._idle, self._pid = [], os.getpid()
+            if self._idle:
+                return self._idle.pop()
+        return connect(self._conninfo)
+
+    def _give_back(self, conn: psycopg.Connection[Any]) -> None:
+        healthy = not conn.closed and not conn.broken and conn.info.transaction_status == TransactionStatus.IDLE
+        if not healthy:
+            conn.close()
+            return
+        with self._lock:
+            self._idle.append(conn)
+
+
+class PostgresBroker(Broker):
+    """Dramatiq broker storing messages in PostgreSQL table worker_messages (created by sql/0050).
+
+    Delays and retry back-off are stored as the row's `eta`, so no `.DQ` delay queues are declared and
+    workers never hold delayed messages in memory. A claimed row carries a lease the consumer renews while
+    the message is in the process; a dead worker's leases expire and its messages are claimed again.
+    Message ids must be UUIDs (dramatiq's default); a second enqueue of a known id is dropped.
+
+    Parameters:
+      url: libpq URL, e.g. postgresql://user@host/db or postgresql://user@/db?host=/socket/dir
+      lease_seconds: how long a claim survives without renewal (renewed every third of it).
+      poll_interval: the longest a consumer sleeps between looks when no NOTIFY wakes it.
+      pool_size: connections for enqueue and acks (each consumer also holds one of its own).
+      done_retention_seconds: how long finished rows stay to dedupe late re-enqueues (None: forever,
+        0: delete on ack). Rejected (dead-lettered) rows are always kept.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        middleware: list[Middleware] | None = None,
+        lease_seconds: float = 300,
+        poll_interval: float = 1.0,
+        pool_size: int = 10,
+        pool_timeout: float = 30.0,
+        done_retention_seconds: float | None = 7 * 86400,
+    ) -> None:
+        super().__init__(middleware=middleware)
+        if lease_seconds <= 0 or poll_interval <= 0 or pool_size < 1:
+            raise ValueError("lease_seconds and poll_interval must be > 0 and pool_size >= 1")
+        self.url = url
+        self.conninfo = build_conninfo(url)
+        self.lease_seconds = float(lease_seconds)
+        self.poll_interval = float(poll_interval)
+        self.done_retention_seconds = None if done_retention_seconds is None else float(done_retention_seconds)
+        self.queues: set[str] = set()
+        self.pool = _Pool(self.conninfo, pool_size, pool_timeout)
+        self.leases = LeaseBook()
+
+    @property
+    def keeps_done_rows(self) -> bool:
+        return self.done_retention_seconds is None or self.done_retention_seconds > 0
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 30000) -> Consumer:
+        """A consumer for a declared queue; `timeout` (ms) bounds how long one `next()` idles."""
+        if queue_name not in self.queues:
+            raise QueueNotFound(queue_name)
+        return PostgresConsumer(self, queue_name, prefetch, timeout)
+
+    def declare_queue(self, queue_name: str) -> None:
+        if queue_name not in self.queues:
+            self.emit_before("declare_queue", queue_name)
+            self.queues.add(queue_name)
+            self.emit_after("declare_queue", queue_name)
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        """Store `message` (deduped by message_id), ready now or after `delay` ms; wakes idle consumers."""
+        stored = message.copy(queue_name=q_name(message.queue_name))
+        # The eta lives in the row, not the message: a message carrying one would be parked in worker memory.
+        eta_ms = stored.options.pop("eta", None)
+        if delay is not None:
+            eta_ms = None  # an explicit delay wins over an eta the message may carry from elsewhere
+        try:
+            message_id = uuid.UUID(stored.message_id)
+        except ValueError:
+            raise ValueError(f"PostgresBroker needs UUID message ids, got {stored.message_id!r}") from None
+        result = stored if delay is None else stored.copy(options={"eta": int(time.time() * 1000) + delay})
+        params = {
+            "message_id": message_id,
+            "queue": stored.queue_name,
+            "actor": stored.actor_name,
+            "eta_ms": eta_ms,
+            "delay_s": (delay or 0) / 1000,
+            "retries": int(stored.options.get("retries", 0)),
+            "message": stored.encode(),
+            "channel": CHANNEL,
+        }
+        self.logger.debug("Enqueueing message %r on queue %r.", stored.message_id, stored.queue_name)
+        self.emit_before("enqueue", result, delay)
+        with self.pool.connection() as conn:
+            conn.execute(_ENQUEUE, params)
+        self.emit_after("enqueue", result, delay)
+        return result
+
+    def get_declared_queues(self) -> set[str]:
+        return self.queues.copy()
+
+    def flush(self, queue_name: str) -> None:
+        """Delete every row of the queue, finished and dead-lettered ones included."""
+        with self.pool.connection() as conn:
+            conn.execute("DELETE FROM worker_messages WHERE queue_name = %s", [q_name(queue_name)])
+
+    def flush_all(self) -> None:
+        """Delete every row of the queues declared on this broker (other queues in the table are left alone)."""
+        with self.pool.connection() as conn:
+            conn.execute("DELETE FROM worker_messages WHERE queue_name = ANY(%s)", [sorted(self.queues)])
+
+    def join(self, queue_name: str, *, interval: int = 100, timeout: int | None = None) -> None:
+        """Wait until the queue has no queued (incl. delayed) or consumed rows; meant for tests.
+
+        Raises:
+          QueueJoinTimeout: when `timeout` (ms) elapses first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout / 1000
+        while True:
+            with self.pool.connection() as conn:
+                row = conn.execute(_PENDING, [q_name(queue_name)]).fetchone()
+            if row is not None and row[0] == 0:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise QueueJoinTimeout(queue_name)
+            time.sleep(interval / 1000)
+
+    def close(self) -> None:
+        self.pool.close()

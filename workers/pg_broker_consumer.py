@@ -1,0 +1,306 @@
+"""Consumer side of PostgresBroker: claims, leases, LISTEN/NOTIFY wake-ups, and the shared connection helpers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from dramatiq.broker import Consumer, MessageProxy
+from dramatiq.errors import BrokerConnectionError, ConnectionClosed, ConnectionFailed, DecodeError
+from dramatiq.logging import get_logger
+from dramatiq.message import Message
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+if TYPE_CHECKING:
+    from workers.pg_broker import PostgresBroker
+
+#: One NOTIFY channel for every queue; the payload is the queue name (channel names are capped at 63 bytes).
+CHANNEL = "worker_messages"
+
+# Applied only where the URL does not say otherwise; keepalives catch a silently dropped TCP peer
+# (libpq ignores them on unix sockets).
+_CONNINFO_DEFAULTS: dict[str, Any] = {
+    "connect_timeout": 10,
+    "application_name": "dramatiq-pg",
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+# How often a consumer deletes finished rows past their retention.
+_CLEANUP_EVERY_S = 60.0
+# Floor for idle waits so a queue whose ready rows are momentarily locked by a peer's claim is not spun on.
+_MIN_WAIT_S = 0.02
+
+_CLAIM = """
+WITH picked AS MATERIALIZED (
+    SELECT id FROM worker_messages
+    WHERE queue_name = %(queue)s AND state = 'queued' AND eta <= now()
+    ORDER BY eta, id
+    LIMIT %(n)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE worker_messages AS w
+SET state = 'consumed', attempts = w.attempts + 1, consumed_at = now(),
+    lease_expires_at = now() + make_interval(secs => %(lease)s), updated_at = now()
+FROM picked WHERE w.id = picked.id
+RETURNING w.id, w.attempts, w.eta, w.message
+"""
+_NEXT_ETA = """
+SELECT EXTRACT(EPOCH FROM min(eta) - now())::float8 FROM worker_messages
+WHERE queue_name = %(queue)s AND state = 'queued'
+"""
+_RECLAIM = """
+WITH expired AS MATERIALIZED (
+    SELECT id FROM worker_messages
+    WHERE queue_name = %(queue)s AND state = 'consumed' AND lease_expires_at < now()
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE worker_messages AS w SET state = 'queued', lease_expires_at = NULL, updated_at = now()
+FROM expired WHERE w.id = expired.id
+"""
+_RENEW = """
+UPDATE worker_messages AS w
+SET lease_expires_at = now() + make_interval(secs => %(lease)s), updated_at = now()
+FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS t(id, attempts)
+WHERE w.id = t.id AND w.attempts = t.attempts AND w.state = 'consumed'
+"""
+_CLEANUP = """
+DELETE FROM worker_messages WHERE id IN (
+    SELECT id FROM worker_messages
+    WHERE queue_name = %(queue)s AND state = 'done' AND updated_at < now() - make_interval(secs => %(keep)s)
+    LIMIT 1000 FOR UPDATE SKIP LOCKED)
+"""
+# Settling is fenced by (id, attempts): after a retry re-queued the row or a lease expired and a peer
+# re-claimed it, the stale holder's ack/nack/requeue matches nothing.
+_ACK = """
+UPDATE worker_messages SET state = 'done', lease_expires_at = NULL, updated_at = now()
+WHERE id = %(id)s AND attempts = %(attempts)s AND state = 'consumed'
+"""
+_ACK_DELETE = "DELETE FROM worker_messages WHERE id = %(id)s AND attempts = %(attempts)s AND state = 'consumed'"
+_NACK = """
+UPDATE worker_messages SET state = 'rejected', lease_expires_at = NULL, message = %(message)s, updated_at = now()
+WHERE id = %(id)s AND attempts = %(attempts)s AND state = 'consumed'
+"""
+_REQUEUE = """
+WITH back AS (
+    UPDATE worker_messages AS w SET state = 'queued', lease_expires_at = NULL, updated_at = now()
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS t(id, attempts)
+    WHERE w.id = t.id AND w.attempts = t.attempts AND w.state = 'consumed'
+    RETURNING w.id
+)
+SELECT pg_notify(%(channel)s, %(queue)s) FROM (SELECT 1 FROM back LIMIT 1) AS any_back
+"""
+
+
+def build_conninfo(url: str) -> str:
+    """The URL (any libpq form, incl. unix-socket `?host=/dir`) plus our defaults for what it leaves unset."""
+    given = conninfo_to_dict(url)
+    return make_conninfo(url, **{k: v for k, v in _CONNINFO_DEFAULTS.items() if k not in given})
+
+
+def connect(conninfo: str) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(conninfo, autocommit=True)
+    except psycopg.Error as e:
+        raise ConnectionFailed(e) from None
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Surface lost connections as dramatiq's ConnectionClosed so workers retry/restart like on other brokers."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+        raise ConnectionClosed(e) from None
+
+
+class LeaseBook:
+    """Messages this process holds, by row: a restarted consumer keeps renewing leases of ones already handed out."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: dict[int, tuple[str, int]] = {}
+
+    def track(self, queue_name: str, row_id: int, attempts: int) -> None:
+        with self._lock:
+            self._rows[row_id] = (queue_name, attempts)
+
+    def untrack(self, row_id: int) -> None:
+        with self._lock:
+            self._rows.pop(row_id, None)
+
+    def held(self, queue_name: str) -> tuple[list[int], list[int]]:
+        with self._lock:
+            pairs = [(rid, att) for rid, (q, att) in self._rows.items() if q == queue_name]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+class PgMessageProxy(MessageProxy):
+    """A claimed message plus the (row id, attempts) fence that settles it."""
+
+    def __init__(self, message: Message[Any], row_id: int, attempts: int, owner: PostgresConsumer) -> None:
+        super().__init__(message)
+        self.row_id = row_id
+        self.attempts = attempts
+        self.owner = owner
+
+
+class PostgresConsumer(Consumer):
+    """Iterates one queue; not thread-safe except ack/nack/requeue, which dramatiq calls from worker threads."""
+
+    def __init__(self, broker: PostgresBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        self.logger = get_logger(__name__, type(self))
+        self.broker = broker
+        self.queue_name = queue_name
+        self.prefetch = max(1, prefetch)
+        self.timeout = timeout
+        self._buffer: deque[PgMessageProxy] = deque()
+        self._outstanding: set[int] = set()
+        self._lock = threading.Lock()
+        self._freed = threading.Event()
+        lease = broker.lease_seconds
+        now = time.monotonic()
+        self._renew_every = lease / 3
+        self._reclaim_every = min(lease / 2, 30.0)
+        self._next_renew = now + self._renew_every
+        self._next_reclaim = now  # reclaim at start: a restarted worker recovers what its predecessor held
+        self._next_cleanup = now + _CLEANUP_EVERY_S
+        # A dedicated connection: it LISTENs, and psycopg queues notifies that arrive during our own queries.
+        self._conn = connect(broker.conninfo)
+        with translate_errors():
+            self._conn.execute(f"LISTEN {CHANNEL}")
+
+    def __next__(self) -> PgMessageProxy | None:
+        if self._buffer:
+            return self._buffer.popleft()
+        deadline = time.monotonic() + self.timeout / 1000
+        with translate_errors():
+            while True:
+                self._maintain()
+                self._freed.clear()
+                room = self.prefetch - self._held()
+                wait = self.broker.poll_interval
+                if room > 0:
+                    if self._claim(room):
+                        return self._buffer.popleft()
+                    wait = min(wait, self._seconds_to_next_eta())
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                wait = max(_MIN_WAIT_S, min(wait, remaining))
+                if room > 0:
+                    self._wait_for_notify(wait)
+                else:
+                    self._freed.wait(wait)  # full prefetch: wake when a worker thread settles one
+
+    def ack(self, message: MessageProxy) -> None:
+        proxy = _ours(message)
+        sql = _ACK if self.broker.keeps_done_rows else _ACK_DELETE
+        with self.broker.pool.connection() as conn:
+            conn.execute(sql, {"id": proxy.row_id, "attempts": proxy.attempts})
+        proxy.owner.forget(proxy)
+
+    def nack(self, message: MessageProxy) -> None:
+        proxy = _ours(message)
+        # Store the message as it is now: Retries put the last traceback into its options.
+        params = {"id": proxy.row_id, "attempts": proxy.attempts, "message": proxy.encode()}
+        with self.broker.pool.connection() as conn:
+            conn.execute(_NACK, params)
+        proxy.owner.forget(proxy)
+
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        proxies = [_ours(m) for m in messages]
+        if not proxies:
+            return
+        self.logger.debug("Re-enqueueing %d message(s) on queue %r.", len(proxies), self.queue_name)
+        params = {
+            "ids": [p.row_id for p in proxies],
+            "attempts": [p.attempts for p in proxies],
+            "channel": CHANNEL,
+            "queue": self.queue_name,
+        }
+        with self.broker.pool.connection() as conn:
+            conn.execute(_REQUEUE, params)
+        for p in proxies:
+            p.owner.forget(p)
+
+    def close(self) -> None:
+        try:
+            # Claimed but never handed to dramatiq: give them back now rather than after the lease.
+            if self._buffer:
+                self.requeue(list(self._buffer))
+                self._buffer.clear()
+        except BrokerConnectionError:
+            self.logger.warning("Could not requeue prefetched messages; they return when their lease expires.")
+        finally:
+            self._conn.close()
+
+    def forget(self, proxy: PgMessageProxy) -> None:
+        with self._lock:
+            self._outstanding.discard(proxy.row_id)
+        self.broker.leases.untrack(proxy.row_id)
+        self._freed.set()
+
+    def _held(self) -> int:
+        with self._lock:
+            return len(self._outstanding)
+
+    def _claim(self, n: int) -> bool:
+        params = {"queue": self.queue_name, "n": n, "lease": self.broker.lease_seconds}
+        rows = self._conn.execute(_CLAIM, params).fetchall()
+        for row_id, attempts, _eta, data in sorted(rows, key=lambda r: (r[2], r[0])):
+            try:
+                message = Message.decode(bytes(data))
+            except DecodeError:
+                self.logger.exception("Rejecting undecodable message row %d on %r.", row_id, self.queue_name)
+                self._conn.execute(_NACK, {"id": row_id, "attempts": attempts, "message": bytes(data)})
+                continue
+            with self._lock:
+                self._outstanding.add(row_id)
+            self.broker.leases.track(self.queue_name, row_id, attempts)
+            self._buffer.append(PgMessageProxy(message, row_id, attempts, self))
+        return bool(self._buffer)
+
+    def _seconds_to_next_eta(self) -> float:
+        row = self._conn.execute(_NEXT_ETA, {"queue": self.queue_name}).fetchone()
+        return self.broker.poll_interval if row is None or row[0] is None else max(0.0, float(row[0]))
+
+    def _wait_for_notify(self, seconds: float) -> None:
+        notifies = self._conn.notifies(timeout=seconds)
+        try:
+            for notify in notifies:
+                if notify.payload == self.queue_name:
+                    return
+        finally:
+            notifies.close()  # ends psycopg's listening section now, so later notifies go to its backlog
+
+    def _maintain(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_renew:
+            self._next_renew = now + self._renew_every
+            ids, attempts = self.broker.leases.held(self.queue_name)
+            if ids:
+                params = {"ids": ids, "attempts": attempts, "lease": self.broker.lease_seconds}
+                self._conn.execute(_RENEW, params)
+        if now >= self._next_reclaim:
+            self._next_reclaim = now + self._reclaim_every
+            cur = self._conn.execute(_RECLAIM, {"queue": self.queue_name})
+            if cur.rowcount:
+                self.logger.warning("Reclaimed %d message(s) with expired leases on %r.", cur.rowcount, self.queue_name)
+        keep = self.broker.done_retention_seconds
+        if now >= self._next_cleanup and keep:
+            self._next_cleanup = now + _CLEANUP_EVERY_S
+            self._conn.execute(_CLEANUP, {"queue": self.queue_name, "keep": keep})
+
+
+def _ours(message: MessageProxy) -> PgMessageProxy:
+    if not isinstance(message, PgMessageProxy):
+        raise TypeError(f"expected a message claimed from PostgresBroker, got {message!r}")
+    return message
