@@ -33,7 +33,7 @@ def public_name(topic: str) -> str:
     """The registered name, or a derived one so an unmapped topic never stalls the feed."""
     if topic in PUBLIC_NAMES:
         return PUBLIC_NAMES[topic]
-    context, _, rest = topic.partition(":")
+    _context, _, rest = topic.partition(":")
     entity, _, kind = rest.rpartition(".")
     return f"{_CAMEL.sub('-', entity).lower()}.{_CAMEL.sub('-', kind).lower()}"
 

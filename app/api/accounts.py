@@ -6,8 +6,8 @@ import uuid
 from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, post
-from litestar.params import FromPath, JSONBody
 from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody
 
 from app.api.consistency import POSITION_HEADER, wait_for
 from app.api.context import Principal, container_of, provide_ctx, provide_principal, require_admin
@@ -40,6 +40,14 @@ async def _usable(request: Request[Any, Any, Any], issued: IssuedKey) -> dict[st
     return {}
 
 
+async def _account_view(request: Request[Any, Any, Any], account_id: uuid.UUID) -> AccountView:
+    # A plain function: a decorated handler is a route object, not something another handler can call.
+    row = await get_account(container_of(request).pool, account_id)
+    if row is None:
+        raise NotFound(f"account {account_id} not found")
+    return AccountView(**row)
+
+
 def _issued_view(issued: IssuedKey) -> IssuedKeyView:
     return IssuedKeyView(id=issued.key_id, key=issued.key, prefix=issued.prefix, label=issued.label)
 
@@ -51,7 +59,8 @@ class AccountsController(Controller):
 
     @post("/", status_code=201, summary="Open an account with its first API key (admin)",
           responses=problems(400, 401, 403, 409, 422))
-    async def open_account(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal], ctx: NamedDependency[CommandContext],
+    async def open_account(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
+                           ctx: NamedDependency[CommandContext],
                            data: JSONBody[OpenAccountRequest]) -> Response[OpenedAccountView]:
         require_admin(principal)
         account, issued = await container_of(request).accounts.open(ctx, data.name, data.is_admin)
@@ -65,16 +74,13 @@ class AccountsController(Controller):
 
     @get("/me", summary="The caller's account", responses=problems(401))
     async def me(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> AccountView:
-        return await self.get_one(request, principal, principal.account_id)
+        return await _account_view(request, principal.account_id)
 
     @get("/{account_id:uuid}", summary="Get an account", responses=problems(401, 404))
     async def get_one(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
                       account_id: FromPath[uuid.UUID]) -> AccountView:
         _own_or_admin(principal, account_id)
-        row = await get_account(container_of(request).pool, account_id)
-        if row is None:
-            raise NotFound(f"account {account_id} not found")
-        return AccountView(**row)
+        return await _account_view(request, account_id)
 
     @get("/{account_id:uuid}/api-keys", summary="List API keys (never the keys themselves)",
          responses=problems(401, 404))
@@ -85,7 +91,8 @@ class AccountsController(Controller):
 
     @post("/{account_id:uuid}/api-keys", status_code=201, summary="Issue an API key (shown once)",
           responses=problems(400, 401, 404, 409, 422))
-    async def issue(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal], ctx: NamedDependency[CommandContext],
+    async def issue(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
+                    ctx: NamedDependency[CommandContext],
                     account_id: FromPath[uuid.UUID], data: JSONBody[IssueKeyRequest]) -> Response[IssuedKeyView]:
         _own_or_admin(principal, account_id)
         issued = await container_of(request).accounts.issue_key(ctx, account_id, data.label)
@@ -93,7 +100,8 @@ class AccountsController(Controller):
 
     @delete("/{account_id:uuid}/api-keys/{key_id:uuid}", status_code=204, summary="Revoke an API key",
             responses=problems(401, 404, 409))
-    async def revoke(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal], ctx: NamedDependency[CommandContext],
+    async def revoke(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
+                     ctx: NamedDependency[CommandContext],
                      account_id: FromPath[uuid.UUID], key_id: FromPath[uuid.UUID]) -> None:
         _own_or_admin(principal, account_id)
         container = container_of(request)

@@ -9,6 +9,7 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
+from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -26,7 +27,7 @@ from app.settings import Settings
 
 def metrics_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         started, status = time.perf_counter(), 500
@@ -67,7 +68,7 @@ def create_app(settings: Settings, container: Container | None = None,
     app = Litestar(
         route_handlers=[MachinesController, AccountsController, AuditController, health, ready, metrics, openapi_json],
         exception_handlers={Exception: handle_exception},
-        middleware=[request_id_middleware, metrics_middleware, idempotency_middleware],
+        middleware=[idempotency_middleware],
         lifespan=[lifespan],
         cors_config=CORSConfig(allow_origins=origins) if origins else None,
         openapi_config=OpenAPIConfig(
@@ -84,6 +85,9 @@ def create_app(settings: Settings, container: Container | None = None,
         ),
         debug=False,
     )
+    # Litestar runs `middleware=` only for matched routes; wrapping the handler gives 404/405 problems
+    # a request id and counts them in the metrics too.
+    app.asgi_handler = request_id_middleware(metrics_middleware(app.asgi_handler))
     if container is not None:
         app.state.container = container
     return app

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromQuery, QueryParameter
 
 from app.api.consistency import honour_min_position
 from app.api.context import Principal, container_of, provide_principal
@@ -43,7 +43,8 @@ class AuditController(Controller):
         self,
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
-        type_: Annotated[list[str] | None, QueryParameter(name="type", description="one or more public type names")] = None,
+        type_: Annotated[list[str] | None,
+                         QueryParameter(name="type", description="one or more public type names")] = None,
         machine_id: Annotated[uuid.UUID | None, QueryParameter(name="machineId")] = None,
         subject: Annotated[str | None, QueryParameter(max_length=200)] = None,
         actor: Annotated[str | None, QueryParameter(max_length=200)] = None,
@@ -56,8 +57,9 @@ class AuditController(Controller):
         after = None
         if cursor:
             tx, pos = decode_cursor(cursor, 2)
-            if not (isinstance(tx, int) and isinstance(pos, int)):
-                raise ApiError(400, "VALIDATION_ERROR", "cursor is not valid")
+            # Exact ints in bigint range: a forged cursor (true, 2**70, -1) is a 400, not a 500 or a rewind.
+            if not all(type(v) is int and 0 <= v < 2**63 for v in (tx, pos)):
+                raise ApiError(400, "VALIDATION_ERROR", "cursor is not valid; use nextCursor from a previous page")
             after = (tx, pos)
         await honour_min_position(request, container.pool, "audit", container.settings.read_your_writes_timeout_s)
         rows = await list_audit_events(

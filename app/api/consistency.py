@@ -14,7 +14,8 @@ from app.api.problems import ApiError
 from app.store.types import LogPosition
 from projections import checkpoints
 
-_ETAG = re.compile(r'^(?:W/)?"?(\d+)"?$')
+# A quoted version ("3", W/"3"); a bare 3 is tolerated, an unbalanced quote is not.
+_ETAG = re.compile(r'^(?:W/)?(?:"(\d+)"|(\d+))$')
 POSITION_HEADER = "X-Log-Position"
 MIN_POSITION_HEADER = "x-min-position"
 
@@ -31,11 +32,11 @@ def expected_version(request: Request[Any, Any, Any]) -> int | None:
     match = _ETAG.match(raw.strip())
     if not match:
         raise ApiError(400, "VALIDATION_ERROR", 'If-Match must be an ETag such as "3"')
-    return int(match.group(1))
+    return int(match.group(1) or match.group(2))
 
 
-async def wait_for(pool: asyncpg.Pool, projection: str, target: LogPosition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
+async def wait_for(pool: asyncpg.Pool, projection: str, target: LogPosition, within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
     delay = 0.002
     while True:
         async with pool.acquire() as conn:
@@ -49,7 +50,7 @@ async def wait_for(pool: asyncpg.Pool, projection: str, target: LogPosition, tim
 
 
 async def honour_min_position(request: Request[Any, Any, Any], pool: asyncpg.Pool, projection: str,
-                              timeout: float) -> None:
+                              within_s: float) -> None:
     """A GET with X-Min-Position waits until the read model includes that write (or answers 503)."""
     token = request.headers.get(MIN_POSITION_HEADER)
     if not token:
@@ -58,5 +59,5 @@ async def honour_min_position(request: Request[Any, Any, Any], pool: asyncpg.Poo
         target = LogPosition.parse(token)
     except ValueError:
         raise ApiError(400, "VALIDATION_ERROR", "X-Min-Position must be a token from X-Log-Position") from None
-    if not await wait_for(pool, projection, target, timeout):
+    if not await wait_for(pool, projection, target, within_s):
         raise ApiError(503, "PROJECTION_LAGGING", f"the {projection} read model has not caught up yet; retry")

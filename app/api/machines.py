@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.api.consistency import POSITION_HEADER, etag, expected_version, honour_min_position
 from app.api.context import Principal, container_of, provide_ctx, provide_principal
@@ -51,6 +51,20 @@ def _parse_labels(raw: list[str]) -> tuple[dict[str, str], list[str]]:
     return pairs, keys
 
 
+def _after(cursor: str) -> tuple[datetime, uuid.UUID]:
+    created, mid = decode_cursor(cursor, 2)
+    # A forged cursor must be a 400, not a 500: check the types before parsing them.
+    if isinstance(created, str) and isinstance(mid, str):
+        try:
+            at, machine_id = datetime.fromisoformat(created), uuid.UUID(mid)
+        except ValueError:
+            pass
+        else:
+            if at.tzinfo is not None:
+                return at, machine_id
+    raise ApiError(400, "VALIDATION_ERROR", "cursor is not valid; use nextCursor from a previous page")
+
+
 class MachinesController(Controller):
     path = "/v1/machines"
     tags = ["machines"]
@@ -70,7 +84,8 @@ class MachinesController(Controller):
         self,
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
-        status: Annotated[list[str] | None, QueryParameter(name="status", description="registered|active|suspended|retired")] = None,
+        status: Annotated[list[str] | None,
+                          QueryParameter(name="status", description="registered|active|suspended|retired")] = None,
         label: Annotated[list[str] | None, QueryParameter(name="label", description="'key' or 'key=value'")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
@@ -79,13 +94,7 @@ class MachinesController(Controller):
         if status and any(s not in STATUSES for s in status):
             raise ApiError(400, "VALIDATION_ERROR", f"status must be one of {', '.join(STATUSES)}")
         pairs, keys = _parse_labels(label or [])
-        after = None
-        if cursor:
-            created, mid = decode_cursor(cursor, 2)
-            try:
-                after = (datetime.fromisoformat(created), uuid.UUID(mid))
-            except (TypeError, ValueError):
-                raise ApiError(400, "VALIDATION_ERROR", "cursor is not valid") from None
+        after = _after(cursor) if cursor else None
         await honour_min_position(request, container.pool, "machines", container.settings.read_your_writes_timeout_s)
         rows = await list_machines(
             container.pool, account_id=None if principal.is_admin else principal.account_id,
@@ -108,7 +117,8 @@ class MachinesController(Controller):
 
     @patch("/{machine_id:uuid}", summary="Revise name, description or labels",
            responses=problems(400, 401, 404, 409, 412))
-    async def revise(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext], machine_id: FromPath[uuid.UUID],
+    async def revise(self, request: Request[Any, Any, Any],
+                     ctx: NamedDependency[CommandContext], machine_id: FromPath[uuid.UUID],
                      data: JSONBody[ReviseMachineRequest]) -> Response[MachineView]:
         cmd = ReviseProfile(name=data.name, description=data.description, labels=data.labels)
         outcome = await container_of(request).machines.revise(ctx, machine_id, cmd, expected_version(request))
@@ -127,7 +137,8 @@ class MachinesController(Controller):
 
     @post("/{machine_id:uuid}/identity/verify", status_code=200, summary="Verify the signed challenge",
           responses=problems(400, 401, 404, 409, 422))
-    async def verify(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext], machine_id: FromPath[uuid.UUID],
+    async def verify(self, request: Request[Any, Any, Any],
+                     ctx: NamedDependency[CommandContext], machine_id: FromPath[uuid.UUID],
                      data: JSONBody[VerifyIdentityRequest]) -> Response[MachineView]:
         cmd = VerifyIdentity(challenge_id=data.challenge_id, signature=data.signature)
         return _respond(await container_of(request).machines.verify_identity(ctx, machine_id, cmd))
@@ -140,7 +151,8 @@ class MachinesController(Controller):
 
     @post("/{machine_id:uuid}/suspend", status_code=200, summary="Suspend an active machine",
           responses=problems(400, 401, 404, 409, 412, 422))
-    async def suspend(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext], machine_id: FromPath[uuid.UUID],
+    async def suspend(self, request: Request[Any, Any, Any],
+                      ctx: NamedDependency[CommandContext], machine_id: FromPath[uuid.UUID],
                       data: JSONBody[StatusChangeRequest | None] = None) -> Response[MachineView]:
         cmd = ChangeStatus(reason=data.reason if data else None)
         return _respond(await container_of(request).machines.suspend(ctx, machine_id, cmd, expected_version(request)))
@@ -153,7 +165,8 @@ class MachinesController(Controller):
 
     @post("/{machine_id:uuid}/retire", status_code=200, summary="Retire a machine for good",
           responses=problems(400, 401, 404, 409, 412, 422))
-    async def retire(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext], machine_id: FromPath[uuid.UUID],
+    async def retire(self, request: Request[Any, Any, Any],
+                     ctx: NamedDependency[CommandContext], machine_id: FromPath[uuid.UUID],
                      data: JSONBody[StatusChangeRequest | None] = None) -> Response[MachineView]:
         cmd = ChangeStatus(reason=data.reason if data else None)
         return _respond(await container_of(request).machines.retire(ctx, machine_id, cmd, expected_version(request)))

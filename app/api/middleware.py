@@ -8,8 +8,11 @@ import uuid
 from typing import Any
 
 import msgspec
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar import Request
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
+from app.api.context import presented_key
 from app.api.problems import PROBLEM_JSON, TITLES, Problem
 from app.crypto import digest
 
@@ -20,7 +23,7 @@ _LEASE_SECONDS = 30
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
@@ -58,9 +61,12 @@ async def send_raw(send: Send, status: int, headers: list[tuple[bytes, bytes]], 
 
 def idempotency_middleware(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        headers = dict(scope["headers"]) if scope["type"] == "http" else {}
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
         key = headers.get(b"idempotency-key", b"").decode("latin-1").strip()
-        if scope["type"] != "http" or scope["method"] != "POST" or not key:
+        if scope["method"] != "POST" or not key:
             await app(scope, receive, send)
             return
         if len(key) > 255:
@@ -68,7 +74,7 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
             return
         body = await _read_body(receive)
         container = scope["app"].state.container
-        account_id = await _account_of(container.pool, headers)
+        account_id = await _account_of(container, Request(scope))
         if account_id is None:  # unauthenticated: let the route answer 401 as usual
             await app(scope, _replay(body), send)
             return
@@ -87,6 +93,8 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
             return
         if isinstance(verdict, tuple):
             status, stored_headers, stored_body = verdict
+            if any(k.lower() == b"content-type" and v.startswith(PROBLEM_JSON.encode()) for k, v in stored_headers):
+                stored_body = _with_request_id(stored_body, scope)
             await send_raw(send, status, [*stored_headers, (b"idempotent-replayed", b"true")], stored_body)
             return
         captured: dict[str, Any] = {"body": b""}
@@ -110,19 +118,28 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+def _with_request_id(problem: bytes, scope: Scope) -> bytes:
+    # A replayed problem names this request, so its requestId matches the X-Request-Id it is sent with.
+    body = msgspec.json.decode(problem)
+    body["requestId"] = scope.get("state", {}).get("request_id")
+    return msgspec.json.encode(body)
+
+
 async def _read_body(receive: Receive) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)  # the client went away mid-body
         chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
+        if not message.get("more_body", False):
             return b"".join(chunks)
 
 
 def _replay(body: bytes) -> Receive:
     sent = False
 
-    async def receive() -> Message:
+    async def receive() -> ReceiveMessage:
         nonlocal sent
         if sent:
             return {"type": "http.disconnect"}
@@ -132,13 +149,12 @@ def _replay(body: bytes) -> Receive:
     return receive
 
 
-async def _account_of(pool: Any, headers: dict[bytes, bytes]) -> uuid.UUID | None:
-    auth = headers.get(b"authorization", b"").decode("latin-1")
-    scheme, _, value = auth.partition(" ")
-    key = value.strip() if scheme.lower() == "bearer" else headers.get(b"x-api-key", b"").decode("latin-1").strip()
+async def _account_of(container: Any, request: Request[Any, Any, Any]) -> uuid.UUID | None:
+    # The same rules as authentication, so no key the route accepts slips past idempotency.
+    key = presented_key(request, container.settings.allow_query_api_key)
     if not key:
         return None
-    account: uuid.UUID | None = await pool.fetchval(
+    account: uuid.UUID | None = await container.pool.fetchval(
         "SELECT account_id FROM api_keys_view WHERE key_hash = $1 AND revoked_at IS NULL", digest(key)
     )
     return account

@@ -17,6 +17,7 @@ from litestar.exceptions import (
 )
 from litestar.openapi.datastructures import ResponseSpec
 
+from domain.accounts import errors as account_errors
 from domain.machines import errors as machine_errors
 from domain.shared import errors as shared
 
@@ -52,6 +53,7 @@ STATUS_OF: dict[type[shared.DomainError], int] = {
     shared.ConcurrencyConflict: 409,
     shared.InvalidTransition: 409,
     shared.PreconditionFailed: 412,
+    account_errors.ApiKeyNotFound: 404,
     machine_errors.MachineNotActivated: 409,
     machine_errors.MachineNotActive: 409,
     machine_errors.IdentityAlreadyVerified: 409,
@@ -71,7 +73,7 @@ TITLES = {
 def status_for(exc: shared.DomainError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS_OF:
-            return STATUS_OF[cls]  # type: ignore[index]
+            return STATUS_OF[cls]
     return 400
 
 
@@ -92,6 +94,16 @@ def problem_response(request: Request[Any, Any, Any] | None, status: int, code: 
 
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    response = _problem_for(request, exc)
+    # Headers these statuses require (RFC 9110): Allow on 405, as Litestar supplies it; a challenge on 401.
+    if isinstance(exc, HTTPException) and exc.headers:
+        response.headers.update(exc.headers)
+    if response.status_code == 401:
+        response.headers.setdefault("WWW-Authenticate", 'Bearer realm="machine-markets"')
+    return response
+
+
+def _problem_for(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     if isinstance(exc, shared.DomainError):
         return problem_response(request, status_for(exc), exc.code, exc.detail, extra=exc.extra or None)
     if isinstance(exc, ApiError):

@@ -6,10 +6,10 @@ import uuid
 
 from app.crypto import digest, new_api_key
 from app.store.repository import Repository
-from app.store.types import LogPosition
+from app.store.types import AppendResult, LogPosition
 from domain.accounts.aggregate import Account
 from domain.shared.context import CommandContext
-from domain.shared.errors import NotFound
+from domain.shared.errors import ConcurrencyConflict, NotFound
 from domain.shared.ids import derived_id, new_id
 
 BOOTSTRAP_ADMIN_ID = derived_id("account", "bootstrap-admin")
@@ -18,6 +18,15 @@ BOOTSTRAP_ADMIN_ID = derived_id("account", "bootstrap-admin")
 class IssuedKey:
     def __init__(self, key_id: uuid.UUID, key: str, prefix: str, label: str, position: LogPosition | None) -> None:
         self.key_id, self.key, self.prefix, self.label, self.position = key_id, key, prefix, label, position
+
+
+def _refuse_replayed_key(result: AppendResult | None) -> None:
+    # A retry whose events were already recorded generated a key that was never stored; the stored one
+    # was shown once and is gone, so say so rather than hand out a key that cannot work.
+    if result is not None and result.duplicate:
+        raise ConcurrencyConflict(
+            "this Idempotency-Key already issued an API key, which cannot be shown again; issue a new key"
+        )
 
 
 class AccountsService:
@@ -33,6 +42,7 @@ class AccountsService:
         account.issue_key(key_id, digest(key), prefix, "initial", ctx.at)
         result = await self.repo.save(account, ctx)
         assert result is not None
+        _refuse_replayed_key(result)
         return account, IssuedKey(key_id, key, prefix, "initial", result.last)
 
     async def get(self, account_id: uuid.UUID) -> Account:
@@ -44,6 +54,7 @@ class AccountsService:
         key_id = new_id()
         account.issue_key(key_id, digest(key), prefix, label, ctx.at)
         result = await self.repo.save(account, ctx)
+        _refuse_replayed_key(result)
         return IssuedKey(key_id, key, prefix, label, result.last if result else None)
 
     async def revoke_key(self, ctx: CommandContext, account_id: uuid.UUID, key_id: uuid.UUID) -> LogPosition | None:

@@ -120,8 +120,14 @@ class MachinesService:
                 )
             decide(machine)
             try:
-                return Outcome(machine, await self.repo.save(machine, ctx))
+                result = await self.repo.save(machine, ctx)
             except ConcurrencyConflict:
                 if expected_version is not None or attempt == _RETRIES - 1:
                     raise
+                continue
+            if result is not None and result.duplicate:
+                # A retry of a command already recorded: answer with what was stored (e.g. its nonce),
+                # not with this attempt's unsaved decision.
+                machine = await self.get(ctx, machine_id)
+            return Outcome(machine, result)
         raise AssertionError("unreachable")

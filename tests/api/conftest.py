@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 import httpx
+import pytest
 
 from app.api.app import create_app
 from app.container import Container

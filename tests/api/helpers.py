@@ -1,0 +1,90 @@
+"""Test helpers: real Ed25519 key pairs, and registering, verifying and activating machines over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class Keys:
+    """An Ed25519 key pair as a machine holds it: the public half is sent as standard base64."""
+
+    def __init__(self) -> None:
+        self.private = Ed25519PrivateKey.generate()
+        raw = self.private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.public_b64 = base64.b64encode(raw).decode()
+
+    def sign(self, nonce: str) -> str:
+        return base64.b64encode(self.private.sign(nonce.encode("utf-8"))).decode()
+
+
+def fresh(headers: dict[str, str], response: httpx.Response) -> dict[str, str]:
+    """Headers for a read that must see the write behind `response` (read-your-writes)."""
+    return {**headers, "X-Min-Position": response.headers["x-log-position"]}
+
+
+def assert_problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """An RFC 9457 problem with a stable code, the HTTP status, and the response's request id."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(PROBLEM_JSON), r.headers.get("content-type")
+    body: dict[str, Any] = r.json()
+    assert body["code"] == code, body
+    assert body["status"] == status, body
+    assert body["title"] and body["type"], body
+    assert body["requestId"] and body["requestId"] == r.headers["x-request-id"], body
+    return body
+
+
+async def register(client: httpx.AsyncClient, headers: dict[str, str], *, keys: Keys | None = None,
+                   **fields: Any) -> tuple[httpx.Response, Keys]:
+    keys = keys or Keys()
+    body = {"name": f"m-{uuid.uuid4().hex[:8]}", "publicKey": keys.public_b64, **fields}
+    r = await client.post("/v1/machines", json=body, headers=headers)
+    assert r.status_code == 201, r.text
+    return r, keys
+
+
+async def challenge(client: httpx.AsyncClient, headers: dict[str, str], machine_id: str) -> dict[str, Any]:
+    r = await client.post(f"/v1/machines/{machine_id}/identity/challenge", headers=headers)
+    assert r.status_code == 201, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def verify(client: httpx.AsyncClient, headers: dict[str, str], machine_id: str, keys: Keys) -> httpx.Response:
+    c = await challenge(client, headers, machine_id)
+    r = await client.post(f"/v1/machines/{machine_id}/identity/verify", headers=headers,
+                          json={"challengeId": c["challengeId"], "signature": keys.sign(c["nonce"])})
+    assert r.status_code == 200, r.text
+    return r
+
+
+async def action(client: httpx.AsyncClient, headers: dict[str, str], machine_id: str, name: str,
+                 **kwargs: Any) -> httpx.Response:
+    return await client.post(f"/v1/machines/{machine_id}/{name}", headers=headers, **kwargs)
+
+
+async def active_machine(client: httpx.AsyncClient, headers: dict[str, str], **fields: Any) -> httpx.Response:
+    """Register, verify and activate; returns the activation response."""
+    r, keys = await register(client, headers, **fields)
+    mid = r.json()["id"]
+    await verify(client, headers, mid, keys)
+    r = await action(client, headers, mid, "activate")
+    assert r.status_code == 200, r.text
+    return r
+
+
+async def new_tenant(client: httpx.AsyncClient, admin: dict[str, str]) -> dict[str, Any]:
+    """Another fresh ordinary account (the `tenant` fixture gives one per test)."""
+    r = await client.post("/v1/accounts", json={"name": f"tenant-{uuid.uuid4().hex[:6]}"}, headers=admin)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    return {"id": body["account"]["id"], "headers": {"Authorization": f"Bearer {body['apiKey']['key']}"},
+            "key": body["apiKey"], "opened": r}
