@@ -10,7 +10,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody
 
 from app.api.consistency import POSITION_HEADER, wait_for
-from app.api.context import Principal, container_of, provide_ctx, provide_principal, require_admin
+from app.api.context import AUTHENTICATED, Principal, container_of, provide_ctx, provide_principal, require_admin
 from app.api.problems import problems
 from app.api.schemas_accounts import (
     AccountView,
@@ -55,6 +55,7 @@ def _issued_view(issued: IssuedKey) -> IssuedKeyView:
 class AccountsController(Controller):
     path = "/v1/accounts"
     tags = ["accounts"]
+    security = AUTHENTICATED
     dependencies = {"principal": Provide(provide_principal), "ctx": Provide(provide_ctx)}
 
     @post("/", status_code=201, summary="Open an account with its first API key (admin)",

@@ -48,6 +48,32 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+def allow_header_middleware(litestar: Litestar, handler: ASGIApp) -> ASGIApp:
+    """Answers OPTIONS with every method of the path.
+
+    Litestar 2.25 builds a path's OPTIONS handler when the first of its handlers registers and keeps
+    that route's method list, so `Allow` would miss methods added by later handlers on the same path.
+    """
+    methods = {route.path: ", ".join(sorted(route.methods)) for route in litestar.routes}
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "OPTIONS":
+            await handler(scope, receive, send)
+            return
+
+        async def fix_allow(message: Message) -> None:
+            route_handler = scope.get("route_handler")
+            allowed = methods.get(next(iter(route_handler.paths), "")) if route_handler is not None else None
+            if message["type"] == "http.response.start" and allowed:
+                kept = [h for h in message.get("headers", []) if h[0].lower() != b"allow"]
+                message["headers"] = [*kept, (b"allow", allowed.encode())]
+            await send(message)
+
+        await handler(scope, receive, fix_allow)
+
+    return middleware
+
+
 def create_app(settings: Settings, container: Container | None = None,
                open_container: Callable[[], Any] | None = None) -> Litestar:
     """Pass a ready `container` (tests) or an async `open_container` factory run at start-up."""
@@ -81,13 +107,12 @@ def create_app(settings: Settings, container: Container | None = None,
                 "bearer": SecurityScheme(type="http", scheme="bearer", description="API key as a bearer token"),
                 "apiKey": SecurityScheme(type="apiKey", name="X-Api-Key", security_scheme_in="header"),
             }),
-            security=[{"bearer": []}, {"apiKey": []}],
         ),
         debug=False,
     )
     # Litestar runs `middleware=` only for matched routes; wrapping the handler gives 404/405 problems
     # a request id and counts them in the metrics too.
-    app.asgi_handler = request_id_middleware(metrics_middleware(app.asgi_handler))
+    app.asgi_handler = request_id_middleware(metrics_middleware(allow_header_middleware(app, app.asgi_handler)))
     if container is not None:
         app.state.container = container
     return app

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromQuery, QueryParameter
+from litestar.params import QueryParameter
 
 from app.api.consistency import honour_min_position
-from app.api.context import Principal, container_of, provide_principal
+from app.api.context import AUTHENTICATED, Principal, container_of, provide_principal
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, encode_cursor
 from app.api.problems import ApiError, problems
 from projections.audit_reader import list_audit_events
@@ -33,9 +33,24 @@ class AuditEventView(msgspec.Struct, rename="camel", frozen=True):
     cursor: str
 
 
+def rfc3339(name: str, value: str | None) -> datetime | None:
+    """Strict RFC 3339 with an offset: a bare number or a local time is refused, not guessed at."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None or "T" not in value.upper():
+        raise ApiError(400, "VALIDATION_ERROR",
+                       f"{name} must be an RFC 3339 time with an offset, e.g. 2026-01-31T12:00:00Z")
+    return parsed
+
+
 class AuditController(Controller):
     path = "/v1/audit-events"
     tags = ["audit"]
+    security = AUTHENTICATED
     dependencies = {"principal": Provide(provide_principal)}
 
     @get("/", summary="List audit events (account-scoped; admins see all)", responses=problems(400, 401, 503))
@@ -48,8 +63,10 @@ class AuditController(Controller):
         machine_id: Annotated[uuid.UUID | None, QueryParameter(name="machineId")] = None,
         subject: Annotated[str | None, QueryParameter(max_length=200)] = None,
         actor: Annotated[str | None, QueryParameter(max_length=200)] = None,
-        since: FromQuery[datetime | None] = None,
-        until: FromQuery[datetime | None] = None,
+        since: Annotated[str | None, QueryParameter(format="date-time", max_length=64,
+                                                    description="RFC 3339 time, inclusive")] = None,
+        until: Annotated[str | None, QueryParameter(format="date-time", max_length=64,
+                                                    description="RFC 3339 time, exclusive")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
     ) -> Page[AuditEventView]:
@@ -64,7 +81,8 @@ class AuditController(Controller):
         await honour_min_position(request, container.pool, "audit", container.settings.read_your_writes_timeout_s)
         rows = await list_audit_events(
             container.pool, account_id=None if principal.is_admin else principal.account_id, types=type_,
-            machine_id=machine_id, subject=subject, actor=actor, since=since, until=until, after=after,
+            machine_id=machine_id, subject=subject, actor=actor, since=rfc3339("since", since),
+            until=rfc3339("until", until), after=after,
             limit=limit + 1,
         )
         more = len(rows) > limit

@@ -21,6 +21,10 @@ _AUTH_SQL = (
 )
 
 
+# OpenAPI security requirement of every authenticated route (the system endpoints have none).
+AUTHENTICATED: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+
+
 class Principal(msgspec.Struct, frozen=True):
     account_id: uuid.UUID
     key_id: uuid.UUID
