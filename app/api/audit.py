@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -33,6 +33,9 @@ class AuditEventView(msgspec.Struct, rename="camel", frozen=True):
     cursor: str
 
 
+AuditType = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+$", max_length=100)]
+
+
 def rfc3339(name: str, value: str | None) -> datetime | None:
     """Strict RFC 3339 with an offset: a bare number or a local time is refused, not guessed at."""
     if value is None:
@@ -41,6 +44,11 @@ def rfc3339(name: str, value: str | None) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError:
         parsed = None
+    if parsed is not None and parsed.tzinfo is not None:
+        try:
+            parsed.astimezone(UTC)  # an offset can push year 1 or 9999 out of range
+        except OverflowError:
+            parsed = None
     if parsed is None or parsed.tzinfo is None or "T" not in value.upper():
         raise ApiError(400, "VALIDATION_ERROR",
                        f"{name} must be an RFC 3339 time with an offset, e.g. 2026-01-31T12:00:00Z")
@@ -58,7 +66,7 @@ class AuditController(Controller):
         self,
         request: Request[Any, Any, Any],
         principal: NamedDependency[Principal],
-        type_: Annotated[list[str] | None,
+        type_: Annotated[list[AuditType] | None,
                          QueryParameter(name="type", description="one or more public type names")] = None,
         machine_id: Annotated[uuid.UUID | None, QueryParameter(name="machineId")] = None,
         subject: Annotated[str | None, QueryParameter(max_length=200)] = None,

@@ -1,0 +1,127 @@
+"""`make bench`: run the store, HTTP and catch-up phases on a throw-away database and print one table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from ops.bench import catchup, http_api, store
+from ops.bench.db import bench_database, describe, server_facts, server_url
+from ops.bench.report import Report, Row, rate
+
+PHASES = ("store", "http", "catchup")
+STORE_RATIO_TARGET = 0.70
+CATCHUP_TARGET = 20_000.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    store_seconds: float
+    store_warmup: float
+    store_rounds: int
+    http_requests: int
+    http_warmup: int
+    catchup_events: int
+
+
+FULL = Plan(store_seconds=5.0, store_warmup=1.0, store_rounds=5, http_requests=3_000, http_warmup=200,
+            catchup_events=100_000)
+QUICK = Plan(store_seconds=2.0, store_warmup=0.3, store_rounds=2, http_requests=500, http_warmup=50,
+             catchup_events=10_000)
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ops.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short smoke run (~15 s) instead of the full one")
+    parser.add_argument("--only", choices=PHASES, help="run just this phase")
+    return parser.parse_args(argv)
+
+
+async def _store(report: Report, dsn: str, plan: Plan) -> None:
+    r = await store.run(dsn, plan.store_seconds, plan.store_warmup, plan.store_rounds)
+    w = store.WRITERS
+    report.add(Row("store", f"raw asyncpg INSERT, {w} writers (baseline)", f"{rate(r.raw.rate)} ev/s"))
+    report.add(Row("store", f"EventStore.append, {w} writers", f"{rate(r.store.rate)} ev/s"))
+    report.check("store", "ratio append/raw", r.ratio, STORE_RATIO_TARGET, ".2f")
+    report.notes.append(
+        f"store: {r.raw.events:,} raw and {r.store.events:,} appended single-event transactions,"
+        f" {plan.store_rounds} interleaved rounds each, {plan.store_seconds:g} s per side after"
+        f" {plan.store_warmup:g} s warm-up"
+    )
+
+
+async def _http(report: Report, dsn: str, plan: Plan) -> None:
+    r = await http_api.run(dsn, plan.http_requests, plan.http_warmup)
+    n = http_api.CLIENTS
+    for label, load, unit in (
+        ("GET /health (harness ceiling)", r.health, "req/s"),
+        ("POST /v1/machines", r.post, "cmd/s"),
+        ("GET /v1/machines/{id}", r.get, "req/s"),
+    ):
+        report.add(Row("http", f"{label}, {n} clients", f"{rate(load.rate)} {unit}"))
+        report.add(Row("http", "  latency p50 / p99", f"{load.percentile(50):.1f} / {load.percentile(99):.1f} ms"))
+        cpu = load.server_cpu / load.seconds * 100 if load.seconds else 0.0
+        report.notes.append(
+            f"http {label}: {load.requests:,} requests in {load.seconds:.2f} s, statuses"
+            f" {dict(sorted(load.statuses.items()))}, API process CPU {cpu:.0f}% of one core"
+        )
+        if load.errors:
+            report.add(Row("http", f"  {label} errors", f"{load.errors:,}", "0", "FAIL"))
+
+
+async def _catchup(report: Report, dsn: str, plan: Plan) -> None:
+    r = await catchup.run(dsn, plan.catchup_events)
+    report.add(Row("catchup", "log: machine events (5 per machine)", f"{r.loaded:,} events"))
+    report.add(Row("catchup", "EventStore.read_all plan", r.plan))
+    for run in r.runs:
+        if run.name == catchup.NullProjection.name:
+            report.add(Row("catchup", "catch_up no-op projection (runner floor)", f"{rate(run.rate)} ev/s"))
+        else:
+            report.check("catchup", f"catch_up {run.name} from zero", run.rate, CATCHUP_TARGET, ",.0f", " ev/s")
+        if not run.rows_ok:
+            report.add(Row("catchup", f"  {run.name} result rows", run.detail, "all events", "FAIL"))
+    report.notes.append(
+        f"catchup: {r.loaded:,} events of {r.machines:,} machines loaded in {r.load_seconds:.1f} s (bulk appends of"
+        f" {catchup.APPEND_CHUNK:,}); " + "; ".join(f"{x.name} {x.seconds:.1f} s ({x.detail})" for x in r.runs)
+    )
+
+
+async def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    plan = QUICK if args.quick else FULL
+    phases = (args.only,) if args.only else PHASES
+    server = server_url()
+    facts = await server_facts(server)
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    async with bench_database(server) as dsn:
+        name = urlsplit(dsn).path.lstrip("/")
+        report = Report(
+            f"make bench ({'quick' if args.quick else 'full'} run): {os.cpu_count()} CPUs, {facts}"
+            f" at {describe(server)}, database {name}"
+        )
+        runners = {"store": _store, "http": _http, "catchup": _catchup}
+        for phase in phases:
+            print(f"bench: running {phase} ...", file=sys.stderr, flush=True)
+            try:
+                await runners[phase](report, dsn, plan)
+            except Exception as exc:
+                traceback.print_exc()
+                report.error(phase, exc)
+    report.notes.append(
+        f"load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} (other work on this machine"
+        f" skews figures); total {time.monotonic() - started:.0f} s"
+    )
+    print(report.render(), flush=True)
+    # A report: figures below target still exit 0; only a phase that could not run at all is an error.
+    return 2 if report.failed_phases else 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,96 @@
+"""The bench database: pick the server, create a throw-away migrated database, reset it between phases."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from app.migrate import migrate
+
+EMBEDDED_DIR = Path(".data/bench-pg")
+# Tables the phases may leave rows in; everything the migrations create except their own bookkeeping.
+_KEEP = ("schema_migrations",)
+
+
+def server_url() -> str:
+    """MM_DATABASE_URL if set, else the embedded server under .data/bench-pg (started on demand)."""
+    url = os.environ.get("MM_DATABASE_URL")
+    if url:
+        return url
+    from app.embedded_db import ensure_embedded_postgres
+
+    return ensure_embedded_postgres(EMBEDDED_DIR)
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+def describe(url: str) -> str:
+    """Where the server is, without credentials: host:port, or the unix socket directory."""
+    parts = urlsplit(url)
+    if parts.hostname:
+        return f"{parts.hostname}:{parts.port or 5432}"
+    host = dict(p.partition("=")[::2] for p in parts.query.split("&") if p).get("host", "local socket")
+    return f"unix socket {host}"
+
+
+@asynccontextmanager
+async def bench_database(server: str) -> AsyncIterator[str]:
+    """Create `mm_bench_<random>`, migrate it, yield its DSN, and always drop it afterwards."""
+    name = f"mm_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        dsn = with_database(server, name)
+        await migrate(dsn)
+        yield dsn
+    finally:
+        admin = await asyncpg.connect(server)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def reset(dsn: str) -> None:
+    """Empty every table so each phase starts from an empty log and empty read models."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        tables = await conn.fetch(
+            "SELECT quote_ident(tablename) AS t FROM pg_tables WHERE schemaname = current_schema()"
+            " AND tablename <> ALL($1::text[])",
+            list(_KEEP),
+        )
+        if tables:
+            await conn.execute(f"TRUNCATE {', '.join(r['t'] for r in tables)} RESTART IDENTITY")
+    finally:
+        await conn.close()
+
+
+async def settle(conn: asyncpg.Connection) -> None:
+    """Flush dirty buffers before a timed run, so a checkpoint the previous phase caused rarely lands inside it."""
+    try:
+        await conn.execute("CHECKPOINT")
+    except asyncpg.InsufficientPrivilegeError:
+        pass  # needs superuser or pg_checkpoint; the run is still valid, only noisier
+
+
+async def server_facts(server: str) -> str:
+    conn = await asyncpg.connect(server)
+    try:
+        version = await conn.fetchval("SHOW server_version")
+        fsync = await conn.fetchval("SHOW fsync")
+        sync = await conn.fetchval("SHOW synchronous_commit")
+    finally:
+        await conn.close()
+    return f"PostgreSQL {version.split()[0]} (fsync={fsync}, synchronous_commit={sync})"
