@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
@@ -16,9 +17,13 @@ class AccountsProjection:
     name = "accounts"
     tables = ("accounts_view", "api_keys_view")
 
-    async def apply(self, conn: asyncpg.Connection, event: RecordedEvent, t: Tables) -> None:
-        if not event.type.startswith(P):
-            return
+    async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
+        # Account events are rare (sign-ups, key changes): one statement each is plenty.
+        for event in events:
+            if event.type.startswith(P):
+                await self._apply(conn, event, t)
+
+    async def _apply(self, conn: asyncpg.Connection, event: RecordedEvent, t: Tables) -> None:
         kind = event.type[len(P):]
         d = event.data
         at = datetime.fromisoformat(d["timestamp"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,8 @@ import msgspec
 from app.store.types import RecordedEvent
 from projections.audit_names import ENVELOPE_KEYS, REDACTED_KEYS, camel, public_name
 from projections.base import Tables
+
+_encode = msgspec.json.Encoder().encode
 
 
 def public_data(data: dict[str, Any]) -> dict[str, Any]:
@@ -22,23 +25,31 @@ def subject_of(event: RecordedEvent) -> str:
     return f"{entity}:{event.stream_id}"
 
 
+def _row(event: RecordedEvent) -> tuple[Any, ...]:
+    d, m = event.data, event.metadata
+    machine_id = event.stream_id if event.stream_type == "machines:Machine" else d.get("machine_id")
+    account_id = m.get("ownerAccountId") or (
+        event.stream_id if event.stream_type == "accounts:Account" else m.get("accountId")
+    )
+    occurred = datetime.fromisoformat(d["timestamp"]) if "timestamp" in d else event.recorded_at
+    return (
+        event.event_id, event.tx_id, event.position, public_name(event.type), occurred,
+        m.get("actor"), account_id, machine_id, subject_of(event), _encode(public_data(d)).decode(),
+        m.get("requestId"), m.get("correlationId"), m.get("causationId"),
+    )
+
+
 class AuditProjection:
     name = "audit"
     tables = ("audit_events",)
 
-    async def apply(self, conn: asyncpg.Connection, event: RecordedEvent, t: Tables) -> None:
-        d, m = event.data, event.metadata
-        machine_id = event.stream_id if event.stream_type == "machines:Machine" else d.get("machine_id")
-        account_id = m.get("ownerAccountId") or (
-            event.stream_id if event.stream_type == "accounts:Account" else m.get("accountId")
-        )
-        occurred = datetime.fromisoformat(d["timestamp"]) if "timestamp" in d else event.recorded_at
-        await conn.execute(
+    async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
+        # One pipelined executemany per batch; no ON CONFLICT, so a double application fails loudly.
+        if not events:
+            return
+        await conn.executemany(
             f"INSERT INTO {t['audit_events']} (id, tx_id, position, type, occurred_at, actor, account_id,"
             " machine_id, subject, data, request_id, correlation_id, causation_id)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13)",
-            event.event_id, event.tx_id, event.position, public_name(event.type), occurred,
-            m.get("actor"), account_id, machine_id, subject_of(event),
-            msgspec.json.encode(public_data(d)).decode(),
-            m.get("requestId"), m.get("correlationId"), m.get("causationId"),
+            [_row(e) for e in events],
         )

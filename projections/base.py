@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import asyncpg
@@ -21,8 +21,11 @@ class Projection(Protocol):
     # Logical names of the tables this projection owns; each has a DDL file under sql/.
     tables: tuple[str, ...]
 
-    async def apply(self, conn: asyncpg.Connection, event: RecordedEvent, t: Tables) -> None:
-        """Write this event's effect using `conn` (inside the batch transaction); ignore unknown types."""
+    async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
+        """Write the effect of these events, in order, with `conn` (inside the batch transaction).
+
+        Takes a whole batch so a projection can write it in a few round trips; unknown types are ignored.
+        """
 
 
 def live_tables(projection: Projection) -> dict[str, str]:

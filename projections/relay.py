@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -42,7 +42,11 @@ class RelayProjection:
         self.broker = broker
         self.now = now
 
-    async def apply(self, conn: asyncpg.Connection, event: RecordedEvent, t: Tables) -> None:
+    async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
+        for event in events:
+            await self._relay(event)
+
+    async def _relay(self, event: RecordedEvent) -> None:
         for route in ROUTES:
             for index, (queue, actor, kwargs, not_before) in enumerate(route(event)):
                 message = dramatiq.Message(

@@ -51,8 +51,7 @@ async def apply_batch(
 async def apply_events(
     conn: asyncpg.Connection, projection: Projection, tables: Tables, events: Sequence[RecordedEvent]
 ) -> None:
-    for event in events:
-        await projection.apply(conn, event, tables)
+    await projection.apply_many(conn, events, tables)
 
 
 class ProjectionRunner:

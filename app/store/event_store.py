@@ -34,11 +34,12 @@ _INSERT_MANY = (
 )
 # Only rows whose writing transaction is older than every transaction still running are safe to
 # hand out: a smaller position may still commit later, but a smaller tx_id below xmin cannot.
-_READ_ALL = (
+READ_ALL_SQL = (
     f"SELECT {_COLUMNS} FROM events"
     " WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)"
     " AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
-    " ORDER BY tx_id, position LIMIT $3"
+    # Qualified: a bare tx_id here would sort by the bigint output alias and bypass the index.
+    " ORDER BY events.tx_id, events.position LIMIT $3"
 )
 
 
@@ -109,9 +110,9 @@ class EventStore:
         """The next committed events after `after`, in the stable (tx_id, position) order; never skips one."""
         if conn is None:
             async with self.pool.acquire() as own:
-                rows = await own.fetch(_READ_ALL, str(after.tx_id), after.position, limit)
+                rows = await own.fetch(READ_ALL_SQL, str(after.tx_id), after.position, limit)
         else:
-            rows = await conn.fetch(_READ_ALL, str(after.tx_id), after.position, limit)
+            rows = await conn.fetch(READ_ALL_SQL, str(after.tx_id), after.position, limit)
         return [_row_to_event(r) for r in rows]
 
     async def head(self) -> LogPosition | None:
@@ -120,7 +121,7 @@ class EventStore:
             row = await conn.fetchrow(
                 "SELECT position, tx_id::text::bigint AS tx_id FROM events"
                 " WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())"
-                " ORDER BY tx_id DESC, position DESC LIMIT 1"
+                " ORDER BY events.tx_id DESC, events.position DESC LIMIT 1"
             )
         return None if row is None else LogPosition(row["tx_id"], row["position"])
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 async def read_plan(conn: asyncpg.Connection) -> str:
     """How PostgreSQL runs the store's global-log read from the start: an index range scan, or a full scan + sort."""
-    sql = getattr(event_store, "_READ_ALL", None)
+    sql = getattr(event_store, "READ_ALL_SQL", None)
     if sql is None:
         return "unknown (EventStore read query not found)"
     raw = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", "0", 0, 500)
@@ -50,7 +50,7 @@ class NullProjection:
     name = "bench_null"
     tables: tuple[str, ...] = ()
 
-    async def apply(self, conn: asyncpg.Connection, event: RecordedEvent, t: Tables) -> None:
+    async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
         return None
 
 

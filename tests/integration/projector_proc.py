@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -21,9 +22,9 @@ class Slow:
     def __init__(self, inner: MachinesProjection | AuditProjection) -> None:
         self.inner, self.name, self.tables = inner, inner.name, inner.tables
 
-    async def apply(self, conn: asyncpg.Connection, event: RecordedEvent, t: Tables) -> None:
-        await self.inner.apply(conn, event, t)
-        await asyncio.sleep(0.0005)
+    async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
+        await self.inner.apply_many(conn, events, t)
+        await asyncio.sleep(0.002 * len(events))
 
 
 async def main(dsn: str) -> None:

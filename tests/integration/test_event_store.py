@@ -132,3 +132,18 @@ async def test_follower_sees_every_committed_event_exactly_once_in_stable_order(
         replay += [e.event_id for e in batch]
         after = batch[-1].log_position
     assert replay == seen
+
+
+async def test_global_read_walks_the_tx_position_index(store: EventStore, pool: asyncpg.Pool) -> None:
+    """Sorting by the bigint alias instead of the column once turned every batch into a full scan."""
+    from app.store.event_store import READ_ALL_SQL
+
+    async with pool.acquire() as conn, conn.transaction():
+        # Test tables are tiny, so take scans that could not return rows in order off the table: what is
+        # left is an index scan, and a Sort on top of it means ORDER BY does not follow the index.
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        await conn.execute("SET LOCAL enable_bitmapscan = off")
+        plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {READ_ALL_SQL}", "0", 0, 500)
+    text = plan if isinstance(plan, str) else str(plan)
+    assert "events_tx_position_idx" in text
+    assert '"Node Type": "Sort"' not in text

@@ -8,7 +8,7 @@ import random
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -80,11 +80,11 @@ async def _projector(dsn: str) -> asyncio.subprocess.Process:
 async def test_killed_projector_ends_identical_to_a_clean_rebuild(
     app_container: Container, fresh_database: str
 ) -> None:
-    total = await seed(app_container, 120)
+    total = await seed(app_container, 200)
     kills = 0
     for _ in range(40):
         proc = await _projector(fresh_database)
-        await asyncio.sleep(random.uniform(0.3, 0.6))  # start-up, then some way into a batch
+        await asyncio.sleep(random.uniform(0.4, 0.9))  # start-up, then some way into a batch
         if proc.returncode is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
@@ -111,11 +111,12 @@ class FailsAfter:
     def __init__(self, inner: MachinesProjection, after: int) -> None:
         self.inner, self.name, self.tables, self.left = inner, inner.name, inner.tables, after
 
-    async def apply(self, conn: asyncpg.Connection, event: RecordedEvent, t: Tables) -> None:
-        if self.left == 0:
-            raise RuntimeError("injected failure")
-        self.left -= 1
-        await self.inner.apply(conn, event, t)
+    async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
+        for event in events:  # one statement per event, so the failure lands between two writes
+            if self.left == 0:
+                raise RuntimeError("injected failure")
+            self.left -= 1
+            await self.inner.apply_many(conn, [event], t)
 
 
 async def test_failure_mid_batch_rolls_back_rows_and_checkpoint_together(app_container: Container) -> None:
