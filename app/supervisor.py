@@ -38,7 +38,7 @@ def _wait_healthy(url: str, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url + "/health", timeout=1) as r:  # noqa: S310 - our own loopback URL
+            with urllib.request.urlopen(url + "/health", timeout=1) as r:  # our own loopback URL
                 if r.status == 200:
                     return True
         except OSError:
@@ -103,10 +103,11 @@ def run_stack(settings: Settings, dsn: str, args: argparse.Namespace) -> int:
     for child in children:
         child.start()
     base = f"http://{settings.host}:{settings.port}"
+    database = "MM_DATABASE_URL" if settings.database_url else f"embedded ({settings.data_dir / 'pg'})"
     if _wait_healthy(base):
         print(f"\nMachine Markets is up\n  API:       {base}/v1\n  Docs:      {base}/docs\n"
               f"  OpenAPI:   {base}/openapi.json\n  Admin key: {token}\n"
-              f"  Database:  {'embedded (' + str(settings.data_dir / 'pg') + ')' if not settings.database_url else 'MM_DATABASE_URL'}\n"
+              f"  Database:  {database}\n"
               "Press Ctrl-C to stop.\n", flush=True)
     else:
         print("mm up: the API did not become healthy within 30s; see the log above", file=sys.stderr)

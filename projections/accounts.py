@@ -15,7 +15,7 @@ P = "accounts:Account."
 
 class AccountsProjection:
     name = "accounts"
-    tables = ("accounts_view", "api_keys_view")
+    tables: tuple[str, ...] = ("accounts_view", "api_keys_view")
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
         # Account events are rare (sign-ups, key changes): one statement each is plenty.

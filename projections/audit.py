@@ -41,7 +41,7 @@ def _row(event: RecordedEvent) -> tuple[Any, ...]:
 
 class AuditProjection:
     name = "audit"
-    tables = ("audit_events",)
+    tables: tuple[str, ...] = ("audit_events",)
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
         # One pipelined executemany per batch; no ON CONFLICT, so a double application fails loudly.

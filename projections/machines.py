@@ -20,7 +20,7 @@ _COLUMNS = ("name", "description", "labels", "status", "identity_verified_at")
 
 class MachinesProjection:
     name = "machines"
-    tables = ("machines_view",)
+    tables: tuple[str, ...] = ("machines_view",)
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
         """Folds the batch to one INSERT or one UPDATE per machine, written with two executemany calls.

@@ -49,7 +49,7 @@ class RelayProjection:
     async def _relay(self, event: RecordedEvent) -> None:
         for route in ROUTES:
             for index, (queue, actor, kwargs, not_before) in enumerate(route(event)):
-                message = dramatiq.Message(
+                message: dramatiq.Message[Any] = dramatiq.Message(
                     queue_name=queue,
                     actor_name=actor,
                     args=(),

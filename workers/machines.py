@@ -40,11 +40,10 @@ async def expire_challenge_job(machine_id: str, challenge_id: str, event_id: str
 
 
 expire_identity_challenge = dramatiq.actor(
-    expire_challenge_job,
     actor_name="expire_identity_challenge",
     queue_name="machines",
     max_retries=10,
     time_limit=30_000,
     min_backoff=500,
     max_backoff=60_000,
-)
+)(expire_challenge_job)

@@ -57,7 +57,7 @@ def allow_header_middleware(litestar: Litestar, handler: ASGIApp) -> ASGIApp:
     methods = {route.path: ", ".join(sorted(route.methods)) for route in litestar.routes}
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "OPTIONS":
+        if scope["type"] != "http" or scope.get("method") != "OPTIONS":
             await handler(scope, receive, send)
             return
 
