@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
 
 from app.settings import Settings
 
@@ -18,20 +17,11 @@ _MAX_BACKOFF = 30.0
 
 
 async def _prepare(dsn: str, token: str) -> None:
-    from app.db import create_pool
     from app.migrate import migrate
-    from app.services.accounts import AccountsService
-    from app.store.event_store import EventStore
-    from app.store.repository import Repository
-    from domain.shared.context import CommandContext
+    from app.services.accounts import bootstrap_admin_key
 
     await migrate(dsn)
-    pool = await create_pool(dsn, Settings(), min_size=1, max_size=2)
-    try:
-        ctx = CommandContext(at=datetime.now(UTC), actor="system:mm-up")
-        await AccountsService(Repository(EventStore(pool))).bootstrap_admin(ctx, token)
-    finally:
-        await pool.close()
+    await bootstrap_admin_key(dsn, token, "system:mm-up")
 
 
 def _wait_healthy(url: str, timeout: float = 30.0) -> bool:

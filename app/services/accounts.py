@@ -73,3 +73,19 @@ class AccountsService:
         account.issue_key(derived_id("api-key", key_hash), key_hash, token[:11], "bootstrap", ctx.at)
         result = await self.repo.save(account, ctx)
         return result.last if result else None
+
+
+async def bootstrap_admin_key(dsn: str, token: str, actor: str) -> None:
+    """Register `token` as the bootstrap admin key on the database at `dsn` (start-up and test set-up)."""
+    from datetime import UTC, datetime
+
+    from app.db import create_pool
+    from app.settings import Settings
+    from app.store.event_store import EventStore
+
+    pool = await create_pool(dsn, Settings(), min_size=1, max_size=2)
+    try:
+        ctx = CommandContext(at=datetime.now(UTC), actor=actor)
+        await AccountsService(Repository(EventStore(pool))).bootstrap_admin(ctx, token)
+    finally:
+        await pool.close()

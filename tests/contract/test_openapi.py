@@ -10,7 +10,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from app.db import create_pool
-from app.services.accounts import AccountsService
-from app.settings import Settings
-from app.store.event_store import EventStore
-from app.store.repository import Repository
-from domain.shared.context import CommandContext
+from app.services.accounts import bootstrap_admin_key
 from tests.conftest import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,20 +32,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _bootstrap(url: str) -> None:
-    pool = await create_pool(url, Settings(), min_size=1, max_size=2)
-    try:
-        ctx = CommandContext(at=datetime.now(UTC), actor="system:contract-test")
-        await AccountsService(Repository(EventStore(pool))).bootstrap_admin(ctx, ADMIN)
-    finally:
-        await pool.close()
-
-
 @pytest.fixture(scope="module")
 def api(server_url: str) -> Iterator[dict[str, Any]]:
     """A real API and projector process on a database of their own, plus a tenant key."""
     url = asyncio.run(create_database(server_url, "mm_contract"))
-    asyncio.run(_bootstrap(url))
+    asyncio.run(bootstrap_admin_key(url, ADMIN, "system:contract-test"))
     port = _free_port()
     env = {**os.environ, "MM_DATABASE_URL": url, "MM_PORT": str(port), "MM_LOG_LEVEL": "WARNING",
            "MM_PROJECTION_POLL_INTERVAL_S": "0.05", "PYTHONPATH": str(ROOT)}
