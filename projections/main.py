@@ -23,10 +23,13 @@ def all_projections(settings: Settings, dsn: str) -> list[Projection]:
 
 
 async def run_projector(settings: Settings, dsn: str, stop: asyncio.Event) -> None:
-    pool = await create_pool(dsn, settings, min_size=2, max_size=10)
+    projections = all_projections(settings, dsn)
+    # Each projection holds two connections (its leader lock and its batch connection), plus the listener
+    # and one spare: a smaller pool would leave a projection waiting for a connection forever.
+    pool = await create_pool(dsn, settings, min_size=2, max_size=2 * len(projections) + 2)
     try:
         runner = ProjectionRunner(
-            pool, EventStore(pool), all_projections(settings, dsn),
+            pool, EventStore(pool), projections,
             batch_size=settings.projection_batch_size, poll_interval=settings.projection_poll_interval_s,
         )
         log.info("projector running: %s", ", ".join(p.name for p in runner.projections))
