@@ -9,6 +9,7 @@ from eventsourcing.domain import Aggregate
 
 from app.store.event_store import EventStore
 from app.store.mapper import event_type, rebuild, to_data
+from app.store.snapshots import SnapshotStore, snapshot_every
 from app.store.types import AppendResult, NewEvent
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
@@ -24,12 +25,17 @@ def stream_type_of(cls: type[Aggregate]) -> str:
 class Repository:
     def __init__(self, store: EventStore) -> None:
         self.store = store
+        self.snapshots = SnapshotStore(store.pool)
 
     async def get(self, cls: type[A], aggregate_id: uuid.UUID, *, what: str = "resource") -> A:
-        events = await self.store.load(aggregate_id)
-        if not events or events[0].stream_type != stream_type_of(cls):
+        stream_type = stream_type_of(cls)
+        start: Aggregate | None = None
+        if snapshot_every(cls):
+            start = await self.snapshots.load(cls, aggregate_id, stream_type)
+        events = await self.store.load(aggregate_id, after_version=start.version if start else 0)
+        if start is None and (not events or events[0].stream_type != stream_type):
             raise NotFound(f"{what} {aggregate_id} not found")
-        aggregate = rebuild(events)
+        aggregate = rebuild(events, start)
         assert isinstance(aggregate, cls)
         return aggregate
 
@@ -55,7 +61,11 @@ class Repository:
             )
             for i, event in enumerate(pending)
         ]
-        return await self.store.append(new)
+        result = await self.store.append(new)
+        every = snapshot_every(type(aggregate))
+        if every and not result.duplicate and aggregate.version // every > (aggregate.version - len(pending)) // every:
+            await self.snapshots.save(aggregate, stream_type_of(type(aggregate)))
+        return result
 
 
 def _event_id(ctx: CommandContext, stream_id: uuid.UUID, index: int) -> uuid.UUID:

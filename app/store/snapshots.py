@@ -1,0 +1,72 @@
+"""Snapshots of long streams: taken every SNAPSHOT_EVERY events, used to start a load part-way."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import asyncpg
+from eventsourcing.domain import Aggregate, Snapshot
+from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
+from eventsourcing.utils import get_topic
+
+log = logging.getLogger("mm.store")
+
+# eventsourcing's transcoder tags UUIDs, datetimes and decimals, so nested values come back typed.
+_transcoder = JSONTranscoder()
+for _transcoding in (UUIDAsHex(), DatetimeAsISO(), DecimalAsStr()):
+    _transcoder.register(_transcoding)
+
+
+def snapshot_every(cls: type[Aggregate]) -> int | None:
+    """An aggregate opts in with a class attribute SNAPSHOT_EVERY = N (events between snapshots)."""
+    every = getattr(cls, "SNAPSHOT_EVERY", None)
+    return int(every) if every else None
+
+
+def schema_version(cls: type[Aggregate]) -> int:
+    return int(getattr(cls, "SNAPSHOT_VERSION", 1))
+
+
+class SnapshotStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def save(self, aggregate: Aggregate, stream_type: str) -> None:
+        """Best effort: a snapshot is a cache, so failing to write one must not fail the command."""
+        snapshot = Snapshot.take(aggregate)
+        try:
+            await self.pool.execute(
+                "INSERT INTO snapshots (stream_id, stream_type, version, schema_version, state)"
+                " VALUES ($1, $2, $3, $4, $5::jsonb)"
+                " ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version,"
+                " schema_version = EXCLUDED.schema_version, state = EXCLUDED.state, taken_at = now()"
+                " WHERE snapshots.version < EXCLUDED.version",
+                aggregate.id, stream_type, aggregate.version, schema_version(type(aggregate)),
+                _transcoder.encode(snapshot.state).decode(),
+            )
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("snapshot of %s at version %d not saved: %s", aggregate.id, aggregate.version, exc)
+
+    async def load(self, cls: type[Aggregate], stream_id: uuid.UUID, stream_type: str) -> Aggregate | None:
+        """The latest usable snapshot, or None (then the caller replays the whole stream)."""
+        try:
+            row = await self.pool.fetchrow(
+                "SELECT version, state::text AS state, taken_at FROM snapshots"
+                " WHERE stream_id = $1 AND stream_type = $2 AND schema_version = $3",
+                stream_id, stream_type, schema_version(cls),
+            )
+        except asyncpg.PostgresError as exc:
+            log.warning("snapshot of %s not read, replaying the stream: %s", stream_id, exc)
+            return None
+        if row is None:
+            return None
+        state: dict[str, Any] = _transcoder.decode(row["state"].encode())
+        snapshot = Snapshot(
+            originator_id=stream_id, originator_version=row["version"], timestamp=row["taken_at"],
+            topic=get_topic(cls), state=state,
+        )
+        aggregate = snapshot.mutate(None)
+        assert isinstance(aggregate, cls)
+        return aggregate
