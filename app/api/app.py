@@ -41,8 +41,8 @@ def metrics_middleware(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, record)
         finally:
-            handler = scope.get("route_handler")
-            route = next(iter(handler.paths), "?") if handler is not None else "unmatched"
+            # The template, not the path: one series per route, whatever ids the requests carried.
+            route = scope.get("path_template") or "unmatched"
             observe(scope["method"], route, status, started)
 
     return middleware
@@ -54,7 +54,7 @@ def allow_header_middleware(litestar: Litestar, handler: ASGIApp) -> ASGIApp:
     Litestar 2.25 builds a path's OPTIONS handler when the first of its handlers registers and keeps
     that route's method list, so `Allow` would miss methods added by later handlers on the same path.
     """
-    methods = {route.path: ", ".join(sorted(route.methods)) for route in litestar.routes}
+    methods = {route.path_format: ", ".join(sorted(route.methods)) for route in litestar.routes}
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("method") != "OPTIONS":
@@ -62,8 +62,7 @@ def allow_header_middleware(litestar: Litestar, handler: ASGIApp) -> ASGIApp:
             return
 
         async def fix_allow(message: Message) -> None:
-            route_handler = scope.get("route_handler")
-            allowed = methods.get(next(iter(route_handler.paths), "")) if route_handler is not None else None
+            allowed = methods.get(scope.get("path_template", ""))
             if message["type"] == "http.response.start" and allowed:
                 kept = [h for h in message.get("headers", []) if h[0].lower() != b"allow"]
                 message["headers"] = [*kept, (b"allow", allowed.encode())]

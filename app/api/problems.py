@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import (
@@ -104,6 +105,9 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
 
 
 def _problem_for(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    if isinstance(exc, asyncpg.UntranslatableCharacterError | asyncpg.CharacterNotInRepertoireError):
+        # PostgreSQL text and jsonb cannot hold NUL (\u0000): that is the client's input, not our fault.
+        return problem_response(request, 400, "VALIDATION_ERROR", "text must not contain NUL (\\u0000) characters")
     if isinstance(exc, shared.DomainError):
         return problem_response(request, status_for(exc), exc.code, exc.detail, extra=exc.extra or None)
     if isinstance(exc, ApiError):

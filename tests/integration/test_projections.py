@@ -173,6 +173,7 @@ async def test_live_runner_follows_new_events_and_a_second_copy_waits(app_contai
         assert first.leading == {"machines"} and second.leading == set()
         holder = await app_container.pool.fetchval(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             " AND ((classid::bigint << 32) | objid::bigint) = $1", lock_key("machines"))
         assert holder == 1
     finally:
