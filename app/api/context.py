@@ -52,18 +52,31 @@ def presented_key(request: Request[Any, Any, Any], allow_query: bool) -> str | N
     return None
 
 
+async def lookup_principal(container: Container, request: Request[Any, Any, Any]) -> Principal | None:
+    """The principal behind the presented key, looked up once per request (idempotency and auth share it)."""
+    state = request.scope.setdefault("state", {})
+    if "principal" in state:
+        cached: Principal | None = state["principal"]
+        return cached
+    principal = None
+    key = presented_key(request, container.settings.allow_query_api_key)
+    if key:
+        wanted = digest(key)
+        row = await container.pool.fetchrow(_AUTH_SQL, wanted)
+        if row is not None and same_digest(row["key_hash"], wanted):
+            principal = Principal(account_id=row["account_id"], key_id=row["id"], is_admin=row["is_admin"])
+    state["principal"] = principal
+    return principal
+
+
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     container = container_of(request)
-    key = presented_key(request, container.settings.allow_query_api_key)
-    if not key:
+    principal = await lookup_principal(container, request)
+    if principal is not None:
+        return principal
+    if not presented_key(request, container.settings.allow_query_api_key):
         raise ApiError(401, "UNAUTHORIZED", "send an API key as 'Authorization: Bearer <key>' or 'X-Api-Key'")
-    wanted = digest(key)
-    row = await container.pool.fetchrow(_AUTH_SQL, wanted)
-    if row is None or not same_digest(row["key_hash"], wanted):
-        raise ApiError(401, "UNAUTHORIZED", "the API key is not valid or has been revoked")
-    principal = Principal(account_id=row["account_id"], key_id=row["id"], is_admin=row["is_admin"])
-    request.scope.setdefault("state", {})["principal"] = principal
-    return principal
+    raise ApiError(401, "UNAUTHORIZED", "the API key is not valid or has been revoked")
 
 
 async def provide_ctx(request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> CommandContext:

@@ -12,9 +12,8 @@ from litestar import Request
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
-from app.api.context import presented_key
+from app.api.context import lookup_principal
 from app.api.problems import PROBLEM_JSON, TITLES, Problem
-from app.crypto import digest
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _KEPT_HEADERS = {b"content-type", b"etag", b"location", b"x-log-position"}
@@ -74,10 +73,11 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
             return
         body = await _read_body(receive)
         container = scope["app"].state.container
-        account_id = await _account_of(container, Request(scope))
-        if account_id is None:  # unauthenticated: let the route answer 401 as usual
+        principal = await lookup_principal(container, Request(scope))
+        if principal is None:  # unauthenticated: let the route answer 401 as usual
             await app(scope, _replay(body), send)
             return
+        account_id = principal.account_id
         request_hash = hashlib.sha256(
             b"\x1f".join([scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body])
         ).hexdigest()
@@ -147,17 +147,6 @@ def _replay(body: bytes) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return receive
-
-
-async def _account_of(container: Any, request: Request[Any, Any, Any]) -> uuid.UUID | None:
-    # The same rules as authentication, so no key the route accepts slips past idempotency.
-    key = presented_key(request, container.settings.allow_query_api_key)
-    if not key:
-        return None
-    account: uuid.UUID | None = await container.pool.fetchval(
-        "SELECT account_id FROM api_keys_view WHERE key_hash = $1 AND revoked_at IS NULL", digest(key)
-    )
-    return account
 
 
 class _KeyStore:
