@@ -88,3 +88,22 @@ async def new_tenant(client: httpx.AsyncClient, admin: dict[str, str]) -> dict[s
     body = r.json()
     return {"id": body["account"]["id"], "headers": {"Authorization": f"Bearer {body['apiKey']['key']}"},
             "key": body["apiKey"], "opened": r}
+
+
+async def walk_pages(client: httpx.AsyncClient, path: str, headers: dict[str, str], limit: int,
+                     **params: Any) -> tuple[list[str], int]:
+    """Follow nextCursor to the end; returns the ids seen, in order, and the number of pages."""
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        query: dict[str, Any] = {**params, "limit": limit, **({"cursor": cursor} if cursor else {})}
+        r = await client.get(path, params=query, headers=headers)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert len(page["data"]) <= limit
+        seen += [item["id"] for item in page["data"]]
+        pages += 1
+        cursor = page["nextCursor"]
+        if cursor is None:
+            return seen, pages

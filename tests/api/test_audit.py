@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from app.api.pagination import encode_cursor
-from tests.api.helpers import Keys, action, assert_problem, challenge, new_tenant, register
+from tests.api.helpers import Keys, action, assert_problem, challenge, new_tenant, register, walk_pages
 
 LIFECYCLE = ["machine.registered", "machine.identity-challenge-issued", "machine.identity-verified",
              "machine.activated"]
@@ -157,20 +157,7 @@ async def test_cursor_pagination(client: httpx.AsyncClient, tenant: dict[str, An
     everything = await _feed(client, h, last, {"machineId": mid, "limit": 200})
     assert len(everything) == 7
 
-    seen: list[str] = []
-    cursor = None
-    pages = 0
-    while True:
-        params: dict[str, Any] = {"machineId": mid, "limit": 3, **({"cursor": cursor} if cursor else {})}
-        r = await client.get("/v1/audit-events", params=params, headers=h)
-        assert r.status_code == 200, r.text
-        page = r.json()
-        assert len(page["data"]) <= 3
-        seen += [e["id"] for e in page["data"]]
-        pages += 1
-        cursor = page["nextCursor"]
-        if cursor is None:
-            break
+    seen, pages = await walk_pages(client, "/v1/audit-events", h, 3, machineId=mid)
     assert pages == 3
     assert seen == [e["id"] for e in everything]
     # Each entry's own cursor resumes right after it.

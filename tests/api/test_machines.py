@@ -15,7 +15,17 @@ from app.container import Container
 from domain.machines.errors import MachineNotActivated, MachineNotActive
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
-from tests.api.helpers import Keys, action, active_machine, assert_problem, fresh, new_tenant, register, verify
+from tests.api.helpers import (
+    Keys,
+    action,
+    active_machine,
+    assert_problem,
+    fresh,
+    new_tenant,
+    register,
+    verify,
+    walk_pages,
+)
 
 # --- register ------------------------------------------------------------------------------------
 
@@ -150,20 +160,7 @@ async def test_list_pages_with_a_cursor_without_gaps_or_duplicates(
     created = [(await register(client, h))[0] for _ in range(7)]
     await client.get(f"/v1/machines/{created[-1].json()['id']}", headers=fresh(h, created[-1]))
 
-    seen: list[str] = []
-    cursor: str | None = None
-    pages = 0
-    while True:
-        params: dict[str, Any] = {"limit": 3, **({"cursor": cursor} if cursor else {})}
-        r = await client.get("/v1/machines", params=params, headers=h)
-        assert r.status_code == 200, r.text
-        page = r.json()
-        assert len(page["data"]) <= 3
-        seen += [m["id"] for m in page["data"]]
-        pages += 1
-        cursor = page["nextCursor"]
-        if cursor is None:
-            break
+    seen, pages = await walk_pages(client, "/v1/machines", h, 3)
     assert pages == 3
     assert seen == [c.json()["id"] for c in created]  # registration order, each exactly once
 
