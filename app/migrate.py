@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -46,3 +48,31 @@ async def migrate(dsn: str, sql_dir: Path = SQL_DIR) -> list[str]:
         finally:
             await conn.close()
     return applied
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL (TCP or unix socket) pointing at database `name`."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+async def create_database(server_url: str, prefix: str) -> str:
+    """CREATE DATABASE `<prefix>_<random>` on the server, apply sql/, return its URL (tests, benchmarks)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = with_database(server_url, name)
+    await migrate(url)
+    return url
+
+
+async def drop_database(server_url: str, url: str) -> None:
+    """Drop the database `url` names, disconnecting whoever is still on it."""
+    name = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 
-from app.migrate import migrate
+from app.migrate import create_database, drop_database
 
 EMBEDDED_DIR = Path(".data/bench-pg")
 # Tables the phases may leave rows in; everything the migrations create except their own bookkeeping.
@@ -28,10 +27,6 @@ def server_url() -> str:
     return ensure_embedded_postgres(EMBEDDED_DIR)
 
 
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
-
-
 def describe(url: str) -> str:
     """Where the server is, without credentials: host:port, or the unix socket directory."""
     parts = urlsplit(url)
@@ -44,22 +39,11 @@ def describe(url: str) -> str:
 @asynccontextmanager
 async def bench_database(server: str) -> AsyncIterator[str]:
     """Create `mm_bench_<random>`, migrate it, yield its DSN, and always drop it afterwards."""
-    name = f"mm_bench_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server)
+    dsn = await create_database(server, "mm_bench")
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        dsn = with_database(server, name)
-        await migrate(dsn)
         yield dsn
     finally:
-        admin = await asyncpg.connect(server)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await drop_database(server, dsn)
 
 
 async def reset(dsn: str) -> None:

@@ -19,8 +19,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from app.migrate import create_database, drop_database
 from app.services.accounts import bootstrap_admin_key
-from tests.conftest import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "mm_contract_admin_" + uuid.uuid4().hex
