@@ -7,7 +7,7 @@ import logging
 import asyncpg
 
 from app.store.event_store import EventStore
-from app.store.types import START, LogPosition
+from app.store.types import START
 from projections import checkpoints
 from projections.base import Projection, live_tables, shadow_tables
 from projections.runner import apply_events
@@ -56,10 +56,3 @@ async def _swap(conn: asyncpg.Connection, projection: Projection) -> None:
         await conn.execute(f"DROP TABLE {live}")
         await conn.execute(f"ALTER TABLE {table} RENAME TO {live}")
 
-
-async def reset_to(conn: asyncpg.Connection, name: str, to: LogPosition) -> None:
-    """Move a table-less projection (the relay) to a position without replaying side effects."""
-    async with conn.transaction():
-        await checkpoints.ensure(conn, name)
-        await checkpoints.lock(conn, name)
-        await checkpoints.reset(conn, name, to, 0)
