@@ -27,7 +27,7 @@ def subject_of(event: RecordedEvent) -> str:
 
 def _row(event: RecordedEvent) -> tuple[Any, ...]:
     d, m = event.data, event.metadata
-    machine_id = event.stream_id if event.stream_type == "machines:Machine" else d.get("machine_id")
+    machine_id = event.stream_id if event.stream_type == "machines:Machine" else m.get("machineId")
     account_id = m.get("ownerAccountId") or (
         event.stream_id if event.stream_type == "accounts:Account" else m.get("accountId")
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from eventsourcing.domain import Aggregate
@@ -41,14 +42,14 @@ class Repository:
 
     async def save(self, aggregate: Aggregate, ctx: CommandContext) -> AppendResult | None:
         """Append what the aggregate recorded; None when the decision recorded nothing."""
-        pending = aggregate.collect_events()
-        if not pending:
-            return None
-        metadata: dict[str, Any] = {k: v for k, v in ctx.metadata().items() if v is not None}
-        owner = getattr(aggregate, "account_id", None)
-        if owner is not None:
-            # The owning account, which scopes the audit feed (the actor may be an admin).
-            metadata["ownerAccountId"] = str(owner)
+        return await self.save_all([aggregate], ctx)
+
+    async def save_all(self, aggregates: Sequence[Aggregate], ctx: CommandContext) -> AppendResult | None:
+        """Append what several aggregates recorded in one transaction: all of it or none of it.
+
+        Every stream's versions are checked, so a concurrent change to any of them is a conflict.
+        """
+        pending = [(aggregate, aggregate.collect_events()) for aggregate in aggregates]
         new = [
             NewEvent(
                 event_id=_event_id(ctx, aggregate.id, i),
@@ -57,15 +58,33 @@ class Repository:
                 version=event.originator_version,
                 type=event_type(event),
                 data=to_data(event),
-                metadata=metadata,
+                metadata=_metadata(aggregate, ctx),
             )
-            for i, event in enumerate(pending)
+            for aggregate, events in pending
+            for i, event in enumerate(events)
         ]
+        if not new:
+            return None
         result = await self.store.append(new)
-        every = snapshot_every(type(aggregate))
-        if every and not result.duplicate and aggregate.version // every > (aggregate.version - len(pending)) // every:
-            await self.snapshots.save(aggregate, stream_type_of(type(aggregate)))
+        if not result.duplicate:
+            for aggregate, events in pending:
+                every = snapshot_every(type(aggregate))
+                if every and events and aggregate.version // every > (aggregate.version - len(events)) // every:
+                    await self.snapshots.save(aggregate, stream_type_of(type(aggregate)))
         return result
+
+
+def _metadata(aggregate: Aggregate, ctx: CommandContext) -> dict[str, Any]:
+    metadata: dict[str, Any] = {k: v for k, v in ctx.metadata().items() if v is not None}
+    owner = getattr(aggregate, "account_id", None)
+    if owner is not None:
+        # The owning account, which scopes the audit feed (the actor may be an admin).
+        metadata["ownerAccountId"] = str(owner)
+    machine = getattr(aggregate, "machine_id", None)
+    if machine is not None:
+        # Machine-scoped streams (endpoints, agents, graphs) are filed under their machine in the audit feed.
+        metadata["machineId"] = str(machine)
+    return metadata
 
 
 def _event_id(ctx: CommandContext, stream_id: uuid.UUID, index: int) -> uuid.UUID:
