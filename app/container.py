@@ -6,7 +6,9 @@ import asyncpg
 
 from app.db import create_pool
 from app.services.accounts import AccountsService
+from app.services.agents import AgentsService
 from app.services.machines import MachinesService
+from app.services.runtime import RuntimeService
 from app.settings import Settings
 from app.store.event_store import EventStore
 from app.store.notifier import Notifier
@@ -22,7 +24,9 @@ class Container:
         self.repo = Repository(self.store)
         self.machines = MachinesService(self.repo, settings.challenge_ttl_seconds)
         self.accounts = AccountsService(self.repo)
-        self.projection_names = ["accounts", "audit", "machines", "relay"]
+        self.runtime = RuntimeService(self.repo, self.machines)
+        self.agents = AgentsService(self.repo, self.machines, self.runtime)
+        self.projection_names = ["accounts", "audit", "machines", "relay", "runtime"]
 
     @classmethod
     async def open(cls, settings: Settings, dsn: str, **pool_sizes: int) -> Container:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import uuid
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -37,3 +38,25 @@ def same_digest(a: str, b: str) -> bool:
 
 def new_nonce() -> str:
     return secrets.token_urlsafe(32)
+
+
+AGENT_TOKEN_PREFIX = "mma_"
+
+
+def new_agent_token(agent_id: uuid.UUID) -> str:
+    """`mma_<agent id>_<secret>`: the id lets a heartbeat load its agent directly (no lookup table,
+    no read-model lag); the 256-bit secret is what authenticates, checked against the stored digest."""
+    return f"{AGENT_TOKEN_PREFIX}{agent_id.hex}_{secrets.token_urlsafe(32)}"
+
+
+def agent_id_in(token: str) -> uuid.UUID | None:
+    """The agent id a well-formed agent token names, or None."""
+    if not token.startswith(AGENT_TOKEN_PREFIX) or len(token) > 256:
+        return None
+    raw_id, sep, secret = token[len(AGENT_TOKEN_PREFIX):].partition("_")
+    if not sep or len(raw_id) != 32 or not secret:
+        return None
+    try:
+        return uuid.UUID(hex=raw_id)
+    except ValueError:
+        return None

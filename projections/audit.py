@@ -17,7 +17,10 @@ _encode = msgspec.json.Encoder().encode
 
 
 def public_data(data: dict[str, Any]) -> dict[str, Any]:
-    return {camel(k): v for k, v in data.items() if k not in ENVELOPE_KEYS and k not in REDACTED_KEYS}
+    out = {camel(k): v for k, v in data.items() if k not in ENVELOPE_KEYS and k not in REDACTED_KEYS}
+    if "auth_token" in data:
+        out["hasAuthToken"] = data["auth_token"] is not None  # whether one was set, never what it is
+    return out
 
 
 def subject_of(event: RecordedEvent) -> str:

@@ -18,6 +18,14 @@ PUBLIC_NAMES: dict[str, str] = {
     "machines:Machine.Suspended": "machine.suspended",
     "machines:Machine.Reactivated": "machine.reactivated",
     "machines:Machine.Retired": "machine.retired",
+    # The first upsert opens the endpoint's stream; to readers of the feed it is an upsert like any other.
+    "runtime:RuntimeEndpoint.Opened": "runtime-endpoint.upserted",
+    "runtime:RuntimeEndpoint.Upserted": "runtime-endpoint.upserted",
+    "runtime:RuntimeEndpoint.Deleted": "runtime-endpoint.deleted",
+    "runtime:RuntimeEndpoint.Expired": "runtime-endpoint.expired",
+    "runtime:MachineAgent.Enrolled": "machine-agent.enrolled",
+    "runtime:MachineAgent.HeartbeatReceived": "machine-agent.heartbeat",
+    "runtime:MachineAgent.Revoked": "machine-agent.revoked",
 }
 
 # Secrets and their digests are kept out of the feed (it is exported to operators and tenants).

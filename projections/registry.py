@@ -6,11 +6,12 @@ from projections.accounts import AccountsProjection
 from projections.audit import AuditProjection
 from projections.base import Projection
 from projections.machines import MachinesProjection
+from projections.runtime import RuntimeProjection
 
 
 def read_models() -> list[Projection]:
     """Projections that only write rows (the relay, which enqueues work, is added by the worker side)."""
-    return [AccountsProjection(), MachinesProjection(), AuditProjection()]
+    return [AccountsProjection(), MachinesProjection(), RuntimeProjection(), AuditProjection()]
 
 
 def by_name(projections: list[Projection]) -> dict[str, Projection]:

@@ -28,7 +28,18 @@ def _machine_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any]
     return []
 
 
-ROUTES: list[Route] = [_machine_routes]
+def _runtime_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any], datetime | None]]:
+    """Each agent lease gets a timer at its expiry; a later heartbeat's upsert brings its own, and the
+    actor ignores a timer whose lease was renewed, replaced by a manual upsert, or deleted."""
+    if event.type in _LEASED and event.data.get("lease_expires_at"):
+        expires = datetime.fromisoformat(event.data["lease_expires_at"])
+        kwargs = {"endpoint_id": str(event.stream_id), "version": event.version}
+        return [("runtime", "expire_runtime_endpoint_lease", kwargs, expires)]
+    return []
+
+
+_LEASED = ("runtime:RuntimeEndpoint.Opened", "runtime:RuntimeEndpoint.Upserted")
+ROUTES: list[Route] = [_machine_routes, _runtime_routes]
 
 
 class RelayProjection:

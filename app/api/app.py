@@ -16,10 +16,12 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.accounts import AccountsController
+from app.api.agents import AgentsController, HeartbeatController
 from app.api.audit import AuditController
 from app.api.machines import MachinesController
 from app.api.middleware import idempotency_middleware, request_id_middleware
 from app.api.problems import handle_exception
+from app.api.runtime import RuntimeEndpointsController
 from app.api.system import health, metrics, observe, openapi_json, ready
 from app.container import Container
 from app.settings import Settings
@@ -91,7 +93,8 @@ def create_app(settings: Settings, container: Container | None = None,
 
     origins = list(settings.cors_origins)
     app = Litestar(
-        route_handlers=[MachinesController, AccountsController, AuditController, health, ready, metrics, openapi_json],
+        route_handlers=[MachinesController, RuntimeEndpointsController, AgentsController, HeartbeatController,
+                        AccountsController, AuditController, health, ready, metrics, openapi_json],
         exception_handlers={Exception: handle_exception},
         middleware=[idempotency_middleware],
         lifespan=[lifespan],
@@ -105,6 +108,8 @@ def create_app(settings: Settings, container: Container | None = None,
             components=Components(security_schemes={
                 "bearer": SecurityScheme(type="http", scheme="bearer", description="API key as a bearer token"),
                 "apiKey": SecurityScheme(type="apiKey", name="X-Api-Key", security_scheme_in="header"),
+                "agentToken": SecurityScheme(type="apiKey", name="x-agent-pairing-token", security_scheme_in="header",
+                                             description="machine-agent token (heartbeats only)"),
             }),
         ),
         debug=False,

@@ -20,6 +20,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from domain.accounts import errors as account_errors
 from domain.machines import errors as machine_errors
+from domain.runtime import errors as runtime_errors
 from domain.shared import errors as shared
 
 log = logging.getLogger("mm.api")
@@ -61,6 +62,10 @@ STATUS_OF: dict[type[shared.DomainError], int] = {
     machine_errors.ChallengeMissing: 409,
     machine_errors.ChallengeExpired: 422,
     machine_errors.SignatureInvalid: 422,
+    runtime_errors.AgentAuthRequired: 401,
+    runtime_errors.AgentAuthInvalid: 401,
+    runtime_errors.AgentPairingInactive: 403,
+    runtime_errors.AgentPolicyDenied: 403,
 }
 
 TITLES = {

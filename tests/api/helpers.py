@@ -107,3 +107,13 @@ async def walk_pages(client: httpx.AsyncClient, path: str, headers: dict[str, st
         cursor = page["nextCursor"]
         if cursor is None:
             return seen, pages
+
+
+async def audit_feed(client: httpx.AsyncClient, headers: dict[str, str], last: httpx.Response,
+                     **params: Any) -> list[dict[str, Any]]:
+    """The audit entries matching `params` (e.g. machineId=...), read once `last`'s write is in the feed."""
+    r = await client.get("/v1/audit-events", params={"limit": 200, **params},
+                         headers={**headers, "X-Min-Position": last.headers["x-log-position"]})
+    assert r.status_code == 200, r.text
+    data: list[dict[str, Any]] = r.json()["data"]
+    return data

@@ -1,0 +1,99 @@
+"""HTTP routes for a machine's runtime endpoints: list, get, manual upsert (PUT), delete."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from litestar import Controller, Request, Response, delete, get, put
+from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from app.api.consistency import POSITION_HEADER, etag, expected_version, honour_min_position
+from app.api.context import AUTHENTICATED, container_of, provide_ctx, provide_principal
+from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, encode_cursor
+from app.api.problems import ApiError, problems
+from app.api.schemas_runtime import ProviderKey, PutRuntimeEndpointRequest, RuntimeEndpointView
+from domain.runtime import rules
+from domain.runtime.errors import EndpointNotFound
+from domain.shared.context import CommandContext
+from projections.runtime_reader import get_endpoint, list_endpoints
+
+EndpointStatus = Literal["active", "expired"]
+Source = Literal["manual", "agent"]
+
+
+def _after(cursor: str) -> str:
+    (key,) = decode_cursor(cursor, 1)
+    if not isinstance(key, str) or not rules.PROVIDER_KEY.match(key):
+        raise ApiError(400, "VALIDATION_ERROR", "cursor is not valid; use nextCursor from a previous page")
+    return key
+
+
+class RuntimeEndpointsController(Controller):
+    path = "/v1/machines/{machine_id:uuid}/runtime-endpoints"
+    tags = ["runtime"]
+    security = AUTHENTICATED
+    dependencies = {"principal": Provide(provide_principal), "ctx": Provide(provide_ctx)}
+
+    @get("/", summary="List a machine's runtime endpoints", responses=problems(400, 401, 404, 409, 503))
+    async def list_(
+        self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext], machine_id: FromPath[uuid.UUID],
+        status: Annotated[list[EndpointStatus] | None, QueryParameter(name="status")] = None,
+        source: Annotated[Source | None, QueryParameter(name="source")] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
+    ) -> Page[RuntimeEndpointView]:
+        c = container_of(request)
+        after = _after(cursor) if cursor else None
+        await c.machines.require_operational(ctx, machine_id)
+        await honour_min_position(request, c.pool, "runtime", c.settings.read_your_writes_timeout_s)
+        rows = await list_endpoints(c.pool, machine_id, status=list(status) if status else None, source=source,
+                                    after=after, limit=limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(data=[RuntimeEndpointView(**r) for r in rows],
+                    next_cursor=encode_cursor(rows[-1]["provider_key"]) if more else None)
+
+    @get("/{provider_key:str}", summary="Get one runtime endpoint", responses=problems(400, 401, 404, 409, 503))
+    async def get_one(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
+                      machine_id: FromPath[uuid.UUID],
+                      provider_key: FromPath[ProviderKey]) -> Response[RuntimeEndpointView]:
+        c = container_of(request)
+        key = rules.provider_key(provider_key)
+        await c.machines.require_operational(ctx, machine_id)
+        await honour_min_position(request, c.pool, "runtime", c.settings.read_your_writes_timeout_s)
+        row = await get_endpoint(c.pool, machine_id, key)
+        if row is None:
+            raise EndpointNotFound(f"no runtime endpoint for provider key {key!r} on machine {machine_id}")
+        return Response(RuntimeEndpointView(**row), headers={"ETag": etag(row["version"])})
+
+    @put("/{provider_key:str}", summary="Create or replace a manual runtime endpoint",
+         description="201 when the provider key had no endpoint, 200 when it replaces one. The key is lower-cased; "
+                     "`source` is always `manual`; `authToken` is stored for the executor but never returned.",
+         responses={201: ResponseSpec(data_container=RuntimeEndpointView, description="Created"),
+                    **problems(400, 401, 404, 409, 412)})
+    async def put_one(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
+                      machine_id: FromPath[uuid.UUID], provider_key: FromPath[ProviderKey],
+                      data: JSONBody[PutRuntimeEndpointRequest]) -> Response[RuntimeEndpointView]:
+        outcome = await container_of(request).runtime.put_manual(
+            ctx, machine_id, provider_key, url=data.url, auth_token=data.auth_token, metadata=data.metadata,
+            expected_version=expected_version(request),
+        )
+        e = outcome.endpoint
+        headers = {"ETag": etag(e.version)}
+        if outcome.position is not None:
+            headers[POSITION_HEADER] = outcome.position.token()
+        if outcome.created:
+            headers["Location"] = f"/v1/machines/{machine_id}/runtime-endpoints/{e.provider_key}"
+        return Response(RuntimeEndpointView.of(e), status_code=201 if outcome.created else 200, headers=headers)
+
+    @delete("/{provider_key:str}", status_code=204, summary="Delete a runtime endpoint",
+            responses=problems(400, 401, 404, 409, 412))
+    async def delete_one(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
+                         machine_id: FromPath[uuid.UUID], provider_key: FromPath[ProviderKey]) -> Response[None]:
+        outcome = await container_of(request).runtime.delete(ctx, machine_id, provider_key,
+                                                             expected_version(request))
+        headers = {POSITION_HEADER: outcome.position.token()} if outcome.position else {}
+        return Response(None, status_code=204, headers=headers)

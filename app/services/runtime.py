@@ -1,0 +1,107 @@
+"""Runtime-endpoint command service: manual upserts and deletes, and lease expiry for the worker."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from app.services.machines import MachinesService
+from app.store.repository import Repository
+from app.store.types import LogPosition
+from domain.runtime import rules
+from domain.runtime.commands import MANUAL, UpsertEndpoint
+from domain.runtime.endpoint import RuntimeEndpoint, endpoint_id
+from domain.runtime.errors import EndpointNotFound
+from domain.shared.context import CommandContext
+from domain.shared.errors import ConcurrencyConflict, NotFound, PreconditionFailed
+
+RETRIES = 3
+T = TypeVar("T")
+
+
+class EndpointOutcome:
+    def __init__(self, endpoint: RuntimeEndpoint, position: LogPosition | None, created: bool = False) -> None:
+        self.endpoint, self.position, self.created = endpoint, position, created
+
+
+async def retry_conflicts(attempt: Callable[[], Awaitable[T]], expected_version: int | None = None) -> T:
+    """Re-run a load-decide-save on fresh state after a lost race, unless the client pinned a version."""
+    for n in range(1 if expected_version is not None else RETRIES):
+        try:
+            return await attempt()
+        except ConcurrencyConflict:
+            if expected_version is not None or n == RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def check_expected(version: int | None, expected: int | None, what: str) -> None:
+    if expected is not None and version != expected:
+        raise PreconditionFailed(f"{what} is at version {version}, not {expected}", currentVersion=version)
+
+
+class RuntimeService:
+    def __init__(self, repo: Repository, machines: MachinesService) -> None:
+        self.repo, self.machines = repo, machines
+
+    async def load(self, machine_id: uuid.UUID, provider_key: str) -> RuntimeEndpoint | None:
+        """The endpoint's stream (deleted ones included), or None if it never existed."""
+        try:
+            return await self.repo.get(RuntimeEndpoint, endpoint_id(machine_id, provider_key))
+        except NotFound:
+            return None
+
+    async def put_manual(self, ctx: CommandContext, machine_id: uuid.UUID, provider_key: str, *, url: str,
+                         auth_token: str | None, metadata: dict[str, object],
+                         expected_version: int | None = None) -> EndpointOutcome:
+        machine = await self.machines.require_operational(ctx, machine_id)
+        key = rules.provider_key(provider_key)
+        cmd = UpsertEndpoint(url=url, auth_token=auth_token, metadata=dict(metadata), source=MANUAL)
+
+        async def attempt() -> EndpointOutcome:
+            endpoint = await self.load(machine_id, key)
+            check_expected(endpoint.version if endpoint and endpoint.exists else None, expected_version,
+                           "runtime endpoint")
+            created = endpoint is None or not endpoint.exists
+            if endpoint is None:
+                endpoint = RuntimeEndpoint.open(machine.account_id, machine_id, key, cmd, ctx.at)
+            else:
+                endpoint.upsert(cmd, ctx.at)
+            result = await self.repo.save(endpoint, ctx)
+            if result is not None and result.duplicate:
+                reloaded = await self.load(machine_id, key)
+                assert reloaded is not None
+                endpoint = reloaded
+            return EndpointOutcome(endpoint, result.last if result else None, created)
+
+        return await retry_conflicts(attempt, expected_version)
+
+    async def delete(self, ctx: CommandContext, machine_id: uuid.UUID, provider_key: str,
+                     expected_version: int | None = None) -> EndpointOutcome:
+        await self.machines.require_operational(ctx, machine_id)
+        key = rules.provider_key(provider_key)
+
+        async def attempt() -> EndpointOutcome:
+            endpoint = await self.load(machine_id, key)
+            if endpoint is None or not endpoint.exists:
+                raise EndpointNotFound(f"no runtime endpoint for provider key {key!r} on machine {machine_id}")
+            check_expected(endpoint.version, expected_version, "runtime endpoint")
+            endpoint.delete(ctx.at)
+            result = await self.repo.save(endpoint, ctx)
+            return EndpointOutcome(endpoint, result.last if result else None)
+
+        return await retry_conflicts(attempt, expected_version)
+
+    async def expire(self, ctx: CommandContext, stream_id: uuid.UUID) -> RuntimeEndpoint | None:
+        """Expire the lease if it has run out (idempotent); returns the endpoint as it now stands."""
+        async def attempt() -> RuntimeEndpoint | None:
+            try:
+                endpoint = await self.repo.get(RuntimeEndpoint, stream_id)
+            except NotFound:
+                return None
+            if endpoint.expire(ctx.at):
+                await self.repo.save(endpoint, ctx)
+            return endpoint
+
+        return await retry_conflicts(attempt)
