@@ -47,8 +47,11 @@ class RuntimeService:
 
     async def load(self, machine_id: uuid.UUID, provider_key: str) -> RuntimeEndpoint | None:
         """The endpoint's stream (deleted ones included), or None if it never existed."""
+        return await self.load_stream(endpoint_id(machine_id, provider_key))
+
+    async def load_stream(self, stream_id: uuid.UUID) -> RuntimeEndpoint | None:
         try:
-            return await self.repo.get(RuntimeEndpoint, endpoint_id(machine_id, provider_key))
+            return await self.repo.get(RuntimeEndpoint, stream_id)
         except NotFound:
             return None
 
@@ -96,9 +99,8 @@ class RuntimeService:
     async def expire(self, ctx: CommandContext, stream_id: uuid.UUID) -> RuntimeEndpoint | None:
         """Expire the lease if it has run out (idempotent); returns the endpoint as it now stands."""
         async def attempt() -> RuntimeEndpoint | None:
-            try:
-                endpoint = await self.repo.get(RuntimeEndpoint, stream_id)
-            except NotFound:
+            endpoint = await self.load_stream(stream_id)
+            if endpoint is None:
                 return None
             if endpoint.expire(ctx.at):
                 await self.repo.save(endpoint, ctx)

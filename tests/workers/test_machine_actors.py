@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -11,7 +9,6 @@ from datetime import UTC, datetime
 import dramatiq
 import pytest
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware.asyncio import AsyncIO
 
 from app.container import Container
 from app.services.machines import MachinesService
@@ -19,10 +16,10 @@ from app.settings import Settings
 from domain.shared.context import CommandContext
 from projections.relay import RelayProjection
 from projections.runner import ProjectionRunner
+from tests.workers.harness import broker_url_for, eventually, worker_on
 from workers import runtime
 
 dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq pick a default broker here
-from workers.broker import make_broker  # noqa: E402
 from workers.machines import expire_challenge_job, expire_identity_challenge  # noqa: E402
 
 KEY = "A" * 43 + "="
@@ -73,45 +70,20 @@ async def test_actor_ignores_a_challenge_that_is_no_longer_open(c: Container, fr
     assert await expired_events(c, machine_id) == 0
 
 
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 async def _end_to_end(c: Container, dsn: str, broker_url: str) -> None:
-    broker = make_broker(broker_url)
-    broker.add_middleware(AsyncIO())
-    broker.add_middleware(runtime.CloseContainer())
-    previous = expire_identity_challenge.broker
-    expire_identity_challenge.broker = broker
-    broker.declare_actor(expire_identity_challenge)
-    runtime.use_database(dsn)
-    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
-    try:
-        broker.flush_all()
+    async with worker_on(broker_url, dsn, [expire_identity_challenge]) as (broker, worker):
         machine_id, _ = await issue(c)
         relay = ProjectionRunner(c.pool, c.store, [])
         assert await relay.catch_up(RelayProjection(broker)) >= 2  # the real relay enqueues from the log
         worker.start()
-        for _ in range(200):
-            if await expired_events(c, machine_id):
-                break
-            await asyncio.sleep(0.05)
+        assert await eventually(lambda: _has_expired(c, machine_id))
         assert await expired_events(c, machine_id) == 1
-    finally:
-        worker.stop()
-        broker.close()
-        expire_identity_challenge.broker = previous
 
 
-async def test_relay_to_worker_through_the_postgresql_broker(c: Container, fresh_database: str) -> None:
-    await _end_to_end(c, fresh_database, fresh_database)
+async def _has_expired(c: Container, machine_id: uuid.UUID) -> bool:
+    return await expired_events(c, machine_id) > 0
 
 
-async def test_relay_to_worker_through_rabbitmq(c: Container, fresh_database: str) -> None:
-    if not _reachable("127.0.0.1", 5672):
-        pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
-    await _end_to_end(c, fresh_database, "amqp://guest:guest@127.0.0.1:5672/")
+@pytest.mark.parametrize("kind", ["postgresql", "rabbitmq"])
+async def test_relay_to_worker_through_a_real_broker(c: Container, fresh_database: str, kind: str) -> None:
+    await _end_to_end(c, fresh_database, broker_url_for(kind, fresh_database))

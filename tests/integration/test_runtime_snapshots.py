@@ -1,0 +1,59 @@
+"""Heartbeat streams grow without bound; loading an agent or an endpoint replays a bounded tail."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from app.container import Container
+from app.services.agents import ReportedEndpoint
+from app.settings import Settings
+from app.store.mapper import rebuild
+from domain.machines.commands import VerifyIdentity
+from domain.runtime.agent import MachineAgent
+from domain.runtime.endpoint import RuntimeEndpoint, endpoint_id
+from domain.shared.context import CommandContext
+from tests.factories import MachineKeyFactory
+
+BEATS = 57
+
+
+@pytest.fixture
+async def c(fresh_database: str) -> AsyncIterator[Container]:
+    container = await Container.open(Settings(), fresh_database, min_size=1, max_size=4)
+    try:
+        yield container
+    finally:
+        await container.close()
+
+
+async def test_loads_after_many_heartbeats_start_from_a_snapshot_and_equal_a_full_replay(c: Container) -> None:
+    ctx, key = CommandContext(at=datetime.now(UTC), actor="t", account_id=uuid.uuid4()), MachineKeyFactory()
+    machine = (await c.machines.register(ctx, name="m", description="", public_key=key.public_key,
+                                         labels={})).machine
+    challenge = (await c.machines.issue_challenge(ctx, machine.id)).machine.challenge
+    assert challenge is not None
+    await c.machines.verify_identity(ctx, machine.id, VerifyIdentity(challenge_id=challenge["id"],
+                                                                     signature=key.sign(challenge["nonce"])))
+    await c.machines.activate(ctx, machine.id)
+    enrolled = await c.agents.enroll(ctx, machine.id, name="a", allowed_provider_keys=["gpu"], lease_seconds=30)
+    assert enrolled.token is not None
+    for i in range(BEATS):
+        await c.agents.heartbeat(CommandContext(at=datetime.now(UTC), actor="agent"), enrolled.token,
+                                 [ReportedEndpoint(provider_key="gpu", url=f"https://gpu.example/{i}",
+                                                   auth_token=f"t{i}")])
+
+    for cls, stream in ((MachineAgent, enrolled.agent.id), (RuntimeEndpoint, endpoint_id(machine.id, "gpu"))):
+        length = await c.pool.fetchval("SELECT max(version) FROM events WHERE stream_id = $1", stream)
+        snap = await c.pool.fetchval("SELECT version FROM snapshots WHERE stream_id = $1", stream)
+        every: Any = cls.SNAPSHOT_EVERY
+        assert length >= BEATS and snap is not None and length - snap < every, (cls, length, snap)
+        loaded = await c.repo.get(cls, stream)
+        assert loaded.__dict__ == rebuild(await c.store.load(stream)).__dict__  # the snapshot changes nothing
+    endpoint = await c.runtime.load(machine.id, "gpu")
+    assert endpoint is not None and endpoint.url == f"https://gpu.example/{BEATS - 1}"
+    assert endpoint.auth_token == f"t{BEATS - 1}" and isinstance(endpoint.lease_expires_at, datetime)

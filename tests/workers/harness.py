@@ -1,0 +1,67 @@
+"""A real Dramatiq worker on a real broker for end-to-end actor tests (relay -> broker -> worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import dramatiq
+import pytest
+from dramatiq.middleware.asyncio import AsyncIO
+
+from workers import runtime
+from workers.broker import make_broker
+
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def broker_url_for(kind: str, dsn: str) -> str:
+    """The PostgreSQL broker on the test database, or RabbitMQ (skipped when it is not running)."""
+    if kind == "postgresql":
+        return dsn
+    if not _reachable("127.0.0.1", 5672):
+        pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
+    return RABBITMQ_URL
+
+
+@asynccontextmanager
+async def worker_on(broker_url: str, dsn: str, actors: list[Any]) -> AsyncIterator[tuple[dramatiq.Broker,
+                                                                                        dramatiq.Worker]]:
+    """Binds `actors` to a fresh broker for `broker_url` and yields it with a worker not yet started
+    (so a test can enqueue first); stops both afterwards."""
+    broker = make_broker(broker_url)
+    broker.add_middleware(AsyncIO())
+    broker.add_middleware(runtime.CloseContainer())
+    previous = [a.broker for a in actors]
+    for a in actors:
+        a.broker = broker
+        broker.declare_actor(a)
+    runtime.use_database(dsn)
+    broker.flush_all()
+    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
+    try:
+        yield broker, worker
+    finally:
+        worker.stop()
+        broker.close()
+        for a, b in zip(actors, previous, strict=True):
+            a.broker = b
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> bool:
+    for _ in range(int(seconds / 0.05)):
+        if await check():
+            return True
+        await asyncio.sleep(0.05)
+    return await check()

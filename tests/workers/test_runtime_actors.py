@@ -1,0 +1,130 @@
+"""Lease expiry end to end: agent heartbeat -> relay -> real broker (PostgreSQL, RabbitMQ) -> worker -> expired."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import dramatiq
+import pytest
+from dramatiq.brokers.stub import StubBroker
+
+from app.container import Container
+from app.services.agents import ReportedEndpoint
+from app.settings import Settings
+from domain.machines.commands import VerifyIdentity
+from domain.runtime.endpoint import endpoint_id
+from domain.shared.context import CommandContext
+from projections.relay import RelayProjection
+from projections.runner import ProjectionRunner
+from tests.factories import MachineKeyFactory
+from tests.workers.harness import broker_url_for, eventually, worker_on
+from workers import runtime
+
+dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq pick a default broker here
+from workers.runtime_leases import expire_lease_job, expire_runtime_endpoint_lease  # noqa: E402
+
+EXPIRED = "runtime:RuntimeEndpoint.Expired"
+
+
+@pytest.fixture
+async def c(fresh_database: str) -> AsyncIterator[Container]:
+    container = await Container.open(Settings(), fresh_database, min_size=1, max_size=6)
+    try:
+        yield container
+    finally:
+        await container.close()
+        await runtime.close()
+        runtime.use_database(None)
+
+
+def _ctx(account_id: uuid.UUID | None = None) -> CommandContext:
+    return CommandContext(at=datetime.now(UTC), actor="test", account_id=account_id)
+
+
+async def agent_with_lease(c: Container, lease_seconds: int) -> tuple[uuid.UUID, str]:
+    """An active machine with an enrolled agent; returns (machine id, agent token)."""
+    ctx, key = _ctx(uuid.uuid4()), MachineKeyFactory()
+    machine = (await c.machines.register(ctx, name="m", description="", public_key=key.public_key,
+                                         labels={})).machine
+    challenge = (await c.machines.issue_challenge(ctx, machine.id)).machine.challenge
+    assert challenge is not None
+    await c.machines.verify_identity(ctx, machine.id, VerifyIdentity(challenge_id=challenge["id"],
+                                                                     signature=key.sign(challenge["nonce"])))
+    await c.machines.activate(ctx, machine.id)
+    out = await c.agents.enroll(ctx, machine.id, name="a", allowed_provider_keys=["gpu"],
+                                lease_seconds=lease_seconds)
+    assert out.token is not None
+    return machine.id, out.token
+
+
+async def beat(c: Container, token: str) -> None:
+    await c.agents.heartbeat(_ctx(), token, [ReportedEndpoint(provider_key="gpu", url="https://gpu.example")])
+
+
+async def expired_events(c: Container, stream_id: uuid.UUID) -> int:
+    return sum(1 for e in await c.store.load(stream_id) if e.type == EXPIRED)
+
+
+async def test_the_actor_expires_once_and_ignores_renewed_or_early_timers(c: Container, fresh_database: str) -> None:
+    runtime.use_database(fresh_database)
+    machine_id, token = await agent_with_lease(c, lease_seconds=3600)
+    await beat(c, token)
+    stream = endpoint_id(machine_id, "gpu")
+    await expire_lease_job(str(stream), 1, str(uuid.uuid4()))  # due in an hour: re-sent for later, not expired
+    assert await expired_events(c, stream) == 0
+    await beat(c, token)
+    await expire_lease_job(str(stream), 1, str(uuid.uuid4()))  # version 1's lease was renewed by version 2
+    assert await expired_events(c, stream) == 0
+
+
+async def test_redelivered_timer_expires_once(c: Container, fresh_database: str) -> None:
+    runtime.use_database(fresh_database)
+    machine_id, token = await agent_with_lease(c, lease_seconds=1)
+    await beat(c, token)
+    stream = endpoint_id(machine_id, "gpu")
+    assert await eventually(lambda: _lease_over(c, stream), 5)
+    event_id = str(uuid.uuid4())
+    for _ in range(3):  # redelivery is normal; the effect happens once
+        await expire_lease_job(str(stream), 1, event_id)
+    assert await expired_events(c, stream) == 1
+
+
+async def _lease_over(c: Container, stream: uuid.UUID) -> bool:
+    endpoint = await c.runtime.load_stream(stream)
+    return endpoint is not None and endpoint.lease_expires_at is not None and (
+        endpoint.lease_expires_at <= datetime.now(UTC))
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "rabbitmq"])
+async def test_short_lease_expires_through_a_real_broker_and_a_heartbeat_revives_it(
+    c: Container, fresh_database: str, kind: str
+) -> None:
+    async with worker_on(broker_url_for(kind, fresh_database), fresh_database,
+                         [expire_runtime_endpoint_lease]) as (broker, worker):
+        machine_id, token = await agent_with_lease(c, lease_seconds=1)
+        stream = endpoint_id(machine_id, "gpu")
+        await beat(c, token)
+        await beat(c, token)  # renews: the first timer must find a newer version and do nothing
+        relay_runner, relay = ProjectionRunner(c.pool, c.store, []), RelayProjection(broker)
+        assert await relay_runner.catch_up(relay) > 0  # the real relay enqueues the delayed timers from the log
+        worker.start()
+        assert await eventually(lambda: _expired(c, stream), 15)
+        endpoint = await c.runtime.load_stream(stream)
+        assert endpoint is not None and endpoint.status == "expired" and endpoint.version == 3
+
+        await beat(c, token)  # a later heartbeat revives it, and its own timer expires it again
+        revived = await c.runtime.load_stream(stream)
+        assert revived is not None and revived.status == "active"
+        assert await relay_runner.catch_up(relay) > 0
+        assert await eventually(lambda: _expired_count(c, stream, 2), 15)
+    assert await expired_events(c, stream) == 2  # two leases ran out; each expired exactly once
+
+
+async def _expired(c: Container, stream: uuid.UUID) -> bool:
+    return await expired_events(c, stream) >= 1
+
+
+async def _expired_count(c: Container, stream: uuid.UUID, n: int) -> bool:
+    return await expired_events(c, stream) >= n
