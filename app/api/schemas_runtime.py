@@ -16,8 +16,11 @@ ProviderKey = Annotated[str, msgspec.Meta(
     pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
     description="1-63 of a-z, 0-9, '.', '_', '-'; stored lower-cased", examples=["openai"],
 )]
+# The pattern is documentation (the domain checks URLs with clearer messages); it tells clients, and
+# schemathesis, that only http(s) is accepted.
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2048, examples=["https://node-7.example.net/v1"],
-                                  description="http or https, with a host, without credentials")]
+                                  description="http or https, with a host, without credentials",
+                                  extra_json_schema={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"})]
 AuthToken = Annotated[str, msgspec.Meta(min_length=1, max_length=4096, description="write-only; never returned")]
 Metadata = Annotated[dict[str, Any], msgspec.Meta(max_length=32, description="free-form JSON object, at most 8 KiB")]
 LeaseSeconds = Annotated[int, msgspec.Meta(ge=1, le=86_400)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,10 +18,12 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app.migrate import create_database, drop_database
 from app.services.accounts import bootstrap_admin_key
+from tests.factories import MachineKeyFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "mm_contract_admin_" + uuid.uuid4().hex
@@ -60,6 +63,7 @@ def api(server_url: str) -> Iterator[dict[str, Any]]:
             time.sleep(0.05)
         assert r.status_code == 201, r.text
         _TENANT["key"] = r.json()["apiKey"]["key"]
+        _TENANT["machine"], _TENANT["agent_token"] = _machine_with_agent(base, _TENANT["key"])
         yield {"base": base}
     finally:
         for p in procs:
@@ -81,6 +85,75 @@ def _is_list_param(parameter: Any) -> bool:
     definition = getattr(parameter, "definition", {}) or {}
     branches = [definition.get("schema", {}), *definition.get("schema", {}).get("oneOf", [])]
     return any(b.get("type") == "array" for b in branches)
+
+
+def _machine_with_agent(base: str, key: str) -> tuple[str, str]:
+    """An active machine and an enrolled agent, so machine-scoped routes get past their guards."""
+    h = {"Authorization": f"Bearer {key}"}
+    keys = MachineKeyFactory()
+    r = httpx.post(base + "/v1/machines", json={"name": "fuzzed", "publicKey": keys.public_key}, headers=h)
+    mid = r.json()["id"]
+    c = httpx.post(f"{base}/v1/machines/{mid}/identity/challenge", headers=h).json()
+    httpx.post(f"{base}/v1/machines/{mid}/identity/verify", headers=h,
+               json={"challengeId": c["challengeId"], "signature": keys.sign(c["nonce"])}).raise_for_status()
+    httpx.post(f"{base}/v1/machines/{mid}/activate", headers=h).raise_for_status()
+    r = httpx.post(f"{base}/v1/machines/{mid}/agents/enrollment", headers=h,
+                   json={"name": "fuzz", "allowedProviderKeys": ["a", "0", "openai"]})
+    r.raise_for_status()
+    return str(mid), str(r.json()["agentToken"])
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+@schemathesis.hook
+def flatmap_path_parameters(ctx: schemathesis.HookContext, path_parameters: dict[str, Any]) -> Any:
+    """Also send machine-scoped sub-resource requests to the real active machine (else they would all
+    stop at 404). Only a valid id is swapped for another valid id, so a negative case stays negative.
+    Lifecycle routes (suspend, retire) are left alone so the shared machine stays active."""
+    path = ctx.operation.path if ctx.operation is not None else ""
+    value = (path_parameters or {}).get("machine_id")
+    if path.split("/")[4:5] not in (["runtime-endpoints"], ["agents"], ["graph"]) or not _is_uuid(value):
+        return st.just(path_parameters)
+    return st.sampled_from([path_parameters, {**path_parameters, "machine_id": _TENANT["machine"]}])
+
+
+_DOC_URL = re.compile(r"^[Hh][Tt][Tt][Pp][Ss]?://")
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def _realistic(value: Any) -> Any:
+    """The same body with schema-valid values swapped for ones that also pass the business rules: a
+    documented-shape url for a reachable one, a provider key for one the fuzz agent may report, any
+    well-formed (or absent) agentToken for the real one. Valid stays valid and invalid stays invalid."""
+    if isinstance(value, list):
+        return [_realistic(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _realistic(v) if k == "endpoints" else v for k, v in value.items()}
+    if isinstance(out.get("url"), str) and _DOC_URL.match(out["url"]) and len(out["url"]) <= 2048:
+        out["url"] = "https://node.example.net/run"
+    if isinstance(out.get("providerKey"), str) and _KEY.match(out["providerKey"]):
+        out["providerKey"] = "openai"
+    return out
+
+
+@schemathesis.hook
+def flatmap_body(ctx: schemathesis.HookContext, body: Any) -> Any:
+    """Runtime bodies sometimes carry values the business rules accept, so success paths get fuzzed too."""
+    path = ctx.operation.path if ctx.operation is not None else ""
+    if not isinstance(body, dict) or not (path.endswith("/heartbeat") or "/runtime-endpoints/" in path):
+        return st.just(body)
+    real = _realistic(body)
+    token = body.get("agentToken")
+    if path.endswith("/heartbeat") and (token is None or (isinstance(token, str) and 1 <= len(token) <= 256)):
+        real = {**real, "agentToken": _TENANT["agent_token"]}
+    return st.sampled_from([body, real])
 
 
 @schemathesis.hook
