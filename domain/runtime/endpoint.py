@@ -98,8 +98,12 @@ class RuntimeEndpoint(Aggregate):
         )
 
     def upsert(self, cmd: UpsertEndpoint, at: datetime) -> None:
-        """Always records: a heartbeat that changes nothing else still renews the lease."""
+        """A heartbeat always records (it renews the lease even when nothing else changed); a manual PUT
+        that would change nothing records nothing, so a retried PUT is not a second change."""
         _check(cmd)
+        if cmd.source == MANUAL and self.status == ACTIVE and self.source == MANUAL and (
+                self.url, self.auth_token, self.metadata) == (cmd.url, cmd.auth_token, dict(cmd.metadata)):
+            return
         self.trigger_event(
             self.Upserted, timestamp=at, url=cmd.url, auth_token=cmd.auth_token, metadata=dict(cmd.metadata),
             source=cmd.source, agent_id=cmd.agent_id, lease_expires_at=cmd.lease_expires_at,

@@ -82,6 +82,16 @@ async def test_unknown_fields_and_oversized_metadata_are_refused(client: httpx.A
     assert_problem(await _put(client, h, mid, "k", metadata={"blob": "x" * 9000}), 400, "VALIDATION_ERROR")
 
 
+async def test_a_repeated_put_changes_nothing_twice(client: httpx.AsyncClient, tenant: dict[str, Any]) -> None:
+    h, mid = tenant["headers"], await _machine(client, tenant)
+    first = await _put(client, h, mid, "same", authToken="t", metadata={"a": 1})
+    again = await _put(client, h, mid, "same", authToken="t", metadata={"a": 1})
+    assert first.status_code == 201 and again.status_code == 200, again.text
+    assert again.json()["version"] == first.json()["version"] == 1 and again.headers["etag"] == '"1"'
+    entries = await audit_feed(client, h, first, machineId=mid, type="runtime-endpoint.upserted")
+    assert len(entries) == 1
+
+
 async def test_delete_then_404_then_put_revives(client: httpx.AsyncClient, tenant: dict[str, Any]) -> None:
     h, mid = tenant["headers"], await _machine(client, tenant)
     await _put(client, h, mid, "gpu", authToken="t")

@@ -160,3 +160,12 @@ def test_agent_tokens_name_their_agent_and_nothing_else_parses() -> None:
     for bad in ["", "mma_", f"mma_{agent_id.hex}", f"mma_{agent_id.hex}_", "mm_abc_def", f"mma_{'z' * 32}_s",
                 "mma_" + "a" * 300]:
         assert agent_id_in(bad) is None, bad
+
+
+def test_a_manual_put_that_changes_nothing_records_nothing() -> None:
+    e = RuntimeEndpoint.open(ACCOUNT, MACHINE, "gpu", manual(auth_token="t", metadata={"a": 1}), T0)
+    e.collect_events()
+    e.upsert(manual(auth_token="t", metadata={"a": 1}), T1)
+    assert events_of(e) == []
+    e.upsert(manual(auth_token="other", metadata={"a": 1}), T1)  # a new token is a change
+    assert events_of(e) == ["Upserted"]
