@@ -7,6 +7,7 @@ import asyncpg
 from app.db import create_pool
 from app.services.accounts import AccountsService
 from app.services.agents import AgentsService
+from app.services.graph import GraphService
 from app.services.machines import MachinesService
 from app.services.runtime import RuntimeService
 from app.settings import Settings
@@ -26,7 +27,8 @@ class Container:
         self.accounts = AccountsService(self.repo)
         self.runtime = RuntimeService(self.repo, self.machines)
         self.agents = AgentsService(self.repo, self.machines, self.runtime)
-        self.projection_names = ["accounts", "audit", "machines", "relay", "runtime"]
+        self.graph = GraphService(self.repo, self.machines)
+        self.projection_names = ["accounts", "audit", "graph", "machines", "relay", "runtime"]
 
     @classmethod
     async def open(cls, settings: Settings, dsn: str, **pool_sizes: int) -> Container:

@@ -26,6 +26,13 @@ PUBLIC_NAMES: dict[str, str] = {
     "runtime:MachineAgent.Enrolled": "machine-agent.enrolled",
     "runtime:MachineAgent.HeartbeatReceived": "machine-agent.heartbeat",
     "runtime:MachineAgent.Revoked": "machine-agent.revoked",
+    "graph:MachineGraph.Opened": "graph.opened",
+    "graph:MachineGraph.NodeCreated": "graph.node.created",
+    "graph:MachineGraph.NodeRevised": "graph.node.updated",
+    "graph:MachineGraph.NodeDeleted": "graph.node.deleted",
+    "graph:MachineGraph.EdgeCreated": "graph.edge.created",
+    "graph:MachineGraph.EdgeRevised": "graph.edge.updated",
+    "graph:MachineGraph.EdgeDeleted": "graph.edge.deleted",
 }
 
 # Secrets and their digests are kept out of the feed (it is exported to operators and tenants).
@@ -43,7 +50,11 @@ def public_name(topic: str) -> str:
         return PUBLIC_NAMES[topic]
     _context, _, rest = topic.partition(":")
     entity, _, kind = rest.rpartition(".")
-    return f"{_CAMEL.sub('-', entity).lower()}.{_CAMEL.sub('-', kind).lower()}"
+    return f"{kebab(entity)}.{kebab(kind)}"
+
+
+def kebab(name: str) -> str:
+    return _CAMEL.sub("-", name).lower()
 
 
 def camel(key: str) -> str:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from projections.accounts import AccountsProjection
 from projections.audit import AuditProjection
 from projections.base import Projection
+from projections.graph import GraphProjection
 from projections.machines import MachinesProjection
 from projections.runtime import RuntimeProjection
 
 
 def read_models() -> list[Projection]:
     """Projections that only write rows (the relay, which enqueues work, is added by the worker side)."""
-    return [AccountsProjection(), MachinesProjection(), RuntimeProjection(), AuditProjection()]
+    return [AccountsProjection(), MachinesProjection(), RuntimeProjection(), GraphProjection(), AuditProjection()]
 
 
 def by_name(projections: list[Projection]) -> dict[str, Projection]:

@@ -18,6 +18,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.accounts import AccountsController
 from app.api.agents import AgentsController, HeartbeatController
 from app.api.audit import AuditController
+from app.api.graph import GraphController
 from app.api.machines import MachinesController
 from app.api.middleware import idempotency_middleware, request_id_middleware
 from app.api.problems import handle_exception
@@ -94,7 +95,7 @@ def create_app(settings: Settings, container: Container | None = None,
     origins = list(settings.cors_origins)
     app = Litestar(
         route_handlers=[MachinesController, RuntimeEndpointsController, AgentsController, HeartbeatController,
-                        AccountsController, AuditController, health, ready, metrics, openapi_json],
+                        GraphController, AccountsController, AuditController, health, ready, metrics, openapi_json],
         exception_handlers={Exception: handle_exception},
         middleware=[idempotency_middleware],
         lifespan=[lifespan],

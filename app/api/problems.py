@@ -19,6 +19,7 @@ from litestar.exceptions import (
 from litestar.openapi.datastructures import ResponseSpec
 
 from domain.accounts import errors as account_errors
+from domain.graph import errors as graph_errors
 from domain.machines import errors as machine_errors
 from domain.runtime import errors as runtime_errors
 from domain.shared import errors as shared
@@ -66,6 +67,9 @@ STATUS_OF: dict[type[shared.DomainError], int] = {
     runtime_errors.AgentAuthInvalid: 401,
     runtime_errors.AgentPairingInactive: 403,
     runtime_errors.AgentPolicyDenied: 403,
+    graph_errors.NodeMissing: 422,
+    graph_errors.EdgeExists: 409,
+    graph_errors.GraphLimitReached: 409,
 }
 
 TITLES = {

@@ -1,0 +1,172 @@
+"""HTTP routes for a machine's capability graph: read it, and create, revise and delete nodes and edges."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody
+
+from app.api.consistency import POSITION_HEADER, etag, expected_version, honour_min_position
+from app.api.context import AUTHENTICATED, container_of, provide_ctx, provide_principal
+from app.api.problems import ApiError, problems
+from app.api.schemas_graph import (
+    CreateEdgeRequest,
+    CreateNodeRequest,
+    EdgeView,
+    GraphView,
+    NodeView,
+    ReviseEdgeRequest,
+    ReviseNodeRequest,
+)
+from app.services.graph import Outcome
+from domain.graph import rules
+from domain.graph.commands import ReviseEdge, ReviseNode
+from domain.shared.context import CommandContext
+from domain.shared.errors import NotFound
+from projections.graph_reader import get_edge, get_node, list_edges, list_nodes
+
+# The body object plus data's own levels; anything deeper is refused before it is decoded into handlers.
+_MAX_BODY_DEPTH = rules.MAX_DEPTH + 1
+_MERGE_NOTE = (
+    " `data` is shallow-merged into the current data: a top-level key given replaces that key's value,"
+    " a key set to null is removed, other keys are kept; the merged result is validated again."
+    " If-Match (the ETag from a read) makes the change conditional on this item's version."
+)
+
+
+async def bounded_json(request: Request[Any, Any, Any]) -> None:
+    """Refuse deeply nested JSON as a 400 before the body is decoded into free-form `data` (Any).
+
+    Decoding recurses once per level, so a small body of nested brackets would otherwise exhaust
+    the stack inside the framework and answer 500.
+    """
+    try:
+        value = msgspec.json.decode(await request.body())
+    except RecursionError:
+        value = None
+    except msgspec.DecodeError:
+        return  # malformed JSON: the framework answers its usual 400
+    else:
+        if rules.depth(value) <= _MAX_BODY_DEPTH:
+            return
+    raise ApiError(400, "VALIDATION_ERROR", f"data is nested deeper than {rules.MAX_DEPTH} levels")
+
+
+def _headers(outcome: Outcome, **extra: str) -> dict[str, str]:
+    out = dict(extra)
+    if outcome.item is not None:
+        out["ETag"] = etag(outcome.item["version"])
+    if outcome.position is not None:
+        out[POSITION_HEADER] = outcome.position.token()
+    return out
+
+
+async def _readable(request: Request[Any, Any, Any], ctx: CommandContext, machine_id: uuid.UUID) -> None:
+    """Reads are machine-scoped like commands: the same guard, then wait for X-Min-Position if asked."""
+    container = container_of(request)
+    await container.machines.require_operational(ctx, machine_id)
+    await honour_min_position(request, container.pool, "graph", container.settings.read_your_writes_timeout_s)
+
+
+class GraphController(Controller):
+    path = "/v1/machines/{machine_id:uuid}/graph"
+    tags = ["graph"]
+    security = AUTHENTICATED
+    dependencies = {"principal": Provide(provide_principal), "ctx": Provide(provide_ctx)}
+    request_max_body_size = 64 * 1024
+
+    @get("/", summary="Get a machine's graph (all nodes and edges)", responses=problems(400, 401, 404, 409, 503))
+    async def get_graph(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
+                        machine_id: FromPath[uuid.UUID]) -> GraphView:
+        await _readable(request, ctx, machine_id)
+        pool = container_of(request).pool
+        nodes, edges = await list_nodes(pool, machine_id), await list_edges(pool, machine_id)
+        return GraphView(machine_id=machine_id, nodes=[NodeView(**n) for n in nodes],
+                         edges=[EdgeView.row(e) for e in edges])
+
+    @get("/nodes/{node_id:uuid}", summary="Get a node", responses=problems(400, 401, 404, 409, 503))
+    async def get_node(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
+                       machine_id: FromPath[uuid.UUID], node_id: FromPath[uuid.UUID]) -> Response[NodeView]:
+        await _readable(request, ctx, machine_id)
+        row = await get_node(container_of(request).pool, machine_id, node_id)
+        if row is None:
+            raise NotFound(f"node {node_id} not found in this machine's graph")
+        return Response(NodeView(**row), headers={"ETag": etag(row["version"])})
+
+    @get("/edges/{edge_id:uuid}", summary="Get an edge", responses=problems(400, 401, 404, 409, 503))
+    async def get_edge(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
+                       machine_id: FromPath[uuid.UUID], edge_id: FromPath[uuid.UUID]) -> Response[EdgeView]:
+        await _readable(request, ctx, machine_id)
+        row = await get_edge(container_of(request).pool, machine_id, edge_id)
+        if row is None:
+            raise NotFound(f"edge {edge_id} not found in this machine's graph")
+        return Response(EdgeView.row(row), headers={"ETag": etag(row["version"])})
+
+    @post("/nodes", before_request=bounded_json,
+          status_code=201, summary="Create a node (status defaults to draft)",
+          description="409 GRAPH_LIMIT_REACHED once the graph holds the most nodes a machine may have.",
+          responses=problems(400, 401, 404, 409, 413, 422))
+    async def create_node(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
+                          machine_id: FromPath[uuid.UUID], data: JSONBody[CreateNodeRequest]) -> Response[NodeView]:
+        outcome = await container_of(request).graph.create_node(
+            ctx, machine_id, node_type=data.type, label=data.label, status=data.status, data=data.data)
+        assert outcome.item is not None
+        location = f"/v1/machines/{machine_id}/graph/nodes/{outcome.item['id']}"
+        return Response(NodeView.of(machine_id, outcome.item), status_code=201,
+                        headers=_headers(outcome, Location=location))
+
+    @patch("/nodes/{node_id:uuid}", before_request=bounded_json,
+           summary="Revise a node's type, label, status or data",
+           description="Every field is optional." + _MERGE_NOTE, responses=problems(400, 401, 404, 409, 412, 413))
+    async def revise_node(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
+                          machine_id: FromPath[uuid.UUID], node_id: FromPath[uuid.UUID],
+                          data: JSONBody[ReviseNodeRequest]) -> Response[NodeView]:
+        cmd = ReviseNode(node_id=node_id, node_type=data.type, label=data.label, status=data.status, data=data.data)
+        outcome = await container_of(request).graph.revise_node(ctx, machine_id, cmd, expected_version(request))
+        assert outcome.item is not None
+        return Response(NodeView.of(machine_id, outcome.item), headers=_headers(outcome))
+
+    @delete("/nodes/{node_id:uuid}", status_code=204, summary="Delete a node and every edge touching it",
+            description="Each removed edge is recorded as its own graph.edge.deleted event, in the same append.",
+            responses=problems(400, 401, 404, 409, 412))
+    async def delete_node(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
+                          machine_id: FromPath[uuid.UUID], node_id: FromPath[uuid.UUID]) -> Response[None]:
+        outcome = await container_of(request).graph.delete_node(ctx, machine_id, node_id, expected_version(request))
+        return Response(None, status_code=204, headers=_headers(outcome))
+
+    @post("/edges", before_request=bounded_json,
+          status_code=201, summary="Create an edge between two nodes of this graph",
+          description="422 GRAPH_NODE_MISSING when from or to is not a node of this graph; 409 GRAPH_EDGE_EXISTS"
+                      " when an edge of this type already joins them; 400 for a self-loop.",
+          responses=problems(400, 401, 404, 409, 413, 422))
+    async def create_edge(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
+                          machine_id: FromPath[uuid.UUID], data: JSONBody[CreateEdgeRequest]) -> Response[EdgeView]:
+        outcome = await container_of(request).graph.create_edge(
+            ctx, machine_id, from_node_id=data.from_, to_node_id=data.to, edge_type=data.type, data=data.data)
+        assert outcome.item is not None
+        location = f"/v1/machines/{machine_id}/graph/edges/{outcome.item['id']}"
+        return Response(EdgeView.of(machine_id, outcome.item), status_code=201,
+                        headers=_headers(outcome, Location=location))
+
+    @patch("/edges/{edge_id:uuid}", before_request=bounded_json,
+           summary="Revise an edge's type or data",
+           description="A new type must not duplicate another edge between the same nodes (409 GRAPH_EDGE_EXISTS)."
+                       + _MERGE_NOTE, responses=problems(400, 401, 404, 409, 412, 413))
+    async def revise_edge(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
+                          machine_id: FromPath[uuid.UUID], edge_id: FromPath[uuid.UUID],
+                          data: JSONBody[ReviseEdgeRequest]) -> Response[EdgeView]:
+        cmd = ReviseEdge(edge_id=edge_id, edge_type=data.type, data=data.data)
+        outcome = await container_of(request).graph.revise_edge(ctx, machine_id, cmd, expected_version(request))
+        assert outcome.item is not None
+        return Response(EdgeView.of(machine_id, outcome.item), headers=_headers(outcome))
+
+    @delete("/edges/{edge_id:uuid}", status_code=204, summary="Delete an edge",
+            responses=problems(400, 401, 404, 409, 412))
+    async def delete_edge(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
+                          machine_id: FromPath[uuid.UUID], edge_id: FromPath[uuid.UUID]) -> Response[None]:
+        outcome = await container_of(request).graph.delete_edge(ctx, machine_id, edge_id, expected_version(request))
+        return Response(None, status_code=204, headers=_headers(outcome))

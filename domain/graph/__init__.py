@@ -1,0 +1,1 @@
+"""The machine capability graph context: one aggregate per machine holding its nodes and edges."""
