@@ -10,7 +10,7 @@ import asyncpg
 import msgspec
 
 from app.store.types import RecordedEvent
-from projections.audit_names import ENVELOPE_KEYS, REDACTED_KEYS, camel, public_name
+from projections.audit_names import ENVELOPE_KEYS, REDACTED_KEYS, camel, kebab, public_name
 from projections.base import Tables
 
 _encode = msgspec.json.Encoder().encode
@@ -24,8 +24,9 @@ def public_data(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def subject_of(event: RecordedEvent) -> str:
-    entity = event.stream_type.partition(":")[2].lower() or event.stream_type
-    return f"{entity}:{event.stream_id}"
+    """`machine:<id>`, `runtime-endpoint:<id>`, `machine-agent:<id>`: the entity kebab-cased, then its stream."""
+    entity = event.stream_type.partition(":")[2] or event.stream_type
+    return f"{kebab(entity)}:{event.stream_id}"
 
 
 def _row(event: RecordedEvent) -> tuple[Any, ...]:

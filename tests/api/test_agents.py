@@ -243,6 +243,7 @@ async def test_agent_story_is_audited_without_secrets(client: httpx.AsyncClient,
                           "machine-agent.revoked"]
     by_type = {e["type"]: e for e in entries}
     assert by_type["machine-agent.heartbeat"]["actor"] == f"agent:{aid}"
+    assert by_type["machine-agent.heartbeat"]["subject"] == f"machine-agent:{aid}"
     assert by_type["machine-agent.heartbeat"]["data"]["providerKeys"] == ["openai"]
     assert by_type["runtime-endpoint.upserted"]["data"]["source"] == "agent"
     assert by_type["machine-agent.enrolled"]["data"]["allowedProviderKeys"] == ["gpu", "openai"]

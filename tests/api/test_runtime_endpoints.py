@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from domain.runtime.endpoint import endpoint_id
 from tests.api.helpers import action, active_machine, assert_problem, audit_feed, fresh, new_tenant, register
 
 BASE = "/v1/machines/{}/runtime-endpoints"
@@ -169,6 +170,7 @@ async def test_each_change_is_audited_without_the_secret(client: httpx.AsyncClie
     assert [e["type"] for e in entries] == ["runtime-endpoint.upserted", "runtime-endpoint.deleted"]
     upserted = entries[0]
     assert upserted["machineId"] == mid and upserted["accountId"] == tenant["id"]
+    assert upserted["subject"] == f"runtime-endpoint:{endpoint_id(uuid.UUID(mid), 'audited')}"
     assert upserted["data"]["providerKey"] == "audited" and upserted["data"]["source"] == "manual"
     assert upserted["data"]["hasAuthToken"] is True and upserted["data"]["metadata"] == {"tier": "gold"}
     everything = await audit_feed(client, h, d, machineId=mid)
