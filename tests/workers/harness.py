@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +13,10 @@ import dramatiq
 import pytest
 from dramatiq.middleware.asyncio import AsyncIO
 
+from app.container import Container
+from projections import checkpoints
+from projections.relay import RelayProjection
+from projections.runner import ProjectionRunner
 from workers import runtime
 from workers.broker import make_broker
 
@@ -65,3 +70,18 @@ async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10.0
             return True
         await asyncio.sleep(0.05)
     return await check()
+
+
+async def relay_through(c: Container, broker: dramatiq.Broker, stream_id: uuid.UUID, seconds: float = 10.0) -> None:
+    """Run the real relay until it has handed over `stream_id`'s latest event. One catch-up is not enough:
+    readers stop below the oldest transaction still open anywhere on the server (another test's, say)."""
+    target = (await c.store.load(stream_id))[-1].log_position
+    runner, relay = ProjectionRunner(c.pool, c.store, []), RelayProjection(broker)
+
+    async def reached() -> bool:
+        await runner.catch_up(relay)
+        async with c.pool.acquire() as conn:
+            position = await checkpoints.position(conn, relay.name)
+        return position is not None and position >= target
+
+    assert await eventually(reached, seconds), f"the relay did not reach {target}"

@@ -14,9 +14,7 @@ from app.container import Container
 from app.services.machines import MachinesService
 from app.settings import Settings
 from domain.shared.context import CommandContext
-from projections.relay import RelayProjection
-from projections.runner import ProjectionRunner
-from tests.workers.harness import broker_url_for, eventually, worker_on
+from tests.workers.harness import broker_url_for, eventually, relay_through, worker_on
 from workers import runtime
 
 dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq pick a default broker here
@@ -73,8 +71,7 @@ async def test_actor_ignores_a_challenge_that_is_no_longer_open(c: Container, fr
 async def _end_to_end(c: Container, dsn: str, broker_url: str) -> None:
     async with worker_on(broker_url, dsn, [expire_identity_challenge]) as (broker, worker):
         machine_id, _ = await issue(c)
-        relay = ProjectionRunner(c.pool, c.store, [])
-        assert await relay.catch_up(RelayProjection(broker)) >= 2  # the real relay enqueues from the log
+        await relay_through(c, broker, machine_id)  # the real relay enqueues from the log
         worker.start()
         assert await eventually(lambda: _has_expired(c, machine_id))
         assert await expired_events(c, machine_id) == 1

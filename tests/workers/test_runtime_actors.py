@@ -16,10 +16,8 @@ from app.settings import Settings
 from domain.machines.commands import VerifyIdentity
 from domain.runtime.endpoint import endpoint_id
 from domain.shared.context import CommandContext
-from projections.relay import RelayProjection
-from projections.runner import ProjectionRunner
 from tests.factories import MachineKeyFactory
-from tests.workers.harness import broker_url_for, eventually, worker_on
+from tests.workers.harness import broker_url_for, eventually, relay_through, worker_on
 from workers import runtime
 
 dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq pick a default broker here
@@ -107,8 +105,7 @@ async def test_short_lease_expires_through_a_real_broker_and_a_heartbeat_revives
         stream = endpoint_id(machine_id, "gpu")
         await beat(c, token)
         await beat(c, token)  # renews: the first timer must find a newer version and do nothing
-        relay_runner, relay = ProjectionRunner(c.pool, c.store, []), RelayProjection(broker)
-        assert await relay_runner.catch_up(relay) > 0  # the real relay enqueues the delayed timers from the log
+        await relay_through(c, broker, stream)  # the real relay enqueues the delayed timers from the log
         worker.start()
         assert await eventually(lambda: _expired(c, stream), 15)
         endpoint = await c.runtime.load_stream(stream)
@@ -117,7 +114,7 @@ async def test_short_lease_expires_through_a_real_broker_and_a_heartbeat_revives
         await beat(c, token)  # a later heartbeat revives it, and its own timer expires it again
         revived = await c.runtime.load_stream(stream)
         assert revived is not None and revived.status == "active"
-        assert await relay_runner.catch_up(relay) > 0
+        await relay_through(c, broker, stream)
         assert await eventually(lambda: _expired_count(c, stream, 2), 15)
     assert await expired_events(c, stream) == 2  # two leases ran out; each expired exactly once
 
