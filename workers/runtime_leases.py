@@ -17,6 +17,10 @@ async def expire_lease_job(endpoint_id: str, version: int, event_id: str) -> Non
     """Sent by the relay for each agent upsert, due when its lease ends. Redelivery changes nothing twice:
     only a live agent lease that has run out expires, and event ids derive from `event_id`."""
     c = await runtime.container()
+    if await c.store.stream_version(uuid.UUID(endpoint_id)) != version:
+        # Nearly every timer finds its lease renewed by a later heartbeat (which brought its own timer):
+        # one index lookup settles that, without loading the endpoint.
+        return
     now = datetime.now(UTC)
     ctx = CommandContext(at=now, actor="worker:expire_runtime_endpoint_lease", causation_id=event_id, is_admin=True)
     endpoint = await c.runtime.expire(ctx, uuid.UUID(endpoint_id))

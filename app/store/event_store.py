@@ -104,6 +104,12 @@ class EventStore:
             )
         return [_row_to_event(r) for r in rows]
 
+    async def stream_version(self, stream_id: uuid.UUID) -> int | None:
+        """The stream's current version (one index lookup), or None if it has no events."""
+        async with self.pool.acquire() as conn:
+            version: int | None = await conn.fetchval("SELECT max(version) FROM events WHERE stream_id = $1", stream_id)
+        return version
+
     async def read_all(
         self, after: LogPosition, limit: int = 500, conn: asyncpg.Connection | None = None
     ) -> list[RecordedEvent]:
