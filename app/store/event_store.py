@@ -43,12 +43,18 @@ READ_ALL_SQL = (
 )
 
 
+def _uuid(value: uuid.UUID) -> uuid.UUID:
+    # asyncpg answers its own UUID subclass; ids flow into aggregate state and snapshots, whose transcoder
+    # knows only the exact uuid.UUID type.
+    return value if type(value) is uuid.UUID else uuid.UUID(bytes=value.bytes)
+
+
 def _row_to_event(row: asyncpg.Record) -> RecordedEvent:
     return RecordedEvent(
         position=row["position"],
         tx_id=row["tx_id"],
-        event_id=row["event_id"],
-        stream_id=row["stream_id"],
+        event_id=_uuid(row["event_id"]),
+        stream_id=_uuid(row["stream_id"]),
         stream_type=row["stream_type"],
         version=row["version"],
         type=row["type"],

@@ -35,8 +35,8 @@ class SnapshotStore:
 
     async def save(self, aggregate: Aggregate, stream_type: str) -> None:
         """Best effort: a snapshot is a cache, so failing to write one must not fail the command."""
-        snapshot = Snapshot.take(aggregate)
         try:
+            snapshot = Snapshot.take(aggregate)
             await self.pool.execute(
                 "INSERT INTO snapshots (stream_id, stream_type, version, schema_version, state)"
                 " VALUES ($1, $2, $3, $4, $5::jsonb)"
@@ -46,8 +46,8 @@ class SnapshotStore:
                 aggregate.id, stream_type, aggregate.version, schema_version(type(aggregate)),
                 _transcoder.encode(snapshot.state).decode(),
             )
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.warning("snapshot of %s at version %d not saved: %s", aggregate.id, aggregate.version, exc)
+        except Exception:  # noqa: BLE001 - any failure, even an untranscodable value: the command stands
+            log.exception("snapshot of %s at version %d not saved", aggregate.id, aggregate.version)
 
     async def load(self, cls: type[Aggregate], stream_id: uuid.UUID, stream_type: str) -> Aggregate | None:
         """The latest usable snapshot, or None (then the caller replays the whole stream)."""
