@@ -46,7 +46,7 @@ class SnapshotStore:
                 aggregate.id, stream_type, aggregate.version, schema_version(type(aggregate)),
                 _transcoder.encode(snapshot.state).decode(),
             )
-        except Exception:  # noqa: BLE001 - any failure, even an untranscodable value: the command stands
+        except Exception:  # any failure, even an untranscodable value: a snapshot is a cache, the command stands
             log.exception("snapshot of %s at version %d not saved", aggregate.id, aggregate.version)
 
     async def load(self, cls: type[Aggregate], stream_id: uuid.UUID, stream_type: str) -> Aggregate | None:

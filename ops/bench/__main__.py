@@ -1,4 +1,4 @@
-"""`make bench`: run the store, HTTP and catch-up phases on a throw-away database and print one table."""
+"""`make bench`: run the store, HTTP, catch-up and heartbeat phases on a throw-away database; print one table."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ import traceback
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ops.bench import catchup, http_api, store
+from ops.bench import catchup, heartbeats, http_api, store
 from ops.bench.db import bench_database, describe, server_facts, server_url
 from ops.bench.report import Report, Row, rate
 
-PHASES = ("store", "http", "catchup")
+PHASES = ("store", "http", "catchup", "heartbeats")
 STORE_RATIO_TARGET = 0.70
 CATCHUP_TARGET = 20_000.0
+# The requirement: 10,000 agents each beating every 30 s must be sustainable.
+REQUIRED_AGENTS, BEAT_SECONDS = 10_000, 30
 
 
 @dataclass(frozen=True)
@@ -28,12 +30,15 @@ class Plan:
     http_requests: int
     http_warmup: int
     catchup_events: int
+    heartbeat_machines: int
+    heartbeat_agents: int
+    heartbeat_requests: int
 
 
 FULL = Plan(store_seconds=5.0, store_warmup=1.0, store_rounds=5, http_requests=3_000, http_warmup=200,
-            catchup_events=100_000)
+            catchup_events=100_000, heartbeat_machines=100, heartbeat_agents=1_000, heartbeat_requests=5_000)
 QUICK = Plan(store_seconds=2.0, store_warmup=0.3, store_rounds=2, http_requests=500, http_warmup=50,
-             catchup_events=10_000)
+             catchup_events=10_000, heartbeat_machines=10, heartbeat_agents=100, heartbeat_requests=500)
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,23 +61,66 @@ async def _store(report: Report, dsn: str, plan: Plan) -> None:
     )
 
 
+def _load_rows(report: Report, phase: str, label: str, load: http_api.Load, unit: str) -> None:
+    """Rate and latency rows for one timed HTTP run, and a note with its statuses and the API's CPU."""
+    report.add(Row(phase, f"{label}, {http_api.CLIENTS} clients", f"{rate(load.rate)} {unit}"))
+    report.add(Row(phase, "  latency p50 / p99", f"{load.percentile(50):.1f} / {load.percentile(99):.1f} ms"))
+    cpu = load.server_cpu / load.seconds * 100 if load.seconds else 0.0
+    report.notes.append(
+        f"{phase} {label}: {load.requests:,} requests in {load.seconds:.2f} s, statuses"
+        f" {dict(sorted(load.statuses.items()))}, API process CPU {cpu:.0f}% of one core"
+        + (f", transport errors {dict(load.failures)}" if load.failures else "")
+    )
+
+
 async def _http(report: Report, dsn: str, plan: Plan) -> None:
     r = await http_api.run(dsn, plan.http_requests, plan.http_warmup)
-    n = http_api.CLIENTS
     for label, load, unit in (
         ("GET /health (harness ceiling)", r.health, "req/s"),
         ("POST /v1/machines", r.post, "cmd/s"),
         ("GET /v1/machines/{id}", r.get, "req/s"),
     ):
-        report.add(Row("http", f"{label}, {n} clients", f"{rate(load.rate)} {unit}"))
-        report.add(Row("http", "  latency p50 / p99", f"{load.percentile(50):.1f} / {load.percentile(99):.1f} ms"))
-        cpu = load.server_cpu / load.seconds * 100 if load.seconds else 0.0
-        report.notes.append(
-            f"http {label}: {load.requests:,} requests in {load.seconds:.2f} s, statuses"
-            f" {dict(sorted(load.statuses.items()))}, API process CPU {cpu:.0f}% of one core"
-        )
+        _load_rows(report, "http", label, load, unit)
         if load.errors:
             report.add(Row("http", f"  {label} errors", f"{load.errors:,}", "0", "FAIL"))
+
+
+async def _heartbeats(report: Report, dsn: str, plan: Plan) -> None:
+    r = await heartbeats.run(dsn, plan.heartbeat_machines, plan.heartbeat_agents, plan.heartbeat_requests,
+                             plan.http_warmup)
+    required = REQUIRED_AGENTS / BEAT_SECONDS
+    _load_rows(report, "heartbeats", "GET /health (harness ceiling)", r.health, "req/s")
+    _load_rows(report, "heartbeats", "POST /v1/machine-agents/heartbeat", r.beats, "beats/s")
+    report.check("heartbeats", f"heartbeats/s vs required {required:.0f}/s ({REQUIRED_AGENTS:,} agents /"
+                 f" {BEAT_SECONDS} s)", r.beats.rate / required, 1.0, ".2f")
+    ceiling = r.beats.rate / r.health.rate if r.health.rate else 0.0
+    report.add(Row("heartbeats", "ratio heartbeats/s / GET /health ceiling (same run)", f"{ceiling:.2f}"))
+    report.check_max("heartbeats", "heartbeat responses other than 200", r.non_200, 0, ",d")
+    for x in r.replays:
+        report.check_max("heartbeats", f"events an {x.kind} load replays (worst of {x.streams:,} streams)",
+                         x.worst_replay, x.every - 1, "d")
+    report.notes.append(
+        f"heartbeats setup (not timed, {r.setup_seconds:.1f} s): {r.machines:,} machines registered, verified"
+        f" (Ed25519) and activated and {r.agents:,} agents enrolled over HTTP, 1 endpoint each;"
+        f" {r.history_events:,} past agent+endpoint events seeded through the aggregates and Repository.save_all"
+        f" ({r.history_beats[0]}-{r.history_beats[1]} past beats per agent, so every stream is past its first"
+        f" snapshot and the timed loads replay 0-{r.replays[0].every - 1} events after it, as in steady state);"
+        f" 1 warm-up beat per agent"
+    )
+    beats = r.beats
+    db = "n/a" if r.db_cpu is None else (f"{r.db_cpu / beats.seconds * 100:.0f}% of one core,"
+                                          f" {r.db_cpu / beats.requests * 1000:.2f} ms per beat")
+    report.notes.append(
+        f"heartbeats: each beat loads the agent, its machine and its endpoint and appends 2 events in one"
+        f" transaction; round-robin over {r.agents:,} agents; CPU during the timed beats: API process"
+        f" {beats.server_cpu / beats.requests * 1000:.2f} ms per beat, PostgreSQL {db} (all its processes, so"
+        f" other databases on that server count too)"
+    )
+    report.notes.append("heartbeats streams after the run: " + "; ".join(
+        f"hottest {x.kind} stream {x.hottest_events} events, a load replays {x.hottest_replay}"
+        f" after snapshot v{x.hottest_snapshot} ({x.snapshotted:,} of {x.streams:,} streams have a snapshot,"
+        f" worst replay {x.worst_replay})" for x in r.replays
+    ))
 
 
 async def _catchup(report: Report, dsn: str, plan: Plan) -> None:
@@ -106,7 +154,7 @@ async def main(argv: list[str] | None = None) -> int:
             f"make bench ({'quick' if args.quick else 'full'} run): {os.cpu_count()} CPUs, {facts}"
             f" at {describe(server)}, database {name}"
         )
-        runners = {"store": _store, "http": _http, "catchup": _catchup}
+        runners = {"store": _store, "http": _http, "catchup": _catchup, "heartbeats": _heartbeats}
         for phase in phases:
             print(f"bench: running {phase} ...", file=sys.stderr, flush=True)
             try:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
+import psutil
 
 from app.migrate import create_database, drop_database
 
@@ -78,3 +79,27 @@ async def server_facts(server: str) -> str:
     finally:
         await conn.close()
     return f"PostgreSQL {version.split()[0]} (fsync={fsync}, synchronous_commit={sync})"
+
+
+async def postmaster(dsn: str) -> psutil.Process | None:
+    """The PostgreSQL server process if it runs on this machine (its backends are its children), else None."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        pid = await conn.fetchval("SELECT pg_backend_pid()")
+        with suppress(psutil.Error):
+            parent = psutil.Process(pid).parent()
+            # Another host, or another PID namespace, would give an unrelated process or none.
+            if parent is not None and "postgres" in parent.name():
+                return parent
+    finally:
+        await conn.close()
+    return None
+
+
+def tree_cpu(proc: psutil.Process) -> float:
+    """CPU seconds (user + system) a process and its live children have used."""
+    total = 0.0
+    for p in (proc, *proc.children()):
+        with suppress(psutil.Error):
+            total += sum(p.cpu_times()[:2])
+    return total

@@ -30,6 +30,11 @@ class Report:
         self.add(Row(phase, label, f"{value:{fmt}}{unit}", f">= {minimum:{fmt}}{unit}",
                      "PASS" if value >= minimum else "FAIL"))
 
+    def check_max(self, phase: str, label: str, value: float, maximum: float, fmt: str, unit: str = "") -> None:
+        """A figure with an upper bound: PASS when value <= maximum."""
+        self.add(Row(phase, label, f"{value:{fmt}}{unit}", f"<= {maximum:{fmt}}{unit}",
+                     "PASS" if value <= maximum else "FAIL"))
+
     def error(self, phase: str, exc: BaseException) -> None:
         self.add(Row(phase, "phase failed", f"{type(exc).__name__}: {exc}"[:200], "-", "ERROR"))
 
