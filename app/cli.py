@@ -39,7 +39,8 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     from app.container import Container
 
     dsn = database_url(settings)
-    app = create_app(settings, open_container=lambda: Container.open(settings, dsn))
+    # The API never LISTENs, locks or SETs on its pool, so released connections skip the session reset.
+    app = create_app(settings, open_container=lambda: Container.open(settings, dsn, stateless_sessions=True))
     uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
                 log_level=settings.log_level.lower(), access_log=False, proxy_headers=True)
     return 0

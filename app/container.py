@@ -31,8 +31,10 @@ class Container:
         self.projection_names = ["accounts", "audit", "graph", "machines", "relay", "runtime"]
 
     @classmethod
-    async def open(cls, settings: Settings, dsn: str, **pool_sizes: int) -> Container:
-        container = cls(settings, await create_pool(dsn, settings, **pool_sizes))
+    async def open(cls, settings: Settings, dsn: str, *, stateless_sessions: bool = False,
+                   **pool_sizes: int) -> Container:
+        pool = await create_pool(dsn, settings, stateless_sessions=stateless_sessions, **pool_sizes)
+        container = cls(settings, pool)
         if container.notifier is not None:
             container.notifier.start()
         return container

@@ -19,7 +19,7 @@ def main() -> None:
     dsn = settings.database_url
     if not dsn:
         raise SystemExit("MM_DATABASE_URL must name the bench database")
-    app = create_app(settings, open_container=lambda: Container.open(settings, dsn))
+    app = create_app(settings, open_container=lambda: Container.open(settings, dsn, stateless_sessions=True))
     # As `mm api` runs it (access log off), but bound to loopback only.
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
