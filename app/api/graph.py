@@ -5,14 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody
 
 from app.api.consistency import POSITION_HEADER, etag, expected_version, honour_min_position
 from app.api.context import AUTHENTICATED, container_of, provide_ctx, provide_principal
-from app.api.problems import ApiError, problems
+from app.api.problems import problems
 from app.api.schemas_graph import (
     CreateEdgeRequest,
     CreateNodeRequest,
@@ -23,37 +22,17 @@ from app.api.schemas_graph import (
     ReviseNodeRequest,
 )
 from app.services.graph import Outcome
-from domain.graph import rules
 from domain.graph.commands import ReviseEdge, ReviseNode
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
 from projections.graph_reader import get_edge, get_node, list_edges, list_nodes
 
 # The body object plus data's own levels; anything deeper is refused before it is decoded into handlers.
-_MAX_BODY_DEPTH = rules.MAX_DEPTH + 1
 _MERGE_NOTE = (
     " `data` is shallow-merged into the current data: a top-level key given replaces that key's value,"
     " a key set to null is removed, other keys are kept; the merged result is validated again."
     " If-Match (the ETag from a read) makes the change conditional on this item's version."
 )
-
-
-async def bounded_json(request: Request[Any, Any, Any]) -> None:
-    """Refuse deeply nested JSON as a 400 before the body is decoded into free-form `data` (Any).
-
-    Decoding recurses once per level, so a small body of nested brackets would otherwise exhaust
-    the stack inside the framework and answer 500.
-    """
-    try:
-        value = msgspec.json.decode(await request.body())
-    except RecursionError:
-        value = None
-    except msgspec.DecodeError:
-        return  # malformed JSON: the framework answers its usual 400
-    else:
-        if rules.depth(value) <= _MAX_BODY_DEPTH:
-            return
-    raise ApiError(400, "VALIDATION_ERROR", f"data is nested deeper than {rules.MAX_DEPTH} levels")
 
 
 def _headers(outcome: Outcome, **extra: str) -> dict[str, str]:
@@ -106,7 +85,7 @@ class GraphController(Controller):
             raise NotFound(f"edge {edge_id} not found in this machine's graph")
         return Response(EdgeView.row(row), headers={"ETag": etag(row["version"])})
 
-    @post("/nodes", before_request=bounded_json,
+    @post("/nodes",
           status_code=201, summary="Create a node (status defaults to draft)",
           description="409 GRAPH_LIMIT_REACHED once the graph holds the most nodes a machine may have.",
           responses=problems(400, 401, 404, 409, 413, 422))
@@ -119,7 +98,7 @@ class GraphController(Controller):
         return Response(NodeView.of(machine_id, outcome.item), status_code=201,
                         headers=_headers(outcome, Location=location))
 
-    @patch("/nodes/{node_id:uuid}", before_request=bounded_json,
+    @patch("/nodes/{node_id:uuid}",
            summary="Revise a node's type, label, status or data",
            description="Every field is optional." + _MERGE_NOTE, responses=problems(400, 401, 404, 409, 412, 413))
     async def revise_node(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
@@ -138,7 +117,7 @@ class GraphController(Controller):
         outcome = await container_of(request).graph.delete_node(ctx, machine_id, node_id, expected_version(request))
         return Response(None, status_code=204, headers=_headers(outcome))
 
-    @post("/edges", before_request=bounded_json,
+    @post("/edges",
           status_code=201, summary="Create an edge between two nodes of this graph",
           description="422 GRAPH_NODE_MISSING when from or to is not a node of this graph; 409 GRAPH_EDGE_EXISTS"
                       " when an edge of this type already joins them; 400 for a self-loop.",
@@ -152,7 +131,7 @@ class GraphController(Controller):
         return Response(EdgeView.of(machine_id, outcome.item), status_code=201,
                         headers=_headers(outcome, Location=location))
 
-    @patch("/edges/{edge_id:uuid}", before_request=bounded_json,
+    @patch("/edges/{edge_id:uuid}",
            summary="Revise an edge's type or data",
            description="A new type must not duplicate another edge between the same nodes (409 GRAPH_EDGE_EXISTS)."
                        + _MERGE_NOTE, responses=problems(400, 401, 404, 409, 412, 413))

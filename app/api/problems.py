@@ -117,6 +117,9 @@ def _problem_for(request: Request[Any, Any, Any], exc: Exception) -> Response[Pr
     if isinstance(exc, asyncpg.UntranslatableCharacterError | asyncpg.CharacterNotInRepertoireError):
         # PostgreSQL text and jsonb cannot hold NUL (\u0000): that is the client's input, not our fault.
         return problem_response(request, 400, "VALIDATION_ERROR", "text must not contain NUL (\\u0000) characters")
+    if isinstance(exc, RecursionError):
+        # The JSON decoder recurses once per level: absurdly nested input is the client's, not a fault here.
+        return problem_response(request, 400, "VALIDATION_ERROR", "the JSON body is nested too deeply")
     if isinstance(exc, shared.DomainError):
         return problem_response(request, status_for(exc), exc.code, exc.detail, extra=exc.extra or None)
     if isinstance(exc, ApiError):

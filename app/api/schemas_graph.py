@@ -10,6 +10,7 @@ import msgspec
 
 from domain.graph import rules
 from domain.graph.aggregate import data_of
+from domain.shared.documents import MAX_DEPTH
 
 NodeType = Literal["capability", "resource", "tool", "model", "dataset", "service", "other"]
 NodeStatus = Literal["draft", "active", "blocked", "degraded"]
@@ -21,7 +22,7 @@ _CAPABILITY = (
     ' "currency": "USD"}), providerKey (slug ^[a-z0-9][a-z0-9._-]{0,62}$, lower-cased on the way in) and'
     " optionally inputSchema (a JSON object, {} when absent)."
 )
-_BOUNDS = f"At most {rules.MAX_DATA_KEYS} top-level keys, {rules.MAX_DEPTH} levels deep"
+_BOUNDS = f"At most {rules.MAX_DATA_KEYS} top-level keys, {MAX_DEPTH} levels deep"
 NodeData = Annotated[dict[str, Any], msgspec.Meta(
     max_length=rules.MAX_DATA_KEYS,
     description=f"Free-form JSON object. {_BOUNDS}, {rules.MAX_NODE_DATA_BYTES} bytes encoded. {_CAPABILITY}")]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
 import msgspec
 
 from domain.runtime.rules import PROVIDER_KEY
+from domain.shared.documents import check_depth
 from domain.shared.errors import ValidationFailed
 from domain.shared.money import Money
 
@@ -19,7 +19,7 @@ SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 MAX_LABEL = 200
 MAX_NODES, MAX_EDGES = 500, 2000
-MAX_DATA_KEYS, MAX_KEY_LENGTH, MAX_DEPTH = 64, 128, 16
+MAX_DATA_KEYS, MAX_KEY_LENGTH = 64, 128
 # Edges carry little (a weight, a note); their smaller budget keeps a full graph's state in single-digit MiB.
 MAX_NODE_DATA_BYTES, MAX_EDGE_DATA_BYTES = 16 * 1024, 4 * 1024
 MAX_NAME = 200
@@ -67,26 +67,9 @@ def check_data(data: dict[str, Any], max_bytes: int) -> None:
         raise ValidationFailed(f"data has more than {MAX_DATA_KEYS} keys", field="data")
     if any(len(k) > MAX_KEY_LENGTH for k in data):
         raise ValidationFailed(f"data keys must be at most {MAX_KEY_LENGTH} characters", field="data")
-    if depth(data) > MAX_DEPTH:
-        raise ValidationFailed(f"data is nested deeper than {MAX_DEPTH} levels", field="data")
+    check_depth(data, "data")
     if len(_encode(data)) > max_bytes:
         raise ValidationFailed(f"data is over {max_bytes} bytes once encoded as JSON", field="data")
-
-
-def depth(value: Any) -> int:
-    """Levels of objects and arrays (a scalar is 0); iterative, so deep input cannot exhaust the stack.
-
-    Also refuses non-finite numbers on the way, which JSON cannot carry back out.
-    """
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
-        elif isinstance(item, float) and not math.isfinite(item):
-            raise ValidationFailed("data numbers must be finite", field="data")
-    return deepest
 
 
 def node_data(node_type: str, data: dict[str, Any]) -> dict[str, Any]:

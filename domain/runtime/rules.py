@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from domain.shared.documents import check_depth
 from domain.shared.errors import ValidationFailed
 
 PROVIDER_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -63,6 +64,7 @@ def _is_host(host: str) -> bool:
 def check_metadata(metadata: dict[str, Any]) -> None:
     if len(metadata) > MAX_METADATA_KEYS:
         raise ValidationFailed(f"metadata holds at most {MAX_METADATA_KEYS} keys", field="metadata")
+    check_depth(metadata, "metadata")
     if len(msgspec.json.encode(metadata)) > MAX_METADATA_BYTES:
         raise ValidationFailed(f"metadata must encode to at most {MAX_METADATA_BYTES} bytes", field="metadata")
 

@@ -175,3 +175,22 @@ async def test_each_change_is_audited_without_the_secret(client: httpx.AsyncClie
     assert upserted["data"]["hasAuthToken"] is True and upserted["data"]["metadata"] == {"tier": "gold"}
     everything = await audit_feed(client, h, d, machineId=mid)
     assert "do-not-leak-42" not in str(everything)
+
+
+@pytest.mark.parametrize("metadata", [
+    '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}",  # deeper than the decoder recurses: refused, not a 500
+    '{"a": ' + "[" * 17 + "]" * 17 + "}",  # stored documents stay 16 levels deep at most
+    '{"a": 1e999}',  # infinity: JSON and jsonb cannot carry it back out
+], ids=["absurdly-deep", "too-deep", "infinite"])
+async def test_unstorable_metadata_is_a_validation_error(client: httpx.AsyncClient, tenant: dict[str, Any],
+                                                         metadata: str) -> None:
+    h, mid = tenant["headers"], await _machine(client, tenant)
+    body = '{"url": "https://a.example", "metadata": ' + metadata + "}"
+    assert_problem(await client.put(f"{BASE.format(mid)}/deep", content=body,
+                                    headers={**h, "content-type": "application/json"}), 400, "VALIDATION_ERROR")
+    enrolled = await client.post(f"/v1/machines/{mid}/agents/enrollment", headers=h,
+                                 json={"name": "a", "allowedProviderKeys": ["deep"]})
+    beat = ('{"agentToken": "' + enrolled.json()["agentToken"] + '", "endpoints": [{"providerKey": "deep",'
+            ' "url": "https://a.example", "metadata": ' + metadata + "}]}")
+    assert_problem(await client.post("/v1/machine-agents/heartbeat", content=beat,
+                                     headers={"content-type": "application/json"}), 400, "VALIDATION_ERROR")
