@@ -10,7 +10,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from app.container import Container
 from app.migrate import create_database, drop_database
+from app.settings import Settings
 from app.store.event_store import EventStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +50,16 @@ async def fresh_database(server_url: str) -> AsyncIterator[str]:
         yield url
     finally:
         await drop_database(server_url, url)
+
+
+@pytest.fixture
+async def fresh_container(fresh_database: str) -> AsyncIterator[Container]:
+    """The application's services on a database of their own (no projection runner)."""
+    c = await Container.open(Settings(), fresh_database, min_size=1, max_size=8)
+    try:
+        yield c
+    finally:
+        await c.close()
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.api.consistency import POSITION_HEADER, etag, expected_version, honour_min_position
 from app.api.context import AUTHENTICATED, container_of, provide_ctx, provide_principal
-from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, encode_cursor
-from app.api.problems import ApiError, problems
+from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_time_cursor, encode_cursor
+from app.api.problems import problems
 from app.api.schemas_runtime import (
     AgentView,
     EnrollAgentRequest,
@@ -30,19 +30,6 @@ from projections.runtime_reader import get_agent, list_agents
 
 AgentStatus = Literal["enrolled", "active", "revoked"]
 PAIRING_HEADER = "x-agent-pairing-token"
-
-
-def _after(cursor: str) -> tuple[datetime, uuid.UUID]:
-    created, aid = decode_cursor(cursor, 2)
-    if isinstance(created, str) and isinstance(aid, str):
-        try:
-            at, agent_id = datetime.fromisoformat(created), uuid.UUID(aid)
-        except ValueError:
-            pass
-        else:
-            if at.tzinfo is not None:
-                return at, agent_id
-    raise ApiError(400, "VALIDATION_ERROR", "cursor is not valid; use nextCursor from a previous page")
 
 
 def _headers(outcome: AgentOutcome) -> dict[str, str]:
@@ -81,7 +68,7 @@ class AgentsController(Controller):
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
     ) -> Page[AgentView]:
         c = container_of(request)
-        after = _after(cursor) if cursor else None
+        after = decode_time_cursor(cursor) if cursor else None
         await c.machines.require_operational(ctx, machine_id)
         await honour_min_position(request, c.pool, "runtime", c.settings.read_your_writes_timeout_s)
         rows = await list_agents(c.pool, machine_id, status=list(status) if status else None, after=after,

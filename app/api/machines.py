@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -13,7 +12,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.api.consistency import POSITION_HEADER, etag, expected_version, honour_min_position
 from app.api.context import AUTHENTICATED, Principal, container_of, provide_ctx, provide_principal
-from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, encode_cursor
+from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_time_cursor, encode_cursor
 from app.api.problems import ApiError, problems
 from app.api.schemas_machines import (
     ChallengeView,
@@ -53,20 +52,6 @@ def _parse_labels(raw: list[str]) -> tuple[dict[str, str], list[str]]:
     return pairs, keys
 
 
-def _after(cursor: str) -> tuple[datetime, uuid.UUID]:
-    created, mid = decode_cursor(cursor, 2)
-    # A forged cursor must be a 400, not a 500: check the types before parsing them.
-    if isinstance(created, str) and isinstance(mid, str):
-        try:
-            at, machine_id = datetime.fromisoformat(created), uuid.UUID(mid)
-        except ValueError:
-            pass
-        else:
-            if at.tzinfo is not None:
-                return at, machine_id
-    raise ApiError(400, "VALIDATION_ERROR", "cursor is not valid; use nextCursor from a previous page")
-
-
 class MachinesController(Controller):
     path = "/v1/machines"
     tags = ["machines"]
@@ -95,7 +80,7 @@ class MachinesController(Controller):
     ) -> Page[MachineView]:
         container = container_of(request)
         pairs, keys = _parse_labels(label or [])
-        after = _after(cursor) if cursor else None
+        after = decode_time_cursor(cursor) if cursor else None
         await honour_min_position(request, container.pool, "machines", container.settings.read_your_writes_timeout_s)
         rows = await list_machines(
             container.pool, account_id=None if principal.is_admin else principal.account_id,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import uuid
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -33,3 +35,17 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     if not isinstance(values, list) or len(values) != arity:
         raise ApiError(400, "VALIDATION_ERROR", "cursor is not valid; use nextCursor from a previous page")
     return values
+
+
+def decode_time_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """A (created_at, id) keyset cursor; a forged one is a 400, never a 500."""
+    created, item_id = decode_cursor(cursor, 2)
+    if isinstance(created, str) and isinstance(item_id, str):
+        try:
+            at, parsed = datetime.fromisoformat(created), uuid.UUID(item_id)
+        except ValueError:
+            pass
+        else:
+            if at.tzinfo is not None:
+                return at, parsed
+    raise ApiError(400, "VALIDATION_ERROR", "cursor is not valid; use nextCursor from a previous page")

@@ -5,48 +5,23 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import msgspec
-import pytest
 
 from app.container import Container
-from app.settings import Settings
 from domain.graph.aggregate import MachineGraph, data_of, graph_id_of
 from domain.graph.commands import ReviseEdge, ReviseNode
-from domain.machines.commands import VerifyIdentity
 from domain.shared.context import CommandContext
 from domain.shared.errors import DomainError
 from projections.graph import GraphProjection
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
-from tests.factories import MachineKeyFactory
+from tests.journeys import operational_machine
 
 CAPABILITY = {"name": "Summarise", "price": {"amount": 250, "currency": "USD"}, "providerKey": "openai"}
-
-
-@pytest.fixture
-async def app_container(fresh_database: str) -> AsyncIterator[Container]:
-    c = await Container.open(Settings(), fresh_database, min_size=1, max_size=8)
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
-async def operational_machine(c: Container, ctx: CommandContext) -> uuid.UUID:
-    key = MachineKeyFactory()
-    out = await c.machines.register(ctx, name="m", description="", public_key=key.public_key, labels={})
-    mid = out.machine.id
-    challenge = (await c.machines.issue_challenge(ctx, mid)).machine.challenge
-    assert challenge is not None
-    await c.machines.verify_identity(ctx, mid, VerifyIdentity(challenge_id=challenge["id"],
-                                                              signature=key.sign(challenge["nonce"])))
-    await c.machines.activate(ctx, mid)
-    return mid
 
 
 async def churn(c: Container, ctx: CommandContext, mid: uuid.UUID, steps: int) -> None:
@@ -102,10 +77,10 @@ async def rows(conn: asyncpg.Pool) -> tuple[list[tuple[Any, ...]], list[tuple[An
     return [tuple(r) for r in nodes], [tuple(r) for r in edges]
 
 
-async def test_small_batches_a_rebuild_and_the_aggregate_agree(app_container: Container) -> None:
-    c = app_container
+async def test_small_batches_a_rebuild_and_the_aggregate_agree(fresh_container: Container) -> None:
+    c = fresh_container
     ctx = CommandContext(at=datetime(2026, 1, 1, tzinfo=UTC), actor="seed", account_id=uuid.uuid4())
-    mid = await operational_machine(c, ctx)
+    mid = (await operational_machine(c, ctx)).id
     await churn(c, ctx, mid, 150)
     graph = await c.repo.get(MachineGraph, graph_id_of(mid))
     assert graph.version > 100  # long enough that loads start from a snapshot

@@ -3,57 +3,32 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
 from app.container import Container
 from app.services.agents import ReportedEndpoint
-from app.settings import Settings
 from app.store.mapper import rebuild
-from domain.machines.aggregate import Machine
-from domain.machines.commands import VerifyIdentity
 from domain.runtime.agent import MachineAgent
 from domain.runtime.endpoint import RuntimeEndpoint, endpoint_id
 from domain.shared.context import CommandContext
-from tests.factories import MachineKeyFactory
+from tests.journeys import enrolled_agent, operational_machine
 
 BEATS = 57
 
 
-@pytest.fixture
-async def c(fresh_database: str) -> AsyncIterator[Container]:
-    container = await Container.open(Settings(), fresh_database, min_size=1, max_size=4)
-    try:
-        yield container
-    finally:
-        await container.close()
-
-
-async def active_machine(c: Container, ctx: CommandContext) -> Machine:
-    key = MachineKeyFactory()
-    machine = (await c.machines.register(ctx, name="m", description="", public_key=key.public_key,
-                                         labels={})).machine
-    challenge = (await c.machines.issue_challenge(ctx, machine.id)).machine.challenge
-    assert challenge is not None
-    await c.machines.verify_identity(ctx, machine.id, VerifyIdentity(challenge_id=challenge["id"],
-                                                                     signature=key.sign(challenge["nonce"])))
-    return (await c.machines.activate(ctx, machine.id)).machine
-
-
-async def test_loads_after_many_heartbeats_start_from_a_snapshot_and_equal_a_full_replay(c: Container) -> None:
-    ctx = CommandContext(at=datetime.now(UTC), actor="t", account_id=uuid.uuid4())
-    machine = await active_machine(c, ctx)
-    enrolled = await c.agents.enroll(ctx, machine.id, name="a", allowed_provider_keys=["gpu"], lease_seconds=30)
-    assert enrolled.token is not None
+async def test_loads_after_many_heartbeats_start_from_a_snapshot_and_equal_a_full_replay(
+    fresh_container: Container,
+) -> None:
+    c, ctx = fresh_container, CommandContext(at=datetime.now(UTC), actor="t", account_id=uuid.uuid4())
+    machine = await operational_machine(c, ctx)
+    agent_id, token = await enrolled_agent(c, ctx, machine.id, keys=["gpu"], lease_seconds=30)
     for i in range(BEATS):
-        await c.agents.heartbeat(CommandContext(at=datetime.now(UTC), actor="agent"), enrolled.token,
+        await c.agents.heartbeat(CommandContext(at=datetime.now(UTC), actor="agent"), token,
                                  [ReportedEndpoint(provider_key="gpu", url=f"https://gpu.example/{i}",
                                                    auth_token=f"t{i}")])
 
-    for cls, stream in ((MachineAgent, enrolled.agent.id), (RuntimeEndpoint, endpoint_id(machine.id, "gpu"))):
+    for cls, stream in ((MachineAgent, agent_id), (RuntimeEndpoint, endpoint_id(machine.id, "gpu"))):
         length = await c.pool.fetchval("SELECT max(version) FROM events WHERE stream_id = $1", stream)
         snap = await c.pool.fetchval("SELECT version FROM snapshots WHERE stream_id = $1", stream)
         every: Any = cls.SNAPSHOT_EVERY
@@ -65,21 +40,22 @@ async def test_loads_after_many_heartbeats_start_from_a_snapshot_and_equal_a_ful
     assert endpoint.auth_token == f"t{BEATS - 1}" and isinstance(endpoint.lease_expires_at, datetime)
 
 
-async def test_a_heartbeat_that_snapshots_an_endpoint_for_an_agent_loaded_from_events(c: Container) -> None:
+async def test_a_heartbeat_that_snapshots_an_endpoint_for_an_agent_loaded_from_events(
+    fresh_container: Container,
+) -> None:
     """Ids read back from the database must be plain UUIDs: here the agent is rebuilt from its events and
     its id lands in the endpoint's snapshot (asyncpg's own UUID type made that snapshot fail, after the commit)."""
-    ctx = CommandContext(at=datetime.now(UTC), actor="t", account_id=uuid.uuid4())
-    machine = await active_machine(c, ctx)
+    c, ctx = fresh_container, CommandContext(at=datetime.now(UTC), actor="t", account_id=uuid.uuid4())
+    machine = await operational_machine(c, ctx)
     for i in range(RuntimeEndpoint.SNAPSHOT_EVERY - 1):
         await c.runtime.put_manual(ctx, machine.id, "gpu", url=f"https://m.example/{i}", auth_token=None,
                                    metadata={})
-    enrolled = await c.agents.enroll(ctx, machine.id, name="a", allowed_provider_keys=["gpu"], lease_seconds=30)
-    assert enrolled.token is not None
-    out = await c.agents.heartbeat(CommandContext(at=datetime.now(UTC), actor="agent"), enrolled.token,
+    agent_id, token = await enrolled_agent(c, ctx, machine.id, keys=["gpu"], lease_seconds=30)
+    out = await c.agents.heartbeat(CommandContext(at=datetime.now(UTC), actor="agent"), token,
                                    [ReportedEndpoint(provider_key="gpu", url="https://gpu.example")])
     stream = endpoint_id(machine.id, "gpu")
     assert out.endpoints[0].version == RuntimeEndpoint.SNAPSHOT_EVERY
     snapshot = await c.pool.fetchval("SELECT version FROM snapshots WHERE stream_id = $1", stream)
     assert snapshot == out.endpoints[0].version
     loaded = await c.repo.get(RuntimeEndpoint, stream)
-    assert loaded.agent_id == enrolled.agent.id and type(loaded.agent_id) is uuid.UUID
+    assert loaded.agent_id == agent_id and type(loaded.agent_id) is uuid.UUID

@@ -12,11 +12,9 @@ from dramatiq.brokers.stub import StubBroker
 
 from app.container import Container
 from app.services.agents import ReportedEndpoint
-from app.settings import Settings
-from domain.machines.commands import VerifyIdentity
 from domain.runtime.endpoint import endpoint_id
 from domain.shared.context import CommandContext
-from tests.factories import MachineKeyFactory
+from tests.journeys import enrolled_agent, operational_machine
 from tests.workers.harness import broker_url_for, eventually, relay_through, worker_on
 from workers import runtime
 
@@ -27,12 +25,10 @@ EXPIRED = "runtime:RuntimeEndpoint.Expired"
 
 
 @pytest.fixture
-async def c(fresh_database: str) -> AsyncIterator[Container]:
-    container = await Container.open(Settings(), fresh_database, min_size=1, max_size=6)
+async def c(fresh_container: Container) -> AsyncIterator[Container]:
     try:
-        yield container
+        yield fresh_container
     finally:
-        await container.close()
         await runtime.close()
         runtime.use_database(None)
 
@@ -42,19 +38,11 @@ def _ctx(account_id: uuid.UUID | None = None) -> CommandContext:
 
 
 async def agent_with_lease(c: Container, lease_seconds: int) -> tuple[uuid.UUID, str]:
-    """An active machine with an enrolled agent; returns (machine id, agent token)."""
-    ctx, key = _ctx(uuid.uuid4()), MachineKeyFactory()
-    machine = (await c.machines.register(ctx, name="m", description="", public_key=key.public_key,
-                                         labels={})).machine
-    challenge = (await c.machines.issue_challenge(ctx, machine.id)).machine.challenge
-    assert challenge is not None
-    await c.machines.verify_identity(ctx, machine.id, VerifyIdentity(challenge_id=challenge["id"],
-                                                                     signature=key.sign(challenge["nonce"])))
-    await c.machines.activate(ctx, machine.id)
-    out = await c.agents.enroll(ctx, machine.id, name="a", allowed_provider_keys=["gpu"],
-                                lease_seconds=lease_seconds)
-    assert out.token is not None
-    return machine.id, out.token
+    """An operational machine with an enrolled agent; returns (machine id, agent token)."""
+    ctx = _ctx(uuid.uuid4())
+    machine = await operational_machine(c, ctx)
+    _, token = await enrolled_agent(c, ctx, machine.id, keys=["gpu"], lease_seconds=lease_seconds)
+    return machine.id, token
 
 
 async def beat(c: Container, token: str) -> None:
