@@ -57,6 +57,8 @@ class RuntimeProjection:
                     row.update(_endpoint_state(d))
                 elif kind in ("Expired", "Deleted"):
                     row["status"] = kind.lower()
+                if kind == "Deleted" and "has_auth_token" in row:
+                    row["has_auth_token"] = False  # a deleted endpoint forgets its token
             row["version"], row["updated_at"] = event.version, _ts(event.data["timestamp"])
         if inserts:
             await conn.executemany(
@@ -77,7 +79,8 @@ class RuntimeProjection:
                        for sid, r in updates.items() if sid not in full]
         if status_only:
             await conn.executemany(
-                f"UPDATE {table} SET status = $2, version = $3, updated_at = $4 WHERE id = $1", status_only
+                f"UPDATE {table} SET status = $2, version = $3, updated_at = $4,"
+                " has_auth_token = has_auth_token AND $2 <> 'deleted' WHERE id = $1", status_only
             )
 
     async def _agents(self, conn: asyncpg.Connection, events: list[RecordedEvent], table: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from app.container import Container
@@ -29,3 +30,15 @@ async def enrolled_agent(c: Container, ctx: CommandContext, machine_id: uuid.UUI
     out = await c.agents.enroll(ctx, machine_id, name="a", allowed_provider_keys=keys, lease_seconds=lease_seconds)
     assert out.token is not None
     return out.agent.id, out.token
+
+
+async def all_visible(c: Container) -> None:
+    """Readers stop at the oldest open transaction on the whole server (other test runs included)."""
+    row = await c.pool.fetchrow("SELECT tx_id::text::bigint AS tx, position FROM events"
+                                " ORDER BY events.tx_id DESC, position DESC LIMIT 1")
+    for _ in range(500):
+        head = await c.store.head()
+        if head is not None and (head.tx_id, head.position) == (row["tx"], row["position"]):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the log never became fully visible")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,7 @@ from domain.shared.errors import DomainError
 from projections.graph import GraphProjection
 from projections.rebuild import rebuild
 from projections.runner import ProjectionRunner
-from tests.journeys import operational_machine
+from tests.journeys import all_visible, operational_machine
 
 CAPABILITY = {"name": "Summarise", "price": {"amount": 250, "currency": "USD"}, "providerKey": "openai"}
 
@@ -55,18 +54,6 @@ async def churn(c: Container, ctx: CommandContext, mid: uuid.UUID, steps: int) -
                 await g.delete_node(step, mid, rng.choice(nodes))
         except DomainError:
             pass  # e.g. a duplicate edge or a capability merge that no longer validates
-
-
-async def all_visible(c: Container) -> None:
-    """Readers stop at the oldest open transaction on the whole server (other test runs included)."""
-    row = await c.pool.fetchrow("SELECT tx_id::text::bigint AS tx, position FROM events"
-                                " ORDER BY events.tx_id DESC, position DESC LIMIT 1")
-    for _ in range(500):
-        head = await c.store.head()
-        if head is not None and (head.tx_id, head.position) == (row["tx"], row["position"]):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the log never became fully visible")
 
 
 async def rows(conn: asyncpg.Pool) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
