@@ -27,7 +27,6 @@ from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
 from projections.graph_reader import get_edge, get_node, list_edges, list_nodes
 
-# The body object plus data's own levels; anything deeper is refused before it is decoded into handlers.
 _MERGE_NOTE = (
     " `data` is shallow-merged into the current data: a top-level key given replaces that key's value,"
     " a key set to null is removed, other keys are kept; the merged result is validated again."
@@ -62,8 +61,10 @@ class GraphController(Controller):
     async def get_graph(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                         machine_id: FromPath[uuid.UUID]) -> GraphView:
         await _readable(request, ctx, machine_id)
-        pool = container_of(request).pool
-        nodes, edges = await list_nodes(pool, machine_id), await list_edges(pool, machine_id)
+        # One snapshot for both reads, so an edge never names a node that the node list does not show.
+        async with container_of(request).pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
+                                                                                   readonly=True):
+            nodes, edges = await list_nodes(conn, machine_id), await list_edges(conn, machine_id)
         return GraphView(machine_id=machine_id, nodes=[NodeView(**n) for n in nodes],
                          edges=[EdgeView.row(e) for e in edges])
 
