@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from app.settings import Settings, get_settings
@@ -38,6 +39,11 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     from app.api.app import create_app
     from app.container import Container
 
+    if not settings.secret_key:
+        print("mm api: MM_SECRET_KEY is not set. It seals runtime-endpoint credentials at rest; generate one"
+              " with `mm secret-key` and keep it with your other secrets (`mm up` keeps one in MM_DATA_DIR).",
+              file=sys.stderr)
+        return 2
     dsn = database_url(settings)
     # The API never LISTENs, locks or SETs on its pool, so released connections skip the session reset.
     app = create_app(settings, open_container=lambda: Container.open(settings, dsn, stateless_sessions=True))
@@ -88,25 +94,42 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
 def admin_token(settings: Settings) -> str:
     """MM_ADMIN_TOKEN, else a key generated once and kept (0600) in the data directory."""
-    if settings.admin_token:
-        return settings.admin_token
     from app.crypto import new_api_key
 
-    path = Path(settings.data_dir) / "admin-token"
+    return settings.admin_token or _kept(settings, "admin-token", lambda: new_api_key()[0])
+
+
+def secret_key(settings: Settings) -> str:
+    """MM_SECRET_KEY, else one generated once and kept (0600) in the data directory (`mm up` only)."""
+    from app.sealing import new_secret_key
+
+    return settings.secret_key or _kept(settings, "secret-key", new_secret_key)
+
+
+def _kept(settings: Settings, name: str, make: Callable[[], str]) -> str:
+    path = Path(settings.data_dir) / name
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    token, _ = new_api_key()
+    value = make()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    return token
+        f.write(value + "\n")
+    return value
+
+
+def cmd_secret_key(settings: Settings, args: argparse.Namespace) -> int:
+    from app.sealing import new_secret_key
+
+    print(new_secret_key())
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mm", description="Machine Markets service")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply sql/ migrations").set_defaults(fn=cmd_migrate)
+    sub.add_parser("secret-key", help="print a new MM_SECRET_KEY").set_defaults(fn=cmd_secret_key)
     api = sub.add_parser("api", help="run the HTTP API")
     api.add_argument("--host")
     api.add_argument("--port", type=int)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from app.db import create_pool
+from app.sealing import Sealer
 from app.services.accounts import AccountsService
 from app.services.agents import AgentsService
 from app.services.graph import GraphService
@@ -25,7 +26,8 @@ class Container:
         self.repo = Repository(self.store)
         self.machines = MachinesService(self.repo, settings.challenge_ttl_seconds)
         self.accounts = AccountsService(self.repo)
-        self.runtime = RuntimeService(self.repo, self.machines)
+        self.sealer = Sealer(settings.secret_key)
+        self.runtime = RuntimeService(self.repo, self.machines, self.sealer)
         self.agents = AgentsService(self.repo, self.machines, self.runtime)
         self.graph = GraphService(self.repo, self.machines)
         self.projection_names = ["accounts", "audit", "graph", "machines", "relay", "runtime"]

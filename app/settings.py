@@ -18,6 +18,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
     admin_token: str | None = None
+    # Seals runtime-endpoint credentials at rest (32 bytes, base64); `mm up` keeps one in data_dir.
+    secret_key: str | None = None
     data_dir: Path = Path(".data")
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
@@ -34,6 +36,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     allow_query_api_key: bool = False
 
     def __post_init__(self) -> None:
+        if self.secret_key is not None:
+            from app.sealing import decode_key
+
+            decode_key(self.secret_key)  # a malformed key fails at start-up, not at the first credential
         if self.pool_min_size > self.pool_max_size:
             raise ValueError(f"MM_POOL_MIN_SIZE ({self.pool_min_size}) exceeds MM_POOL_MAX_SIZE ({self.pool_max_size})")
 
@@ -61,6 +67,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         "MM_HOST": "host",
         "MM_PORT": "port",
         "MM_ADMIN_TOKEN": "admin_token",
+        "MM_SECRET_KEY": "secret_key",
         "MM_DATA_DIR": "data_dir",
         "MM_LOG_LEVEL": "log_level",
         "MM_POOL_MIN_SIZE": "pool_min_size",

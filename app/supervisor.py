@@ -73,11 +73,12 @@ class Child:
 
 
 def run_stack(settings: Settings, dsn: str, args: argparse.Namespace) -> int:
-    from app.cli import admin_token
+    from app.cli import admin_token, secret_key
 
     token = admin_token(settings)
     asyncio.run(_prepare(dsn, token))
-    env = {**os.environ, "MM_DATABASE_URL": dsn, "MM_BROKER_URL": settings.broker_url or dsn}
+    env = {**os.environ, "MM_DATABASE_URL": dsn, "MM_BROKER_URL": settings.broker_url or dsn,
+           "MM_SECRET_KEY": secret_key(settings)}
     me = [sys.executable, "-m", "app.cli"]
     children = [Child("api", [*me, "api"], env), Child("projector", [*me, "projector"], env)]
     if not args.no_worker:

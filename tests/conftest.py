@@ -12,10 +12,13 @@ import pytest
 
 from app.container import Container
 from app.migrate import create_database, drop_database
+from app.sealing import new_secret_key
 from app.settings import Settings
 from app.store.event_store import EventStore
 
 ROOT = Path(__file__).resolve().parent.parent
+# Seals runtime-endpoint credentials in every test container (and the API processes tests start).
+TEST_SECRET_KEY = new_secret_key()
 
 
 def _server_url() -> str:
@@ -55,7 +58,7 @@ async def fresh_database(server_url: str) -> AsyncIterator[str]:
 @pytest.fixture
 async def fresh_container(fresh_database: str) -> AsyncIterator[Container]:
     """The application's services on a database of their own (no projection runner)."""
-    c = await Container.open(Settings(), fresh_database, min_size=1, max_size=8)
+    c = await Container.open(Settings(secret_key=TEST_SECRET_KEY), fresh_database, min_size=1, max_size=8)
     try:
         yield c
     finally:

@@ -18,6 +18,7 @@ from litestar.exceptions import (
 )
 from litestar.openapi.datastructures import ResponseSpec
 
+from app import sealing
 from domain.accounts import errors as account_errors
 from domain.graph import errors as graph_errors
 from domain.machines import errors as machine_errors
@@ -63,6 +64,7 @@ STATUS_OF: dict[type[shared.DomainError], int] = {
     machine_errors.ChallengeMissing: 409,
     machine_errors.ChallengeExpired: 422,
     machine_errors.SignatureInvalid: 422,
+    sealing.SecretsUnavailable: 503,
     runtime_errors.AgentAuthRequired: 401,
     runtime_errors.AgentAuthInvalid: 401,
     runtime_errors.AgentPairingInactive: 403,

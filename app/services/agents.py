@@ -17,7 +17,7 @@ from domain.machines.aggregate import Machine
 from domain.runtime import rules
 from domain.runtime.agent import MachineAgent
 from domain.runtime.commands import AGENT, EnrollAgent, RecordHeartbeat, UpsertEndpoint
-from domain.runtime.endpoint import RuntimeEndpoint
+from domain.runtime.endpoint import RuntimeEndpoint, endpoint_id
 from domain.runtime.errors import AgentAuthInvalid, AgentAuthRequired, AgentNotFound
 from domain.shared.context import CommandContext
 from domain.shared.errors import InvalidTransition, NotFound, ValidationFailed
@@ -118,7 +118,8 @@ class AgentsService:
             lease_until = ctx.at + timedelta(seconds=lease_seconds or agent.lease_seconds)
             endpoints: list[RuntimeEndpoint] = []
             for key, entry, endpoint in zip(keys, reported, loaded, strict=True):
-                cmd = UpsertEndpoint(url=entry.url, auth_token=entry.auth_token, metadata=dict(entry.metadata),
+                token = self.runtime.sealed_token(endpoint, endpoint_id(agent.machine_id, key), entry.auth_token)
+                cmd = UpsertEndpoint(url=entry.url, auth_token=token, metadata=dict(entry.metadata),
                                      source=AGENT, agent_id=agent.id, lease_expires_at=lease_until)
                 if endpoint is None:
                     endpoint = RuntimeEndpoint.open(agent.account_id, agent.machine_id, key, cmd, ctx.at)

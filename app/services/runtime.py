@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from app.sealing import Sealer
 from app.services.machines import MachinesService
 from app.store.repository import Repository
 from app.store.types import LogPosition
@@ -42,8 +43,21 @@ def check_expected(version: int | None, expected: int | None, what: str) -> None
 
 
 class RuntimeService:
-    def __init__(self, repo: Repository, machines: MachinesService) -> None:
-        self.repo, self.machines = repo, machines
+    def __init__(self, repo: Repository, machines: MachinesService, sealer: Sealer) -> None:
+        self.repo, self.machines, self.sealer = repo, machines, sealer
+
+    def sealed_token(self, current: RuntimeEndpoint | None, stream_id: uuid.UUID, token: str | None) -> str | None:
+        """The token sealed for this endpoint's stream; the stored value itself when the token is unchanged,
+        so an unchanged PUT stays a no-op (sealing is randomised)."""
+        if token is None:
+            return None
+        if current is not None and self.sealer.matches(current.auth_token, token, stream_id.bytes):
+            return current.auth_token
+        return self.sealer.seal(token, stream_id.bytes)
+
+    def reveal_auth_token(self, endpoint: RuntimeEndpoint) -> str | None:
+        """The plaintext token, for the executor that calls the endpoint; never for an API response."""
+        return None if endpoint.auth_token is None else self.sealer.unseal(endpoint.auth_token, endpoint.id.bytes)
 
     async def load(self, machine_id: uuid.UUID, provider_key: str) -> RuntimeEndpoint | None:
         """The endpoint's stream (deleted ones included), or None if it never existed."""
@@ -60,10 +74,11 @@ class RuntimeService:
                          expected_version: int | None = None) -> EndpointOutcome:
         machine = await self.machines.require_operational(ctx, machine_id)
         key = rules.provider_key(provider_key)
-        cmd = UpsertEndpoint(url=url, auth_token=auth_token, metadata=dict(metadata), source=MANUAL)
 
         async def attempt() -> EndpointOutcome:
             endpoint = await self.load(machine_id, key)
+            token = self.sealed_token(endpoint, endpoint_id(machine_id, key), auth_token)
+            cmd = UpsertEndpoint(url=url, auth_token=token, metadata=dict(metadata), source=MANUAL)
             check_expected(endpoint.version if endpoint and endpoint.exists else None, expected_version,
                            "runtime endpoint")
             created = endpoint is None or not endpoint.exists

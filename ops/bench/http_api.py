@@ -24,6 +24,7 @@ import httpx
 import psutil
 
 from app.db import create_pool
+from app.sealing import new_secret_key
 from app.services.accounts import AccountsService
 from app.settings import Settings
 from app.store.event_store import EventStore
@@ -90,7 +91,8 @@ def _tail(fh: IO[str], lines: int = 20) -> str:
 @contextmanager
 def api_process(dsn: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
     """Start the API subprocess; always stop it (SIGTERM, then SIGKILL after 10 s) by its own handle."""
-    env = {**os.environ, "MM_DATABASE_URL": dsn, "MM_LOG_LEVEL": "WARNING"}
+    # A throw-away key: the heartbeats phase stores endpoint tokens, which the API seals at rest.
+    env = {**os.environ, "MM_DATABASE_URL": dsn, "MM_LOG_LEVEL": "WARNING", "MM_SECRET_KEY": new_secret_key()}
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "ops.bench.server", "--port", str(port)],

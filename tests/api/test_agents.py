@@ -68,7 +68,7 @@ async def test_enrollment_validation(client: httpx.AsyncClient, tenant: dict[str
 
 
 async def test_heartbeat_activates_the_agent_and_leases_its_endpoints(
-    client: httpx.AsyncClient, tenant: dict[str, Any]
+    client: httpx.AsyncClient, tenant: dict[str, Any], container: Container
 ) -> None:
     h = tenant["headers"]
     mid, aid, token = await _agent(client, tenant, leaseSeconds=30)
@@ -87,6 +87,11 @@ async def test_heartbeat_activates_the_agent_and_leases_its_endpoints(
     assert eps["openai"]["hasAuthToken"] is True and eps["openai"]["status"] == "active"
     assert datetime.fromisoformat(eps["openai"]["leaseExpiresAt"]) == lease
     assert "agent-secret-9" not in r.text
+    stream = endpoint_id(uuid.UUID(mid), "openai")
+    assert "agent-secret-9" not in str(await container.pool.fetch("SELECT data::text FROM events WHERE stream_id = $1",
+                                                                  stream))
+    sealed = await container.runtime.load_stream(stream)
+    assert sealed is not None and container.runtime.reveal_auth_token(sealed) == "agent-secret-9"
 
     listed = await client.get(f"/v1/machines/{mid}/runtime-endpoints", headers=fresh(h, r))
     assert {e["providerKey"]: e["source"] for e in listed.json()["data"]} == {"gpu": "agent", "openai": "agent"}

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.container import Container
 from domain.runtime.endpoint import endpoint_id
 from tests.api.helpers import action, active_machine, assert_problem, audit_feed, fresh, new_tenant, register
 
@@ -25,7 +26,7 @@ async def _put(client: httpx.AsyncClient, headers: dict[str, str], mid: str, key
 
 
 async def test_put_creates_then_replaces_and_never_echoes_the_token(
-    client: httpx.AsyncClient, tenant: dict[str, Any]
+    client: httpx.AsyncClient, tenant: dict[str, Any], container: Container
 ) -> None:
     h, mid = tenant["headers"], await _machine(client, tenant)
     r = await _put(client, h, mid, "OpenAI", authToken="s3cret-token-1", metadata={"region": "eu"})
@@ -36,6 +37,12 @@ async def test_put_creates_then_replaces_and_never_echoes_the_token(
     assert body["leaseExpiresAt"] is None and body["agentId"] is None and body["version"] == 1
     assert "s3cret-token-1" not in r.text and "authToken" not in body
     assert r.headers["location"] == f"{BASE.format(mid)}/openai" and r.headers["etag"] == '"1"'
+    # At rest the token is sealed: not in the log, yet the executor can still open it.
+    stream = endpoint_id(uuid.UUID(mid), "openai")
+    stored = await container.pool.fetchval("SELECT data::text FROM events WHERE stream_id = $1", stream)
+    assert "s3cret-token-1" not in stored and '"auth_token": "mmseal1.' in stored
+    endpoint = await container.runtime.load_stream(stream)
+    assert endpoint is not None and container.runtime.reveal_auth_token(endpoint) == "s3cret-token-1"
 
     r2 = await _put(client, h, mid, "openai", url="http://10.0.0.7:8080/run")
     assert r2.status_code == 200, r2.text

@@ -23,6 +23,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app.migrate import create_database, drop_database
 from app.services.accounts import bootstrap_admin_key
+from tests.conftest import TEST_SECRET_KEY
 from tests.factories import MachineKeyFactory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,7 @@ def api(server_url: str) -> Iterator[dict[str, Any]]:
     asyncio.run(bootstrap_admin_key(url, ADMIN, "system:contract-test"))
     port = _free_port()
     env = {**os.environ, "MM_DATABASE_URL": url, "MM_PORT": str(port), "MM_LOG_LEVEL": "WARNING",
-           "MM_PROJECTION_POLL_INTERVAL_S": "0.05", "PYTHONPATH": str(ROOT)}
+           "MM_PROJECTION_POLL_INTERVAL_S": "0.05", "PYTHONPATH": str(ROOT), "MM_SECRET_KEY": TEST_SECRET_KEY}
     procs = [subprocess.Popen([sys.executable, "-m", "app.cli", cmd], env=env, cwd=ROOT)
              for cmd in ("api", "projector")]
     base = f"http://127.0.0.1:{port}"

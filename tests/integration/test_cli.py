@@ -56,3 +56,20 @@ def test_status_shows_lag_and_rebuild_catches_a_projection_up(fresh_database_syn
 def test_rebuilding_the_relay_is_refused(fresh_database_sync: str) -> None:
     out = mm(fresh_database_sync, "projections", "rebuild", "relay")
     assert out.returncode == 2 and "would resend them" in out.stdout
+
+
+def test_mm_api_refuses_to_start_without_a_secret_key(fresh_database_sync: str) -> None:
+    env_key = os.environ.pop("MM_SECRET_KEY", None)
+    try:
+        out = mm(fresh_database_sync, "api")
+    finally:
+        if env_key is not None:
+            os.environ["MM_SECRET_KEY"] = env_key
+    assert out.returncode == 2 and "MM_SECRET_KEY is not set" in out.stderr, out.stderr
+
+
+def test_mm_secret_key_prints_a_usable_key(fresh_database_sync: str) -> None:
+    out = mm(fresh_database_sync, "secret-key")
+    assert out.returncode == 0, out.stderr
+    key = out.stdout.strip()
+    assert Settings(secret_key=key).secret_key == key and key != mm(fresh_database_sync, "secret-key").stdout.strip()

@@ -68,6 +68,7 @@ def test_mm_up_serves_projects_and_stops_on_ctrl_c(fresh_database_sync: str, tmp
         key = next(line.split(":", 1)[1].strip() for line in banner if "Admin key:" in line)
         assert key == (tmp_path / "admin-token").read_text().strip()
         assert (tmp_path / "admin-token").stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "secret-key").stat().st_mode & 0o777 == 0o600  # seals endpoint credentials
         base = f"http://127.0.0.1:{port}"
         for _ in range(100):  # the admin key authenticates once the projector has caught up
             r = httpx.post(base + "/v1/accounts", json={"name": "up"}, headers={"X-Api-Key": key})
