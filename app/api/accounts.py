@@ -31,13 +31,17 @@ def _own_or_admin(principal: NamedDependency[Principal], account_id: FromPath[uu
         raise NotFound(f"account {account_id} not found")  # another tenant's account does not exist for you
 
 
+# The body carries a secret shown once: no cache may keep it (and the idempotency store seals it).
+NO_STORE = {"Cache-Control": "no-store"}
+
+
 async def _usable(request: Request[Any, Any, Any], issued: IssuedKey) -> dict[str, str]:
     """Wait until the new key authenticates, so the caller can use it the moment it has it."""
     container = container_of(request)
     if issued.position is not None:
         await wait_for(container.pool, "accounts", issued.position, container.settings.read_your_writes_timeout_s)
-        return {POSITION_HEADER: issued.position.token()}
-    return {}
+        return {POSITION_HEADER: issued.position.token(), **NO_STORE}
+    return dict(NO_STORE)
 
 
 async def _account_view(request: Request[Any, Any, Any], account_id: uuid.UUID) -> AccountView:

@@ -14,10 +14,12 @@ from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Sen
 
 from app.api.context import lookup_principal
 from app.api.problems import PROBLEM_JSON, TITLES, Problem
+from app.sealing import PREFIX, Sealer
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_KEPT_HEADERS = {b"content-type", b"etag", b"location", b"x-log-position"}
+_KEPT_HEADERS = {b"content-type", b"etag", b"location", b"x-log-position", b"cache-control"}
 _LEASE_SECONDS = 30
+SEALED = PREFIX.encode() + b"."
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
@@ -81,7 +83,7 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
         request_hash = hashlib.sha256(
             b"\x1f".join([scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body])
         ).hexdigest()
-        store = _KeyStore(container.pool, account_id, key, container.settings.idempotency_ttl_hours)
+        store = _KeyStore(container.pool, account_id, key, container.settings.idempotency_ttl_hours, container.sealer)
         verdict = await store.claim(scope["method"], scope["path"], request_hash)
         if verdict == "reused":
             await send_problem(scope, send, 422, "IDEMPOTENCY_KEY_REUSED",
@@ -152,8 +154,10 @@ def _replay(body: bytes) -> Receive:
 class _KeyStore:
     """The idempotency row for (account, key): claimed with a lease, then filled with the response."""
 
-    def __init__(self, pool: Any, account_id: uuid.UUID, key: str, ttl_hours: int) -> None:
+    def __init__(self, pool: Any, account_id: uuid.UUID, key: str, ttl_hours: int, sealer: Sealer) -> None:
         self.pool, self.account_id, self.key, self.ttl_hours = pool, account_id, key, ttl_hours
+        self.sealer = sealer
+        self.context = f"idempotency:{account_id}:{key}".encode()
 
     async def claim(self, method: str, path: str, request_hash: str) -> Any:
         async with self.pool.acquire() as conn, conn.transaction():
@@ -180,7 +184,10 @@ class _KeyStore:
                 return "reused"
             if row["status_code"] is not None:
                 stored = msgspec.json.decode(row["response_headers"] or "[]")
-                return row["status_code"], [(k.encode(), v.encode()) for k, v in stored], bytes(row["response_body"])
+                body = bytes(row["response_body"])
+                if body.startswith(SEALED):
+                    body = self.sealer.unseal(body.decode(), self.context).encode()
+                return row["status_code"], [(k.encode(), v.encode()) for k, v in stored], body
             if not row["lapsed"]:
                 return "in_progress"
             # The first attempt died mid-flight without an answer: this retry takes it over.
@@ -195,6 +202,9 @@ class _KeyStore:
         if status >= 500:
             await self.release()  # a server failure is not an answer worth replaying
             return
+        if any(k.lower() == b"cache-control" and b"no-store" in v.lower() for k, v in headers) and self.sealer.key_id:
+            # A response that shows a secret once (an API key, an agent token) is kept sealed for its replay.
+            body = self.sealer.seal(body.decode(), self.context).encode()
         kept = [[k.decode(), v.decode()] for k, v in headers if k.lower() in _KEPT_HEADERS]
         await self.pool.execute(
             "UPDATE idempotency_keys SET status_code = $3, response_body = $4, response_headers = $5::jsonb"

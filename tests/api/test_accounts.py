@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.container import Container
 from tests.api.helpers import assert_problem, new_tenant
 
 
@@ -148,3 +149,17 @@ async def test_an_admin_account_opened_by_an_admin_can_open_accounts(
     assert r.status_code == 201 and r.json()["account"]["isAdmin"] is True
     ops = {"X-Api-Key": r.json()["apiKey"]["key"]}
     assert (await client.post("/v1/accounts", json={"name": "by-ops"}, headers=ops)).status_code == 201
+
+
+async def test_a_new_key_is_not_cacheable_and_its_replay_is_stored_sealed(
+    client: httpx.AsyncClient, admin: dict[str, str], container: Container
+) -> None:
+    h = {**admin, "Idempotency-Key": f"open-{uuid.uuid4()}"}
+    first = await client.post("/v1/accounts", json={"name": "sealed"}, headers=h)
+    again = await client.post("/v1/accounts", json={"name": "sealed"}, headers=h)
+    assert first.status_code == again.status_code == 201 and first.headers["cache-control"] == "no-store"
+    key = first.json()["apiKey"]["key"]
+    assert again.json()["apiKey"]["key"] == key and again.headers["cache-control"] == "no-store"
+    stored = await container.pool.fetchval("SELECT response_body FROM idempotency_keys WHERE key = $1",
+                                           h["Idempotency-Key"])
+    assert key.encode() not in bytes(stored)

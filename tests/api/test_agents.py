@@ -255,3 +255,19 @@ async def test_agent_story_is_audited_without_secrets(client: httpx.AsyncClient,
     assert "tokenHash" not in by_type["machine-agent.enrolled"]["data"]
     text = str(entries)
     assert token not in text and "ep-secret-77" not in text and token.rsplit("_", 1)[1] not in text
+
+
+async def test_a_retried_enrolment_replays_its_token_which_is_stored_sealed(
+    client: httpx.AsyncClient, tenant: dict[str, Any], container: Container
+) -> None:
+    h, mid = {**tenant["headers"], "Idempotency-Key": f"enrol-{uuid.uuid4()}"}, await _machine(client, tenant)
+    first = await _enroll(client, h, mid)
+    again = await _enroll(client, h, mid)
+    assert first.status_code == again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    token = first.json()["agentToken"]
+    assert again.json()["agentToken"] == token and again.headers["cache-control"] == "no-store"
+    stored = await container.pool.fetchval("SELECT response_body FROM idempotency_keys WHERE key = $1",
+                                           h["Idempotency-Key"])
+    assert token.encode() not in bytes(stored) and bytes(stored).startswith(b"mmseal1.")
+    beat = await client.post(HEARTBEAT, json={"agentToken": again.json()["agentToken"]})
+    assert beat.status_code == 200, beat.text
