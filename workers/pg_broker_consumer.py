@@ -34,7 +34,9 @@ _CONNINFO_DEFAULTS: dict[str, Any] = {
 }
 
 # How often a consumer deletes finished rows past their retention.
-_CLEANUP_EVERY_S = 60.0
+_CLEANUP_EVERY_S = 10.0
+# Up to 40,000 rows per tick per consumer: 4,000 finished messages/s, ten times the heartbeat timers' rate.
+_CLEANUP_BATCH, _CLEANUP_MAX_BATCHES = 2000, 20
 # Floor for idle waits so a queue whose ready rows are momentarily locked by a peer's claim is not spun on.
 _MIN_WAIT_S = 0.02
 
@@ -75,7 +77,7 @@ _CLEANUP = """
 DELETE FROM worker_messages WHERE id IN (
     SELECT id FROM worker_messages
     WHERE queue_name = %(queue)s AND state = 'done' AND updated_at < now() - make_interval(secs => %(keep)s)
-    LIMIT 1000 FOR UPDATE SKIP LOCKED)
+    LIMIT 2000 FOR UPDATE SKIP LOCKED)
 """
 # Settling is fenced by (id, attempts): after a retry re-queued the row or a lease expired and a peer
 # re-claimed it, the stale holder's ack/nack/requeue matches nothing.
@@ -297,7 +299,18 @@ class PostgresConsumer(Consumer):
         keep = self.broker.done_retention_seconds
         if now >= self._next_cleanup and keep:
             self._next_cleanup = now + _CLEANUP_EVERY_S
-            self._conn.execute(_CLEANUP, {"queue": self.queue_name, "keep": keep})
+            self.clean_up(keep)
+
+    def clean_up(self, keep: float) -> int:
+        """Delete finished rows past retention in short batches, up to a cap per tick: a busy queue (lease
+        timers run at hundreds per second) must not outgrow a fixed trickle of deletes."""
+        deleted = 0
+        for _ in range(_CLEANUP_MAX_BATCHES):
+            n = self._conn.execute(_CLEANUP, {"queue": self.queue_name, "keep": keep}).rowcount
+            deleted += n
+            if n < _CLEANUP_BATCH:
+                break
+        return deleted
 
 
 def _ours(message: MessageProxy) -> PgMessageProxy:
