@@ -1,4 +1,5 @@
-"""`make bench`: run the store, HTTP, catch-up and heartbeat phases on a throw-away database; print one table."""
+"""`make bench`: run the store, HTTP, catch-up, heartbeat and lease-timer phases on a throw-away database; print one
+table."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import traceback
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ops.bench import catchup, heartbeats, http_api, store
+from ops.bench import catchup, heartbeats, http_api, store, timers
 from ops.bench.db import bench_database, describe, server_facts, server_url
 from ops.bench.report import Report, Row, rate
 
-PHASES = ("store", "http", "catchup", "heartbeats")
+PHASES = ("store", "http", "catchup", "heartbeats", "timers")
 STORE_RATIO_TARGET = 0.70
 CATCHUP_TARGET = 20_000.0
 # The requirement: 10,000 agents each beating every 30 s must be sustainable.
@@ -33,12 +34,17 @@ class Plan:
     heartbeat_machines: int
     heartbeat_agents: int
     heartbeat_requests: int
+    timer_relay: int  # heartbeat events relayed into the broker
+    timer_renewed: int  # due timers of renewed leases drained by the worker
+    timer_expiring: int  # due timers of leases that really ran out
 
 
 FULL = Plan(store_seconds=5.0, store_warmup=1.0, store_rounds=5, http_requests=3_000, http_warmup=200,
-            catchup_events=100_000, heartbeat_machines=100, heartbeat_agents=1_000, heartbeat_requests=5_000)
+            catchup_events=100_000, heartbeat_machines=100, heartbeat_agents=1_000, heartbeat_requests=5_000,
+            timer_relay=5_000, timer_renewed=5_000, timer_expiring=500)
 QUICK = Plan(store_seconds=2.0, store_warmup=0.3, store_rounds=2, http_requests=500, http_warmup=50,
-             catchup_events=10_000, heartbeat_machines=10, heartbeat_agents=100, heartbeat_requests=500)
+             catchup_events=10_000, heartbeat_machines=10, heartbeat_agents=100, heartbeat_requests=500,
+             timer_relay=500, timer_renewed=500, timer_expiring=50)
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -123,6 +129,41 @@ async def _heartbeats(report: Report, dsn: str, plan: Plan) -> None:
     ))
 
 
+async def _timers(report: Report, dsn: str, plan: Plan) -> None:
+    r = await timers.run(dsn, plan.timer_relay, plan.timer_renewed, plan.timer_expiring)
+    required = REQUIRED_AGENTS / BEAT_SECONDS
+    report.add(Row("timers", "broker.enqueue of the same timers, 1 thread (baseline)", f"{rate(r.enqueue.rate)} msg/s"))
+    report.add(Row("timers", "RelayProjection.apply_many -> PostgreSQL broker", f"{rate(r.relay.rate)} msg/s"))
+    report.check("timers", f"relay msg/s vs required {required:.0f}/s", r.relay.rate / required, 1.0, ".2f")
+    ratio = r.relay.rate / r.enqueue.rate if r.enqueue.rate else 0.0
+    report.add(Row("timers", "ratio relay / broker.enqueue (same run)", f"{ratio:.2f}"))
+    report.check("timers", f"worker ({timers.THREADS} threads): renewed-lease timers", r.renewed.rate, required,
+                 ",.0f", " timers/s")
+    report.add(Row("timers", f"worker ({timers.THREADS} threads): timers that expire a lease",
+                   f"{rate(r.expiring.rate)} timers/s"))
+    ok = r.expired_due == r.expiring.events and r.expired_renewed == 0
+    expired = f"{r.expired_due:,} / {r.expired_renewed:,}"
+    report.add(Row("timers", "Expired events: due leases / renewed leases", expired, f"{r.expiring.events:,} / 0",
+                   "PASS" if ok else "FAIL"))
+    report.check_max("timers", "timer messages retried or dead-lettered", r.troubled, 0, ",d")
+    report.notes.append(
+        f"timers setup (not timed, {r.setup_seconds:.1f} s): {r.seeded:,} endpoint events (2 agent heartbeats per"
+        f" stream, {timers.BEAT_SECONDS} s apart, {timers.LEASE_SECONDS} s leases) built through RuntimeEndpoint and"
+        f" appended, then read back with EventStore.read_all"
+    )
+    report.notes.append(
+        f"timers relay: {r.relay.events:,} events in batches of {r.batch} vs"
+        f" {r.enqueue.events:,} prebuilt messages, interleaved A B B A on one PostgresBroker; {r.relay_delayed:,} of"
+        f" {r.relay.events + r.enqueue.events:,} messages still delayed (eta in the future) afterwards, so nothing was"
+        f" claimable while they were enqueued"
+    )
+    report.notes.append(
+        f"timers worker: one dramatiq.Worker, AsyncIO + CloseContainer middleware, started after the timers were"
+        f" enqueued and timed until none is left undone (start-up inside the timing): {r.renewed.events:,} renewed"
+        f" in {r.renewed.seconds:.2f} s, {r.expiring.events:,} expiring in {r.expiring.seconds:.2f} s"
+    )
+
+
 async def _catchup(report: Report, dsn: str, plan: Plan) -> None:
     r = await catchup.run(dsn, plan.catchup_events)
     report.add(Row("catchup", "log: machine events (5 per machine)", f"{r.loaded:,} events"))
@@ -154,7 +195,7 @@ async def main(argv: list[str] | None = None) -> int:
             f"make bench ({'quick' if args.quick else 'full'} run): {os.cpu_count()} CPUs, {facts}"
             f" at {describe(server)}, database {name}"
         )
-        runners = {"store": _store, "http": _http, "catchup": _catchup, "heartbeats": _heartbeats}
+        runners = {"store": _store, "http": _http, "catchup": _catchup, "heartbeats": _heartbeats, "timers": _timers}
         for phase in phases:
             print(f"bench: running {phase} ...", file=sys.stderr, flush=True)
             try:

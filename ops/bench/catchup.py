@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,12 +76,11 @@ class CatchUpResult:
     plan: str
 
 
-async def _load_log(store: EventStore, events: int) -> tuple[int, int]:
-    """Append `events` (rounded up to whole machine histories) in bulk; returns (events, machines)."""
+async def bulk_append(store: EventStore, histories: Iterable[list[NewEvent]], loaders: int = LOADERS) -> int:
+    """Append whole stream histories in bulk appends of up to APPEND_CHUNK events (`loaders` at a time);
+    returns how many events were appended."""
     chunks: list[list[NewEvent]] = [[]]
-    machines = 0
-    for history in machine_histories(events, uuid.uuid4()):
-        machines += 1
+    for history in histories:
         if len(chunks[-1]) + len(history) > APPEND_CHUNK:
             chunks.append([])
         chunks[-1].extend(history)
@@ -89,10 +88,17 @@ async def _load_log(store: EventStore, events: int) -> tuple[int, int]:
 
     async def loader() -> None:
         for chunk in queue:
-            await store.append(chunk)
+            if chunk:
+                await store.append(chunk)
 
-    await asyncio.gather(*(loader() for _ in range(LOADERS)))
-    return sum(len(c) for c in chunks), machines
+    await asyncio.gather(*(loader() for _ in range(loaders)))
+    return sum(len(c) for c in chunks)
+
+
+async def _load_log(store: EventStore, events: int) -> tuple[int, int]:
+    """Append `events` (rounded up to whole machine histories) in bulk; returns (events, machines)."""
+    histories = list(machine_histories(events, uuid.uuid4()))
+    return await bulk_append(store, histories), len(histories)
 
 
 async def _time(pool: asyncpg.Pool, store: EventStore, projection: Projection, batch_size: int) -> tuple[int, float]:

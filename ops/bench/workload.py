@@ -1,4 +1,5 @@
-"""Realistic machine events built through the real aggregate and mapper, as the Repository would store them."""
+"""Realistic machine and runtime-endpoint events built through the real aggregates and mapper, as the Repository
+would store them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from eventsourcing.domain import Aggregate
 
 from app.store.mapper import event_type, to_data
 from app.store.repository import stream_type_of
@@ -20,6 +23,8 @@ from domain.machines.commands import (
     ReviseProfile,
     VerifyIdentity,
 )
+from domain.runtime.commands import AGENT, UpsertEndpoint
+from domain.runtime.endpoint import RuntimeEndpoint
 
 _SIGNATURE = base64.b64encode(bytes(64)).decode()
 
@@ -28,10 +33,10 @@ def public_key() -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
 
-def metadata(account_id: uuid.UUID, request_id: str) -> dict[str, Any]:
-    """What Repository.save records for an API command by a tenant key."""
+def metadata(account_id: uuid.UUID, request_id: str, actor: str | None = None) -> dict[str, Any]:
+    """What Repository.save records for an API command by a tenant key (or by `actor`)."""
     return {
-        "actor": f"api-key:{uuid.uuid4()}",
+        "actor": actor or f"api-key:{uuid.uuid4()}",
         "accountId": str(account_id),
         "requestId": request_id,
         "correlationId": request_id,
@@ -39,13 +44,13 @@ def metadata(account_id: uuid.UUID, request_id: str) -> dict[str, Any]:
     }
 
 
-def _new_events(machine: Machine, meta: dict[str, Any]) -> list[NewEvent]:
+def _new_events(aggregate: Aggregate, meta: dict[str, Any]) -> list[NewEvent]:
     return [
         NewEvent(
-            event_id=uuid.uuid4(), stream_id=machine.id, stream_type=stream_type_of(Machine),
+            event_id=uuid.uuid4(), stream_id=aggregate.id, stream_type=stream_type_of(type(aggregate)),
             version=e.originator_version, type=event_type(e), data=to_data(e), metadata=meta,
         )
-        for e in machine.collect_events()
+        for e in aggregate.collect_events()
     ]
 
 
@@ -95,3 +100,24 @@ def machine_histories(count_events: int, account_id: uuid.UUID) -> Iterator[list
         made += len(events)
         n += 1
         yield events
+
+
+def agent_endpoint(beats: list[datetime], lease_seconds: int, n: int = 0) -> list[NewEvent]:
+    """One agent-reported endpoint stream: a heartbeat at each of `beats` (oldest first), each leasing the
+    endpoint for `lease_seconds` from its own time (Opened, then Upserted per later beat)."""
+    account_id, machine_id, agent_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    key = f"gpu-{n % 4}"
+    endpoint: RuntimeEndpoint | None = None
+    for at in beats:
+        cmd = UpsertEndpoint(
+            url=f"https://{key}.m{n}.bench.example.net/v1", auth_token=f"bench-secret-{agent_id.hex[:12]}",
+            metadata={"gpu": "a100", "slots": 4}, source=AGENT, agent_id=agent_id,
+            lease_expires_at=at + timedelta(seconds=lease_seconds),
+        )
+        if endpoint is None:
+            endpoint = RuntimeEndpoint.open(account_id, machine_id, key, cmd, at)
+        else:
+            endpoint.upsert(cmd, at)
+    if endpoint is None:
+        raise ValueError("an endpoint stream needs at least one heartbeat")
+    return _new_events(endpoint, metadata(account_id, uuid.uuid4().hex, actor=f"agent:{agent_id}"))
