@@ -54,10 +54,17 @@ class RelayProjection:
         self.now = now
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
-        for event in events:
-            await self._relay(event)
+        outgoing = [m for event in events for m in self._messages(event)]
+        if outgoing:
+            # One hop to a thread per batch (the brokers' clients block), not one per message.
+            await asyncio.to_thread(self._enqueue_all, outgoing)
 
-    async def _relay(self, event: RecordedEvent) -> None:
+    def _enqueue_all(self, outgoing: list[tuple[dramatiq.Message[Any], int | None]]) -> None:
+        for message, delay in outgoing:
+            self.broker.enqueue(message, delay=delay)
+
+    def _messages(self, event: RecordedEvent) -> list[tuple[dramatiq.Message[Any], int | None]]:
+        out = []
         for route in ROUTES:
             for index, (queue, actor, kwargs, not_before) in enumerate(route(event)):
                 message: dramatiq.Message[Any] = dramatiq.Message(
@@ -71,4 +78,5 @@ class RelayProjection:
                 delay = None
                 if not_before is not None:
                     delay = max(0, int((not_before - self.now()).total_seconds() * 1000))
-                await asyncio.to_thread(self.broker.enqueue, message, delay=delay)
+                out.append((message, delay))
+        return out
