@@ -120,7 +120,11 @@ class HeartbeatController(Controller):
           description="Authenticate with `agentToken` in the body, the `x-agent-pairing-token` header or "
                       "`Authorization: Bearer`. Each reported endpoint is upserted with `source: agent` and "
                       "`leaseExpiresAt = now + leaseSeconds` (the agent's default unless given here); "
-                      "an endpoint whose lease runs out becomes `expired` until a later heartbeat revives it.",
+                      "an endpoint whose lease runs out becomes `expired` until a later heartbeat revives it. "
+                      "Errors: 400 VALIDATION_ERROR; 401 AGENT_AUTH_REQUIRED (no token) or AGENT_AUTH_INVALID "
+                      "(malformed or wrong token); 404 NOT_FOUND (the token names no enrolled agent); "
+                      "403 AGENT_PAIRING_INACTIVE (revoked) or AGENT_POLICY_DENIED (a provider key outside "
+                      "allowedProviderKeys); 409 MACHINE_NOT_ACTIVE / MACHINE_NOT_ACTIVATED.",
           responses=problems(400, 401, 403, 404, 409))
     async def heartbeat(self, request: Request[Any, Any, Any],
                         data: JSONBody[HeartbeatRequest]) -> Response[HeartbeatView]:

@@ -34,8 +34,9 @@ def _lease_expires_through_the_whole_stack(base: str, key: str) -> None:
     httpx.post(f"{base}/v1/machines/{mid}/activate", headers=h).raise_for_status()
     enrolled = httpx.post(f"{base}/v1/machines/{mid}/agents/enrollment", headers=h,
                           json={"name": "up", "allowedProviderKeys": ["gpu"], "leaseSeconds": 1})
-    beat = httpx.post(base + "/v1/machine-agents/heartbeat", json={
-        "agentToken": enrolled.json()["agentToken"], "endpoints": [{"providerKey": "gpu", "url": "https://g.example"}]})
+    endpoint = {"providerKey": "gpu", "url": "https://g.example", "authToken": "sealed-by-the-api"}
+    beat = httpx.post(base + "/v1/machine-agents/heartbeat",
+                      json={"agentToken": enrolled.json()["agentToken"], "endpoints": [endpoint]})
     assert beat.status_code == 200, beat.text
     status = None
     for _ in range(300):
