@@ -10,7 +10,8 @@ import msgspec
 
 from app.crypto import agent_id_in, digest, new_agent_token
 from app.services.machines import MachinesService
-from app.services.runtime import RuntimeService, check_expected, retry_conflicts
+from app.services.retries import check_expected, retry_conflicts
+from app.services.runtime import RuntimeService
 from app.store.repository import Repository
 from app.store.types import LogPosition
 from domain.machines.aggregate import Machine

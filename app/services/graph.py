@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from app.services.machines import MachinesService
+from app.services.retries import check_expected, retry_conflicts
 from app.store.repository import Repository
 from app.store.types import AppendResult, LogPosition
 from domain.graph.aggregate import MachineGraph, graph_id_of
 from domain.graph.commands import CreateEdge, CreateNode, OpenGraph, ReviseEdge, ReviseNode
 from domain.shared.context import CommandContext
-from domain.shared.errors import ConcurrencyConflict, NotFound, PreconditionFailed
+from domain.shared.errors import NotFound
 from domain.shared.ids import derived_id, new_id
 
 # Every node and edge of a machine shares one stream, so concurrent edits of different nodes race here.
@@ -32,9 +31,7 @@ class Outcome:
 
 def _check_version(item: dict[str, Any], what: str, expected: int | None) -> None:
     # If-Match names the node's or edge's own version: edits elsewhere in the graph are no conflict.
-    if expected is not None and item["version"] != expected:
-        raise PreconditionFailed(f"{what} is at version {item['version']}, not {expected}",
-                                 currentVersion=item["version"])
+    check_expected(item["version"], expected, what)
 
 
 class GraphService:
@@ -112,7 +109,8 @@ class GraphService:
                       decide: Callable[[MachineGraph], None]) -> tuple[MachineGraph, AppendResult | None]:
         machine = await self.machines.require_operational(ctx, machine_id)
         graph_id = graph_id_of(machine_id)
-        for attempt in range(_RETRIES):
+
+        async def attempt() -> tuple[MachineGraph, AppendResult | None]:
             graph = await self._load(graph_id)
             fresh = graph is None
             if graph is None:
@@ -122,21 +120,16 @@ class GraphService:
             decide(graph)
             if fresh and len(graph.pending_events) == 1:
                 return graph, None  # nothing decided on a graph that does not exist yet: do not open it
-            try:
-                result = await self.repo.save(graph, ctx)
-            except ConcurrencyConflict:
-                if attempt == _RETRIES - 1:
-                    raise
-                # Another edit of this machine's graph won the race: decide again on fresh state, after
-                # a little jitter so the writers that lost do not collide again in lockstep.
-                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
-                continue
+            result = await self.repo.save(graph, ctx)
             if result is not None and result.duplicate:
                 reloaded = await self._load(graph_id)
                 assert reloaded is not None  # the duplicate proves the stream exists
                 graph = reloaded
             return graph, result
-        raise AssertionError("unreachable")
+
+        # If-Match is checked per node or edge inside `decide`, so every lost race on the shared stream is
+        # retried: edits elsewhere in the graph are no conflict.
+        return await retry_conflicts(attempt, attempts=_RETRIES, jitter_s=0.002)
 
     async def _load(self, graph_id: uuid.UUID) -> MachineGraph | None:
         try:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from app.crypto import new_nonce, verify_ed25519
+from app.services.retries import check_expected, retry_conflicts
 from app.store.repository import Repository
 from app.store.types import AppendResult, LogPosition
 from domain.machines.aggregate import Machine
@@ -19,10 +20,8 @@ from domain.machines.commands import (
 )
 from domain.machines.errors import SignatureInvalid
 from domain.shared.context import CommandContext
-from domain.shared.errors import ConcurrencyConflict, NotFound, PreconditionFailed
+from domain.shared.errors import NotFound
 from domain.shared.ids import derived_id, new_id
-
-_RETRIES = 3
 
 
 class Outcome:
@@ -110,24 +109,16 @@ class MachinesService:
         decide: Callable[[Machine], object],
         expected_version: int | None = None,
     ) -> Outcome:
-        # Without If-Match a lost race is retried on fresh state; with it, the client's version rules.
-        for attempt in range(1 if expected_version is not None else _RETRIES):
+        async def attempt() -> Outcome:
             machine = await self.get(ctx, machine_id)
-            if expected_version is not None and machine.version != expected_version:
-                raise PreconditionFailed(
-                    f"machine is at version {machine.version}, not {expected_version}",
-                    currentVersion=machine.version,
-                )
+            check_expected(machine.version, expected_version, "machine")
             decide(machine)
-            try:
-                result = await self.repo.save(machine, ctx)
-            except ConcurrencyConflict:
-                if expected_version is not None or attempt == _RETRIES - 1:
-                    raise
-                continue
+            result = await self.repo.save(machine, ctx)
             if result is not None and result.duplicate:
                 # A retry of a command already recorded: answer with what was stored (e.g. its nonce),
                 # not with this attempt's unsaved decision.
                 machine = await self.get(ctx, machine_id)
             return Outcome(machine, result)
-        raise AssertionError("unreachable")
+
+        # Without If-Match a lost race is retried on fresh state; with it, the client's version rules.
+        return await retry_conflicts(attempt, expected_version)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from app.sealing import Sealer
 from app.services.machines import MachinesService
+from app.services.retries import check_expected, retry_conflicts
 from app.store.repository import Repository
 from app.store.types import LogPosition
 from domain.runtime import rules
@@ -15,31 +14,12 @@ from domain.runtime.commands import MANUAL, UpsertEndpoint
 from domain.runtime.endpoint import RuntimeEndpoint, endpoint_id
 from domain.runtime.errors import EndpointNotFound
 from domain.shared.context import CommandContext
-from domain.shared.errors import ConcurrencyConflict, NotFound, PreconditionFailed
-
-RETRIES = 3
-T = TypeVar("T")
+from domain.shared.errors import NotFound
 
 
 class EndpointOutcome:
     def __init__(self, endpoint: RuntimeEndpoint, position: LogPosition | None, created: bool = False) -> None:
         self.endpoint, self.position, self.created = endpoint, position, created
-
-
-async def retry_conflicts(attempt: Callable[[], Awaitable[T]], expected_version: int | None = None) -> T:
-    """Re-run a load-decide-save on fresh state after a lost race, unless the client pinned a version."""
-    for n in range(1 if expected_version is not None else RETRIES):
-        try:
-            return await attempt()
-        except ConcurrencyConflict:
-            if expected_version is not None or n == RETRIES - 1:
-                raise
-    raise AssertionError("unreachable")
-
-
-def check_expected(version: int | None, expected: int | None, what: str) -> None:
-    if expected is not None and version != expected:
-        raise PreconditionFailed(f"{what} is at version {version}, not {expected}", currentVersion=version)
 
 
 class RuntimeService:
