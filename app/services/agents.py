@@ -110,7 +110,7 @@ class AgentsService:
             except NotFound:
                 raise AgentNotFound(f"agent {agent_id} not found; it may never have been enrolled") from None
             agent.authenticate(presented)
-            agent.permit(keys)
+            agent.permit(keys)  # refused before anything else is loaded (record_heartbeat checks it again)
             # The machine and the endpoints load concurrently: one round trip of latency, not 1 + N.
             machine_load = self.repo.get(Machine, agent.machine_id, what="machine")
             endpoints_load = asyncio.gather(*(self.runtime.load(agent.machine_id, k) for k in keys))
@@ -119,8 +119,8 @@ class AgentsService:
             lease_until = ctx.at + timedelta(seconds=lease_seconds or agent.lease_seconds)
             endpoints: list[RuntimeEndpoint] = []
             for key, entry, endpoint in zip(keys, reported, loaded, strict=True):
-                token = self.runtime.sealed_token(endpoint, endpoint_id(agent.machine_id, key), entry.auth_token)
-                cmd = UpsertEndpoint(url=entry.url, auth_token=token, metadata=dict(entry.metadata),
+                sealed = self.runtime.sealed_token(endpoint, endpoint_id(agent.machine_id, key), entry.auth_token)
+                cmd = UpsertEndpoint(url=entry.url, auth_token=sealed, metadata=dict(entry.metadata),
                                      source=AGENT, agent_id=agent.id, lease_expires_at=lease_until)
                 if endpoint is None:
                     endpoint = RuntimeEndpoint.open(agent.account_id, agent.machine_id, key, cmd, ctx.at)
