@@ -10,8 +10,8 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from app.api.consistency import POSITION_HEADER, etag, expected_version, honour_min_position
-from app.api.context import AUTHENTICATED, container_of, provide_ctx, provide_principal
+from app.api.consistency import etag, expected_version, write_headers
+from app.api.context import AUTHENTICATED, container_of, provide_ctx, provide_principal, readable_machine
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_time_cursor, encode_cursor
 from app.api.problems import problems
 from app.api.schemas_runtime import (
@@ -33,10 +33,7 @@ PAIRING_HEADER = "x-agent-pairing-token"
 
 
 def _headers(outcome: AgentOutcome) -> dict[str, str]:
-    headers = {"ETag": etag(outcome.agent.version)}
-    if outcome.position is not None:
-        headers[POSITION_HEADER] = outcome.position.token()
-    return headers
+    return write_headers(outcome.agent.version, outcome.position)
 
 
 class AgentsController(Controller):
@@ -69,8 +66,7 @@ class AgentsController(Controller):
     ) -> Page[AgentView]:
         c = container_of(request)
         after = decode_time_cursor(cursor) if cursor else None
-        await c.machines.require_operational(ctx, machine_id)
-        await honour_min_position(request, c.pool, "runtime", c.settings.read_your_writes_timeout_s)
+        await readable_machine(request, ctx, machine_id, "runtime")
         rows = await list_agents(c.pool, machine_id, status=list(status) if status else None, after=after,
                                  limit=limit + 1)
         more = len(rows) > limit
@@ -82,8 +78,7 @@ class AgentsController(Controller):
     async def get_one(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                       machine_id: FromPath[uuid.UUID], agent_id: FromPath[uuid.UUID]) -> Response[AgentView]:
         c = container_of(request)
-        await c.machines.require_operational(ctx, machine_id)
-        await honour_min_position(request, c.pool, "runtime", c.settings.read_your_writes_timeout_s)
+        await readable_machine(request, ctx, machine_id, "runtime")
         row = await get_agent(c.pool, machine_id, agent_id)
         if row is None:
             raise AgentNotFound(f"agent {agent_id} not found")
@@ -143,4 +138,4 @@ class HeartbeatController(Controller):
         assert lease is not None
         view = HeartbeatView(agent=AgentView.of(outcome.agent),
                              endpoints=[RuntimeEndpointView.of(e) for e in outcome.endpoints], lease_expires_at=lease)
-        return Response(view, headers={POSITION_HEADER: outcome.position.token()} if outcome.position else {})
+        return Response(view, headers=write_headers(None, outcome.position))

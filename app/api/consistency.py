@@ -24,6 +24,16 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
+def write_headers(version: int | None, position: LogPosition | None, **extra: str) -> dict[str, str]:
+    """What every command response carries: the resource's ETag and where its write sits in the log."""
+    out = dict(extra)
+    if version is not None:
+        out["ETag"] = etag(version)
+    if position is not None:
+        out[POSITION_HEADER] = position.token()
+    return out
+
+
 def expected_version(request: Request[Any, Any, Any]) -> int | None:
     """If-Match as the version the client last saw; '*' or absent means no precondition."""
     raw = request.headers.get("if-match")

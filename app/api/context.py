@@ -10,6 +10,7 @@ import msgspec
 from litestar import Request
 from litestar.di import NamedDependency
 
+from app.api.consistency import honour_min_position
 from app.api.problems import ApiError
 from app.container import Container
 from app.crypto import digest, same_digest
@@ -95,3 +96,11 @@ async def provide_ctx(request: Request[Any, Any, Any], principal: NamedDependenc
 def require_admin(principal: NamedDependency[Principal]) -> None:
     if not principal.is_admin:
         raise ApiError(403, "PERMISSION_DENIED", "this operation needs an admin API key")
+
+
+async def readable_machine(request: Request[Any, Any, Any], ctx: CommandContext, machine_id: uuid.UUID,
+                           projection: str) -> None:
+    """Machine-scoped reads take the commands' guard, then wait for X-Min-Position on `projection` if asked."""
+    container = container_of(request)
+    await container.machines.require_operational(ctx, machine_id)
+    await honour_min_position(request, container.pool, projection, container.settings.read_your_writes_timeout_s)

@@ -9,8 +9,8 @@ from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody
 
-from app.api.consistency import POSITION_HEADER, etag, expected_version, honour_min_position
-from app.api.context import AUTHENTICATED, container_of, provide_ctx, provide_principal
+from app.api.consistency import etag, expected_version, write_headers
+from app.api.context import AUTHENTICATED, container_of, provide_ctx, provide_principal, readable_machine
 from app.api.problems import problems
 from app.api.schemas_graph import (
     CreateEdgeRequest,
@@ -35,19 +35,7 @@ _MERGE_NOTE = (
 
 
 def _headers(outcome: Outcome, **extra: str) -> dict[str, str]:
-    out = dict(extra)
-    if outcome.item is not None:
-        out["ETag"] = etag(outcome.item["version"])
-    if outcome.position is not None:
-        out[POSITION_HEADER] = outcome.position.token()
-    return out
-
-
-async def _readable(request: Request[Any, Any, Any], ctx: CommandContext, machine_id: uuid.UUID) -> None:
-    """Reads are machine-scoped like commands: the same guard, then wait for X-Min-Position if asked."""
-    container = container_of(request)
-    await container.machines.require_operational(ctx, machine_id)
-    await honour_min_position(request, container.pool, "graph", container.settings.read_your_writes_timeout_s)
+    return write_headers(outcome.item["version"] if outcome.item is not None else None, outcome.position, **extra)
 
 
 class GraphController(Controller):
@@ -60,7 +48,7 @@ class GraphController(Controller):
     @get("/", summary="Get a machine's graph (all nodes and edges)", responses=problems(400, 401, 404, 409, 503))
     async def get_graph(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                         machine_id: FromPath[uuid.UUID]) -> GraphView:
-        await _readable(request, ctx, machine_id)
+        await readable_machine(request, ctx, machine_id, "graph")
         # One snapshot for both reads, so an edge never names a node that the node list does not show.
         async with container_of(request).pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
                                                                                    readonly=True):
@@ -71,7 +59,7 @@ class GraphController(Controller):
     @get("/nodes/{node_id:uuid}", summary="Get a node", responses=problems(400, 401, 404, 409, 503))
     async def get_node(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                        machine_id: FromPath[uuid.UUID], node_id: FromPath[uuid.UUID]) -> Response[NodeView]:
-        await _readable(request, ctx, machine_id)
+        await readable_machine(request, ctx, machine_id, "graph")
         row = await get_node(container_of(request).pool, machine_id, node_id)
         if row is None:
             raise NotFound(f"node {node_id} not found in this machine's graph")
@@ -80,7 +68,7 @@ class GraphController(Controller):
     @get("/edges/{edge_id:uuid}", summary="Get an edge", responses=problems(400, 401, 404, 409, 503))
     async def get_edge(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                        machine_id: FromPath[uuid.UUID], edge_id: FromPath[uuid.UUID]) -> Response[EdgeView]:
-        await _readable(request, ctx, machine_id)
+        await readable_machine(request, ctx, machine_id, "graph")
         row = await get_edge(container_of(request).pool, machine_id, edge_id)
         if row is None:
             raise NotFound(f"edge {edge_id} not found in this machine's graph")

@@ -10,7 +10,7 @@ from litestar import Controller, Request, Response, get, patch, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from app.api.consistency import POSITION_HEADER, etag, expected_version, honour_min_position
+from app.api.consistency import etag, expected_version, honour_min_position, write_headers
 from app.api.context import AUTHENTICATED, Principal, container_of, provide_ctx, provide_principal
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_time_cursor, encode_cursor
 from app.api.problems import ApiError, problems
@@ -33,10 +33,8 @@ MachineStatus = Literal["registered", "active", "suspended", "retired"]
 
 
 def _respond(outcome: Outcome, status: int = 200, **headers: str) -> Response[MachineView]:
-    out = {"ETag": etag(outcome.machine.version), **headers}
-    if outcome.position is not None:
-        out[POSITION_HEADER] = outcome.position.token()
-    return Response(MachineView.of(outcome.machine), status_code=status, headers=out)
+    return Response(MachineView.of(outcome.machine), status_code=status,
+                    headers=write_headers(outcome.machine.version, outcome.position, **headers))
 
 
 def _parse_labels(raw: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -117,7 +115,7 @@ class MachinesController(Controller):
         outcome = await container_of(request).machines.issue_challenge(ctx, machine_id)
         c = outcome.machine.challenge
         assert c is not None
-        headers = {POSITION_HEADER: outcome.position.token()} if outcome.position else {}
+        headers = write_headers(None, outcome.position)
         return Response(ChallengeView(challenge_id=c["id"], nonce=c["nonce"], expires_at=c["expires_at"]),
                         status_code=201, headers=headers)
 

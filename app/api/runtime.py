@@ -10,8 +10,8 @@ from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from app.api.consistency import POSITION_HEADER, etag, expected_version, honour_min_position
-from app.api.context import AUTHENTICATED, container_of, provide_ctx, provide_principal
+from app.api.consistency import etag, expected_version, write_headers
+from app.api.context import AUTHENTICATED, container_of, provide_ctx, provide_principal, readable_machine
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, encode_cursor
 from app.api.problems import ApiError, problems
 from app.api.schemas_runtime import ProviderKey, PutRuntimeEndpointRequest, RuntimeEndpointView
@@ -47,8 +47,7 @@ class RuntimeEndpointsController(Controller):
     ) -> Page[RuntimeEndpointView]:
         c = container_of(request)
         after = _after(cursor) if cursor else None
-        await c.machines.require_operational(ctx, machine_id)
-        await honour_min_position(request, c.pool, "runtime", c.settings.read_your_writes_timeout_s)
+        await readable_machine(request, ctx, machine_id, "runtime")
         rows = await list_endpoints(c.pool, machine_id, status=list(status) if status else None, source=source,
                                     after=after, limit=limit + 1)
         more = len(rows) > limit
@@ -62,8 +61,7 @@ class RuntimeEndpointsController(Controller):
                       provider_key: FromPath[ProviderKey]) -> Response[RuntimeEndpointView]:
         c = container_of(request)
         key = rules.provider_key(provider_key)
-        await c.machines.require_operational(ctx, machine_id)
-        await honour_min_position(request, c.pool, "runtime", c.settings.read_your_writes_timeout_s)
+        await readable_machine(request, ctx, machine_id, "runtime")
         row = await get_endpoint(c.pool, machine_id, key)
         if row is None:
             raise EndpointNotFound(f"no runtime endpoint for provider key {key!r} on machine {machine_id}")
@@ -82,11 +80,8 @@ class RuntimeEndpointsController(Controller):
             expected_version=expected_version(request),
         )
         e = outcome.endpoint
-        headers = {"ETag": etag(e.version)}
-        if outcome.position is not None:
-            headers[POSITION_HEADER] = outcome.position.token()
-        if outcome.created:
-            headers["Location"] = f"/v1/machines/{machine_id}/runtime-endpoints/{e.provider_key}"
+        location = {"Location": f"/v1/machines/{machine_id}/runtime-endpoints/{e.provider_key}"}
+        headers = write_headers(e.version, outcome.position, **(location if outcome.created else {}))
         return Response(RuntimeEndpointView.of(e), status_code=201 if outcome.created else 200, headers=headers)
 
     @delete("/{provider_key:str}", status_code=204, summary="Delete a runtime endpoint",
@@ -95,5 +90,4 @@ class RuntimeEndpointsController(Controller):
                          machine_id: FromPath[uuid.UUID], provider_key: FromPath[ProviderKey]) -> Response[None]:
         outcome = await container_of(request).runtime.delete(ctx, machine_id, provider_key,
                                                              expected_version(request))
-        headers = {POSITION_HEADER: outcome.position.token()} if outcome.position else {}
-        return Response(None, status_code=204, headers=headers)
+        return Response(None, status_code=204, headers=write_headers(None, outcome.position))
