@@ -8,8 +8,6 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
-from pathlib import Path
 
 from app.settings import Settings, get_settings
 
@@ -90,32 +88,6 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from app.supervisor import run_stack
 
     return run_stack(settings, database_url(settings), args)
-
-
-def admin_token(settings: Settings) -> str:
-    """MM_ADMIN_TOKEN, else a key generated once and kept (0600) in the data directory."""
-    from app.crypto import new_api_key
-
-    return settings.admin_token or _kept(settings, "admin-token", lambda: new_api_key()[0])
-
-
-def secret_key(settings: Settings) -> str:
-    """MM_SECRET_KEY, else one generated once and kept (0600) in the data directory (`mm up` only)."""
-    from app.sealing import new_secret_key
-
-    return settings.secret_key or _kept(settings, "secret-key", new_secret_key)
-
-
-def _kept(settings: Settings, name: str, make: Callable[[], str]) -> str:
-    path = Path(settings.data_dir) / name
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = make()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-    return value
 
 
 def cmd_secret_key(settings: Settings, args: argparse.Namespace) -> int:

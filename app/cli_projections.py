@@ -6,16 +6,15 @@ from app.db import create_pool
 from app.settings import Settings
 from app.store.event_store import EventStore
 from projections.rebuild import rebuild
-from projections.registry import by_name, read_models
+from projections.registry import by_name, projection_names, read_models
 from projections.status import oldest_write_transaction_seconds, projection_status
-
-ALL_NAMES = ["accounts", "audit", "machines", "relay"]
 
 
 async def show_status(settings: Settings, dsn: str) -> int:
     pool = await create_pool(dsn, settings, min_size=1, max_size=2)
     try:
-        rows = await projection_status(pool, ALL_NAMES)
+        names = projection_names()
+        rows = await projection_status(pool, names)
         oldest = await oldest_write_transaction_seconds(pool)
     finally:
         await pool.close()
@@ -23,7 +22,7 @@ async def show_status(settings: Settings, dsn: str) -> int:
     for r in rows:
         print(f"{r['name']:<12} {str(r['tx_id']) + '.' + str(r['position']):>22} {r['events_applied']:>10}"
               f" {r['lag_events']:>11} {r['lag_seconds']:>8.2f}  {r['updated_at']:%Y-%m-%d %H:%M:%S}")
-    missing = sorted(set(ALL_NAMES) - {r["name"] for r in rows})
+    missing = sorted(set(names) - {r["name"] for r in rows})
     if missing:
         print(f"not started yet: {', '.join(missing)}")
     print(f"oldest open write transaction: {oldest:.2f}s")

@@ -15,6 +15,7 @@ from app.settings import Settings
 from app.store.event_store import EventStore
 from app.store.notifier import Notifier
 from app.store.repository import Repository
+from projections.registry import projection_names
 
 
 class Container:
@@ -30,7 +31,7 @@ class Container:
         self.runtime = RuntimeService(self.repo, self.machines, self.sealer)
         self.agents = AgentsService(self.repo, self.machines, self.runtime)
         self.graph = GraphService(self.repo, self.machines)
-        self.projection_names = ["accounts", "audit", "graph", "machines", "relay", "runtime"]
+        self.projection_names = projection_names()
 
     @classmethod
     async def open(cls, settings: Settings, dsn: str, *, stateless_sessions: bool = False,

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 
+from app.kept import admin_token, secret_key
 from app.settings import Settings
 
 _MAX_BACKOFF = 30.0
@@ -73,8 +74,6 @@ class Child:
 
 
 def run_stack(settings: Settings, dsn: str, args: argparse.Namespace) -> int:
-    from app.cli import admin_token, secret_key
-
     token = admin_token(settings)
     asyncio.run(_prepare(dsn, token))
     env = {**os.environ, "MM_DATABASE_URL": dsn, "MM_BROKER_URL": settings.broker_url or dsn,

@@ -7,6 +7,7 @@ from projections.audit import AuditProjection
 from projections.base import Projection
 from projections.graph import GraphProjection
 from projections.machines import MachinesProjection
+from projections.relay import RelayProjection
 from projections.runtime import RuntimeProjection
 
 
@@ -17,3 +18,8 @@ def read_models() -> list[Projection]:
 
 def by_name(projections: list[Projection]) -> dict[str, Projection]:
     return {p.name: p for p in projections}
+
+
+def projection_names() -> list[str]:
+    """Every projection the projector runs, the relay included (status, readiness, metrics list them all)."""
+    return sorted([*(p.name for p in read_models()), RelayProjection.name])

@@ -162,3 +162,85 @@ def test_checker_holds_domain_shared_to_the_stricter_rule() -> None:
 ])
 def test_checker_rules_per_folder(filename: str, source: str, bad: bool) -> None:
     assert bool(violations(source, filename)) is bad, violations(source, filename)
+
+
+# --- file-level import cycles: a module pair (or longer loop) importing each other, lazily or not ---------
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(files: dict[str, str]) -> dict[str, set[str]]:
+    """module -> project modules it imports anywhere (function bodies and TYPE_CHECKING blocks included).
+
+    `files` maps module names to sources; `from pkg import name` counts as importing pkg.name when that
+    is a module, else pkg itself.
+    """
+    graph: dict[str, set[str]] = {}
+    for module, source in files.items():
+        filename = module.replace(".", "/") + ".py"
+        targets: set[str] = set()
+        for _, imported in imports(source, filename):
+            while imported and imported not in files:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != module:
+                targets.add(imported)
+        graph[module] = targets
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of two or more modules (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_file_level_import_cycles() -> None:
+    files = {_module_name(p): p.read_text(encoding="utf-8") for p in source_files()}
+    found = cycles(import_graph(files))
+    assert not found, "import cycles (untie them: move the shared piece into a module both import):\n" + "\n".join(
+        " <-> ".join(group) for group in found
+    )
+
+
+def test_cycle_checker_finds_lazy_and_type_checking_cycles() -> None:
+    files = {
+        "app.a": "def f():\n    from app.b import g\n",
+        "app.b": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from app import a\n",
+        "app.c": "from app.a import f\n",
+        "app.d": "from app.e import x\n",
+        "app.e": "from app.f import y\n",
+        "app.f": "import app.d\n",
+    }
+    assert cycles(import_graph(files)) == [["app.a", "app.b"], ["app.d", "app.e", "app.f"]]
+    assert cycles(import_graph({"app.a": "import app.b\n", "app.b": "import json\n"})) == []

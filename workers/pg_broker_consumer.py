@@ -6,8 +6,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol
 
 import psycopg
 from dramatiq.broker import Consumer, MessageProxy
@@ -15,9 +15,6 @@ from dramatiq.errors import BrokerConnectionError, ConnectionClosed, ConnectionF
 from dramatiq.logging import get_logger
 from dramatiq.message import Message
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-if TYPE_CHECKING:
-    from workers.pg_broker import PostgresBroker
 
 #: One NOTIFY channel for every queue; the payload is the queue name (channel names are capped at 63 bytes).
 CHANNEL = "worker_messages"
@@ -154,10 +151,30 @@ class PgMessageProxy(MessageProxy):
         self.owner = owner
 
 
+class _PooledConnections(Protocol):
+    def connection(self) -> AbstractContextManager[psycopg.Connection[Any]]: ...
+
+
+class BrokerSide(Protocol):
+    """What a consumer needs of its PostgresBroker (typed structurally, so this module never imports it)."""
+
+    conninfo: str
+    lease_seconds: float
+    poll_interval: float
+    done_retention_seconds: float | None
+    leases: LeaseBook
+
+    @property
+    def pool(self) -> _PooledConnections: ...
+
+    @property
+    def keeps_done_rows(self) -> bool: ...
+
+
 class PostgresConsumer(Consumer):
     """Iterates one queue; not thread-safe except ack/nack/requeue, which dramatiq calls from worker threads."""
 
-    def __init__(self, broker: PostgresBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+    def __init__(self, broker: BrokerSide, queue_name: str, prefetch: int, timeout: int) -> None:
         self.logger = get_logger(__name__, type(self))
         self.broker = broker
         self.queue_name = queue_name
