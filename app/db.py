@@ -21,6 +21,7 @@ async def create_pool(dsn: str, settings: Settings, *, min_size: int | None = No
         reset=_keep_session if stateless_sessions else None,
         min_size=settings.pool_min_size if min_size is None else min_size,
         max_size=settings.pool_max_size if max_size is None else max_size,
+        timeout=settings.database_connect_timeout_s,
         server_settings={
             # An open transaction holds back every log reader's visibility horizon: keep them short.
             "statement_timeout": str(settings.statement_timeout_ms),

@@ -31,6 +31,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     projection_batch_size: Annotated[int, msgspec.Meta(ge=1)] = 500
     projection_poll_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
     read_your_writes_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    # A database that does not answer a connect within this is reported unavailable (503), not waited on.
+    database_connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     idempotency_ttl_hours: Annotated[int, msgspec.Meta(ge=1)] = 24
     challenge_ttl_seconds: Annotated[int, msgspec.Meta(ge=0)] = 300
     allow_query_api_key: bool = False
@@ -77,6 +79,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         "MM_PROJECTION_BATCH_SIZE": "projection_batch_size",
         "MM_PROJECTION_POLL_INTERVAL_S": "projection_poll_interval_s",
         "MM_READ_YOUR_WRITES_TIMEOUT_S": "read_your_writes_timeout_s",
+        "MM_DATABASE_CONNECT_TIMEOUT_S": "database_connect_timeout_s",
         "MM_IDEMPOTENCY_TTL_HOURS": "idempotency_ttl_hours",
         "MM_CHALLENGE_TTL_SECONDS": "challenge_ttl_seconds",
         "MM_ALLOW_QUERY_API_KEY": "allow_query_api_key",

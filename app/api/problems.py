@@ -78,6 +78,7 @@ TITLES = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
     409: "Conflict", 412: "Precondition Failed", 413: "Content Too Large", 415: "Unsupported Media Type",
     422: "Unprocessable Content", 428: "Precondition Required", 429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error", 503: "Service Unavailable",
 }
 
@@ -112,10 +113,36 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         response.headers.update(exc.headers)
     if response.status_code == 401:
         response.headers.setdefault("WWW-Authenticate", 'Bearer realm="machine-markets"')
+    if response.status_code == 503:
+        response.headers.setdefault("Retry-After", str(RETRY_AFTER_S))
     return response
 
 
+# Lost connections, a server that is down, starting, shutting down or out of connections, and statement
+# timeouts (class 57): the database is unavailable, not our code broken; the client should retry.
+_DATABASE_DOWN: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    OSError,
+    TimeoutError,
+)
+RETRY_AFTER_S = 2
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, _DATABASE_DOWN):
+        return True
+    # asyncpg raises a bare InterfaceError for a connection that died under it or a pool that is closing;
+    # other InterfaceErrors are misuse (a bug), which must stay a 500.
+    return isinstance(exc, asyncpg.InterfaceError) and ("closed" in str(exc) or "closing" in str(exc))
+
+
 def _problem_for(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    if database_unavailable(exc):
+        log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+        return problem_response(request, 503, "DATABASE_UNAVAILABLE",
+                                "the database is unavailable; retry after the delay in Retry-After")
     if isinstance(exc, asyncpg.UntranslatableCharacterError | asyncpg.CharacterNotInRepertoireError):
         # PostgreSQL text and jsonb cannot hold NUL (\u0000): that is the client's input, not our fault.
         return problem_response(request, 400, "VALIDATION_ERROR", "text must not contain NUL (\\u0000) characters")

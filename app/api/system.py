@@ -13,9 +13,11 @@ from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from app.api.context import container_of
+from app.api.problems import RETRY_AFTER_S
 from projections.status import oldest_write_transaction_seconds, projection_status
 
 READY_MAX_LAG_SECONDS = 30.0
+_CHECK_TIMEOUT_S = 2.0
 
 REGISTRY = CollectorRegistry()
 HTTP_REQUESTS = Counter("mm_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=REGISTRY)
@@ -48,37 +50,59 @@ def health() -> Health:
 
 
 @get("/ready", tags=["system"], summary="Readiness: database, broker, projection lag",
-     responses={503: ResponseSpec(data_container=Readiness, description="Not ready")})
+     responses={503: ResponseSpec(data_container=Readiness, description="Not ready: the failing checks say why")})
 async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
     container = container_of(request)
-    checks: list[Check] = []
-    try:
-        await container.pool.fetchval("SELECT 1")
-        checks.append(Check(name="database", ok=True))
-        rows = await projection_status(container.pool, container.projection_names)
-        for r in rows:
-            ok = r["lag_seconds"] < READY_MAX_LAG_SECONDS
-            checks.append(Check(name=f"projection:{r['name']}", ok=ok,
-                                detail=f"{r['lag_events']} events, {r['lag_seconds']:.1f}s behind"))
-    except Exception as exc:  # readiness reports failures, it never raises them
-        checks.append(Check(name="database", ok=False, detail=type(exc).__name__))
+    checks = [await _database_check(container)]
+    if checks[0].ok:
+        checks += await _projection_checks(container)
     checks.append(await _broker_check(container.settings.broker_url, container))
     ok = all(c.ok for c in checks)
-    return Response(Readiness(status="ready" if ok else "not-ready", checks=checks), status_code=200 if ok else 503)
+    headers = {} if ok else {"Retry-After": str(RETRY_AFTER_S)}
+    return Response(Readiness(status="ready" if ok else "not-ready", checks=checks), status_code=200 if ok else 503,
+                    headers=headers)
+
+
+# Readiness reports failures, it never raises them: each check turns its own error into a failed check.
+async def _database_check(container: Any) -> Check:
+    try:
+        await asyncio.wait_for(container.pool.fetchval("SELECT 1"), _CHECK_TIMEOUT_S)
+        return Check(name="database", ok=True)
+    except Exception as exc:
+        return Check(name="database", ok=False, detail=_why(exc))
+
+
+async def _projection_checks(container: Any) -> list[Check]:
+    try:
+        rows = await asyncio.wait_for(projection_status(container.pool, container.projection_names), _CHECK_TIMEOUT_S)
+    except Exception as exc:
+        return [Check(name="projections", ok=False, detail=_why(exc))]
+    return [Check(name=f"projection:{r['name']}", ok=r["lag_seconds"] < READY_MAX_LAG_SECONDS,
+                  detail=f"{r['lag_events']} events, {r['lag_seconds']:.1f}s behind") for r in rows]
 
 
 async def _broker_check(url: str | None, container: Any) -> Check:
     if not url or url.startswith(("postgres://", "postgresql://")):
-        exists = await container.pool.fetchval("SELECT to_regclass('worker_messages') IS NOT NULL")
-        return Check(name="broker", ok=bool(exists), detail="postgresql")
+        try:
+            exists = await asyncio.wait_for(
+                container.pool.fetchval("SELECT to_regclass('worker_messages') IS NOT NULL"), _CHECK_TIMEOUT_S)
+        except Exception as exc:
+            return Check(name="broker", ok=False, detail=f"postgresql: {_why(exc)}")
+        return Check(name="broker", ok=bool(exists), detail="postgresql" if exists else "postgresql: no queue table")
     parts = urlsplit(url)
     default_port = {"amqp": 5672, "amqps": 5671, "redis": 6379, "rediss": 6379}.get(parts.scheme, 0)
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port or default_port), 2)
+        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port or default_port),
+                                           _CHECK_TIMEOUT_S)
         writer.close()
         return Check(name="broker", ok=True, detail=parts.scheme)
     except (OSError, TimeoutError):
         return Check(name="broker", ok=False, detail=f"{parts.scheme} unreachable")
+
+
+def _why(exc: BaseException) -> str:
+    # The class names the failure (ConnectionRefusedError, TimeoutError, ...); messages may carry hosts.
+    return "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
 
 
 @get("/metrics", tags=["system"], summary="Prometheus metrics", media_type=MediaType.TEXT)
