@@ -78,7 +78,7 @@ class AgentsController(Controller):
     async def get_one(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                       machine_id: FromPath[uuid.UUID], agent_id: FromPath[uuid.UUID]) -> Response[AgentView]:
         c = container_of(request)
-        await readable_machine(request, ctx, machine_id, "runtime")
+        await readable_machine(request, ctx, machine_id, "runtime", agent_id)
         row = await get_agent(c.pool, machine_id, agent_id)
         if row is None:
             raise AgentNotFound(f"agent {agent_id} not found")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 from typing import Any
 
 import asyncpg
@@ -55,6 +56,34 @@ async def wait_for(pool: asyncpg.Pool, projection: str, target: LogPosition, wit
             return True
         if time.monotonic() >= deadline:
             return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+# True once the projection's checkpoint has passed the stream's newest event (NULL checkpoint: not started);
+# no row when the stream has no events, so there is nothing to wait for.
+_STREAM_APPLIED = """
+SELECT COALESCE((c.tx_id, c.position) >= (e.tx_id, e.position), false)
+FROM (SELECT tx_id, position FROM events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1) e
+LEFT JOIN projection_checkpoints c ON c.name = $2
+"""
+
+
+async def read_your_writes(pool: asyncpg.Pool, projection: str, stream_id: uuid.UUID, within_s: float) -> None:
+    """Before a single-resource GET: wait until `projection` has applied the resource's newest event.
+
+    A client that only uses what the API returns reads its own writes (a GET right after a 201 finds the
+    row; after a PATCH it shows the change) without knowing about X-Min-Position. One indexed lookup when
+    the read model is current; answers 503 PROJECTION_LAGGING (with Retry-After) past `within_s`.
+    """
+    deadline = time.monotonic() + within_s
+    delay = 0.002
+    while True:
+        applied = await pool.fetchval(_STREAM_APPLIED, stream_id, projection)
+        if applied is None or applied:
+            return
+        if time.monotonic() >= deadline:
+            raise ApiError(503, "PROJECTION_LAGGING", f"the {projection} read model has not caught up yet; retry")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
 

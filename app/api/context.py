@@ -10,17 +10,12 @@ import msgspec
 from litestar import Request
 from litestar.di import NamedDependency
 
-from app.api.consistency import honour_min_position
+from app.api.consistency import honour_min_position, read_your_writes
 from app.api.problems import ApiError
 from app.container import Container
 from app.crypto import digest, same_digest
+from app.store import credentials
 from domain.shared.context import CommandContext
-
-_AUTH_SQL = (
-    "SELECT k.id, k.account_id, k.key_hash, a.is_admin FROM api_keys_view k"
-    " JOIN accounts_view a ON a.id = k.account_id WHERE k.key_hash = $1 AND k.revoked_at IS NULL"
-)
-
 
 # OpenAPI security requirement of every authenticated route (the system endpoints have none).
 AUTHENTICATED: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
@@ -63,9 +58,10 @@ async def lookup_principal(container: Container, request: Request[Any, Any, Any]
     key = presented_key(request, container.settings.allow_query_api_key)
     if key:
         wanted = digest(key)
-        row = await container.pool.fetchrow(_AUTH_SQL, wanted)
+        # The write side keeps this table in the append that issues or revokes a key: no projection lag.
+        row = await container.pool.fetchrow(credentials.LOOKUP_SQL, wanted)
         if row is not None and same_digest(row["key_hash"], wanted):
-            principal = Principal(account_id=row["account_id"], key_id=row["id"], is_admin=row["is_admin"])
+            principal = Principal(account_id=row["account_id"], key_id=row["key_id"], is_admin=row["is_admin"])
     state["principal"] = principal
     return principal
 
@@ -99,8 +95,15 @@ def require_admin(principal: NamedDependency[Principal]) -> None:
 
 
 async def readable_machine(request: Request[Any, Any, Any], ctx: CommandContext, machine_id: uuid.UUID,
-                           projection: str) -> None:
-    """Machine-scoped reads take the commands' guard, then wait for X-Min-Position on `projection` if asked."""
+                           projection: str, stream_id: uuid.UUID | None = None) -> None:
+    """Machine-scoped reads take the commands' guard, then wait for X-Min-Position on `projection` if asked.
+
+    A single-resource read names its `stream_id` and also waits for `projection` to have applied that
+    stream's newest event (read-your-writes); lists do not wait (they may lag by the projection's delay).
+    """
     container = container_of(request)
     await container.machines.require_operational(ctx, machine_id)
-    await honour_min_position(request, container.pool, projection, container.settings.read_your_writes_timeout_s)
+    within = container.settings.read_your_writes_timeout_s
+    await honour_min_position(request, container.pool, projection, within)
+    if stream_id is not None:
+        await read_your_writes(container.pool, projection, stream_id, within)

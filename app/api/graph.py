@@ -22,6 +22,7 @@ from app.api.schemas_graph import (
     ReviseNodeRequest,
 )
 from app.services.graph import Outcome
+from domain.graph.aggregate import graph_id_of
 from domain.graph.commands import ReviseEdge, ReviseNode
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
@@ -48,7 +49,7 @@ class GraphController(Controller):
     @get("/", summary="Get a machine's graph (all nodes and edges)", responses=problems(400, 401, 404, 409, 503))
     async def get_graph(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                         machine_id: FromPath[uuid.UUID]) -> GraphView:
-        await readable_machine(request, ctx, machine_id, "graph")
+        await readable_machine(request, ctx, machine_id, "graph", graph_id_of(machine_id))
         # One snapshot for both reads, so an edge never names a node that the node list does not show.
         async with container_of(request).pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
                                                                                    readonly=True):
@@ -59,7 +60,7 @@ class GraphController(Controller):
     @get("/nodes/{node_id:uuid}", summary="Get a node", responses=problems(400, 401, 404, 409, 503))
     async def get_node(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                        machine_id: FromPath[uuid.UUID], node_id: FromPath[uuid.UUID]) -> Response[NodeView]:
-        await readable_machine(request, ctx, machine_id, "graph")
+        await readable_machine(request, ctx, machine_id, "graph", graph_id_of(machine_id))
         row = await get_node(container_of(request).pool, machine_id, node_id)
         if row is None:
             raise NotFound(f"node {node_id} not found in this machine's graph")
@@ -68,7 +69,7 @@ class GraphController(Controller):
     @get("/edges/{edge_id:uuid}", summary="Get an edge", responses=problems(400, 401, 404, 409, 503))
     async def get_edge(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                        machine_id: FromPath[uuid.UUID], edge_id: FromPath[uuid.UUID]) -> Response[EdgeView]:
-        await readable_machine(request, ctx, machine_id, "graph")
+        await readable_machine(request, ctx, machine_id, "graph", graph_id_of(machine_id))
         row = await get_edge(container_of(request).pool, machine_id, edge_id)
         if row is None:
             raise NotFound(f"edge {edge_id} not found in this machine's graph")

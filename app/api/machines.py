@@ -10,7 +10,7 @@ from litestar import Controller, Request, Response, get, patch, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 
-from app.api.consistency import etag, expected_version, honour_min_position, write_headers
+from app.api.consistency import etag, expected_version, honour_min_position, read_your_writes, write_headers
 from app.api.context import AUTHENTICATED, Principal, container_of, provide_ctx, provide_principal
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_time_cursor, encode_cursor
 from app.api.problems import ApiError, problems
@@ -93,7 +93,9 @@ class MachinesController(Controller):
     async def get_one(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
                       machine_id: FromPath[uuid.UUID]) -> Response[MachineView]:
         container = container_of(request)
-        await honour_min_position(request, container.pool, "machines", container.settings.read_your_writes_timeout_s)
+        within = container.settings.read_your_writes_timeout_s
+        await honour_min_position(request, container.pool, "machines", within)
+        await read_your_writes(container.pool, "machines", machine_id, within)
         row = await get_machine(container.pool, machine_id, None if principal.is_admin else principal.account_id)
         if row is None:
             raise NotFound(f"machine {machine_id} not found")

@@ -16,6 +16,7 @@ from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, en
 from app.api.problems import ApiError, problems
 from app.api.schemas_runtime import ProviderKey, PutRuntimeEndpointRequest, RuntimeEndpointView
 from domain.runtime import rules
+from domain.runtime.endpoint import endpoint_id
 from domain.runtime.errors import EndpointNotFound
 from domain.shared.context import CommandContext
 from projections.runtime_reader import get_endpoint, list_endpoints
@@ -61,7 +62,7 @@ class RuntimeEndpointsController(Controller):
                       provider_key: FromPath[ProviderKey]) -> Response[RuntimeEndpointView]:
         c = container_of(request)
         key = rules.provider_key(provider_key)
-        await readable_machine(request, ctx, machine_id, "runtime")
+        await readable_machine(request, ctx, machine_id, "runtime", endpoint_id(machine_id, key))
         row = await get_endpoint(c.pool, machine_id, key)
         if row is None:
             raise EndpointNotFound(f"no runtime endpoint for provider key {key!r} on machine {machine_id}")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import msgspec
 
+from app.store.credentials import ApiKeyCredentials
 from app.store.notifier import Notifier
 from app.store.types import AppendResult, LogPosition, NewEvent, RecordedEvent
 from domain.shared.errors import ConcurrencyConflict
@@ -64,18 +65,30 @@ def _row_to_event(row: asyncpg.Record) -> RecordedEvent:
     )
 
 
+class InlineProjection(Protocol):
+    """Rows the write side keeps in the append's own transaction (only where a projection's lag is not
+    acceptable, e.g. authentication). `types` are the event types it reads."""
+
+    types: frozenset[str]
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[NewEvent]) -> None: ...
+
+
 class EventStore:
-    def __init__(self, pool: asyncpg.Pool, notifier: Notifier | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, notifier: Notifier | None = None,
+                 inline: Sequence[InlineProjection] = (ApiKeyCredentials(),)) -> None:
         self.pool = pool
         self.notifier = notifier
+        self.inline = tuple(inline)
 
     async def append(self, events: Sequence[NewEvent]) -> AppendResult:
         """Append one command's events atomically. The versions are the optimistic-concurrency check."""
         if not events:
             raise ValueError("nothing to append")
         try:
+            inline = [p for p in self.inline if any(e.type in p.types for e in events)]
             async with self.pool.acquire() as conn:
-                if len(events) == 1:
+                if len(events) == 1 and not inline:
                     e = events[0]
                     rows = await conn.fetch(
                         _INSERT_ONE, e.event_id, e.stream_id, e.stream_type, e.version, e.type,
@@ -87,6 +100,9 @@ class EventStore:
                         if 0 < len(rows) < len(events):
                             # Some ids recorded, some not: not a retry of one command. Refuse it whole.
                             raise ConcurrencyConflict("part of this batch of events was already recorded")
+                        if rows:  # a retry recorded nothing, and so changes nothing here either
+                            for projection in inline:
+                                await projection.apply(conn, events)
                 if not rows:
                     return AppendResult(last=await self._position_of(conn, events[-1].event_id), duplicate=True)
         except asyncpg.UniqueViolationError as exc:

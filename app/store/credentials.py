@@ -1,0 +1,49 @@
+"""The API-key credentials table, kept by the write side itself inside the append that issues or revokes a key.
+
+Authentication must never wait for a projection: a key is usable the moment the response showing it is sent.
+So this one lookup table is written in the append's transaction (an inline projection); the `accounts`
+projection still keeps `api_keys_view` for listing keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from app.store.types import NewEvent
+
+_ISSUED = "accounts:Account.ApiKeyIssued"
+_REVOKED = "accounts:Account.ApiKeyRevoked"
+_OPENED = "accounts:Account.Opened"
+
+# The account's admin flag comes from its Opened event, which is either earlier in the stream or in this
+# same append (an account opened with its first key); both are visible inside the transaction.
+_INSERT = (
+    "INSERT INTO api_key_credentials (key_hash, key_id, account_id, is_admin)"
+    " SELECT $1, $2::uuid, $3, (o.data->>'is_admin')::boolean FROM events o"
+    " WHERE o.stream_id = $3 AND o.type = '" + _OPENED + "'"
+    " ON CONFLICT DO NOTHING"
+)
+_REVOKE = (
+    "UPDATE api_key_credentials SET revoked_at = $2::text::timestamptz"
+    " WHERE key_id = $1::uuid AND revoked_at IS NULL"
+)
+
+LOOKUP_SQL = (
+    "SELECT key_id, account_id, key_hash, is_admin FROM api_key_credentials"
+    " WHERE key_hash = $1 AND revoked_at IS NULL"
+)
+
+
+class ApiKeyCredentials:
+    """An inline projection: EventStore.append runs it in the transaction that records the events."""
+
+    types = frozenset({_ISSUED, _REVOKED})
+
+    async def apply(self, conn: asyncpg.Connection, events: Sequence[NewEvent]) -> None:
+        for e in events:
+            if e.type == _ISSUED:
+                await conn.execute(_INSERT, e.data["key_hash"], e.data["key_id"], e.stream_id)
+            elif e.type == _REVOKED:
+                await conn.execute(_REVOKE, e.data["key_id"], e.data["timestamp"])
