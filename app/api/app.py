@@ -11,13 +11,13 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.enums import ScopeType
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.accounts import AccountsController
 from app.api.agents import AgentsController, HeartbeatController
 from app.api.audit import AuditController
+from app.api.docs_ui import assets_router, render_plugins
 from app.api.graph import GraphController
 from app.api.machines import MachinesController
 from app.api.middleware import idempotency_middleware, request_id_middleware
@@ -95,7 +95,8 @@ def create_app(settings: Settings, container: Container | None = None,
     origins = list(settings.cors_origins)
     app = Litestar(
         route_handlers=[MachinesController, RuntimeEndpointsController, AgentsController, HeartbeatController,
-                        GraphController, AccountsController, AuditController, health, ready, metrics, openapi_json],
+                        GraphController, AccountsController, AuditController, health, ready, metrics, openapi_json,
+                        assets_router()],
         exception_handlers={Exception: handle_exception},
         middleware=[idempotency_middleware],
         lifespan=[lifespan],
@@ -105,7 +106,7 @@ def create_app(settings: Settings, container: Container | None = None,
             version="0.1.0",
             description="Event-sourced marketplace where machines register, prove identity and trade work.",
             path="/docs",
-            render_plugins=[SwaggerRenderPlugin(path="/"), ScalarRenderPlugin(path="/scalar")],
+            render_plugins=render_plugins(),
             components=Components(security_schemes={
                 "bearer": SecurityScheme(type="http", scheme="bearer", description="API key as a bearer token"),
                 "apiKey": SecurityScheme(type="apiKey", name="X-Api-Key", security_scheme_in="header"),
