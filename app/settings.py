@@ -34,8 +34,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # A database that does not answer a connect within this is reported unavailable (503), not waited on.
     database_connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     idempotency_ttl_hours: Annotated[int, msgspec.Meta(ge=1)] = 24
+    # A request's claim on its Idempotency-Key, renewed every third of this while it runs: a retry after the
+    # process died waits at most this long.
+    idempotency_lease_s: Annotated[float, msgspec.Meta(ge=0.3, le=300)] = 5.0
     challenge_ttl_seconds: Annotated[int, msgspec.Meta(ge=0)] = 300
     allow_query_api_key: bool = False
+    # Total size of a request's header names and values; more is refused with 431.
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16_384
 
     def __post_init__(self) -> None:
         if self.secret_key is not None:
@@ -81,8 +86,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         "MM_READ_YOUR_WRITES_TIMEOUT_S": "read_your_writes_timeout_s",
         "MM_DATABASE_CONNECT_TIMEOUT_S": "database_connect_timeout_s",
         "MM_IDEMPOTENCY_TTL_HOURS": "idempotency_ttl_hours",
+        "MM_IDEMPOTENCY_LEASE_S": "idempotency_lease_s",
         "MM_CHALLENGE_TTL_SECONDS": "challenge_ttl_seconds",
         "MM_ALLOW_QUERY_API_KEY": "allow_query_api_key",
+        "MM_MAX_HEADER_BYTES": "max_header_bytes",
     }
     for var, field in simple.items():
         if e.get(var):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import uuid
@@ -13,13 +14,10 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
 from app.api.context import lookup_principal
+from app.api.idempotency import IdempotencyStore
 from app.api.problems import PROBLEM_JSON, TITLES, Problem
-from app.sealing import PREFIX, Sealer
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_KEPT_HEADERS = {b"content-type", b"etag", b"location", b"x-log-position", b"cache-control"}
-_LEASE_SECONDS = 30
-SEALED = PREFIX.encode() + b"."
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
@@ -42,6 +40,20 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+def header_limit_middleware(app: ASGIApp, max_bytes: int) -> ASGIApp:
+    """431 for a request whose headers total more than `max_bytes`: the server (httptools) sets no limit of
+    its own, and every header is parsed, logged and compared on the way in."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and sum(len(k) + len(v) for k, v in scope["headers"]) > max_bytes:
+            await send_problem(scope, send, 431, "HEADERS_TOO_LARGE",
+                               f"the request headers exceed {max_bytes} bytes in total")
+            return
+        await app(scope, receive, send)
+
+    return middleware
+
+
 def problem_bytes(scope: Scope, status: int, code: str, detail: str) -> bytes:
     body = Problem(
         type=f"https://docs.machine-markets.dev/problems/{code.lower().replace('_', '-')}",
@@ -58,6 +70,11 @@ async def send_problem(scope: Scope, send: Send, status: int, code: str, detail:
 async def send_raw(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def fingerprint(method: str, path: str, query: bytes, body: bytes) -> str:
+    """What makes two requests with one Idempotency-Key the same request."""
+    return hashlib.sha256(b"\x1f".join([method.encode(), path.encode(), query, body])).hexdigest()
 
 
 def idempotency_middleware(app: ASGIApp) -> ASGIApp:
@@ -80,10 +97,10 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
             await app(scope, _replay(body), send)
             return
         account_id = principal.account_id
-        request_hash = hashlib.sha256(
-            b"\x1f".join([scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body])
-        ).hexdigest()
-        store = _KeyStore(container.pool, account_id, key, container.settings.idempotency_ttl_hours, container.sealer)
+        request_hash = fingerprint(scope["method"], scope["path"], scope.get("query_string", b""), body)
+        settings = container.settings
+        store = IdempotencyStore(container.pool, account_id, key, settings.idempotency_ttl_hours,
+                                 settings.idempotency_lease_s, container.sealer)
         verdict = await store.claim(scope["method"], scope["path"], request_hash)
         if verdict == "reused":
             await send_problem(scope, send, 422, "IDEMPOTENCY_KEY_REUSED",
@@ -111,11 +128,16 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                 await store.finish(captured["status"], captured["headers"], captured["body"])
                 await send_raw(send, captured["status"], captured["headers"], captured["body"])
 
+        # The claim is short and renewed while the request runs: if this process dies, a retry sent to any
+        # other process proceeds once the lease lapses (seconds), instead of waiting out a long fixed lock.
+        renewing = asyncio.create_task(store.keep_claimed())
         try:
             await app(scope, _replay(body), capture)
         except BaseException:
             await store.release()
             raise
+        finally:
+            renewing.cancel()
 
     return middleware
 
@@ -149,71 +171,3 @@ def _replay(body: bytes) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return receive
-
-
-class _KeyStore:
-    """The idempotency row for (account, key): claimed with a lease, then filled with the response."""
-
-    def __init__(self, pool: Any, account_id: uuid.UUID, key: str, ttl_hours: int, sealer: Sealer) -> None:
-        self.pool, self.account_id, self.key, self.ttl_hours = pool, account_id, key, ttl_hours
-        self.sealer = sealer
-        self.context = f"idempotency:{account_id}:{key}".encode()
-
-    async def claim(self, method: str, path: str, request_hash: str) -> Any:
-        async with self.pool.acquire() as conn, conn.transaction():
-            # A new key, or one whose stored response has outlived the TTL, is (re)claimed here.
-            claimed = await conn.fetchval(
-                "INSERT INTO idempotency_keys (account_id, key, method, path, request_hash, locked_until)"
-                " VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))"
-                " ON CONFLICT (account_id, key) DO UPDATE SET method = EXCLUDED.method, path = EXCLUDED.path,"
-                " request_hash = EXCLUDED.request_hash, status_code = NULL, response_body = NULL,"
-                " response_headers = NULL, locked_until = EXCLUDED.locked_until, created_at = now()"
-                " WHERE idempotency_keys.created_at < now() - make_interval(hours => $7)"
-                " RETURNING true",
-                self.account_id, self.key, method, path, request_hash, float(_LEASE_SECONDS), self.ttl_hours,
-            )
-            if claimed:
-                return "claimed"
-            row = await conn.fetchrow(
-                "SELECT method, path, request_hash, status_code, response_body, response_headers,"
-                " locked_until < now() AS lapsed FROM idempotency_keys"
-                " WHERE account_id = $1 AND key = $2 FOR UPDATE",
-                self.account_id, self.key,
-            )
-            if (row["method"], row["path"], row["request_hash"]) != (method, path, request_hash):
-                return "reused"
-            if row["status_code"] is not None:
-                stored = msgspec.json.decode(row["response_headers"] or "[]")
-                body = bytes(row["response_body"])
-                if body.startswith(SEALED):
-                    body = self.sealer.unseal(body.decode(), self.context).encode()
-                return row["status_code"], [(k.encode(), v.encode()) for k, v in stored], body
-            if not row["lapsed"]:
-                return "in_progress"
-            # The first attempt died mid-flight without an answer: this retry takes it over.
-            await conn.execute(
-                "UPDATE idempotency_keys SET locked_until = now() + make_interval(secs => $3)"
-                " WHERE account_id = $1 AND key = $2",
-                self.account_id, self.key, float(_LEASE_SECONDS),
-            )
-            return "claimed"
-
-    async def finish(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        if status >= 500:
-            await self.release()  # a server failure is not an answer worth replaying
-            return
-        if any(k.lower() == b"cache-control" and b"no-store" in v.lower() for k, v in headers) and self.sealer.key_id:
-            # A response that shows a secret once (an API key, an agent token) is kept sealed for its replay.
-            body = self.sealer.seal(body.decode(), self.context).encode()
-        kept = [[k.decode(), v.decode()] for k, v in headers if k.lower() in _KEPT_HEADERS]
-        await self.pool.execute(
-            "UPDATE idempotency_keys SET status_code = $3, response_body = $4, response_headers = $5::jsonb"
-            " WHERE account_id = $1 AND key = $2",
-            self.account_id, self.key, status, body, msgspec.json.encode(kept).decode(),
-        )
-
-    async def release(self) -> None:
-        await self.pool.execute(
-            "DELETE FROM idempotency_keys WHERE account_id = $1 AND key = $2 AND status_code IS NULL",
-            self.account_id, self.key,
-        )
