@@ -233,9 +233,9 @@ async def test_no_secret_is_in_any_table_or_log(fresh_database: str, caplog: pyt
         stop.set()
         await task
         await c.close()
-        for logger in list(logging.root.manager.loggerDict.values()):
-            if isinstance(logger, logging.Logger) and caplog.handler in logger.handlers:
-                logger.removeHandler(caplog.handler)
+        for named in list(logging.root.manager.loggerDict.values()):
+            if isinstance(named, logging.Logger) and caplog.handler in named.handlers:
+                named.removeHandler(caplog.handler)
     # Keys and tokens carry a public prefix (listed, logged as ids); only the part after it is secret.
     assert all(_secret_part(v) != v for k, v in found.items() if "apiKey" in k or "agentToken" in k or "admin" in k)
     needles = _needles(found)
