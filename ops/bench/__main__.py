@@ -9,7 +9,9 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 from ops.bench import catchup, heartbeats, http_api, store, timers
@@ -18,7 +20,10 @@ from ops.bench.report import Report, Row, rate
 
 PHASES = ("store", "http", "catchup", "heartbeats", "timers")
 STORE_RATIO_TARGET = 0.70
-CATCHUP_TARGET = 20_000.0
+# Catch-up from zero as a fraction of the runner's no-op floor (same runner, batch size and log, same run).
+# 0.20: a projection's own work may cost at most four times what the runner spends reading, decoding and
+# checkpointing each event. Measured here: machines 0.32-0.44, audit 0.23-0.33.
+CATCHUP_RATIO_TARGETS = {"machines": 0.20, "audit": 0.20}
 # The requirement: 10,000 agents each beating every 30 s must be sustainable.
 REQUIRED_AGENTS, BEAT_SECONDS = 10_000, 30
 
@@ -87,6 +92,8 @@ async def _http(report: Report, dsn: str, plan: Plan) -> None:
         ("GET /v1/machines/{id}", r.get, "req/s"),
     ):
         _load_rows(report, "http", label, load, unit)
+        if load is not r.health and r.health.rate:
+            report.add(Row("http", "  ratio to GET /health ceiling (same run)", f"{load.rate / r.health.rate:.2f}"))
         if load.errors:
             report.add(Row("http", f"  {label} errors", f"{load.errors:,}", "0", "FAIL"))
 
@@ -166,19 +173,28 @@ async def _timers(report: Report, dsn: str, plan: Plan) -> None:
 
 async def _catchup(report: Report, dsn: str, plan: Plan) -> None:
     r = await catchup.run(dsn, plan.catchup_events)
-    report.add(Row("catchup", "log: machine events (5 per machine)", f"{r.loaded:,} events"))
+    report.add(Row("catchup", "log: machine events (5 per machine, interleaved)", f"{r.loaded:,} events"))
+    report.add(Row("catchup", f"distinct streams per batch of {r.batch}", f"{r.mix.streams_per_batch:,.0f}"))
     report.add(Row("catchup", "EventStore.read_all plan", r.plan))
+    report.add(Row("catchup", "catch_up no-op projection (runner floor, baseline)", f"{rate(r.floor.rate)} ev/s"))
     for run in r.runs:
-        if run.name == catchup.NullProjection.name:
-            report.add(Row("catchup", "catch_up no-op projection (runner floor)", f"{rate(run.rate)} ev/s"))
-        else:
-            report.check("catchup", f"catch_up {run.name} from zero", run.rate, CATCHUP_TARGET, ",.0f", " ev/s")
+        report.add(Row("catchup", f"catch_up {run.name} from zero", f"{rate(run.rate)} ev/s"))
+        report.check("catchup", f"ratio {run.name} / runner floor", r.ratio(run), CATCHUP_RATIO_TARGETS[run.name],
+                     ".2f")
+    for run in (r.floor, *r.runs):
         if not run.rows_ok:
-            report.add(Row("catchup", f"  {run.name} result rows", run.detail, "all events", "FAIL"))
+            report.add(Row("catchup", f"  {run.name} result", run.detail, "all events and rows", "FAIL"))
     report.notes.append(
         f"catchup: {r.loaded:,} events of {r.machines:,} machines loaded in {r.load_seconds:.1f} s (bulk appends of"
-        f" {catchup.APPEND_CHUNK:,}); " + "; ".join(f"{x.name} {x.seconds:.1f} s ({x.detail})" for x in r.runs)
+        f" {catchup.APPEND_CHUNK:,} in live-traffic order: consecutive events of a machine lie"
+        f" {r.mix.gap:,.0f} log positions apart on average); runs in order floor, machines, audit, floor:"
+        f" " + "; ".join(f"{x.name} {x.seconds:.2f} s ({x.detail})" for x in (r.floor, *r.runs))
     )
+
+
+Phase = Callable[[Report, str, Plan], Awaitable[None]]
+RUNNERS: dict[str, Phase] = {"store": _store, "http": _http, "catchup": _catchup, "heartbeats": _heartbeats,
+                             "timers": _timers}
 
 
 async def main(argv: list[str] | None = None) -> int:
@@ -195,11 +211,10 @@ async def main(argv: list[str] | None = None) -> int:
             f"make bench ({'quick' if args.quick else 'full'} run): {os.cpu_count()} CPUs, {facts}"
             f" at {describe(server)}, database {name}"
         )
-        runners = {"store": _store, "http": _http, "catchup": _catchup, "heartbeats": _heartbeats, "timers": _timers}
         for phase in phases:
             print(f"bench: running {phase} ...", file=sys.stderr, flush=True)
             try:
-                await runners[phase](report, dsn, plan)
+                await RUNNERS[phase](report, dsn, plan)
             except Exception as exc:
                 traceback.print_exc()
                 report.error(phase, exc)
@@ -208,9 +223,14 @@ async def main(argv: list[str] | None = None) -> int:
         f" skews figures); total {time.monotonic() - started:.0f} s"
     )
     print(report.render(), flush=True)
-    # A report: figures below target still exit 0; only a phase that could not run at all is an error.
-    return 2 if report.failed_phases else 0
+    print(report.verdict(), file=sys.stderr, flush=True)
+    return report.exit_code
+
+
+def cli(argv: list[str] | None = None) -> NoReturn:
+    """The process: exit 0 when every target is met, 1 when one is missed, 2 when a phase could not run."""
+    sys.exit(asyncio.run(main(argv)))
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    cli()

@@ -18,13 +18,19 @@ from app.store import event_store
 from app.store.event_store import EventStore
 from app.store.types import NewEvent, RecordedEvent
 from ops.bench.db import reset, settle
-from ops.bench.workload import machine_histories
+from ops.bench.workload import interleave, machine_histories
 from projections.base import Projection, Tables
 from projections.registry import by_name, read_models
 from projections.runner import ProjectionRunner
 
 APPEND_CHUNK = 1_000  # events per bulk append while loading the log (not timed)
-LOADERS = 4
+# Rows that show all 5 events of their machine, folded in order across batches: verified (event 3), then revised
+# (renamed, still active) or suspended (event 5), at version 5.
+MACHINES_RIGHT = (
+    "SELECT count(*) FROM machines_view WHERE version = 5 AND identity_verified_at IS NOT NULL"
+    " AND status = CASE WHEN name LIKE '%-renamed' THEN 'active' ELSE 'suspended' END"
+)
+LOADERS = 4  # concurrent bulk appends where order across streams does not matter
 
 
 def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -72,8 +78,15 @@ class CatchUpResult:
     loaded: int
     machines: int
     load_seconds: float
+    mix: Mix
+    batch: int
+    floor: CatchUp  # the no-op projection, run before and after the real ones
     runs: list[CatchUp]
     plan: str
+
+    def ratio(self, run: CatchUp) -> float:
+        """A projection's catch-up rate as a fraction of the runner's own floor in this run."""
+        return run.rate / self.floor.rate if self.floor.rate else 0.0
 
 
 async def bulk_append(store: EventStore, histories: Iterable[list[NewEvent]], loaders: int = LOADERS) -> int:
@@ -95,10 +108,38 @@ async def bulk_append(store: EventStore, histories: Iterable[list[NewEvent]], lo
     return sum(len(c) for c in chunks)
 
 
-async def _load_log(store: EventStore, events: int) -> tuple[int, int]:
-    """Append `events` (rounded up to whole machine histories) in bulk; returns (events, machines)."""
+async def append_in_order(store: EventStore, events: Sequence[NewEvent]) -> None:
+    """Bulk appends of APPEND_CHUNK events, one after another, so the log keeps exactly this order."""
+    for i in range(0, len(events), APPEND_CHUNK):
+        await store.append(events[i:i + APPEND_CHUNK])
+
+
+@dataclass
+class Mix:
+    """How the log's streams are spread: what each runner batch and each stream look like."""
+
+    streams_per_batch: float  # distinct streams in an average batch
+    gap: float  # average distance in the log between consecutive events of one stream
+
+
+def mix(events: Sequence[NewEvent], batch: int) -> Mix:
+    counts = [len({e.stream_id for e in events[i:i + batch]}) for i in range(0, len(events), batch)]
+    last: dict[uuid.UUID, int] = {}
+    gaps: list[int] = []
+    for i, e in enumerate(events):
+        if e.stream_id in last:
+            gaps.append(i - last[e.stream_id])
+        last[e.stream_id] = i
+    return Mix(sum(counts) / len(counts) if counts else 0.0, sum(gaps) / len(gaps) if gaps else 0.0)
+
+
+async def _load_log(store: EventStore, events: int, batch: int) -> tuple[int, int, Mix]:
+    """Append `events` (rounded up to whole machine histories) interleaved as live traffic writes them;
+    returns (events, machines, how the streams are spread)."""
     histories = list(machine_histories(events, uuid.uuid4()))
-    return await bulk_append(store, histories), len(histories)
+    log = interleave(histories)
+    await append_in_order(store, log)
+    return len(log), len(histories), mix(log, batch)
 
 
 async def _time(pool: asyncpg.Pool, store: EventStore, projection: Projection, batch_size: int) -> tuple[int, float]:
@@ -113,31 +154,40 @@ async def _time(pool: asyncpg.Pool, store: EventStore, projection: Projection, b
     return applied, time.perf_counter() - started
 
 
+async def _catch_up(pool: asyncpg.Pool, store: EventStore, projection: Projection, batch: int,
+                    loaded: int, check: str | None, expected: int) -> CatchUp:
+    """Time one catch-up from zero, then check it applied every event and (`check`) left the expected rows."""
+    applied, seconds = await _time(pool, store, projection, batch)
+    rows = await pool.fetchval(check) if check else None
+    ok = applied == loaded and (rows is None or rows == expected)
+    detail = f"{applied:,} events" + (f", {rows:,} of {expected:,} expected rows" if check else "")
+    return CatchUp(projection.name, applied, seconds, ok, detail)
+
+
 async def run(dsn: str, events: int) -> CatchUpResult:
+    """Load the log, then catch up from zero: the no-op floor, machines, audit, the floor again (A B B A, so drift
+    during the run hits the floor and the projections alike)."""
     await reset(dsn)
     settings = Settings()
-    pool = await create_pool(dsn, settings, min_size=2, max_size=LOADERS + 1)
+    batch = settings.projection_batch_size
+    pool = await create_pool(dsn, settings, min_size=2, max_size=2)
     try:
         store = EventStore(pool)
         started = time.perf_counter()
-        loaded, machines = await _load_log(store, events)
+        loaded, machines, mixed = await _load_log(store, events, batch)
         load_seconds = time.perf_counter() - started
         async with pool.acquire() as conn:
             await conn.execute("VACUUM ANALYZE events")  # a long-lived log has statistics and a visibility map
             plan = await read_plan(conn)
-        runs: list[CatchUp] = []
         registered = by_name(read_models())
-        cases: list[tuple[Projection, str | None, int | None]] = [
-            (registered["machines"], "machines_view", machines),
-            (registered["audit"], "audit_events", loaded),
-            (NullProjection(), None, None),
-        ]
-        for projection, table, expected in cases:
-            applied, seconds = await _time(pool, store, projection, settings.projection_batch_size)
-            rows = await pool.fetchval(f"SELECT count(*) FROM {table}") if table else None
-            ok = applied == loaded and (rows is None or rows == expected)
-            detail = f"{applied:,} events" + (f", {rows:,} rows in {table}" if table else "")
-            runs.append(CatchUp(projection.name, applied, seconds, ok, detail))
-        return CatchUpResult(loaded, machines, load_seconds, runs, plan)
+        null = NullProjection()
+        first = await _catch_up(pool, store, null, batch, loaded, None, 0)
+        done = await _catch_up(pool, store, registered["machines"], batch, loaded, MACHINES_RIGHT, machines)
+        audit = await _catch_up(pool, store, registered["audit"], batch, loaded,
+                                "SELECT count(*) FROM audit_events", loaded)
+        last = await _catch_up(pool, store, null, batch, loaded, None, 0)
+        floor = CatchUp(null.name, first.events + last.events, first.seconds + last.seconds,
+                        first.rows_ok and last.rows_ok, f"{first.events:,} events twice")
+        return CatchUpResult(loaded, machines, load_seconds, mixed, batch, floor, [done, audit], plan)
     finally:
         await pool.close()

@@ -42,6 +42,24 @@ class Report:
     def failed_phases(self) -> list[str]:
         return sorted({r.phase for r in self.rows if r.result == "ERROR"})
 
+    @property
+    def missed(self) -> list[Row]:
+        """The checks that did not meet their target."""
+        return [r for r in self.rows if r.result == "FAIL"]
+
+    @property
+    def exit_code(self) -> int:
+        """0: every target met; 1: a target missed; 2: a phase could not run at all (it has no figures to check)."""
+        if self.failed_phases:
+            return 2
+        return 1 if self.missed else 0
+
+    def verdict(self) -> str:
+        """One line for stderr naming what failed, or that every target was met."""
+        parts = [f"{r.phase}: {r.label} = {r.value} (target {r.target})" for r in self.missed]
+        parts += [f"{p}: phase did not complete" for p in self.failed_phases]
+        return "bench: FAILED: " + "; ".join(parts) if parts else "bench: every target met"
+
     def render(self) -> str:
         headers = ("phase", "measurement", "value", "target", "result")
         body = [(r.phase, r.label, r.value, r.target, r.result) for r in self.rows]
@@ -57,7 +75,7 @@ class Report:
         out += [line(b) for b in body]
         checks = [r for r in self.rows if r.result in ("PASS", "FAIL")]
         passed = [r for r in checks if r.result == "PASS"]
-        failed = [r for r in checks if r.result == "FAIL"]
+        failed = self.missed
         summary = f"SUMMARY: {len(passed)}/{len(checks)} targets met"
         if failed:
             summary += "; below target: " + "; ".join(f"{r.label} {r.value} (target {r.target})" for r in failed)

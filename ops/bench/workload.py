@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -100,6 +100,17 @@ def machine_histories(count_events: int, account_id: uuid.UUID) -> Iterator[list
         made += len(events)
         n += 1
         yield events
+
+
+def interleave(histories: Sequence[list[NewEvent]]) -> list[NewEvent]:
+    """The histories in the order live traffic writes them: streams start one after another and each goes on while
+    later ones start, so a stream's events lie far apart in the log (in different runner batches) and every batch
+    mixes hundreds of streams. Event v of stream m is placed at m + v * stride (stride = streams / events per
+    stream), which keeps each stream's own order."""
+    longest = max((len(h) for h in histories), default=1)
+    stride = max(1, len(histories) // longest)
+    slots = sorted((m + v * stride, m, v) for m, history in enumerate(histories) for v in range(len(history)))
+    return [histories[m][v] for _, m, v in slots]
 
 
 def agent_endpoint(beats: list[datetime], lease_seconds: int, n: int = 0) -> list[NewEvent]:

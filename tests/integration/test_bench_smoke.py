@@ -1,7 +1,10 @@
-"""`python -m ops.bench --quick --only PHASE` runs end to end on the test server and prints that phase's rows.
+"""`python -m ops.bench --quick --only PHASE` runs end to end on the test server and prints that phase's rows; the
+process exits non-zero exactly when a target is missed.
 
 Rates depend on the machine, so only the shape of each report is checked, plus the rows whose value does not
-depend on it (every heartbeat answered 200; each due lease expired once and no renewed one did).
+depend on it (every heartbeat answered 200; each due lease expired once and no renewed one did; catch-up applied
+every event in order), and that the exit code agrees with the table. Whether a missed target really makes the
+process fail is tested directly below, with a phase forced to miss one.
 """
 
 from __future__ import annotations
@@ -10,12 +13,22 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
 from tests.conftest import ROOT
 
 PHASES = {
+    "catchup": ((
+        "distinct streams per batch of 500",
+        "catch_up no-op projection (runner floor, baseline)",
+        "catch_up machines from zero",
+        "ratio machines / runner floor",
+        "catch_up audit from zero",
+        "ratio audit / runner floor",
+    ), r"machines [\d.]+ s \(10,000 events, 2,000 of 2,000 expected rows\); audit [\d.]+ s \(10,000 events,"
+       r" 10,000 of 10,000 expected rows\)"),
     "store": ((
         "raw asyncpg INSERT, 16 writers (baseline)",
         "ratio append/raw",
@@ -52,8 +65,38 @@ def test_bench_quick_phase_prints_its_rows(server_url: str, phase: str) -> None:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     out = result.stdout
-    assert result.returncode == 0, out + result.stderr
+    # A loaded box may miss a rate target; then, and only then, the process must fail (1), naming it on stderr.
+    missed = re.findall(r"^\| \S+ +\| (.+?) +\|.*\| FAIL +\|$", out, re.MULTILINE)
+    assert result.returncode == (1 if missed else 0), out + result.stderr
+    for label in missed:
+        assert label in result.stderr.split("bench: FAILED:")[-1], result.stderr
     missing = [label for label in (*labels, "SUMMARY:") if label not in out]
     assert not missing, f"missing {missing} in:\n{out}"
     if exact is not None:
         assert re.search(exact, out), out
+
+
+_FORCED = textwrap.dedent("""
+    import sys
+    from ops.bench import __main__ as bench
+
+    async def forced(report, dsn, plan):
+        report.check("store", "forced figure", float(sys.argv[1]), 1.0, ".2f")
+
+    bench.RUNNERS["store"] = forced
+    bench.cli(["--only", "store"])
+""")
+
+
+@pytest.mark.parametrize(("value", "code", "verdict"), [
+    ("0.50", 1, "bench: FAILED: store: forced figure = 0.50 (target >= 1.00)"),
+    ("1.50", 0, "bench: every target met"),
+])
+def test_bench_process_fails_when_a_target_is_missed(server_url: str, value: str, code: int, verdict: str) -> None:
+    """The real entry point (`cli`, what `python -m ops.bench` runs) with its store phase replaced by one figure."""
+    env = {**os.environ, "MM_DATABASE_URL": server_url}
+    result = subprocess.run([sys.executable, "-c", _FORCED, value], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == code, result.stdout + result.stderr
+    assert verdict in result.stderr, result.stderr
+    assert re.search(rf"forced figure\s+\|\s+{value} \|\s+>= 1.00 \| {'FAIL' if code else 'PASS'}", result.stdout)

@@ -140,6 +140,13 @@ def test_booleans(raw: str, expected: bool) -> None:
     assert load_settings({"MM_ALLOW_QUERY_API_KEY": raw}).allow_query_api_key is expected
 
 
+@pytest.mark.parametrize("raw", ["ture", "2", "enabled", "y", "false-ish"])
+def test_an_unknown_boolean_fails_at_load_naming_the_variable(raw: str) -> None:
+    """Not read as false: a typo in a security switch must stop start-up, not silently pick a side."""
+    with pytest.raises(ValueError, match=f"MM_ALLOW_QUERY_API_KEY must be true/false.*got '{raw}'"):
+        load_settings({"MM_ALLOW_QUERY_API_KEY": raw})
+
+
 @pytest.mark.parametrize("env", [{"MM_PORT": "eighty"}, {"MM_POOL_MAX_SIZE": "1.5"},
                                  {"MM_PROJECTION_POLL_INTERVAL_S": "fast"}])
 def test_a_bad_number_fails_at_load(env: dict[str, str]) -> None:
