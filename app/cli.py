@@ -24,17 +24,23 @@ def database_url(settings: Settings) -> str:
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+    from app.cli_admin import register_admin_token
     from app.migrate import migrate
 
-    applied = asyncio.run(migrate(database_url(settings)))
+    dsn = database_url(settings)
+    applied = asyncio.run(migrate(dsn))
     print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    if asyncio.run(register_admin_token(settings, dsn, "system:mm-migrate")):
+        print("MM_ADMIN_TOKEN is registered as an admin key")
     return 0
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncpg
     import uvicorn
 
     from app.api.app import create_app
+    from app.cli_admin import register_admin_token
     from app.container import Container
 
     if not settings.secret_key:
@@ -43,6 +49,13 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     dsn = database_url(settings)
+    # Registered here too (idempotently), so the documented variable works without `mm up` or a migrate
+    # run that saw it; a database that is unreachable now stops start-up, and the unit restarts it.
+    try:
+        asyncio.run(register_admin_token(settings, dsn, "system:mm-api"))
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"mm api: cannot register MM_ADMIN_TOKEN: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     # The API never LISTENs, locks or SETs on its pool, so released connections skip the session reset.
     app = create_app(settings, open_container=lambda: Container.open(settings, dsn, stateless_sessions=True))
     uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
@@ -90,6 +103,12 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     return run_stack(settings, database_url(settings), args)
 
 
+def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
+    from app.cli_admin import admin
+
+    return asyncio.run(admin(settings, database_url(settings), args))
+
+
 def cmd_secret_key(settings: Settings, args: argparse.Namespace) -> int:
     from app.sealing import new_secret_key
 
@@ -117,6 +136,9 @@ def parser() -> argparse.ArgumentParser:
     rebuild = proj_sub.add_parser("rebuild", help="replay a read model from zero and swap it in")
     rebuild.add_argument("name")
     proj.set_defaults(fn=cmd_projections)
+    from app.cli_admin import add_parser as add_admin
+
+    add_admin(sub).set_defaults(fn=cmd_admin)
     up = sub.add_parser("up", help="migrate, then run api + projector + worker, supervised")
     up.add_argument("--no-worker", action="store_true", help="skip the Dramatiq worker")
     up.set_defaults(fn=cmd_up)

@@ -1,0 +1,103 @@
+"""Helpers for tests that run `mm` as real processes: ports, start-up, and clean-up of whole process trees."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def mm_env(**extra: str) -> dict[str, str]:
+    from tests.conftest import TEST_SECRET_KEY
+
+    return {**os.environ, "MM_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), "MM_SECRET_KEY": TEST_SECRET_KEY,
+            **extra}
+
+
+def start_mm(*args: str, env: dict[str, str], **popen: object) -> subprocess.Popen[str]:
+    """`mm ARGS` in a session of its own, so a test can signal its group as a terminal would."""
+    return subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env, cwd=ROOT, text=True,
+                            start_new_session=True, **popen)  # type: ignore[call-overload]
+
+
+def wait_healthy(base: str, proc: subprocess.Popen[str] | None = None, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited with {proc.returncode} before {base} was healthy")
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{base} not healthy within {timeout}s")
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    """The process and every descendant (collected before a kill: orphans are re-parented away)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def alive(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def wait_gone(procs: Iterable[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Waits until none of `procs` lives; returns the ones still alive at the deadline."""
+    procs = list(procs)
+    deadline = time.monotonic() + timeout
+    while (left := alive(procs)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def kill_all(procs: Iterable[psutil.Process]) -> None:
+    """Test clean-up: SIGKILL whatever is left, so a failing test leaves nothing behind."""
+    for p in alive(procs):
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    wait_gone(procs, 10)
+
+
+def cleanup(proc: subprocess.Popen[str], known: Iterable[psutil.Process] = ()) -> None:
+    """Kill `proc`, its group and every descendant known now or earlier; then reap `proc`."""
+    procs = [*tree(proc.pid), *known]
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    kill_all(procs)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
