@@ -81,9 +81,9 @@ def cmd_projector(settings: Settings, _: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     env = {**os.environ, "MM_DATABASE_URL": database_url(settings)}
-    # Dramatiq's own CLI runs the worker processes; workers.actors configures the broker on import.
-    argv = [sys.executable, "-m", "dramatiq", "workers.actors", "--processes", str(args.processes),
-            "--threads", str(args.threads)]
+    # The workers run in this very process (exec keeps the pid), not under Dramatiq's forking CLI, so
+    # killing `mm worker` kills them; with --processes N its copies get a parent-death signal.
+    argv = [sys.executable, "-m", "workers.main", "--processes", str(args.processes), "--threads", str(args.threads)]
     os.execve(sys.executable, argv, env)
     return 0  # not reached
 
@@ -100,7 +100,7 @@ def cmd_projections(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from app.supervisor import run_stack
 
-    return run_stack(settings, database_url(settings), args)
+    return run_stack(settings, args)
 
 
 def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -101,3 +103,37 @@ def cleanup(proc: subprocess.Popen[str], known: Iterable[psutil.Process] = ()) -
         proc.wait(10)
     except subprocess.TimeoutExpired:
         pass
+
+
+class Output:
+    """Collects a process's merged stdout/stderr on a thread, so a test can wait for a line with a deadline."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        self.lines: list[tuple[float, str]] = []
+        self._stream = proc.stdout
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            self.lines.append((time.monotonic(), line.rstrip("\n")))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+    def wait_for(self, pattern: str, timeout: float, after: int = 0) -> tuple[int, float, re.Match[str]]:
+        """The first line from index `after` on that matches `pattern`: (index, time seen, match)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i in range(after, len(self.lines)):
+                at, line = self.lines[i]
+                if m := re.search(pattern, line):
+                    return i, at, m
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no line matching {pattern!r} within {timeout}s:\n{self.text[-4000:]}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self._thread.join(10)

@@ -1,0 +1,65 @@
+"""No process of the stack outlives its parent: Ctrl-C, SIGTERM and SIGKILL of `mm up` and of `mm worker`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.proc_tools import Output, cleanup, free_port, mm_env, start_mm, tree, wait_gone
+
+# What a terminal does on Ctrl-C (SIGINT to the foreground process group), and what a service manager does.
+HOW = {"ctrl-c": lambda p: os.killpg(p.pid, signal.SIGINT), "sigterm": lambda p: p.send_signal(signal.SIGTERM),
+       "sigkill": lambda p: p.kill()}
+CLEAN_EXIT = r"{name} exited (with 0|by SIGTERM) (?P<s>[\d.]+)s after SIGTERM"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", HOW)
+def test_mm_up_leaves_no_process_behind(how: str, fresh_database_sync: str, tmp_path: Path) -> None:
+    env = mm_env(MM_DATABASE_URL=fresh_database_sync, MM_PORT=str(free_port()), MM_DATA_DIR=str(tmp_path))
+    proc = start_mm("up", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, procs = Output(proc), []
+    try:
+        out.wait_for(r"^Press Ctrl-C", timeout=90)
+        procs = tree(proc.pid)
+        names = " ".join(" ".join(p.cmdline()) for p in procs)
+        assert len(procs) >= 4 and all(f"app.cli {c}" in names or c in names for c in ("api", "projector")), names
+        HOW[how](proc)
+        assert wait_gone(procs, timeout=30) == [], f"outlived `mm up` ({how}): {procs}"
+        if how != "sigkill":
+            assert proc.wait(30) == 0, out.text[-3000:]
+            for name in ("api", "projector", "worker"):
+                # Each child ended by itself within its grace period; the supervisor did not have to kill it.
+                _, _, m = out.wait_for(CLEAN_EXIT.format(name=name), timeout=10)
+                assert float(m["s"]) < 20, m[0]
+            assert "killed after" not in out.text and "mm up: stopped" in out.text, out.text[-3000:]
+    finally:
+        cleanup(proc, procs)
+        out.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", HOW)
+def test_mm_worker_and_its_copies_leave_no_process_behind(how: str, fresh_database_sync: str) -> None:
+    env = mm_env(MM_DATABASE_URL=fresh_database_sync, MM_LOG_LEVEL="INFO")
+    proc = start_mm("worker", "--processes", "2", "--threads", "2", env=env,
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, procs = Output(proc), []
+    try:
+        first, _, _ = out.wait_for(r"worker ready: 2 threads", timeout=60)
+        out.wait_for(r"worker ready: 2 threads", timeout=60, after=first + 1)
+        procs = tree(proc.pid)
+        assert len(procs) == 3, procs  # the parent and its two copies: no Dramatiq CLI fork underneath
+        HOW[how](proc)
+        assert wait_gone(procs, timeout=30) == [], f"outlived `mm worker` ({how}): {procs}"
+        if how != "sigkill":
+            assert proc.wait(30) == 0, out.text[-3000:]
+            for name in ("worker-0", "worker-1"):
+                out.wait_for(CLEAN_EXIT.format(name=name), timeout=10)
+    finally:
+        cleanup(proc, procs)
+        out.close()
