@@ -1,0 +1,114 @@
+"""`mm up` as a supervisor: crash restarts with a growing delay, and its embedded PostgreSQL is a child too."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.embedded_db import stop_embedded_postgres
+from tests.integration.proc_tools import ROOT, Output, cleanup, free_port, mm_env, start_mm, tree, wait_gone
+
+CLEAN_EXIT = r"{name} exited (with 0|by SIGTERM|by SIGINT) (?P<s>[\d.]+)s after {sig}"
+
+
+def _open_account(base: str, key: str, timeout: float) -> float:
+    """Seconds until an authenticated command succeeds (opening an account); fails at the deadline."""
+    start = time.monotonic()
+    while True:
+        try:
+            r = httpx.post(base + "/v1/accounts", json={"name": "sup"}, headers={"X-Api-Key": key}, timeout=5)
+            if r.status_code == 201:
+                return time.monotonic() - start
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() - start < timeout, f"no 201 within {timeout}s"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_crashing_child_is_restarted_after_a_growing_delay(fresh_database_sync: str, tmp_path: Path) -> None:
+    env = mm_env(MM_DATABASE_URL=fresh_database_sync, MM_PORT=str(free_port()), MM_DATA_DIR=str(tmp_path))
+    proc = start_mm("up", "--no-worker", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, procs = Output(proc), []
+    try:
+        i, _, m = out.wait_for(r"projector started \(pid (\d+)\)", timeout=90)
+        out.wait_for(r"^Press Ctrl-C", timeout=90)
+        delays = []
+        for _ in range(3):
+            pid = int(m[1])
+            killed_at = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            i, _, crash = out.wait_for(r"projector exited with signal SIGKILL; restarting in (\d+)s", 30, after=i)
+            i, seen, m = out.wait_for(r"projector restarted \(pid (\d+)\)", timeout=60, after=i)
+            delay = int(crash[1])
+            assert delay - 0.5 <= seen - killed_at <= delay + 15, (delay, seen - killed_at)
+            assert int(m[1]) != pid
+            delays.append(delay)
+        assert delays == [1, 2, 4], delays
+        procs = tree(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, out.text[-3000:]
+        out.wait_for(CLEAN_EXIT.format(name="projector", sig="SIGTERM"), timeout=10)
+        assert wait_gone(procs, timeout=30) == []
+    finally:
+        cleanup(proc, procs)
+        out.close()
+
+
+@pytest.mark.slow
+def test_mm_up_restarts_its_killed_postgres_and_it_dies_with_mm_up() -> None:
+    data = ROOT / ".data" / "itest" / f"up-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = mm_env(MM_DATA_DIR=str(data), MM_PORT=str(port))
+    env.pop("MM_DATABASE_URL", None)  # the embedded server, supervised by mm up
+    procs: list = []
+    proc = start_mm("up", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = Output(proc)
+    try:
+        _, _, m = out.wait_for(r"postgres started \(pid (\d+)\)", timeout=180)
+        _, _, banner = out.wait_for(r"Admin key: (\S+)", timeout=180)
+        key, postmaster = banner[1], int(m[1])
+        _open_account(base, key, timeout=60)
+
+        os.kill(postmaster, signal.SIGKILL)
+        i, _, _ = out.wait_for(r"postgres exited with signal SIGKILL; restarting in 1s", timeout=30)
+        out.wait_for(r"postgres restarted \(pid \d+\)", timeout=60, after=i)
+        back = _open_account(base, key, timeout=90)
+        print(f"an authenticated command succeeded again {back:.1f}s after the restart was logged")
+
+        # SIGKILL of mm up: the server gets its parent-death signal (fast shutdown) with everything else.
+        procs = tree(proc.pid)
+        assert any("postgres" in p.name() for p in procs)
+        proc.kill()
+        assert wait_gone(procs, timeout=30) == [], procs
+        proc.wait(10)
+        out.close()
+
+        # The next mm up starts cleanly on the same data directory, and the data (the admin key) survived.
+        proc = start_mm("up", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out = Output(proc)
+        out.wait_for(r"^Press Ctrl-C", timeout=180)
+        _open_account(base, key, timeout=60)
+        procs = tree(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(90) == 0, out.text[-3000:]
+        for name in ("api", "projector", "worker"):
+            out.wait_for(CLEAN_EXIT.format(name=name, sig="SIGTERM"), timeout=10)
+        out.wait_for(CLEAN_EXIT.format(name="postgres", sig="SIGINT"), timeout=10)
+        assert "killed after" not in out.text
+        assert wait_gone(procs, timeout=30) == []
+    finally:
+        cleanup(proc, procs)
+        out.close()
+        if data.exists():
+            stop_embedded_postgres(data / "pg")
+            shutil.rmtree(data, ignore_errors=True)
