@@ -38,9 +38,10 @@ class Backoff:
 class Child:
     def __init__(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None, *,
                  stop_signal: int = signal.SIGTERM, grace_s: float = 20.0, say: Callable[[str], None] = say,
-                 **popen: Any) -> None:
+                 ours: bool = True, **popen: Any) -> None:
+        """`ours`: an `mm` entry point that calls release_stop_signals() once its handlers are in place."""
         self.name, self.argv, self.env, self.popen = name, list(argv), env, popen
-        self.stop_signal, self.grace_s, self.say = stop_signal, grace_s, say
+        self.stop_signal, self.grace_s, self.say, self.ours = stop_signal, grace_s, say, ours
         self.proc: subprocess.Popen[bytes] | None = None
         self.backoff = Backoff()
         self.started_at = self.restart_at = self.stopped_at = 0.0
@@ -50,7 +51,7 @@ class Child:
         # A group of its own: a terminal's Ctrl-C reaches only the supervisor, which stops children in order.
         # The parent-death signal covers the supervisor being killed outright.
         self.proc = subprocess.Popen(self.argv, env=self.env, process_group=0,
-                                     preexec_fn=die_with_parent(self.stop_signal), **self.popen)
+                                     preexec_fn=die_with_parent(self.stop_signal, self.ours), **self.popen)
         self.started_at = time.monotonic()
 
     @property
@@ -100,9 +101,8 @@ class Child:
             self.proc.wait()
             self.say(f"{self.name} killed after {self.grace_s:.0f}s grace ({sig} did not stop it)")
             return False
-        # uvicorn re-raises the signal it handled once it has drained, so "by SIGTERM" is a clean end too.
-        how = f"by {signal.Signals(-code).name}" if code < 0 else f"with {code}"
-        self.say(f"{self.name} exited {how} {time.monotonic() - self.stopped_at:.1f}s after {sig}")
+        how = f"by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        self.say(f"{self.name} exited by itself {time.monotonic() - self.stopped_at:.1f}s after {sig} ({how})")
         return True
 
 

@@ -36,6 +36,7 @@ def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    _stop_cleanly_on_signals()
     import asyncpg
     import uvicorn
 
@@ -58,12 +59,27 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     # The API never LISTENs, locks or SETs on its pool, so released connections skip the session reset.
     app = create_app(settings, open_container=lambda: Container.open(settings, dsn, stateless_sessions=True))
+    # uvicorn drains, restores our handlers, then re-raises the signal it stopped on: ours exit 0.
     uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
                 log_level=settings.log_level.lower(), access_log=False, proxy_headers=True)
     return 0
 
 
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _stop_cleanly_on_signals() -> None:
+    """A service stopped before its own handlers take over exits 0; then take any stop held since exec."""
+    from app.lifeline import release_stop_signals
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
+    release_stop_signals()
+
+
 def cmd_projector(settings: Settings, _: argparse.Namespace) -> int:
+    _stop_cleanly_on_signals()
     from projections.main import run_projector
 
     dsn = database_url(settings)
@@ -84,6 +100,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     # The workers run in this very process (exec keeps the pid), not under Dramatiq's forking CLI, so
     # killing `mm worker` kills them; with --processes N its copies get a parent-death signal.
     argv = [sys.executable, "-m", "workers.main", "--processes", str(args.processes), "--threads", str(args.threads)]
+    from app.lifeline import STOP_SIGNALS
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # held across exec until workers.main can stop
     os.execve(sys.executable, argv, env)
     return 0  # not reached
 

@@ -53,7 +53,7 @@ class PostgresChild(Child):
             self.data_dir.mkdir(exist_ok=True)
             self.socket_dir = _Prepared(self.data_dir, cleanup_mode=None).socket_dir
         argv = [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.data_dir), "-h", "", "-k", str(self.socket_dir)]
-        super().__init__("postgres", argv, None, stop_signal=_STOP, grace_s=30.0, say=say,
+        super().__init__("postgres", argv, None, stop_signal=_STOP, grace_s=30.0, say=say, ours=False,
                          user=_run_as(self.data_dir))
 
     def start(self) -> None:

@@ -10,6 +10,7 @@ import threading
 import time
 
 from app.children import Child, stop_together
+from app.lifeline import release_stop_signals
 
 log = logging.getLogger("mm.worker")
 _SHUTDOWN_MS = 30_000  # finish the current messages; whatever is left is redelivered
@@ -55,7 +56,15 @@ def run_copies(processes: int, threads: int) -> int:
     return 0 if clean else 1
 
 
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # A stop before the worker's own handlers exist exits 0; `mm worker` held any stop across its exec.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
+    release_stop_signals()
     p = argparse.ArgumentParser(prog="mm worker")
     p.add_argument("--processes", type=int, default=1)
     p.add_argument("--threads", type=int, default=4)

@@ -14,7 +14,7 @@ from tests.integration.proc_tools import Output, cleanup, free_port, mm_env, sta
 # What a terminal does on Ctrl-C (SIGINT to the foreground process group), and what a service manager does.
 HOW = {"ctrl-c": lambda p: os.killpg(p.pid, signal.SIGINT), "sigterm": lambda p: p.send_signal(signal.SIGTERM),
        "sigkill": lambda p: p.kill()}
-CLEAN_EXIT = r"{name} exited (with 0|by SIGTERM) (?P<s>[\d.]+)s after SIGTERM"
+CLEAN_EXIT = r"{name} exited by itself (?P<s>[\d.]+)s after SIGTERM \(exit code 0\)"
 
 
 @pytest.mark.slow
