@@ -11,9 +11,10 @@ import uuid
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
-from app.embedded_db import stop_embedded_postgres
+from app.embedded_db import ensure_embedded_postgres, stop_embedded_postgres
 from tests.integration.proc_tools import ROOT, Output, cleanup, free_port, mm_env, start_mm, tree, wait_gone
 
 CLEAN_EXIT = r"{name} exited by itself (?P<s>[\d.]+)s after {sig} \(exit code 0\)"
@@ -65,17 +66,26 @@ def test_a_crashing_child_is_restarted_after_a_growing_delay(fresh_database_sync
         out.close()
 
 
+def _postmaster(pgdata: Path) -> psutil.Process:
+    return psutil.Process(int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0]))
+
+
 @pytest.mark.slow
-def test_mm_up_restarts_its_killed_postgres_and_it_dies_with_mm_up() -> None:
+def test_mm_up_takes_over_restarts_and_stops_its_embedded_postgres() -> None:
     data = ROOT / ".data" / "itest" / f"up-{uuid.uuid4().hex[:8]}"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = mm_env(MM_DATA_DIR=str(data), MM_PORT=str(port))
     env.pop("MM_DATABASE_URL", None)  # the embedded server, supervised by mm up
     procs: list = []
+    # A detached server already runs on the data dir (as after `mm migrate` without MM_DATABASE_URL).
+    ensure_embedded_postgres(data / "pg", database="mm")
+    detached = _postmaster(data / "pg")
     proc = start_mm("up", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = Output(proc)
     try:
+        out.wait_for(rf"stopping the detached PostgreSQL \(pid {detached.pid}\)", timeout=60)
+        assert wait_gone([detached], timeout=30) == []
         _, _, m = out.wait_for(r"postgres started \(pid (\d+)\)", timeout=180)
         _, _, banner = out.wait_for(r"Admin key: (\S+)", timeout=180)
         key, postmaster = banner[1], int(m[1])
