@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.proc_tools import Output, cleanup, free_port, mm_env, start_mm, tree, wait_gone
+from tests.integration.proc_tools import ROOT, Output, cleanup, free_port, mm_env, start_mm, tree, wait_gone
 
 # What a terminal does on Ctrl-C (SIGINT to the foreground process group), and what a service manager does.
 HOW = {"ctrl-c": lambda p: os.killpg(p.pid, signal.SIGINT), "sigterm": lambda p: p.send_signal(signal.SIGTERM),
@@ -60,6 +62,31 @@ def test_mm_worker_and_its_copies_leave_no_process_behind(how: str, fresh_databa
             assert proc.wait(30) == 0, out.text[-3000:]
             for name in ("worker-0", "worker-1"):
                 out.wait_for(CLEAN_EXIT.format(name=name), timeout=10)
+    finally:
+        cleanup(proc, procs)
+        out.close()
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_make_run_stops_everything(fresh_database_sync: str, tmp_path: Path) -> None:
+    """The reported case: Ctrl-C in the terminal running `make run` left the Dramatiq worker behind."""
+    if shutil.which("make") is None or not (ROOT / ".venv" / "bin" / "mm").exists():
+        pytest.skip("needs make and the repo's .venv")
+    env = mm_env(MM_DATABASE_URL=fresh_database_sync, MM_PORT=str(free_port()), MM_DATA_DIR=str(tmp_path))
+    # -o: never reinstall the venv from a test, even if pyproject.toml is newer than its stamp.
+    proc = subprocess.Popen(["make", "-s", "-o", ".venv/.installed", "run"], cwd=ROOT, env=env, text=True,
+                            start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, procs = Output(proc), []
+    try:
+        out.wait_for(r"^Press Ctrl-C", timeout=90)
+        deadline = time.monotonic() + 60
+        while not any("workers.main" in " ".join(p.cmdline()) for p in (procs := tree(proc.pid))):
+            assert time.monotonic() < deadline, procs  # the worker child has exec'd into workers.main
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert wait_gone(procs, timeout=30) == [], f"outlived Ctrl-C on make run: {procs}"
+        for name in ("api", "projector", "worker"):
+            out.wait_for(CLEAN_EXIT.format(name=name), timeout=10)
     finally:
         cleanup(proc, procs)
         out.close()
