@@ -80,9 +80,10 @@ def test_ctrl_c_on_make_run_stops_everything(fresh_database_sync: str, tmp_path:
     try:
         out.wait_for(r"^Press Ctrl-C", timeout=90)
         deadline = time.monotonic() + 60
-        while not any("workers.main" in " ".join(p.cmdline()) for p in (procs := tree(proc.pid))):
-            assert time.monotonic() < deadline, procs  # the worker child has exec'd into workers.main
+        while not any("workers.main" in " ".join(p.cmdline()) for p in tree(proc.pid)):
+            assert time.monotonic() < deadline, tree(proc.pid)  # the worker child exec'd into workers.main
             time.sleep(0.2)
+        procs = tree(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)
         assert wait_gone(procs, timeout=30) == [], f"outlived Ctrl-C on make run: {procs}"
         for name in ("api", "projector", "worker"):
