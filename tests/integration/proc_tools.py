@@ -137,3 +137,10 @@ class Output:
 
     def close(self) -> None:
         self._thread.join(10)
+
+
+def cmdline(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""  # gone meanwhile

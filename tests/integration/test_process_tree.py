@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.proc_tools import ROOT, Output, cleanup, free_port, mm_env, start_mm, tree, wait_gone
+from tests.integration.proc_tools import ROOT, Output, cleanup, cmdline, free_port, mm_env, start_mm, tree, wait_gone
 
 # What a terminal does on Ctrl-C (SIGINT to the foreground process group), and what a service manager does.
 HOW = {"ctrl-c": lambda p: os.killpg(p.pid, signal.SIGINT), "sigterm": lambda p: p.send_signal(signal.SIGTERM),
@@ -28,8 +28,8 @@ def test_mm_up_leaves_no_process_behind(how: str, fresh_database_sync: str, tmp_
     try:
         out.wait_for(r"^Press Ctrl-C", timeout=90)
         procs = tree(proc.pid)
-        names = " ".join(" ".join(p.cmdline()) for p in procs)
-        assert len(procs) >= 4 and all(f"app.cli {c}" in names or c in names for c in ("api", "projector")), names
+        names = " ".join(cmdline(p) for p in procs)
+        assert len(procs) >= 4 and "app.cli api" in names and "app.cli projector" in names, names
         HOW[how](proc)
         assert wait_gone(procs, timeout=30) == [], f"outlived `mm up` ({how}): {procs}"
         if how != "sigkill":
@@ -80,7 +80,7 @@ def test_ctrl_c_on_make_run_stops_everything(fresh_database_sync: str, tmp_path:
     try:
         out.wait_for(r"^Press Ctrl-C", timeout=90)
         deadline = time.monotonic() + 60
-        while not any("workers.main" in " ".join(p.cmdline()) for p in tree(proc.pid)):
+        while not any("workers.main" in cmdline(p) for p in tree(proc.pid)):
             assert time.monotonic() < deadline, tree(proc.pid)  # the worker child exec'd into workers.main
             time.sleep(0.2)
         procs = tree(proc.pid)
