@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from tests.factories import MachineKeyFactory
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -144,3 +146,28 @@ def cmdline(p: psutil.Process) -> str:
         return " ".join(p.cmdline())
     except psutil.Error:
         return ""  # gone meanwhile
+
+
+def lease_expires_through_the_whole_stack(base: str, key: str) -> None:
+    """API -> log -> relay (projector) -> PostgreSQL broker -> worker -> Expired event -> read model."""
+    h, keys = {"Authorization": f"Bearer {key}"}, MachineKeyFactory()
+    mid = httpx.post(base + "/v1/machines", json={"name": "up", "publicKey": keys.public_key}, headers=h).json()["id"]
+    c = httpx.post(f"{base}/v1/machines/{mid}/identity/challenge", headers=h).json()
+    httpx.post(f"{base}/v1/machines/{mid}/identity/verify", headers=h,
+               json={"challengeId": c["challengeId"], "signature": keys.sign(c["nonce"])}).raise_for_status()
+    httpx.post(f"{base}/v1/machines/{mid}/activate", headers=h).raise_for_status()
+    enrolled = httpx.post(f"{base}/v1/machines/{mid}/agents/enrollment", headers=h,
+                          json={"name": "up", "allowedProviderKeys": ["gpu"], "leaseSeconds": 1})
+    endpoint = {"providerKey": "gpu", "url": "https://g.example", "authToken": "sealed-by-the-api"}
+    beat = httpx.post(base + "/v1/machine-agents/heartbeat",
+                      json={"agentToken": enrolled.json()["agentToken"], "endpoints": [endpoint]})
+    assert beat.status_code == 200, beat.text
+    status = None
+    deadline = time.monotonic() + 60  # a 1 s lease; the rest is slack for a loaded 2-core box
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{base}/v1/machines/{mid}/runtime-endpoints/gpu", headers=h)
+        status = r.json().get("status")
+        if status == "expired":
+            break
+        time.sleep(0.1)
+    assert status == "expired", r.text

@@ -15,19 +15,29 @@ import psutil
 import pytest
 
 from app.embedded_db import ensure_embedded_postgres, stop_embedded_postgres
-from tests.integration.proc_tools import ROOT, Output, cleanup, free_port, mm_env, start_mm, tree, wait_gone
+from tests.integration.proc_tools import (
+    ROOT,
+    Output,
+    cleanup,
+    free_port,
+    lease_expires_through_the_whole_stack,
+    mm_env,
+    start_mm,
+    tree,
+    wait_gone,
+)
 
 CLEAN_EXIT = r"{name} exited by itself (?P<s>[\d.]+)s after {sig} \(exit code 0\)"
 
 
-def _open_account(base: str, key: str, timeout: float) -> float:
-    """Seconds until an authenticated command succeeds (opening an account); fails at the deadline."""
+def _open_account(base: str, key: str, timeout: float) -> tuple[float, str]:
+    """Seconds until an authenticated command succeeds (opening an account), and the new account's key."""
     start = time.monotonic()
     while True:
         try:
             r = httpx.post(base + "/v1/accounts", json={"name": "sup"}, headers={"X-Api-Key": key}, timeout=5)
             if r.status_code == 201:
-                return time.monotonic() - start
+                return time.monotonic() - start, r.json()["apiKey"]["key"]
         except httpx.HTTPError:
             pass
         assert time.monotonic() - start < timeout, f"no 201 within {timeout}s"
@@ -94,8 +104,15 @@ def test_mm_up_takes_over_restarts_and_stops_its_embedded_postgres() -> None:
         os.kill(postmaster, signal.SIGKILL)
         i, _, _ = out.wait_for(r"postgres exited with signal SIGKILL; restarting in 1s", timeout=30)
         out.wait_for(r"postgres restarted \(pid \d+\)", timeout=60, after=i)
-        back = _open_account(base, key, timeout=90)
+        back, account_key = _open_account(base, key, timeout=90)
         print(f"an authenticated command succeeded again {back:.1f}s after the restart was logged")
+        # The projector (relay), the broker and the worker reconnected too: a lease expires end to end.
+        # (Until authentication stops reading the accounts read model, a new key works once it is projected.)
+        deadline = time.monotonic() + 60
+        while httpx.get(base + "/v1/accounts/me", headers={"X-Api-Key": account_key}).status_code != 200:
+            assert time.monotonic() < deadline, "the new account's key never became usable"
+            time.sleep(0.2)
+        lease_expires_through_the_whole_stack(base, account_key)
 
         # SIGKILL of mm up: the server gets its parent-death signal (fast shutdown) with everything else.
         procs = tree(proc.pid)
@@ -118,6 +135,10 @@ def test_mm_up_takes_over_restarts_and_stops_its_embedded_postgres() -> None:
         out.wait_for(CLEAN_EXIT.format(name="postgres", sig="SIGINT"), timeout=10)
         assert "killed after" not in out.text
         assert wait_gone(procs, timeout=30) == []
+    except BaseException:
+        # The supervisor's and children's log lines (not traceback bodies), shown with the failure.
+        print("\n".join(line for _, line in out.lines if not line.startswith((" ", "Traceback")))[-20000:])
+        raise
     finally:
         cleanup(proc, procs)
         out.close()
