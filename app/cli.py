@@ -155,9 +155,14 @@ def parser() -> argparse.ArgumentParser:
     rebuild = proj_sub.add_parser("rebuild", help="replay a read model from zero and swap it in")
     rebuild.add_argument("name")
     proj.set_defaults(fn=cmd_projections)
-    from app.cli_admin import add_parser as add_admin
-
-    add_admin(sub).set_defaults(fn=cmd_admin)
+    admin = sub.add_parser("admin", help="admin keys: create (rotation), list, revoke")
+    admin_sub = admin.add_subparsers(dest="action", required=True)
+    create = admin_sub.add_parser("create-key", help="print a new admin key (shown once)")
+    create.add_argument("--label", default="created by mm admin", help="shown in key listings")
+    admin_sub.add_parser("list-keys", help="the admin keys (never the keys themselves)")
+    revoke = admin_sub.add_parser("revoke-key", help="revoke an admin key by id or prefix")
+    revoke.add_argument("key", help="the key id, or its prefix as `mm admin list-keys` shows it")
+    admin.set_defaults(fn=cmd_admin)
     up = sub.add_parser("up", help="migrate, then run api + projector + worker, supervised")
     up.add_argument("--no-worker", action="store_true", help="skip the Dramatiq worker")
     up.set_defaults(fn=cmd_up)

@@ -1,4 +1,4 @@
-"""`mm admin create-key|revoke-key|list-keys`: the bootstrap admin account's keys, for rotation."""
+"""`mm admin create-key|list-keys|revoke-key` and MM_ADMIN_TOKEN registration: the built-in admin's keys."""
 
 from __future__ import annotations
 
@@ -63,14 +63,3 @@ async def admin(settings: Settings, dsn: str, args: argparse.Namespace) -> int:
         print(f"mm admin: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-    p = sub.add_parser("admin", help="admin keys: create (rotation), revoke, list")
-    actions = p.add_subparsers(dest="action", required=True)
-    create = actions.add_parser("create-key", help="print a new admin key (shown once)")
-    create.add_argument("--label", default="created by mm admin", help="shown in key listings")
-    revoke = actions.add_parser("revoke-key", help="revoke an admin key by id or prefix")
-    revoke.add_argument("key", help="the key id, or its prefix as `mm admin list-keys` shows it")
-    actions.add_parser("list-keys", help="the admin keys (never the keys themselves)")
-    return p
