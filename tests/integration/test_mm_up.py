@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.proc_tools import lease_expires_through_the_whole_stack
+from tests.integration.proc_tools import cleanup, lease_expires_through_the_whole_stack, tree
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +57,16 @@ def test_mm_up_serves_projects_and_stops_on_ctrl_c(fresh_database_sync: str, tmp
         assert httpx.get(base + "/ready").status_code == 200
         lease_expires_through_the_whole_stack(base, r.json()["apiKey"]["key"])
     finally:
+        procs = tree(proc.pid)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
+        try:
+            rest, _ = proc.communicate(timeout=60)
+        finally:
+            cleanup(proc, procs)
+    assert proc.returncode == 0, rest[-3000:]
+    for name in ("api", "projector", "worker"):
+        # Each child stopped by itself within its grace period; the supervisor did not have to kill it.
+        assert re.search(rf"mm up: {name} exited by itself [\d.]+s after SIGTERM \(exit code 0\)", rest), rest
+    assert "killed after" not in rest
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
