@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 
 from app.children import Child, say, stop_together
 from app.kept import admin_token, secret_key
@@ -25,9 +26,9 @@ async def _prepare(dsn: str, token: str) -> None:
     await bootstrap_admin_key(dsn, token, "system:mm-up")
 
 
-def _wait_healthy(url: str, children: list[Child], timeout: float = 60.0) -> bool:
+def _wait_healthy(url: str, children: list[Child], stopping: Callable[[], bool], timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stopping():
         for child in children:
             child.check(time.monotonic())
         try:
@@ -75,11 +76,11 @@ def run_stack(settings: Settings, args: argparse.Namespace) -> int:
             child.start()
             say(f"{child.name} started (pid {child.pid})")
         base = f"http://{settings.host}:{settings.port}"
-        if _wait_healthy(base, database + children):
+        if _wait_healthy(base, database + children, lambda: stopping):
             print(f"\nMachine Markets is up\n  API:       {base}/v1\n  Docs:      {base}/docs\n"
                   f"  OpenAPI:   {base}/openapi.json\n  Admin key: {token}\n  Database:  {where}\n"
                   "Press Ctrl-C to stop.\n", flush=True)
-        else:
+        elif not stopping:
             say("the API did not become healthy within 60s; see the log above")
         while not stopping:
             now = time.monotonic()

@@ -91,3 +91,23 @@ def test_ctrl_c_on_make_run_stops_everything(fresh_database_sync: str, tmp_path:
     finally:
         cleanup(proc, procs)
         out.close()
+
+
+@pytest.mark.slow
+def test_mm_up_stopped_while_its_children_start_stops_them_cleanly(fresh_database_sync: str, tmp_path: Path) -> None:
+    env = mm_env(MM_DATABASE_URL=fresh_database_sync, MM_PORT=str(free_port()), MM_DATA_DIR=str(tmp_path))
+    proc = start_mm("up", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, procs = Output(proc), []
+    try:
+        out.wait_for(r"worker started \(pid \d+\)", timeout=90)
+        procs = tree(proc.pid)
+        # Still importing: the stop is held until each child has its handlers, then it exits with 0.
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(40) == 0, out.text[-3000:]
+        for name in ("api", "projector", "worker"):
+            out.wait_for(CLEAN_EXIT.format(name=name), timeout=10)
+        assert "Press Ctrl-C" not in out.text and "did not become healthy" not in out.text
+        assert wait_gone(procs, timeout=30) == []
+    finally:
+        cleanup(proc, procs)
+        out.close()
