@@ -104,6 +104,14 @@ def test_mm_migrate_registers_the_token_without_any_other_process(fresh_database
     assert listed.returncode == 0 and token.split("_")[1] in listed.stdout and "bootstrap" in listed.stdout
 
 
-def test_admin_commands_say_when_there_is_no_admin_account(fresh_database_sync: str) -> None:
+def test_the_first_admin_key_can_come_from_create_key(fresh_database_sync: str) -> None:
     out = mm(fresh_database_sync, "admin", "revoke-key", "ffffffff")
     assert out.returncode == 1 and "no admin key exists yet" in out.stderr
+    created = mm(fresh_database_sync, "admin", "create-key", "--label", "first")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    listed = mm(fresh_database_sync, "admin", "list-keys").stdout
+    assert key.split("_")[1] in listed and "first" in listed and "active" in listed and key not in listed
+    # Setting MM_ADMIN_TOKEN to that key later records nothing new (same key, by its hash).
+    assert mm(fresh_database_sync, "migrate", MM_ADMIN_TOKEN=key).returncode == 0
+    assert mm(fresh_database_sync, "admin", "list-keys").stdout == listed
