@@ -24,17 +24,24 @@ def database_url(settings: Settings) -> str:
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+    from app.cli_admin import register_admin_token
     from app.migrate import migrate
 
-    applied = asyncio.run(migrate(database_url(settings)))
+    dsn = database_url(settings)
+    applied = asyncio.run(migrate(dsn))
     print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    if asyncio.run(register_admin_token(settings, dsn, "system:mm-migrate")):
+        print("MM_ADMIN_TOKEN is registered as an admin key")
     return 0
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    _stop_cleanly_on_signals()
+    import asyncpg
     import uvicorn
 
     from app.api.app import create_app
+    from app.cli_admin import register_admin_token
     from app.container import Container
 
     if not settings.secret_key:
@@ -43,14 +50,36 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     dsn = database_url(settings)
+    # Registered here too (idempotently), so the documented variable works without `mm up` or a migrate
+    # run that saw it; a database that is unreachable now stops start-up, and the unit restarts it.
+    try:
+        asyncio.run(register_admin_token(settings, dsn, "system:mm-api"))
+    except (OSError, asyncpg.PostgresError) as exc:
+        print(f"mm api: cannot register MM_ADMIN_TOKEN: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     # The API never LISTENs, locks or SETs on its pool, so released connections skip the session reset.
     app = create_app(settings, open_container=lambda: Container.open(settings, dsn, stateless_sessions=True))
+    # uvicorn drains, restores our handlers, then re-raises the signal it stopped on: ours exit 0.
     uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
                 log_level=settings.log_level.lower(), access_log=False, proxy_headers=True)
     return 0
 
 
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _stop_cleanly_on_signals() -> None:
+    """A service stopped before its own handlers take over exits 0; then take any stop held since exec."""
+    from app.lifeline import release_stop_signals
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
+    release_stop_signals()
+
+
 def cmd_projector(settings: Settings, _: argparse.Namespace) -> int:
+    _stop_cleanly_on_signals()
     from projections.main import run_projector
 
     dsn = database_url(settings)
@@ -68,9 +97,12 @@ def cmd_projector(settings: Settings, _: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     env = {**os.environ, "MM_DATABASE_URL": database_url(settings)}
-    # Dramatiq's own CLI runs the worker processes; workers.actors configures the broker on import.
-    argv = [sys.executable, "-m", "dramatiq", "workers.actors", "--processes", str(args.processes),
-            "--threads", str(args.threads)]
+    # The workers run in this very process (exec keeps the pid), not under Dramatiq's forking CLI, so
+    # killing `mm worker` kills them; with --processes N its copies get a parent-death signal.
+    argv = [sys.executable, "-m", "workers.main", "--processes", str(args.processes), "--threads", str(args.threads)]
+    from app.lifeline import STOP_SIGNALS
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # held across exec until workers.main can stop
     os.execve(sys.executable, argv, env)
     return 0  # not reached
 
@@ -87,7 +119,13 @@ def cmd_projections(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from app.supervisor import run_stack
 
-    return run_stack(settings, database_url(settings), args)
+    return run_stack(settings, args)
+
+
+def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
+    from app.cli_admin import admin
+
+    return asyncio.run(admin(settings, database_url(settings), args))
 
 
 def cmd_secret_key(settings: Settings, args: argparse.Namespace) -> int:
@@ -117,6 +155,14 @@ def parser() -> argparse.ArgumentParser:
     rebuild = proj_sub.add_parser("rebuild", help="replay a read model from zero and swap it in")
     rebuild.add_argument("name")
     proj.set_defaults(fn=cmd_projections)
+    admin = sub.add_parser("admin", help="admin keys: create (rotation), list, revoke")
+    admin_sub = admin.add_subparsers(dest="action", required=True)
+    create = admin_sub.add_parser("create-key", help="print a new admin key (shown once)")
+    create.add_argument("--label", default="created by mm admin", help="shown in key listings")
+    admin_sub.add_parser("list-keys", help="the admin keys (never the keys themselves)")
+    revoke = admin_sub.add_parser("revoke-key", help="revoke an admin key by id or prefix")
+    revoke.add_argument("key", help="the key id, or its prefix as `mm admin list-keys` shows it")
+    admin.set_defaults(fn=cmd_admin)
     up = sub.add_parser("up", help="migrate, then run api + projector + worker, supervised")
     up.add_argument("--no-worker", action="store_true", help="skip the Dramatiq worker")
     up.set_defaults(fn=cmd_up)

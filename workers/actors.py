@@ -1,4 +1,4 @@
-"""Worker entry module (`dramatiq workers.actors`): configures the broker, then declares every actor."""
+"""Worker entry module (`mm worker` imports it, as can `dramatiq workers.actors`): the broker, then every actor."""
 
 from __future__ import annotations
 

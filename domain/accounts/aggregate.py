@@ -34,7 +34,9 @@ class Account(Aggregate):
         label: str
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.keys[self.key_id] = {"hash": self.key_hash, "revoked": False}
+            aggregate.keys[self.key_id] = {
+                "hash": self.key_hash, "prefix": self.prefix, "label": self.label, "revoked": False,
+            }
 
     class ApiKeyRevoked(Aggregate.Event):
         TOPIC = "accounts:Account.ApiKeyRevoked"
@@ -55,8 +57,8 @@ class Account(Aggregate):
         return cls._create(cls.Opened, id=account_id, timestamp=at, name=name, is_admin=is_admin)
 
     def issue_key(self, key_id: uuid.UUID, key_hash: str, prefix: str, label: str, at: datetime) -> None:
-        if key_id in self.keys:
-            return  # issuing the same derived key id again is a retry, not a second key
+        if key_id in self.keys or any(k["hash"] == key_hash for k in self.keys.values()):
+            return  # the same key again is a retry (or a restart re-registering it), never a second record
         self.trigger_event(
             self.ApiKeyIssued, timestamp=at, key_id=key_id, key_hash=key_hash, prefix=prefix, label=label
         )

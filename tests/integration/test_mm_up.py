@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.factories import MachineKeyFactory
+from tests.integration.proc_tools import cleanup, lease_expires_through_the_whole_stack, tree
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,30 +23,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _lease_expires_through_the_whole_stack(base: str, key: str) -> None:
-    """API -> log -> relay (projector) -> PostgreSQL broker -> worker -> Expired event -> read model."""
-    h, keys = {"Authorization": f"Bearer {key}"}, MachineKeyFactory()
-    mid = httpx.post(base + "/v1/machines", json={"name": "up", "publicKey": keys.public_key}, headers=h).json()["id"]
-    c = httpx.post(f"{base}/v1/machines/{mid}/identity/challenge", headers=h).json()
-    httpx.post(f"{base}/v1/machines/{mid}/identity/verify", headers=h,
-               json={"challengeId": c["challengeId"], "signature": keys.sign(c["nonce"])}).raise_for_status()
-    httpx.post(f"{base}/v1/machines/{mid}/activate", headers=h).raise_for_status()
-    enrolled = httpx.post(f"{base}/v1/machines/{mid}/agents/enrollment", headers=h,
-                          json={"name": "up", "allowedProviderKeys": ["gpu"], "leaseSeconds": 1})
-    endpoint = {"providerKey": "gpu", "url": "https://g.example", "authToken": "sealed-by-the-api"}
-    beat = httpx.post(base + "/v1/machine-agents/heartbeat",
-                      json={"agentToken": enrolled.json()["agentToken"], "endpoints": [endpoint]})
-    assert beat.status_code == 200, beat.text
-    status = None
-    for _ in range(300):
-        r = httpx.get(f"{base}/v1/machines/{mid}/runtime-endpoints/gpu", headers=h)
-        status = r.json().get("status")
-        if status == "expired":
-            break
-        time.sleep(0.1)
-    assert status == "expired", r.text
 
 
 @pytest.mark.slow
@@ -78,9 +55,18 @@ def test_mm_up_serves_projects_and_stops_on_ctrl_c(fresh_database_sync: str, tmp
             time.sleep(0.1)
         assert r.status_code == 201, r.text
         assert httpx.get(base + "/ready").status_code == 200
-        _lease_expires_through_the_whole_stack(base, r.json()["apiKey"]["key"])
+        lease_expires_through_the_whole_stack(base, r.json()["apiKey"]["key"])
     finally:
+        procs = tree(proc.pid)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
+        try:
+            rest, _ = proc.communicate(timeout=60)
+        finally:
+            cleanup(proc, procs)
+    assert proc.returncode == 0, rest[-3000:]
+    for name in ("api", "projector", "worker"):
+        # Each child stopped by itself within its grace period; the supervisor did not have to kill it.
+        assert re.search(rf"mm up: {name} exited by itself [\d.]+s after SIGTERM \(exit code 0\)", rest), rest
+    assert "killed after" not in rest
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)

@@ -79,7 +79,19 @@ def test_issue_key_records_the_hash_never_a_plaintext() -> None:
     )
     assert (event.timestamp, event.originator_version) == (T1, 2)
     assert len(event.key_hash) == 64  # a sha256 hex digest
-    assert account.keys == {key["key_id"]: {"hash": key["key_hash"], "revoked": False}}
+    assert account.keys == {key["key_id"]: {
+        "hash": key["key_hash"], "prefix": key["prefix"], "label": key["label"], "revoked": False,
+    }}
+
+
+def test_the_same_key_under_another_id_records_nothing() -> None:
+    # The read model keeps one row per key hash: a second record of one key would stop its projection.
+    account = given(opened_with())
+    key = IssueKeyArgsFactory(at=T1)
+    account.issue_key(**key)
+    account.collect_events()
+    account.issue_key(**{**key, "key_id": uuid.uuid4()})
+    assert account.collect_events() == []
 
 
 def test_issuing_the_same_key_id_again_is_a_retry_and_records_nothing() -> None:
