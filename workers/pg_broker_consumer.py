@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
@@ -36,6 +36,10 @@ _CLEANUP_EVERY_S = 10.0
 _CLEANUP_BATCH, _CLEANUP_MAX_BATCHES = 2000, 20
 # Floor for idle waits so a queue whose ready rows are momentarily locked by a peer's claim is not spun on.
 _MIN_WAIT_S = 0.02
+# The longest gap between scans for expired claims: with the default 10 s lease it is lease/4 = 2.5 s.
+_MAX_RECLAIM_EVERY_S = 5.0
+# After a failed renewal (say a lock timeout), try again this soon rather than a third of a lease later.
+_RENEW_RETRY_S = 0.25
 
 _CLAIM = """
 WITH picked AS MATERIALIZED (
@@ -69,6 +73,7 @@ UPDATE worker_messages AS w
 SET lease_expires_at = now() + make_interval(secs => %(lease)s), updated_at = now()
 FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS t(id, attempts)
 WHERE w.id = t.id AND w.attempts = t.attempts AND w.state = 'consumed'
+RETURNING w.id
 """
 _CLEANUP = """
 DELETE FROM worker_messages WHERE id IN (
@@ -187,8 +192,11 @@ class PostgresConsumer(Consumer):
         lease = broker.lease_seconds
         now = time.monotonic()
         self._renew_every = lease / 3
-        self._reclaim_every = min(lease / 2, 30.0)
-        self._next_renew = now + self._renew_every
+        # Frequent enough that a dead peer's claims run again soon after they expire; one index scan each.
+        self._reclaim_every = max(_MIN_WAIT_S, min(lease / 4, _MAX_RECLAIM_EVERY_S))
+        # Renew at once: a consumer restarted after a connection error may hold messages whose lease
+        # went unrenewed while it was down.
+        self._next_renew = now
         self._next_reclaim = now  # reclaim at start: a restarted worker recovers what its predecessor held
         self._next_cleanup = now + _CLEANUP_EVERY_S
         # A dedicated connection: it LISTENs, and psycopg queues notifies that arrive during our own queries.
@@ -210,9 +218,13 @@ class PostgresConsumer(Consumer):
                     if self._claim(room):
                         return self._buffer.popleft()
                     wait = min(wait, self._seconds_to_next_eta())
-                remaining = deadline - time.monotonic()
+                now = time.monotonic()
+                remaining = deadline - now
                 if remaining <= 0:
                     return None
+                # Never sleep past the next renewal or reclaim scan, however long the poll interval: a
+                # long actor's lease is kept alive only by this loop.
+                wait = min(wait, self._next_renew - now, self._next_reclaim - now)
                 wait = max(_MIN_WAIT_S, min(wait, remaining))
                 if room > 0:
                     self._wait_for_notify(wait)
@@ -304,19 +316,47 @@ class PostgresConsumer(Consumer):
         now = time.monotonic()
         if now >= self._next_renew:
             self._next_renew = now + self._renew_every
-            ids, attempts = self.broker.leases.held(self.queue_name)
-            if ids:
-                params = {"ids": ids, "attempts": attempts, "lease": self.broker.lease_seconds}
-                self._conn.execute(_RENEW, params)
+            if not self._tolerating("renew leases", self._renew):
+                self._next_renew = now + _RENEW_RETRY_S  # well within the lease
         if now >= self._next_reclaim:
             self._next_reclaim = now + self._reclaim_every
-            cur = self._conn.execute(_RECLAIM, {"queue": self.queue_name})
-            if cur.rowcount:
-                self.logger.warning("Reclaimed %d message(s) with expired leases on %r.", cur.rowcount, self.queue_name)
+            self._tolerating("reclaim expired leases", self._reclaim)
         keep = self.broker.done_retention_seconds
         if now >= self._next_cleanup and keep:
             self._next_cleanup = now + _CLEANUP_EVERY_S
-            self.clean_up(keep)
+            self._tolerating("clean up finished rows", lambda: self.clean_up(keep))
+
+    def _tolerating(self, what: str, step: Callable[[], object]) -> bool:
+        """Run one maintenance step; a failure that leaves the session usable (a lock or statement
+        timeout, say) is logged and retried later instead of letting dramatiq tear the consumer down."""
+        try:
+            step()
+            return True
+        except psycopg.Error as e:
+            if self._conn.broken or self._conn.closed:
+                raise  # the connection is gone: dramatiq restarts the consumer, which renews at once
+            self.logger.warning("Could not %s on %r (%s); will retry.", what, self.queue_name, e)
+            return False
+
+    def _renew(self) -> None:
+        ids, attempts = self.broker.leases.held(self.queue_name)
+        if not ids:
+            return
+        params = {"ids": ids, "attempts": attempts, "lease": self.broker.lease_seconds}
+        renewed = {row[0] for row in self._conn.execute(_RENEW, params).fetchall()}
+        still_held = set(self.broker.leases.held(self.queue_name)[0])  # minus those settled meanwhile
+        lost = [row_id for row_id in ids if row_id not in renewed and row_id in still_held]
+        if lost:
+            # The lease ran out and a peer claimed the row again: this holder's fenced settle will match
+            # nothing, so stop renewing (and warning about) those rows.
+            self.logger.warning("Lost the claim on %d message(s) of %r.", len(lost), self.queue_name)
+            for row_id in lost:
+                self.broker.leases.untrack(row_id)
+
+    def _reclaim(self) -> None:
+        cur = self._conn.execute(_RECLAIM, {"queue": self.queue_name})
+        if cur.rowcount:
+            self.logger.warning("Reclaimed %d message(s) with expired leases on %r.", cur.rowcount, self.queue_name)
 
     def clean_up(self, keep: float) -> int:
         """Delete finished rows past retention in short batches, up to a cap per tick: a busy queue (lease
