@@ -179,3 +179,74 @@ async def test_live_runner_follows_new_events_and_a_second_copy_waits(app_contai
     finally:
         stop.set()
         await asyncio.gather(*tasks)
+
+
+class Tagged:
+    """Records, inside the batch transaction, which runner applied each batch (so only committed ones show)."""
+
+    def __init__(self, inner: MachinesProjection, tag: str) -> None:
+        self.inner, self.name, self.tables, self.tag = inner, inner.name, inner.tables, tag
+
+    async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
+        await self.inner.apply_many(conn, events, t)
+        await conn.execute("INSERT INTO batch_log (tag, events) VALUES ($1, $2)", self.tag, len(events))
+
+
+async def _lock_holder(pool: asyncpg.Pool, name: str) -> int | None:
+    return await pool.fetchval(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND ((classid::bigint << 32) | objid::bigint) = $1", lock_key(name))
+
+
+async def test_a_leader_whose_lock_session_ends_stops_before_its_next_batch(app_container: Container) -> None:
+    pool = app_container.pool
+    await pool.execute("CREATE TABLE batch_log (id bigserial PRIMARY KEY, tag text NOT NULL, events int NOT NULL)")
+    first = ProjectionRunner(pool, app_container.store, [Tagged(MachinesProjection(), "first")],
+                             batch_size=5, poll_interval=0.05)
+    second = ProjectionRunner(pool, app_container.store, [Tagged(MachinesProjection(), "second")],
+                              batch_size=5, poll_interval=0.05)
+    stop, writing = asyncio.Event(), asyncio.Event()
+    tasks = [asyncio.create_task(first.run(stop))]
+
+    async def writer() -> None:  # a steady stream of small commits, so both copies always have work
+        while not writing.is_set():
+            await seed(app_container, 1)
+
+    try:
+        for _ in range(200):
+            if first.leading:
+                break
+            await asyncio.sleep(0.05)
+        tasks.append(asyncio.create_task(second.run(stop)))
+        tasks.append(asyncio.create_task(writer()))
+        await asyncio.sleep(1.0)
+        assert first.leading == {"machines"} and second.leading == set()
+        holder = await _lock_holder(pool, "machines")
+        assert holder is not None
+        assert await pool.fetchval("SELECT pg_terminate_backend($1)", holder)  # the leader's lock session ends
+        for _ in range(200):
+            if second.leading:
+                break
+            await asyncio.sleep(0.05)
+        assert second.leading == {"machines"}, "the standby never took over"
+        await asyncio.sleep(2.0)  # both copies keep being woken by new events
+        writing.set()
+        await tasks[2]
+        for _ in range(200):  # the new leader drains what is left
+            if await pool.fetchval("SELECT count(*) FROM events") == (await applied_counts(pool))["machines"]:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        writing.set()
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    tags = [r["tag"] for r in await pool.fetch("SELECT tag FROM batch_log ORDER BY id")]
+    took_over = tags.index("second")
+    assert tags[:took_over] == ["first"] * took_over and took_over > 0
+    assert tags[took_over:] == ["second"] * (len(tags) - took_over), (
+        f"the deposed leader committed {tags[took_over:].count('first')} batch(es) after the standby's first")
+    assert tags.count("second") >= 3
+    total = await pool.fetchval("SELECT count(*) FROM events")
+    assert (await applied_counts(pool))["machines"] == total == await pool.fetchval("SELECT sum(events) FROM batch_log")
