@@ -18,9 +18,10 @@ import pytest
 
 from app.container import Container
 from app.settings import Settings
-from app.store.types import RecordedEvent
+from app.store.types import LogPosition, RecordedEvent
 from domain.machines.commands import ChangeStatus, ReviseProfile
 from domain.shared.context import CommandContext
+from projections import checkpoints
 from projections.audit import AuditProjection
 from projections.base import Tables
 from projections.machines import MachinesProjection
@@ -76,23 +77,54 @@ async def _projector(dsn: str) -> asyncio.subprocess.Process:
     )
 
 
+async def _kill_mid_batch(proc: asyncio.subprocess.Process, nth: int, pool: asyncpg.Pool) -> bool | None:
+    """SIGKILL `proc` once it reports its `nth` batch in progress. True when the kill provably hit that batch
+    before its commit (its checkpoint never reached the batch's end), False when the commit won the race,
+    None when the projector finished first."""
+    assert proc.stdout is not None
+    seen = 0
+    while line := (await asyncio.wait_for(proc.stdout.readline(), 60)).decode():
+        if not line.startswith("mid-batch "):
+            continue
+        seen += 1
+        if seen == nth:
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+            _, name, tx_id, position = line.split()
+            async with pool.acquire() as conn:
+                at = await checkpoints.position(conn, name)
+            return at is None or at < LogPosition(int(tx_id), int(position))
+    return None
+
+
 @pytest.mark.slow
 async def test_killed_projector_ends_identical_to_a_clean_rebuild(
     app_container: Container, fresh_database: str
 ) -> None:
     total = await seed(app_container, 200)
-    kills = 0
-    for _ in range(40):
+    kills = mid_batch_kills = 0
+    for attempt in range(40):
         proc = await _projector(fresh_database)
-        await asyncio.sleep(random.uniform(0.4, 0.9))  # start-up, then some way into a batch
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        await proc.communicate()
+        try:
+            if attempt % 3 == 2:  # now and then anywhere, start-up included
+                await asyncio.sleep(random.uniform(0.4, 0.9))
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGKILL)
+                    kills += 1
+            else:  # mostly between a batch's first row write and its commit
+                hit = await _kill_mid_batch(proc, random.randint(2, 4), app_container.pool)
+                kills += hit is not None
+                mid_batch_kills += bool(hit)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.communicate()
         counts = await applied_counts(app_container.pool)
         if counts.get("machines") == total and counts.get("audit") == total:
             break
     assert kills >= 2, "the projector was never killed mid-run; the test proved nothing"
+    assert mid_batch_kills >= 1, "no kill landed inside a partly applied batch; the test proved nothing"
+    print(f"\n{kills} kills, {mid_batch_kills} of them inside a partly applied batch")
     final = await _projector(fresh_database)
     out, err = await asyncio.wait_for(final.communicate(), 120)
     assert b"caught-up" in out, err.decode()[-2000:]
