@@ -12,6 +12,7 @@ from typing import Any
 
 import dramatiq
 import pytest
+from dramatiq.middleware import Middleware
 from dramatiq.middleware.asyncio import AsyncIO
 
 from app.container import Container
@@ -72,6 +73,19 @@ async def worker_on(broker_url: str, dsn: str, actors: list[Any]) -> AsyncIterat
         broker.close()
         for a, b in zip(actors, previous, strict=True):
             a.broker = b
+
+
+class Enqueues(Middleware):
+    """Records every message the broker accepts, as (actor name, delay in ms or None)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int | None]] = []
+
+    def after_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int | None) -> None:
+        self.sent.append((message.actor_name, delay))
+
+    def delays(self, actor_name: str) -> list[int]:
+        return [d for name, d in self.sent if name == actor_name and d]
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> bool:
