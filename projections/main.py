@@ -19,7 +19,7 @@ log = logging.getLogger("mm.projections")
 
 def all_projections(settings: Settings, dsn: str) -> list[Projection]:
     # The relay only builds messages; the broker is chosen in workers.broker, the one place for it.
-    return [*read_models(), RelayProjection(make_broker(settings.broker_url or dsn))]
+    return [*read_models(), RelayProjection(make_broker(settings.broker_url or dsn, settings))]
 
 
 async def run_projector(settings: Settings, dsn: str, stop: asyncio.Event) -> None:
