@@ -115,6 +115,14 @@ def test_claim_lease_comes_from_the_setting(database_url: str) -> None:
         load_settings({"MM_WORKER_CLAIM_LEASE_S": "0"})
 
 
+def test_the_mm_worker_entry_module_builds_its_broker_with_the_setting(database_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MM_BROKER_URL"}
+    env.update(MM_DATABASE_URL=database_url, MM_WORKER_CLAIM_LEASE_S="4.5", PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", "from workers.actors import broker; print(broker.lease_seconds)"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "4.5", out.stderr[-2000:]
+
+
 class _Worker:
     """A worker_proc.py child whose output lines are timestamped as they arrive."""
 
