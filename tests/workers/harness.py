@@ -12,6 +12,8 @@ from typing import Any
 
 import dramatiq
 import pytest
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.common import dq_name, xq_name
 from dramatiq.middleware import Middleware
 from dramatiq.middleware.asyncio import AsyncIO
 
@@ -52,16 +54,23 @@ def broker_url_for(kind: str, dsn: str) -> str:
 
 
 @asynccontextmanager
-async def worker_on(broker_url: str, dsn: str, actors: list[Any]) -> AsyncIterator[tuple[dramatiq.Broker,
-                                                                                        dramatiq.Worker]]:
+async def worker_on(broker_url: str, dsn: str, actors: list[Any], *, private_queues: bool = False
+                    ) -> AsyncIterator[tuple[dramatiq.Broker, dramatiq.Worker]]:
     """Binds `actors` to a fresh broker for `broker_url` and yields it with a worker not yet started
-    (so a test can enqueue first); stops both afterwards."""
+    (so a test can enqueue first); stops both afterwards.
+
+    `private_queues` moves the actors to queues of their own for the test (deleted afterwards): RabbitMQ is
+    shared by everything on this host, and another run's worker or flush on `machines` would take our
+    messages. Only for tests that send directly: the relay addresses the actors' real queues.
+    """
     broker = make_broker(broker_url)
     broker.add_middleware(AsyncIO())
     broker.add_middleware(runtime.CloseContainer())
-    previous = [a.broker for a in actors]
+    previous = [(a.broker, a.queue_name) for a in actors]
     for a in actors:
         a.broker = broker
+        if private_queues:
+            a.queue_name = f"{a.queue_name}_{uuid.uuid4().hex[:12]}"
         broker.declare_actor(a)
     runtime.use_database(dsn)
     broker.flush_all()
@@ -70,9 +79,13 @@ async def worker_on(broker_url: str, dsn: str, actors: list[Any]) -> AsyncIterat
         yield broker, worker
     finally:
         worker.stop()
+        if private_queues and isinstance(broker, RabbitmqBroker):
+            for a in actors:
+                for name in (a.queue_name, dq_name(a.queue_name), xq_name(a.queue_name)):
+                    broker.channel.queue_delete(name)
         broker.close()
-        for a, b in zip(actors, previous, strict=True):
-            a.broker = b
+        for a, (b, queue_name) in zip(actors, previous, strict=True):
+            a.broker, a.queue_name = b, queue_name
 
 
 class Enqueues(Middleware):

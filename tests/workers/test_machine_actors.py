@@ -92,7 +92,7 @@ async def test_a_timer_delivered_early_is_resent_delayed_through_the_broker(
 ) -> None:
     c.machines = MachinesService(c.repo, challenge_ttl_seconds=3)
     async with worker_on(broker_url_for(kind, fresh_database), fresh_database,
-                         [expire_identity_challenge]) as (broker, worker):
+                         [expire_identity_challenge], private_queues=True) as (broker, worker):
         enqueues = Enqueues()
         broker.add_middleware(enqueues)
         machine_id, challenge_id = await issue(c)

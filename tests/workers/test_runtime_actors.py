@@ -120,7 +120,7 @@ async def test_a_timer_delivered_early_is_resent_delayed_through_the_broker(
     c: Container, fresh_database: str, kind: str
 ) -> None:
     async with worker_on(broker_url_for(kind, fresh_database), fresh_database,
-                         [expire_runtime_endpoint_lease]) as (broker, worker):
+                         [expire_runtime_endpoint_lease], private_queues=True) as (broker, worker):
         enqueues = Enqueues()
         broker.add_middleware(enqueues)
         machine_id, token = await agent_with_lease(c, lease_seconds=3)
