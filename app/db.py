@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs, urlsplit
+
 import asyncpg
 
 from app.settings import Settings
+
+_APPLICATION_NAME = "machine-markets"
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -26,7 +30,9 @@ async def create_pool(dsn: str, settings: Settings, *, min_size: int | None = No
             # An open transaction holds back every log reader's visibility horizon: keep them short.
             "statement_timeout": str(settings.statement_timeout_ms),
             "idle_in_transaction_session_timeout": str(settings.idle_in_transaction_timeout_ms),
-            "application_name": "machine-markets",
+            # A name given in the DSN wins, so an operator (or a test) can tell processes apart in
+            # pg_stat_activity and pg_locks; asyncpg would otherwise let this default override it.
+            "application_name": parse_qs(urlsplit(dsn).query).get("application_name", [_APPLICATION_NAME])[-1],
         },
     )
     assert pool is not None

@@ -41,6 +41,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     allow_query_api_key: bool = False
     # Total size of a request's header names and values; more is refused with 431.
     max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16_384
+    # How long a worker's claim on a PostgreSQL-broker message lasts unrenewed; renewed every third of it
+    # while the actor runs, so a crashed worker's messages run again elsewhere within about this long.
+    worker_claim_lease_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 10.0
 
     def __post_init__(self) -> None:
         if self.secret_key is not None:
@@ -90,6 +93,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         "MM_CHALLENGE_TTL_SECONDS": "challenge_ttl_seconds",
         "MM_ALLOW_QUERY_API_KEY": "allow_query_api_key",
         "MM_MAX_HEADER_BYTES": "max_header_bytes",
+        "MM_WORKER_CLAIM_LEASE_S": "worker_claim_lease_s",
     }
     for var, field in simple.items():
         if e.get(var):

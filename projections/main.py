@@ -19,14 +19,14 @@ log = logging.getLogger("mm.projections")
 
 def all_projections(settings: Settings, dsn: str) -> list[Projection]:
     # The relay only builds messages; the broker is chosen in workers.broker, the one place for it.
-    return [*read_models(), RelayProjection(make_broker(settings.broker_url or dsn))]
+    return [*read_models(), RelayProjection(make_broker(settings.broker_url or dsn, settings))]
 
 
 async def run_projector(settings: Settings, dsn: str, stop: asyncio.Event) -> None:
     projections = all_projections(settings, dsn)
-    # Each projection holds two connections (its leader lock and its batch connection), plus the listener
-    # and one spare: a smaller pool would leave a projection waiting for a connection forever.
-    pool = await create_pool(dsn, settings, min_size=2, max_size=2 * len(projections) + 2)
+    # Each projection holds one connection (its leader lock, on which it also applies its batches), plus
+    # the listener and one spare: a smaller pool would leave a projection waiting for a connection forever.
+    pool = await create_pool(dsn, settings, min_size=2, max_size=len(projections) + 2)
     try:
         runner = ProjectionRunner(
             pool, EventStore(pool), projections,

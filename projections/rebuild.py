@@ -39,14 +39,16 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, projection: Projection,
                     break
                 await apply_events(conn, projection, shadow, events)
             at, applied = events[-1].log_position, applied + len(events)
+        tail = 0  # events that arrived during the replay, applied while the live runner waits
         async with conn.transaction():
             await checkpoints.lock(conn, projection.name)
             while events := await store.read_all(at, batch_size, conn=conn):
                 await apply_events(conn, projection, shadow, events)
-                at, applied = events[-1].log_position, applied + len(events)
+                at, applied, tail = events[-1].log_position, applied + len(events), tail + len(events)
             await _swap(conn, projection)
             await checkpoints.reset(conn, projection.name, at, applied)
-    log.info("rebuilt %s: %d events up to %s", projection.name, applied, at.token())
+    log.info("rebuilt %s: %d events up to %s, the last %d of them while holding the checkpoint",
+             projection.name, applied, at.token(), tail)
     return applied
 
 

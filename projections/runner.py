@@ -101,44 +101,51 @@ class ProjectionRunner:
         return total
 
     async def _lead(self, projection: Projection, stop: asyncio.Event) -> None:
-        """Hold the projection's advisory lock on a dedicated session; a second copy waits here."""
+        """Hold the projection's advisory lock on a session and apply every batch on that same session.
+
+        A second copy waits here. The lock is a session lock, so it lasts exactly as long as the session:
+        when the session ends (pg_terminate_backend, network loss, a server restart) the lock is free for a
+        standby, and this copy cannot commit another batch, because its batches run on the dead session.
+        So a deposed leader stops at the batch it was in, which rolls back.
+        """
         key = lock_key(projection.name)
         while not stop.is_set():
             try:
-                async with self.pool.acquire() as lock_conn:
-                    if await lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                async with self.pool.acquire() as conn:
+                    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
                         self.leading.add(projection.name)
                         try:
-                            await self._follow(projection, stop)
+                            await self._follow(conn, projection, stop)
                         finally:
                             self.leading.discard(projection.name)
-                            await lock_conn.execute("SELECT pg_advisory_unlock($1)", key)
+                            if not conn.is_closed():
+                                await conn.execute("SELECT pg_advisory_unlock($1)", key)
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                 log.warning("projection %s: %s; retrying", projection.name, exc)
             await self._sleep(stop, self.poll_interval)
 
-    async def _follow(self, projection: Projection, stop: asyncio.Event) -> None:
+    async def _follow(self, conn: asyncpg.Connection, projection: Projection, stop: asyncio.Event) -> None:
+        """Apply batches on `conn`, the session holding the projection's advisory lock, until stopped."""
         wake = self._wake[projection.name]
         tables = live_tables(projection)
 
         async def batch() -> int:
             return await apply_batch(conn, self.store, projection, tables, projection.name, self.batch_size)
 
-        async with self.pool.acquire() as conn:
-            woken = False
-            while not stop.is_set():
-                wake.clear()
-                if await batch():
+        woken = False
+        while not stop.is_set():
+            wake.clear()
+            if await batch():
+                continue
+            if woken:
+                woken = False
+                if await self._settle(batch):
                     continue
-                if woken:
-                    woken = False
-                    if await self._settle(batch):
-                        continue
-                try:
-                    await asyncio.wait_for(wake.wait(), self.poll_interval)
-                    woken = True
-                except TimeoutError:
-                    pass
+            try:
+                await asyncio.wait_for(wake.wait(), self.poll_interval)
+                woken = True
+            except TimeoutError:
+                pass
 
     @staticmethod
     async def _settle(batch: Callable[[], Awaitable[int]]) -> bool:

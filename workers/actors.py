@@ -17,7 +17,7 @@ def broker_url() -> str:
     return url
 
 
-broker = configure_broker(broker_url())
+broker = configure_broker(broker_url(), get_settings())
 broker.add_middleware(AsyncIO())
 broker.add_middleware(CloseContainer())
 

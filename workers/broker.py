@@ -7,11 +7,16 @@ from urllib.parse import urlsplit
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
+from app.settings import Settings
+
 _SCHEMES = ("postgresql", "postgres", "amqp", "amqps", "redis", "rediss", "stub")
 
 
-def make_broker(url: str) -> dramatiq.Broker:
+def make_broker(url: str, settings: Settings | None = None) -> dramatiq.Broker:
     """postgresql://|postgres:// -> PostgresBroker, amqp(s):// -> RabbitMQ, redis(s):// -> Redis, stub:// -> stub.
+
+    `settings` tunes the PostgreSQL broker's claim lease (MM_WORKER_CLAIM_LEASE_S); without them the
+    settings' defaults apply, which is what a process that only enqueues (the relay) needs.
 
     Middleware are dramatiq's defaults (AgeLimit, TimeLimit, ShutdownNotifications, Callbacks, Pipelines,
     Retries); Prometheus is deliberately absent because it starts an HTTP server in every worker.
@@ -21,7 +26,7 @@ def make_broker(url: str) -> dramatiq.Broker:
     if scheme in ("postgresql", "postgres"):
         from workers.pg_broker import PostgresBroker
 
-        return PostgresBroker(url)
+        return PostgresBroker(url, lease_seconds=(settings or Settings()).worker_claim_lease_s)
     if scheme in ("amqp", "amqps"):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
@@ -36,8 +41,8 @@ def make_broker(url: str) -> dramatiq.Broker:
     raise ValueError(f"unsupported broker URL scheme {scheme!r} in {shown!r}; expected one of {', '.join(_SCHEMES)}")
 
 
-def configure_broker(url: str) -> dramatiq.Broker:
+def configure_broker(url: str, settings: Settings | None = None) -> dramatiq.Broker:
     """Build the broker for `url` and make it dramatiq's global broker (actors declared later bind to it)."""
-    broker = make_broker(url)
+    broker = make_broker(url, settings)
     dramatiq.set_broker(broker)
     return broker

@@ -108,7 +108,10 @@ class PostgresBroker(Broker):
 
     Parameters:
       url: libpq URL, e.g. postgresql://user@host/db or postgresql://user@/db?host=/socket/dir
-      lease_seconds: how long a claim survives without renewal (renewed every third of it).
+      lease_seconds: how long a claim survives without renewal (MM_WORKER_CLAIM_LEASE_S). The consumer
+        renews its claims every third of it while their actors run, and scans for expired claims every
+        quarter of it (at most every 5 s), so a killed worker's messages run again within about
+        lease + lease/4 + poll_interval.
       poll_interval: the longest a consumer sleeps between looks when no NOTIFY wakes it.
       pool_size: connections for enqueue and acks (each consumer also holds one of its own).
       done_retention_seconds: how long finished rows stay to dedupe late re-enqueues (None: forever,
@@ -122,7 +125,7 @@ class PostgresBroker(Broker):
         url: str,
         *,
         middleware: list[Middleware] | None = None,
-        lease_seconds: float = 300,
+        lease_seconds: float = 10.0,
         poll_interval: float = 1.0,
         pool_size: int = 10,
         pool_timeout: float = 30.0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
@@ -15,6 +15,8 @@ from dramatiq.errors import BrokerConnectionError, ConnectionClosed, ConnectionF
 from dramatiq.logging import get_logger
 from dramatiq.message import Message
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from workers import pg_broker_sql as sql
 
 #: One NOTIFY channel for every queue; the payload is the queue name (channel names are capped at 63 bytes).
 CHANNEL = "worker_messages"
@@ -36,66 +38,10 @@ _CLEANUP_EVERY_S = 10.0
 _CLEANUP_BATCH, _CLEANUP_MAX_BATCHES = 2000, 20
 # Floor for idle waits so a queue whose ready rows are momentarily locked by a peer's claim is not spun on.
 _MIN_WAIT_S = 0.02
-
-_CLAIM = """
-WITH picked AS MATERIALIZED (
-    SELECT id FROM worker_messages
-    WHERE queue_name = %(queue)s AND state = 'queued' AND eta <= now()
-    ORDER BY eta, id
-    LIMIT %(n)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE worker_messages AS w
-SET state = 'consumed', attempts = w.attempts + 1, consumed_at = now(),
-    lease_expires_at = now() + make_interval(secs => %(lease)s), updated_at = now()
-FROM picked WHERE w.id = picked.id
-RETURNING w.id, w.attempts, w.eta, w.message
-"""
-_NEXT_ETA = """
-SELECT EXTRACT(EPOCH FROM min(eta) - now())::float8 FROM worker_messages
-WHERE queue_name = %(queue)s AND state = 'queued'
-"""
-_RECLAIM = """
-WITH expired AS MATERIALIZED (
-    SELECT id FROM worker_messages
-    WHERE queue_name = %(queue)s AND state = 'consumed' AND lease_expires_at < now()
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE worker_messages AS w SET state = 'queued', lease_expires_at = NULL, updated_at = now()
-FROM expired WHERE w.id = expired.id
-"""
-_RENEW = """
-UPDATE worker_messages AS w
-SET lease_expires_at = now() + make_interval(secs => %(lease)s), updated_at = now()
-FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS t(id, attempts)
-WHERE w.id = t.id AND w.attempts = t.attempts AND w.state = 'consumed'
-"""
-_CLEANUP = """
-DELETE FROM worker_messages WHERE id IN (
-    SELECT id FROM worker_messages
-    WHERE queue_name = %(queue)s AND state = 'done' AND updated_at < now() - make_interval(secs => %(keep)s)
-    LIMIT 2000 FOR UPDATE SKIP LOCKED)
-"""
-# Settling is fenced by (id, attempts): after a retry re-queued the row or a lease expired and a peer
-# re-claimed it, the stale holder's ack/nack/requeue matches nothing.
-_ACK = """
-UPDATE worker_messages SET state = 'done', lease_expires_at = NULL, updated_at = now()
-WHERE id = %(id)s AND attempts = %(attempts)s AND state = 'consumed'
-"""
-_ACK_DELETE = "DELETE FROM worker_messages WHERE id = %(id)s AND attempts = %(attempts)s AND state = 'consumed'"
-_NACK = """
-UPDATE worker_messages SET state = 'rejected', lease_expires_at = NULL, message = %(message)s, updated_at = now()
-WHERE id = %(id)s AND attempts = %(attempts)s AND state = 'consumed'
-"""
-_REQUEUE = """
-WITH back AS (
-    UPDATE worker_messages AS w SET state = 'queued', lease_expires_at = NULL, updated_at = now()
-    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS t(id, attempts)
-    WHERE w.id = t.id AND w.attempts = t.attempts AND w.state = 'consumed'
-    RETURNING w.id
-)
-SELECT pg_notify(%(channel)s, %(queue)s) FROM (SELECT 1 FROM back LIMIT 1) AS any_back
-"""
+# The longest gap between scans for expired claims: with the default 10 s lease it is lease/4 = 2.5 s.
+_MAX_RECLAIM_EVERY_S = 5.0
+# After a failed renewal (say a lock timeout), try again this soon rather than a third of a lease later.
+_RENEW_RETRY_S = 0.25
 
 
 def build_conninfo(url: str) -> str:
@@ -187,8 +133,11 @@ class PostgresConsumer(Consumer):
         lease = broker.lease_seconds
         now = time.monotonic()
         self._renew_every = lease / 3
-        self._reclaim_every = min(lease / 2, 30.0)
-        self._next_renew = now + self._renew_every
+        # Frequent enough that a dead peer's claims run again soon after they expire; one index scan each.
+        self._reclaim_every = max(_MIN_WAIT_S, min(lease / 4, _MAX_RECLAIM_EVERY_S))
+        # Renew at once: a consumer restarted after a connection error may hold messages whose lease
+        # went unrenewed while it was down.
+        self._next_renew = now
         self._next_reclaim = now  # reclaim at start: a restarted worker recovers what its predecessor held
         self._next_cleanup = now + _CLEANUP_EVERY_S
         # A dedicated connection: it LISTENs, and psycopg queues notifies that arrive during our own queries.
@@ -210,9 +159,13 @@ class PostgresConsumer(Consumer):
                     if self._claim(room):
                         return self._buffer.popleft()
                     wait = min(wait, self._seconds_to_next_eta())
-                remaining = deadline - time.monotonic()
+                now = time.monotonic()
+                remaining = deadline - now
                 if remaining <= 0:
                     return None
+                # Never sleep past the next renewal or reclaim scan, however long the poll interval: a
+                # long actor's lease is kept alive only by this loop.
+                wait = min(wait, self._next_renew - now, self._next_reclaim - now)
                 wait = max(_MIN_WAIT_S, min(wait, remaining))
                 if room > 0:
                     self._wait_for_notify(wait)
@@ -221,9 +174,9 @@ class PostgresConsumer(Consumer):
 
     def ack(self, message: MessageProxy) -> None:
         proxy = _ours(message)
-        sql = _ACK if self.broker.keeps_done_rows else _ACK_DELETE
+        statement = sql.ACK if self.broker.keeps_done_rows else sql.ACK_DELETE
         with self.broker.pool.connection() as conn:
-            conn.execute(sql, {"id": proxy.row_id, "attempts": proxy.attempts})
+            conn.execute(statement, {"id": proxy.row_id, "attempts": proxy.attempts})
         proxy.owner.forget(proxy)
 
     def nack(self, message: MessageProxy) -> None:
@@ -231,7 +184,7 @@ class PostgresConsumer(Consumer):
         # Store the message as it is now: Retries put the last traceback into its options.
         params = {"id": proxy.row_id, "attempts": proxy.attempts, "message": proxy.encode()}
         with self.broker.pool.connection() as conn:
-            conn.execute(_NACK, params)
+            conn.execute(sql.NACK, params)
         proxy.owner.forget(proxy)
 
     def requeue(self, messages: Iterable[MessageProxy]) -> None:
@@ -246,7 +199,7 @@ class PostgresConsumer(Consumer):
             "queue": self.queue_name,
         }
         with self.broker.pool.connection() as conn:
-            conn.execute(_REQUEUE, params)
+            conn.execute(sql.REQUEUE, params)
         for p in proxies:
             p.owner.forget(p)
 
@@ -273,13 +226,13 @@ class PostgresConsumer(Consumer):
 
     def _claim(self, n: int) -> bool:
         params = {"queue": self.queue_name, "n": n, "lease": self.broker.lease_seconds}
-        rows = self._conn.execute(_CLAIM, params).fetchall()
+        rows = self._conn.execute(sql.CLAIM, params).fetchall()
         for row_id, attempts, _eta, data in sorted(rows, key=lambda r: (r[2], r[0])):
             try:
                 message = Message.decode(bytes(data))
             except DecodeError:
                 self.logger.exception("Rejecting undecodable message row %d on %r.", row_id, self.queue_name)
-                self._conn.execute(_NACK, {"id": row_id, "attempts": attempts, "message": bytes(data)})
+                self._conn.execute(sql.NACK, {"id": row_id, "attempts": attempts, "message": bytes(data)})
                 continue
             with self._lock:
                 self._outstanding.add(row_id)
@@ -288,7 +241,7 @@ class PostgresConsumer(Consumer):
         return bool(self._buffer)
 
     def _seconds_to_next_eta(self) -> float:
-        row = self._conn.execute(_NEXT_ETA, {"queue": self.queue_name}).fetchone()
+        row = self._conn.execute(sql.NEXT_ETA, {"queue": self.queue_name}).fetchone()
         return self.broker.poll_interval if row is None or row[0] is None else max(0.0, float(row[0]))
 
     def _wait_for_notify(self, seconds: float) -> None:
@@ -304,26 +257,54 @@ class PostgresConsumer(Consumer):
         now = time.monotonic()
         if now >= self._next_renew:
             self._next_renew = now + self._renew_every
-            ids, attempts = self.broker.leases.held(self.queue_name)
-            if ids:
-                params = {"ids": ids, "attempts": attempts, "lease": self.broker.lease_seconds}
-                self._conn.execute(_RENEW, params)
+            if not self._tolerating("renew leases", self._renew):
+                self._next_renew = now + _RENEW_RETRY_S  # well within the lease
         if now >= self._next_reclaim:
             self._next_reclaim = now + self._reclaim_every
-            cur = self._conn.execute(_RECLAIM, {"queue": self.queue_name})
-            if cur.rowcount:
-                self.logger.warning("Reclaimed %d message(s) with expired leases on %r.", cur.rowcount, self.queue_name)
+            self._tolerating("reclaim expired leases", self._reclaim)
         keep = self.broker.done_retention_seconds
         if now >= self._next_cleanup and keep:
             self._next_cleanup = now + _CLEANUP_EVERY_S
-            self.clean_up(keep)
+            self._tolerating("clean up finished rows", lambda: self.clean_up(keep))
+
+    def _tolerating(self, what: str, step: Callable[[], object]) -> bool:
+        """Run one maintenance step; a failure that leaves the session usable (a lock or statement
+        timeout, say) is logged and retried later instead of letting dramatiq tear the consumer down."""
+        try:
+            step()
+            return True
+        except psycopg.Error as e:
+            if self._conn.broken or self._conn.closed:
+                raise  # the connection is gone: dramatiq restarts the consumer, which renews at once
+            self.logger.warning("Could not %s on %r (%s); will retry.", what, self.queue_name, e)
+            return False
+
+    def _renew(self) -> None:
+        ids, attempts = self.broker.leases.held(self.queue_name)
+        if not ids:
+            return
+        params = {"ids": ids, "attempts": attempts, "lease": self.broker.lease_seconds}
+        renewed = {row[0] for row in self._conn.execute(sql.RENEW, params).fetchall()}
+        still_held = set(self.broker.leases.held(self.queue_name)[0])  # minus those settled meanwhile
+        lost = [row_id for row_id in ids if row_id not in renewed and row_id in still_held]
+        if lost:
+            # The lease ran out and a peer claimed the row again: this holder's fenced settle will match
+            # nothing, so stop renewing (and warning about) those rows.
+            self.logger.warning("Lost the claim on %d message(s) of %r.", len(lost), self.queue_name)
+            for row_id in lost:
+                self.broker.leases.untrack(row_id)
+
+    def _reclaim(self) -> None:
+        cur = self._conn.execute(sql.RECLAIM, {"queue": self.queue_name})
+        if cur.rowcount:
+            self.logger.warning("Reclaimed %d message(s) with expired leases on %r.", cur.rowcount, self.queue_name)
 
     def clean_up(self, keep: float) -> int:
         """Delete finished rows past retention in short batches, up to a cap per tick: a busy queue (lease
         timers run at hundreds per second) must not outgrow a fixed trickle of deletes."""
         deleted = 0
         for _ in range(_CLEANUP_MAX_BATCHES):
-            n = self._conn.execute(_CLEANUP, {"queue": self.queue_name, "keep": keep}).rowcount
+            n = self._conn.execute(sql.CLEANUP, {"queue": self.queue_name, "keep": keep}).rowcount
             deleted += n
             if n < _CLEANUP_BATCH:
                 break

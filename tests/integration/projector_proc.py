@@ -1,4 +1,5 @@
-"""A projector run in a child process by the crash tests: slow on purpose, so a kill lands mid-batch."""
+"""A projector run in a child process by the crash test: it says when it is inside a batch and lingers there,
+so the test can SIGKILL it between a batch's first row write and its commit."""
 
 from __future__ import annotations
 
@@ -17,20 +18,28 @@ from projections.base import Tables
 from projections.machines import MachinesProjection
 from projections.runner import ProjectionRunner
 
+# Long enough for the test to read the line and send SIGKILL on a loaded box; the test then checks from the
+# checkpoint that the batch really had not committed, so a late kill is never counted as a mid-batch one.
+MID_BATCH_PAUSE_S = 0.25
 
-class Slow:
+
+class MidBatchReporting:
     def __init__(self, inner: MachinesProjection | AuditProjection) -> None:
         self.inner, self.name, self.tables = inner, inner.name, inner.tables
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
-        await self.inner.apply_many(conn, events, t)
-        await asyncio.sleep(0.002 * len(events))
+        half = max(1, len(events) // 2)
+        await self.inner.apply_many(conn, events[:half], t)  # rows written, nothing committed yet
+        end = events[-1].log_position  # where the checkpoint lands if this batch commits
+        print(f"mid-batch {self.name} {end.tx_id} {end.position}", flush=True)
+        await asyncio.sleep(MID_BATCH_PAUSE_S)
+        await self.inner.apply_many(conn, events[half:], t)
 
 
 async def main(dsn: str) -> None:
     pool = await create_pool(dsn, Settings(), min_size=1, max_size=4)
     runner = ProjectionRunner(pool, EventStore(pool), [], batch_size=40)
-    for p in (Slow(MachinesProjection()), Slow(AuditProjection())):
+    for p in (MidBatchReporting(MachinesProjection()), MidBatchReporting(AuditProjection())):
         await runner.catch_up(p)
     print("caught-up", flush=True)
 

@@ -18,9 +18,10 @@ import pytest
 
 from app.container import Container
 from app.settings import Settings
-from app.store.types import RecordedEvent
+from app.store.types import LogPosition, RecordedEvent
 from domain.machines.commands import ChangeStatus, ReviseProfile
 from domain.shared.context import CommandContext
+from projections import checkpoints
 from projections.audit import AuditProjection
 from projections.base import Tables
 from projections.machines import MachinesProjection
@@ -76,23 +77,54 @@ async def _projector(dsn: str) -> asyncio.subprocess.Process:
     )
 
 
+async def _kill_mid_batch(proc: asyncio.subprocess.Process, nth: int, pool: asyncpg.Pool) -> bool | None:
+    """SIGKILL `proc` once it reports its `nth` batch in progress. True when the kill provably hit that batch
+    before its commit (its checkpoint never reached the batch's end), False when the commit won the race,
+    None when the projector finished first."""
+    assert proc.stdout is not None
+    seen = 0
+    while line := (await asyncio.wait_for(proc.stdout.readline(), 60)).decode():
+        if not line.startswith("mid-batch "):
+            continue
+        seen += 1
+        if seen == nth:
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+            _, name, tx_id, position = line.split()
+            async with pool.acquire() as conn:
+                at = await checkpoints.position(conn, name)
+            return at is None or at < LogPosition(int(tx_id), int(position))
+    return None
+
+
 @pytest.mark.slow
 async def test_killed_projector_ends_identical_to_a_clean_rebuild(
     app_container: Container, fresh_database: str
 ) -> None:
     total = await seed(app_container, 200)
-    kills = 0
-    for _ in range(40):
+    kills = mid_batch_kills = 0
+    for attempt in range(40):
         proc = await _projector(fresh_database)
-        await asyncio.sleep(random.uniform(0.4, 0.9))  # start-up, then some way into a batch
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        await proc.communicate()
+        try:
+            if attempt % 3 == 2:  # now and then anywhere, start-up included
+                await asyncio.sleep(random.uniform(0.4, 0.9))
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGKILL)
+                    kills += 1
+            else:  # mostly between a batch's first row write and its commit
+                hit = await _kill_mid_batch(proc, random.randint(2, 4), app_container.pool)
+                kills += hit is not None
+                mid_batch_kills += bool(hit)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.communicate()
         counts = await applied_counts(app_container.pool)
         if counts.get("machines") == total and counts.get("audit") == total:
             break
     assert kills >= 2, "the projector was never killed mid-run; the test proved nothing"
+    assert mid_batch_kills >= 1, "no kill landed inside a partly applied batch; the test proved nothing"
+    print(f"\n{kills} kills, {mid_batch_kills} of them inside a partly applied batch")
     final = await _projector(fresh_database)
     out, err = await asyncio.wait_for(final.communicate(), 120)
     assert b"caught-up" in out, err.decode()[-2000:]
@@ -179,3 +211,74 @@ async def test_live_runner_follows_new_events_and_a_second_copy_waits(app_contai
     finally:
         stop.set()
         await asyncio.gather(*tasks)
+
+
+class Tagged:
+    """Records, inside the batch transaction, which runner applied each batch (so only committed ones show)."""
+
+    def __init__(self, inner: MachinesProjection, tag: str) -> None:
+        self.inner, self.name, self.tables, self.tag = inner, inner.name, inner.tables, tag
+
+    async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
+        await self.inner.apply_many(conn, events, t)
+        await conn.execute("INSERT INTO batch_log (tag, events) VALUES ($1, $2)", self.tag, len(events))
+
+
+async def _lock_holder(pool: asyncpg.Pool, name: str) -> int | None:
+    return await pool.fetchval(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND ((classid::bigint << 32) | objid::bigint) = $1", lock_key(name))
+
+
+async def test_a_leader_whose_lock_session_ends_stops_before_its_next_batch(app_container: Container) -> None:
+    pool = app_container.pool
+    await pool.execute("CREATE TABLE batch_log (id bigserial PRIMARY KEY, tag text NOT NULL, events int NOT NULL)")
+    first = ProjectionRunner(pool, app_container.store, [Tagged(MachinesProjection(), "first")],
+                             batch_size=5, poll_interval=0.05)
+    second = ProjectionRunner(pool, app_container.store, [Tagged(MachinesProjection(), "second")],
+                              batch_size=5, poll_interval=0.05)
+    stop, writing = asyncio.Event(), asyncio.Event()
+    tasks = [asyncio.create_task(first.run(stop))]
+
+    async def writer() -> None:  # a steady stream of small commits, so both copies always have work
+        while not writing.is_set():
+            await seed(app_container, 1)
+
+    try:
+        for _ in range(200):
+            if first.leading:
+                break
+            await asyncio.sleep(0.05)
+        tasks.append(asyncio.create_task(second.run(stop)))
+        tasks.append(asyncio.create_task(writer()))
+        await asyncio.sleep(1.0)
+        assert first.leading == {"machines"} and second.leading == set()
+        holder = await _lock_holder(pool, "machines")
+        assert holder is not None
+        assert await pool.fetchval("SELECT pg_terminate_backend($1)", holder)  # the leader's lock session ends
+        for _ in range(200):
+            if second.leading:
+                break
+            await asyncio.sleep(0.05)
+        assert second.leading == {"machines"}, "the standby never took over"
+        await asyncio.sleep(2.0)  # both copies keep being woken by new events
+        writing.set()
+        await tasks[2]
+        for _ in range(600):  # the new leader drains what is left (a busy server's open transactions delay it)
+            if await pool.fetchval("SELECT count(*) FROM events") == (await applied_counts(pool))["machines"]:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        writing.set()
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    tags = [r["tag"] for r in await pool.fetch("SELECT tag FROM batch_log ORDER BY id")]
+    took_over = tags.index("second")
+    assert tags[:took_over] == ["first"] * took_over and took_over > 0
+    assert tags[took_over:] == ["second"] * (len(tags) - took_over), (
+        f"the deposed leader committed {tags[took_over:].count('first')} batch(es) after the standby's first")
+    assert tags.count("second") >= 3
+    total = await pool.fetchval("SELECT count(*) FROM events")
+    assert (await applied_counts(pool))["machines"] == total == await pool.fetchval("SELECT sum(events) FROM batch_log")

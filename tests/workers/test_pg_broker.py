@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -24,6 +23,7 @@ from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 from psycopg.conninfo import make_conninfo
 
+from tests.workers.harness import require_rabbitmq
 from workers.broker import configure_broker, make_broker
 from workers.pg_broker import PostgresBroker
 from workers.pg_broker_consumer import PgMessageProxy
@@ -268,17 +268,8 @@ def test_unix_socket_dsn_works(database_url: str) -> None:
     assert seen == Counter({3: 1})
 
 
-def _rabbit_reachable() -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _rabbit_reachable(), reason="RabbitMQ is not reachable on 127.0.0.1:5672")
 def test_same_actor_runs_through_rabbitmq_via_make_broker() -> None:
-    broker, queue, seen = make_broker(RABBIT_URL), _queue(), Counter[int]()
+    broker, queue, seen = make_broker(require_rabbitmq()), _queue(), Counter[int]()
     assert isinstance(broker, RabbitmqBroker)
     act = _actor(broker, queue, lambda n: seen.update([n]))
     try:
@@ -337,3 +328,17 @@ def test_cleanup_keeps_up_with_a_busy_queue(database_url: str) -> None:
         consumer.close()
         broker.close()
     assert Counter(r["state"] for r in _rows(database_url, queue)) == Counter(done=10)  # recent ones stay
+
+
+def test_a_missing_rabbitmq_skips_locally_but_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.workers import harness
+
+    monkeypatch.setattr(harness, "_reachable", lambda host, port: False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        harness.require_rabbitmq()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true requires it"):
+        harness.require_rabbitmq()
+    with pytest.raises(pytest.fail.Exception):
+        harness.broker_url_for("rabbitmq", "postgresql://unused")

@@ -15,7 +15,7 @@ from app.services.agents import ReportedEndpoint
 from domain.runtime.endpoint import endpoint_id
 from domain.shared.context import CommandContext
 from tests.journeys import enrolled_agent, operational_machine
-from tests.workers.harness import broker_url_for, eventually, relay_through, worker_on
+from tests.workers.harness import Enqueues, broker_url_for, eventually, relay_through, worker_on
 from workers import runtime
 
 dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq pick a default broker here
@@ -113,3 +113,27 @@ async def _expired(c: Container, stream: uuid.UUID) -> bool:
 
 async def _expired_count(c: Container, stream: uuid.UUID, n: int) -> bool:
     return await expired_events(c, stream) >= n
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "rabbitmq"])
+async def test_a_timer_delivered_early_is_resent_delayed_through_the_broker(
+    c: Container, fresh_database: str, kind: str
+) -> None:
+    async with worker_on(broker_url_for(kind, fresh_database), fresh_database,
+                         [expire_runtime_endpoint_lease], private_queues=True) as (broker, worker):
+        enqueues = Enqueues()
+        broker.add_middleware(enqueues)
+        machine_id, token = await agent_with_lease(c, lease_seconds=3)
+        await beat(c, token)
+        stream = endpoint_id(machine_id, "gpu")
+        endpoint = await c.runtime.load_stream(stream)
+        assert endpoint is not None and endpoint.lease_expires_at is not None
+        # Due now, three seconds before the lease ends (as after clock skew between relay and worker).
+        expire_runtime_endpoint_lease.send(str(stream), endpoint.version, str(uuid.uuid4()))
+        worker.start()
+        assert await eventually(lambda: _expired(c, stream), 30)
+    [expired] = [e for e in await c.store.load(stream) if e.type == EXPIRED]
+    assert expired.recorded_at >= endpoint.lease_expires_at, "expired before its lease ended"
+    assert enqueues.sent[0] == ("expire_runtime_endpoint_lease", None)
+    [resent] = enqueues.delays("expire_runtime_endpoint_lease")  # the early delivery came back once, delayed
+    assert 0 < resent <= 3_001
