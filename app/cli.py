@@ -89,10 +89,19 @@ def cmd_projector(settings: Settings, _: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, _log_tasks)
         await run_projector(settings, dsn, stop)
 
     asyncio.run(main())
     return 0
+
+
+def _log_tasks() -> None:
+    """`kill -USR1 <projector pid>`: where each projection's task is waiting, for an operator chasing a stall."""
+    for task in asyncio.all_tasks():
+        stack = task.get_stack(limit=8)
+        where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(stack)) or "(no frames)"
+        log.warning("task %s: %s", task.get_name(), where)
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:

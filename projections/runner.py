@@ -23,6 +23,20 @@ log = logging.getLogger("mm.projections")
 _SETTLE_DELAYS = (0.002, 0.005, 0.01, 0.02, 0.05)
 
 
+# What a session lost mid-operation raises (asyncpg's InternalClientError included: "cannot switch to state").
+_CONNECTION_ERRORS = (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
+
+
+async def _first(*waits: Awaitable[object]) -> None:
+    """Wait until any of `waits` finishes; cancel the rest."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
 def lock_key(name: str) -> int:
     return 0x6D6D0000 << 32 | zlib.crc32(name.encode())
 
@@ -120,8 +134,11 @@ class ProjectionRunner:
                             self.leading.discard(projection.name)
                             if not conn.is_closed():
                                 await conn.execute("SELECT pg_advisory_unlock($1)", key)
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-                log.warning("projection %s: %s; retrying", projection.name, exc)
+            except Exception as exc:
+                # Whatever went wrong, the projection must not die silently with its task: its batch rolled
+                # back, so retry. A lost connection is routine; anything else is logged with its traceback.
+                log.warning("projection %s: %s: %s; retrying", projection.name, type(exc).__name__, exc,
+                            exc_info=not isinstance(exc, _CONNECTION_ERRORS))
             await self._sleep(stop, self.poll_interval)
 
     async def _follow(self, conn: asyncpg.Connection, projection: Projection, stop: asyncio.Event) -> None:
@@ -163,14 +180,22 @@ class ProjectionRunner:
         while not stop.is_set():
             try:
                 async with self.pool.acquire() as conn:
+                    lost = asyncio.Event()
+                    conn.add_termination_listener(lambda _, lost=lost: lost.set())
                     await conn.add_listener(CHANNEL, on_notify)
                     try:
-                        await stop.wait()
+                        # Until stopped, or until the session dies (a server restart): then listen anew, or
+                        # the projections would fall back to polling for good.
+                        await _first(stop.wait(), lost.wait())
                     finally:
-                        await conn.remove_listener(CHANNEL, on_notify)
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-                log.warning("event listener: %s; reconnecting", exc)
-                await self._sleep(stop, self.poll_interval)
+                        with contextlib.suppress(*_CONNECTION_ERRORS):  # a dead session has nothing to remove
+                            await conn.remove_listener(CHANNEL, on_notify)
+                    if lost.is_set():
+                        log.warning("event listener: connection lost; reconnecting")
+            except Exception as exc:
+                log.warning("event listener: %s: %s; reconnecting", type(exc).__name__, exc,
+                            exc_info=not isinstance(exc, _CONNECTION_ERRORS))
+            await self._sleep(stop, self.poll_interval)
 
     @staticmethod
     async def _sleep(stop: asyncio.Event, seconds: float) -> None:
