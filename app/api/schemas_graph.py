@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 
+from app.api.schema_types import NOT_BLANK, UtcTime
 from domain.graph import rules
 from domain.graph.aggregate import data_of
 from domain.shared.documents import MAX_DEPTH
 
-NodeType = Literal["capability", "resource", "tool", "model", "dataset", "service", "other"]
-NodeStatus = Literal["draft", "active", "blocked", "degraded"]
-Label = Annotated[str, msgspec.Meta(min_length=1, max_length=rules.MAX_LABEL)]
+
+class NodeType(enum.StrEnum):
+    """A named enum (not an inline Literal), so every schema that uses it shares one component."""
+
+    CAPABILITY = "capability"
+    RESOURCE = "resource"
+    TOOL = "tool"
+    MODEL = "model"
+    DATASET = "dataset"
+    SERVICE = "service"
+    OTHER = "other"
+
+
+class NodeStatus(enum.StrEnum):
+    DRAFT = "draft"
+    ACTIVE = "active"
+    BLOCKED = "blocked"
+    DEGRADED = "degraded"
+
+
+Label = Annotated[str, msgspec.Meta(min_length=1, max_length=rules.MAX_LABEL, pattern=NOT_BLANK)]
 EdgeType = Annotated[str, msgspec.Meta(pattern=rules.SLUG.pattern, max_length=63, examples=["depends-on"])]
 
 _CAPABILITY = (
@@ -40,7 +59,7 @@ EdgeDataPatch = Annotated[dict[str, Any], msgspec.Meta(max_length=rules.MAX_DATA
 class CreateNodeRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
     type: NodeType
     label: Label
-    status: NodeStatus = "draft"
+    status: NodeStatus = NodeStatus.DRAFT
     data: NodeData = msgspec.field(default_factory=dict)
 
 
@@ -67,13 +86,13 @@ class ReviseEdgeRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=Tr
 class NodeView(msgspec.Struct, rename="camel", frozen=True):
     id: uuid.UUID
     machine_id: uuid.UUID
-    type: str
+    type: NodeType
     label: str
-    status: str
+    status: NodeStatus
     data: dict[str, Any]
     version: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcTime
+    updated_at: UtcTime
 
     @classmethod
     def of(cls, machine_id: uuid.UUID, n: dict[str, Any]) -> NodeView:
@@ -90,8 +109,8 @@ class EdgeView(msgspec.Struct, rename="camel", frozen=True):
     type: str
     data: dict[str, Any]
     version: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcTime
+    updated_at: UtcTime
 
     @classmethod
     def of(cls, machine_id: uuid.UUID, e: dict[str, Any]) -> EdgeView:
