@@ -42,18 +42,20 @@ _CAPABILITY = (
     " optionally inputSchema (a JSON object, {} when absent)."
 )
 _BOUNDS = f"At most {rules.MAX_DATA_KEYS} top-level keys, {MAX_DEPTH} levels deep"
-NodeData = Annotated[dict[str, Any], msgspec.Meta(
+# Top-level keys of free-form data are bounded (the domain checks them too).
+DataKey = Annotated[str, msgspec.Meta(max_length=rules.MAX_KEY_LENGTH)]
+NodeData = Annotated[dict[DataKey, Any], msgspec.Meta(
     max_length=rules.MAX_DATA_KEYS,
     description=f"Free-form JSON object. {_BOUNDS}, {rules.MAX_NODE_DATA_BYTES} bytes encoded. {_CAPABILITY}")]
-EdgeData = Annotated[dict[str, Any], msgspec.Meta(
+EdgeData = Annotated[dict[DataKey, Any], msgspec.Meta(
     max_length=rules.MAX_DATA_KEYS,
     description=f"Free-form JSON object. {_BOUNDS}, {rules.MAX_EDGE_DATA_BYTES} bytes encoded.")]
 _MERGE = (
     "Shallow-merged into the current data: each key given replaces that top-level key's whole value,"
     " a key set to null is removed, keys not given are kept. The merged result is validated again."
 )
-NodeDataPatch = Annotated[dict[str, Any], msgspec.Meta(max_length=rules.MAX_DATA_KEYS, description=_MERGE)]
-EdgeDataPatch = Annotated[dict[str, Any], msgspec.Meta(max_length=rules.MAX_DATA_KEYS, description=_MERGE)]
+NodeDataPatch = Annotated[dict[DataKey, Any], msgspec.Meta(max_length=rules.MAX_DATA_KEYS, description=_MERGE)]
+EdgeDataPatch = Annotated[dict[DataKey, Any], msgspec.Meta(max_length=rules.MAX_DATA_KEYS, description=_MERGE)]
 
 
 class CreateNodeRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):

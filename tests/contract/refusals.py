@@ -11,10 +11,18 @@ SERVER_REFUSALS = {"PROJECTION_LAGGING"}
 # VALIDATION_ERROR details a schema-valid request may still earn: rules JSON Schema cannot express.
 UNEXPRESSED_RULES = {
     "cursor is not valid": "a cursor is opaque: only nextCursor values the server issued are valid",
-    "url": "a URL's host must be a valid host name or IP address (the pattern checks the scheme only)",
+    "url's host is not a valid host name": "host names and IP addresses are checked in code, not by a pattern",
+    "url must name a host": "the pattern checks the scheme; a URL without a host is refused in code",
+    "url is not a valid URL": "a non-numeric or out-of-range port is refused when the URL is parsed",
+    "url must not contain whitespace": "control characters and whitespace anywhere in the URL",
+    "url must not carry credentials": "user:password@ in the authority",
     "metadata must encode to at most": "metadata is bounded in encoded bytes, not in keys alone",
     "must be an RFC 3339 time": "since/until: Python's RFC 3339 reading is stricter than format: date-time",
-    "capability": "a capability node's data needs name, price and providerKey (described, not schematised)",
+    "capability data.": "a capability node's data needs name, price and providerKey (described, not schematised)",
+    "is nested deeper than": "free-form JSON (data, metadata) is bounded in depth, which JSON Schema cannot count",
+    "numbers must be finite": "1e400 is valid JSON and decodes to infinity, which events cannot store",
+    "bytes once encoded as JSON": "free-form data is bounded in encoded bytes",
+    "an edge cannot join a node to itself": "from != to compares two fields, beyond JSON Schema",
     "each providerKey may appear once": "uniqueness of one field across array items is beyond JSON Schema",
     "must not contain NUL": "PostgreSQL text cannot hold \\u0000; a pattern on every string would bury the schema",
 }
