@@ -248,10 +248,12 @@ def test_stateful_sequences_follow_the_links(api: dict[str, Any], api_schema: An
 
     class Workflow(api_schema.as_state_machine()):  # type: ignore[misc]
         """Holds the private keys of the machines it registers, so it can answer their challenges like a real
-        machine would: identity verification, and everything behind activation, become reachable."""
+        machine would (identity verification, and everything behind activation, become reachable), and the
+        nodes it created, so an edge can join two of them."""
 
         keys: dict[str, MachineKeyFactory] = {}
         challenges: dict[str, tuple[str, str]] = {}
+        nodes: dict[str, list[str]] = {}
 
         def __init__(self) -> None:
             super().__init__()
@@ -269,6 +271,9 @@ def test_stateful_sequences_follow_the_links(api: dict[str, Any], api_schema: An
             if case.operation.label.endswith("/identity/verify") and positive and machine in self.challenges:
                 challenge_id, nonce = self.challenges[machine]
                 case.body = {"challengeId": challenge_id, "signature": self.keys[machine].sign(nonce)}
+            if case.operation.label.endswith("/graph/edges") and positive and body is not None:
+                if len(self.nodes.get(machine, [])) >= 2:
+                    case.body = {**body, "from": self.nodes[machine][-2], "to": self.nodes[machine][-1]}
 
         def after_call(self, response: Any, case: schemathesis.Case) -> None:
             super().after_call(response, case)
@@ -276,6 +281,8 @@ def test_stateful_sequences_follow_the_links(api: dict[str, Any], api_schema: An
             if key is not None and response.status_code == 201:
                 self.keys[response.json()["id"]] = key
             machine = str((case.path_parameters or {}).get("machine_id"))
+            if case.operation.label.endswith("/graph/nodes") and response.status_code == 201:
+                self.nodes.setdefault(machine, []).append(response.json()["id"])
             if case.operation.label.endswith("/identity/challenge") and response.status_code == 201:
                 if machine in self.keys:
                     self.challenges[machine] = (response.json()["challengeId"], response.json()["nonce"])
@@ -300,7 +307,7 @@ def test_stateful_sequences_follow_the_links(api: dict[str, Any], api_schema: An
                 failures.append(exc)
                 raise
 
-    examples = int(os.environ.get("MM_CONTRACT_STATEFUL_EXAMPLES", "60"))
+    examples = int(os.environ.get("MM_CONTRACT_STATEFUL_EXAMPLES", "100"))
     failures: list[Exception] = []
     scenarios: list[int] = []
     _TENANT["acting"] = api["admin_key"]  # an admin may also open accounts, so those links are walked too
