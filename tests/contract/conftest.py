@@ -29,9 +29,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def api_server(server_url: str) -> Iterator[dict[str, Any]]:
-    """Its base URL and a bootstrap admin key that already authenticates."""
+    """Its base URL and a bootstrap admin key that already authenticates. One per module, so no API and
+    projector process outlives the tests that use it (their polling would load the rest of the suite)."""
     admin_key = "mm_contract_admin_" + uuid.uuid4().hex
     url = asyncio.run(create_database(server_url, "mm_contract"))
     asyncio.run(bootstrap_admin_key(url, admin_key, "system:contract-test"))
