@@ -15,10 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+import schemathesis
 
 from app.migrate import create_database, drop_database
 from app.services.accounts import bootstrap_admin_key
 from tests.conftest import TEST_SECRET_KEY
+from tests.contract.fuzzing import TENANT, TenantKey, machine_with_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,3 +74,18 @@ def open_account(server: dict[str, Any], name: str) -> str:
                    headers={"Authorization": f"Bearer {server['admin_key']}"})
     assert r.status_code == 201, r.text
     return str(r.json()["apiKey"]["key"])
+
+
+@pytest.fixture(scope="module")
+def api(api_server: dict[str, Any]) -> dict[str, Any]:
+    """The module's server, with a tenant whose active machine has an enrolled agent (the fuzz targets)."""
+    TENANT["key"] = open_account(api_server, "contract")
+    TENANT["machine"], TENANT["agent_token"] = machine_with_agent(api_server["base"], TENANT["key"])
+    return api_server
+
+
+@pytest.fixture(scope="module")
+def api_schema(api: dict[str, Any]) -> Any:
+    loaded = schemathesis.openapi.from_url(api["base"] + "/openapi.json")
+    loaded.auth()(TenantKey)
+    return loaded
