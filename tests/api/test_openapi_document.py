@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections import Counter
 from typing import Any
@@ -163,3 +164,26 @@ async def test_validation_errors_name_wire_names(client: httpx.AsyncClient, tena
     r = await client.post("/v1/machines", json={"name": "m", "publicKey": "short"}, headers=tenant["headers"])
     body = assert_problem(r, 400, "VALIDATION_ERROR")
     assert [e["key"] for e in body["errors"]] == ["publicKey"] and "publicKey" in body["detail"]
+
+
+def test_declared_headers_match_what_the_handlers_do(container: Container) -> None:
+    """A handler that reads If-Match or X-Min-Position, or sets Location, says so in opt=headers(...);
+    and none declares what it does not do. (ETag and X-Log-Position, where declared required, are
+    verified on live responses by the contract tests.)"""
+    app = create_app(container.settings, container=container)
+    checked = 0
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for h in route.route_handlers:
+            if not h.resolve_include_in_schema():
+                continue
+            source = inspect.getsource(h.fn)
+            declared = h.opt.get("openapi_headers", {})
+            honours, sends = set(declared.get("honours", ())), set(declared.get("sends", ()))
+            assert ("expected_version(" in source) == ("If-Match" in honours), h.operation_id
+            reads_after = "honour_min_position(" in source or "readable_machine(" in source
+            assert reads_after == ("X-Min-Position" in honours), h.operation_id
+            assert ("Location" in source) == ("Location" in sends), h.operation_id
+            checked += 1
+    assert checked > 30
