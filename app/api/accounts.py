@@ -11,6 +11,7 @@ from litestar.params import FromPath, JSONBody
 
 from app.api.consistency import POSITION_HEADER, read_your_writes
 from app.api.context import AUTHENTICATED, Principal, container_of, provide_ctx, provide_principal, require_admin
+from app.api.openapi_headers import CACHE_CONTROL, LOCATION, LOG_POSITION, headers
 from app.api.problems import problems
 from app.api.schemas_accounts import (
     AccountView,
@@ -62,7 +63,9 @@ class AccountsController(Controller):
     security = AUTHENTICATED
     dependencies = {"principal": Provide(provide_principal), "ctx": Provide(provide_ctx)}
 
-    @post("/", status_code=201, summary="Open an account with its first API key (admin)",
+    @post("/", operation_id="openAccount",
+          opt=headers(sends=[LOG_POSITION, LOCATION, CACHE_CONTROL]),
+          status_code=201, summary="Open an account with its first API key (admin)",
           responses=problems(400, 401, 403, 409, 422))
     async def open_account(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
                            ctx: NamedDependency[CommandContext],
@@ -77,18 +80,18 @@ class AccountsController(Controller):
         )
         return Response(view, status_code=201, headers={**headers, "Location": f"/v1/accounts/{account.id}"})
 
-    @get("/me", summary="The caller's account", responses=problems(401))
+    @get("/me", operation_id="getMyAccount", summary="The caller's account", responses=problems(401))
     async def me(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal]) -> AccountView:
         return await _account_view(request, principal.account_id)
 
-    @get("/{account_id:uuid}", summary="Get an account", responses=problems(401, 404))
+    @get("/{account_id:uuid}", operation_id="getAccount", summary="Get an account", responses=problems(400, 401, 404))
     async def get_one(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
                       account_id: FromPath[uuid.UUID]) -> AccountView:
         _own_or_admin(principal, account_id)
         return await _account_view(request, account_id)
 
-    @get("/{account_id:uuid}/api-keys", summary="List API keys (never the keys themselves)",
-         responses=problems(401, 404))
+    @get("/{account_id:uuid}/api-keys", operation_id="listApiKeys", summary="List API keys (never the keys themselves)",
+         responses=problems(400, 401, 404))
     async def keys(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
                    account_id: FromPath[uuid.UUID]) -> list[ApiKeyView]:
         _own_or_admin(principal, account_id)
@@ -97,7 +100,8 @@ class AccountsController(Controller):
         await read_your_writes(container.pool, "accounts", account_id, container.settings.read_your_writes_timeout_s)
         return [ApiKeyView(**r) for r in await list_keys(container.pool, account_id)]
 
-    @post("/{account_id:uuid}/api-keys", status_code=201, summary="Issue an API key (shown once)",
+    @post("/{account_id:uuid}/api-keys", operation_id="issueApiKey", opt=headers(sends=[LOG_POSITION, CACHE_CONTROL]),
+          status_code=201, summary="Issue an API key (shown once)",
           responses=problems(400, 401, 404, 409, 422))
     async def issue(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
                     ctx: NamedDependency[CommandContext],
@@ -106,8 +110,9 @@ class AccountsController(Controller):
         issued = await container_of(request).accounts.issue_key(ctx, account_id, data.label)
         return Response(_issued_view(issued), status_code=201, headers=_shown_once(issued))
 
-    @delete("/{account_id:uuid}/api-keys/{key_id:uuid}", status_code=204, summary="Revoke an API key",
-            responses=problems(401, 404, 409))
+    @delete("/{account_id:uuid}/api-keys/{key_id:uuid}", operation_id="revokeApiKey",
+            status_code=204, summary="Revoke an API key",
+            responses=problems(400, 401, 404, 409))
     async def revoke(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
                      ctx: NamedDependency[CommandContext],
                      account_id: FromPath[uuid.UUID], key_id: FromPath[uuid.UUID]) -> None:

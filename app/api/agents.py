@@ -12,9 +12,11 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.api.consistency import etag, expected_version, write_headers
 from app.api.context import AUTHENTICATED, container_of, provide_ctx, provide_principal, readable_machine
-from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_time_cursor, encode_cursor
+from app.api.openapi_headers import CACHE_CONTROL, ETAG, IF_MATCH, LOCATION, LOG_POSITION, MIN_POSITION, headers
+from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_time_cursor, encode_cursor
 from app.api.problems import problems
 from app.api.schemas_runtime import (
+    AgentPage,
     AgentView,
     EnrollAgentRequest,
     EnrolledAgentView,
@@ -42,7 +44,8 @@ class AgentsController(Controller):
     security = AUTHENTICATED
     dependencies = {"principal": Provide(provide_principal), "ctx": Provide(provide_ctx)}
 
-    @post("/enrollment", status_code=201, summary="Enroll an agent; its token is shown once",
+    @post("/enrollment", operation_id="enrollAgent", opt=headers(sends=[ETAG, LOG_POSITION, LOCATION, CACHE_CONTROL]),
+          status_code=201, summary="Enroll an agent; its token is shown once",
           responses=problems(400, 401, 404, 409, 422))
     async def enroll(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                      machine_id: FromPath[uuid.UUID],
@@ -57,13 +60,15 @@ class AgentsController(Controller):
         return Response(EnrolledAgentView(agent=AgentView.of(outcome.agent), agent_token=outcome.token),
                         status_code=201, headers=headers)
 
-    @get("/", summary="List a machine's agents", responses=problems(400, 401, 404, 409, 503))
+    @get("/", operation_id="listAgents",
+         opt=headers(honours=[MIN_POSITION]),
+         summary="List a machine's agents", responses=problems(400, 401, 404, 409, 503))
     async def list_(
         self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext], machine_id: FromPath[uuid.UUID],
         status: Annotated[list[AgentStatus] | None, QueryParameter(name="status")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
-    ) -> Page[AgentView]:
+    ) -> AgentPage:
         c = container_of(request)
         after = decode_time_cursor(cursor) if cursor else None
         await readable_machine(request, ctx, machine_id, "runtime")
@@ -72,9 +77,10 @@ class AgentsController(Controller):
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1]["created_at"].isoformat(), str(rows[-1]["id"])) if more else None
-        return Page(data=[AgentView(**r) for r in rows], next_cursor=next_cursor)
+        return AgentPage(data=[AgentView(**r) for r in rows], next_cursor=next_cursor)
 
-    @get("/{agent_id:uuid}", summary="Get an agent", responses=problems(400, 401, 404, 409, 503))
+    @get("/{agent_id:uuid}", operation_id="getAgent", opt=headers(honours=[MIN_POSITION], sends=[ETAG]),
+         summary="Get an agent", responses=problems(400, 401, 404, 409, 503))
     async def get_one(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                       machine_id: FromPath[uuid.UUID], agent_id: FromPath[uuid.UUID]) -> Response[AgentView]:
         c = container_of(request)
@@ -84,7 +90,9 @@ class AgentsController(Controller):
             raise AgentNotFound(f"agent {agent_id} not found")
         return Response(AgentView(**row), headers={"ETag": etag(row["version"])})
 
-    @post("/{agent_id:uuid}/revoke", status_code=200, summary="Revoke an agent: its token stops working",
+    @post("/{agent_id:uuid}/revoke", operation_id="revokeAgent",
+          opt=headers(honours=[IF_MATCH], sends=[ETAG, LOG_POSITION]),
+          status_code=200, summary="Revoke an agent: its token stops working",
           responses=problems(400, 401, 404, 409, 412, 422))
     async def revoke(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                      machine_id: FromPath[uuid.UUID], agent_id: FromPath[uuid.UUID],
@@ -111,7 +119,8 @@ class HeartbeatController(Controller):
     # The agent token authenticates, in the body or in one of these headers (not an account API key).
     security = [{"agentToken": []}, {"bearer": []}, {}]
 
-    @post("/heartbeat", status_code=200, summary="Agent heartbeat: renew leases and upsert reported endpoints",
+    @post("/heartbeat", operation_id="sendAgentHeartbeat", opt=headers(sends=[LOG_POSITION]),
+          status_code=200, summary="Agent heartbeat: renew leases and upsert reported endpoints",
           description="Authenticate with `agentToken` in the body, the `x-agent-pairing-token` header or "
                       "`Authorization: Bearer`. Each reported endpoint is upserted with `source: agent` and "
                       "`leaseExpiresAt = now + leaseSeconds` (the agent's default unless given here); "
@@ -119,8 +128,10 @@ class HeartbeatController(Controller):
                       "Errors: 400 VALIDATION_ERROR; 401 AGENT_AUTH_REQUIRED (no token) or AGENT_AUTH_INVALID "
                       "(malformed or wrong token); 404 NOT_FOUND (the token names no enrolled agent); "
                       "403 AGENT_PAIRING_INACTIVE (revoked) or AGENT_POLICY_DENIED (a provider key outside "
-                      "allowedProviderKeys); 409 MACHINE_NOT_ACTIVE / MACHINE_NOT_ACTIVATED.",
-          responses=problems(400, 401, 403, 404, 409))
+                      "allowedProviderKeys); 409 MACHINE_NOT_ACTIVE / MACHINE_NOT_ACTIVATED; 422"
+                      " IDEMPOTENCY_KEY_REUSED when an account API key is also sent (its Idempotency-Key store"
+                      " applies).",
+          responses=problems(400, 401, 403, 404, 409, 422))
     async def heartbeat(self, request: Request[Any, Any, Any],
                         data: JSONBody[HeartbeatRequest]) -> Response[HeartbeatView]:
         state = request.scope.get("state", {})

@@ -21,6 +21,7 @@ from app.api.docs_ui import assets_router, render_plugins
 from app.api.graph import GraphController
 from app.api.machines import MachinesController
 from app.api.middleware import header_limit_middleware, idempotency_middleware, request_id_middleware
+from app.api.openapi import finish_openapi
 from app.api.problems import handle_exception
 from app.api.runtime import RuntimeEndpointsController
 from app.api.system import health, metrics, observe, openapi_json, ready
@@ -118,6 +119,7 @@ def create_app(settings: Settings, container: Container | None = None,
     )
     # Litestar runs `middleware=` only for matched routes; wrapping the handler gives 404/405 problems
     # a request id and counts them in the metrics too.
+    finish_openapi(app)
     counted = metrics_middleware(allow_header_middleware(app, app.asgi_handler))
     app.asgi_handler = request_id_middleware(header_limit_middleware(counted, settings.max_header_bytes))
     if container is not None:

@@ -13,15 +13,17 @@ from litestar.params import QueryParameter
 
 from app.api.consistency import honour_min_position
 from app.api.context import AUTHENTICATED, Principal, container_of, provide_principal
-from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, encode_cursor
+from app.api.openapi_headers import MIN_POSITION, headers
+from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from app.api.problems import ApiError, problems
+from app.api.schema_types import UtcTime
 from projections.audit_reader import list_audit_events
 
 
 class AuditEventView(msgspec.Struct, rename="camel", frozen=True):
     id: uuid.UUID
     type: str
-    occurred_at: datetime
+    occurred_at: UtcTime
     actor: str | None
     account_id: uuid.UUID | None
     machine_id: uuid.UUID | None
@@ -31,6 +33,13 @@ class AuditEventView(msgspec.Struct, rename="camel", frozen=True):
     correlation_id: str | None
     causation_id: str | None
     cursor: str
+
+
+class AuditEventPage(msgspec.Struct, rename="camel", frozen=True):
+    """One page of a list; nextCursor fetches the next (null on the last page)."""
+
+    data: list[AuditEventView]
+    next_cursor: str | None = None
 
 
 AuditType = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+$", max_length=100)]
@@ -61,7 +70,8 @@ class AuditController(Controller):
     security = AUTHENTICATED
     dependencies = {"principal": Provide(provide_principal)}
 
-    @get("/", summary="List audit events (account-scoped; admins see all)", responses=problems(400, 401, 503))
+    @get("/", operation_id="listAuditEvents", opt=headers(honours=[MIN_POSITION]),
+         summary="List audit events (account-scoped; admins see all)", responses=problems(400, 401, 503))
     async def list_(
         self,
         request: Request[Any, Any, Any],
@@ -77,7 +87,7 @@ class AuditController(Controller):
                                                     description="RFC 3339 time, exclusive")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
-    ) -> Page[AuditEventView]:
+    ) -> AuditEventPage:
         container = container_of(request)
         after = None
         if cursor:
@@ -99,4 +109,4 @@ class AuditController(Controller):
         for r in rows:
             tx_id, position = r.pop("tx_id"), r.pop("position")
             views.append(AuditEventView(**r, cursor=encode_cursor(tx_id, position)))
-        return Page(data=views, next_cursor=views[-1].cursor if more and views else None)
+        return AuditEventPage(data=views, next_cursor=views[-1].cursor if more and views else None)

@@ -11,6 +11,7 @@ from litestar.params import FromPath, JSONBody
 
 from app.api.consistency import etag, expected_version, write_headers
 from app.api.context import AUTHENTICATED, container_of, provide_ctx, provide_principal, readable_machine
+from app.api.openapi_headers import ETAG, IF_MATCH, LOCATION, LOG_POSITION, MIN_POSITION, headers
 from app.api.problems import problems
 from app.api.schemas_graph import (
     CreateEdgeRequest,
@@ -46,7 +47,8 @@ class GraphController(Controller):
     dependencies = {"principal": Provide(provide_principal), "ctx": Provide(provide_ctx)}
     request_max_body_size = 64 * 1024
 
-    @get("/", summary="Get a machine's graph (all nodes and edges)", responses=problems(400, 401, 404, 409, 503))
+    @get("/", operation_id="getGraph", opt=headers(honours=[MIN_POSITION]),
+         summary="Get a machine's graph (all nodes and edges)", responses=problems(400, 401, 404, 409, 503))
     async def get_graph(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                         machine_id: FromPath[uuid.UUID]) -> GraphView:
         await readable_machine(request, ctx, machine_id, "graph", graph_id_of(machine_id))
@@ -57,7 +59,8 @@ class GraphController(Controller):
         return GraphView(machine_id=machine_id, nodes=[NodeView(**n) for n in nodes],
                          edges=[EdgeView.row(e) for e in edges])
 
-    @get("/nodes/{node_id:uuid}", summary="Get a node", responses=problems(400, 401, 404, 409, 503))
+    @get("/nodes/{node_id:uuid}", operation_id="getGraphNode", opt=headers(honours=[MIN_POSITION], sends=[ETAG]),
+         summary="Get a node", responses=problems(400, 401, 404, 409, 503))
     async def get_node(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                        machine_id: FromPath[uuid.UUID], node_id: FromPath[uuid.UUID]) -> Response[NodeView]:
         await readable_machine(request, ctx, machine_id, "graph", graph_id_of(machine_id))
@@ -66,7 +69,8 @@ class GraphController(Controller):
             raise NotFound(f"node {node_id} not found in this machine's graph")
         return Response(NodeView(**row), headers={"ETag": etag(row["version"])})
 
-    @get("/edges/{edge_id:uuid}", summary="Get an edge", responses=problems(400, 401, 404, 409, 503))
+    @get("/edges/{edge_id:uuid}", operation_id="getGraphEdge", opt=headers(honours=[MIN_POSITION], sends=[ETAG]),
+         summary="Get an edge", responses=problems(400, 401, 404, 409, 503))
     async def get_edge(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                        machine_id: FromPath[uuid.UUID], edge_id: FromPath[uuid.UUID]) -> Response[EdgeView]:
         await readable_machine(request, ctx, machine_id, "graph", graph_id_of(machine_id))
@@ -75,7 +79,7 @@ class GraphController(Controller):
             raise NotFound(f"edge {edge_id} not found in this machine's graph")
         return Response(EdgeView.row(row), headers={"ETag": etag(row["version"])})
 
-    @post("/nodes",
+    @post("/nodes", operation_id="createGraphNode", opt=headers(sends=[ETAG, LOG_POSITION, LOCATION]),
           status_code=201, summary="Create a node (status defaults to draft)",
           description="409 GRAPH_LIMIT_REACHED once the graph holds the most nodes a machine may have.",
           responses=problems(400, 401, 404, 409, 413, 422))
@@ -88,7 +92,8 @@ class GraphController(Controller):
         return Response(NodeView.of(machine_id, outcome.item), status_code=201,
                         headers=_headers(outcome, Location=location))
 
-    @patch("/nodes/{node_id:uuid}",
+    @patch("/nodes/{node_id:uuid}", operation_id="reviseGraphNode",
+           opt=headers(honours=[IF_MATCH], sends=[ETAG, LOG_POSITION]),
            summary="Revise a node's type, label, status or data",
            description="Every field is optional." + _MERGE_NOTE, responses=problems(400, 401, 404, 409, 412, 413))
     async def revise_node(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
@@ -99,7 +104,9 @@ class GraphController(Controller):
         assert outcome.item is not None
         return Response(NodeView.of(machine_id, outcome.item), headers=_headers(outcome))
 
-    @delete("/nodes/{node_id:uuid}", status_code=204, summary="Delete a node and every edge touching it",
+    @delete("/nodes/{node_id:uuid}", operation_id="deleteGraphNode",
+            opt=headers(honours=[IF_MATCH], sends=[LOG_POSITION]),
+            status_code=204, summary="Delete a node and every edge touching it",
             description="Each removed edge is recorded as its own graph.edge.deleted event, in the same append.",
             responses=problems(400, 401, 404, 409, 412))
     async def delete_node(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
@@ -107,7 +114,7 @@ class GraphController(Controller):
         outcome = await container_of(request).graph.delete_node(ctx, machine_id, node_id, expected_version(request))
         return Response(None, status_code=204, headers=_headers(outcome))
 
-    @post("/edges",
+    @post("/edges", operation_id="createGraphEdge", opt=headers(sends=[ETAG, LOG_POSITION, LOCATION]),
           status_code=201, summary="Create an edge between two nodes of this graph",
           description="422 GRAPH_NODE_MISSING when from or to is not a node of this graph; 409 GRAPH_EDGE_EXISTS"
                       " when an edge of this type already joins them; 400 for a self-loop.",
@@ -121,7 +128,8 @@ class GraphController(Controller):
         return Response(EdgeView.of(machine_id, outcome.item), status_code=201,
                         headers=_headers(outcome, Location=location))
 
-    @patch("/edges/{edge_id:uuid}",
+    @patch("/edges/{edge_id:uuid}", operation_id="reviseGraphEdge",
+           opt=headers(honours=[IF_MATCH], sends=[ETAG, LOG_POSITION]),
            summary="Revise an edge's type or data",
            description="A new type must not duplicate another edge between the same nodes (409 GRAPH_EDGE_EXISTS)."
                        + _MERGE_NOTE, responses=problems(400, 401, 404, 409, 412, 413))
@@ -133,7 +141,8 @@ class GraphController(Controller):
         assert outcome.item is not None
         return Response(EdgeView.of(machine_id, outcome.item), headers=_headers(outcome))
 
-    @delete("/edges/{edge_id:uuid}", status_code=204, summary="Delete an edge",
+    @delete("/edges/{edge_id:uuid}", operation_id="deleteGraphEdge",
+            opt=headers(honours=[IF_MATCH], sends=[LOG_POSITION]), status_code=204, summary="Delete an edge",
             responses=problems(400, 401, 404, 409, 412))
     async def delete_edge(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                           machine_id: FromPath[uuid.UUID], edge_id: FromPath[uuid.UUID]) -> Response[None]:

@@ -12,10 +12,12 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.api.consistency import etag, expected_version, honour_min_position, read_your_writes, write_headers
 from app.api.context import AUTHENTICATED, Principal, container_of, provide_ctx, provide_principal
-from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_time_cursor, encode_cursor
+from app.api.openapi_headers import ETAG, IF_MATCH, LOCATION, LOG_POSITION, MIN_POSITION, headers
+from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_time_cursor, encode_cursor
 from app.api.problems import ApiError, problems
 from app.api.schemas_machines import (
     ChallengeView,
+    MachinePage,
     MachineView,
     RegisterMachineRequest,
     ReviseMachineRequest,
@@ -56,7 +58,8 @@ class MachinesController(Controller):
     security = AUTHENTICATED
     dependencies = {"principal": Provide(provide_principal), "ctx": Provide(provide_ctx)}
 
-    @post("/", status_code=201, summary="Register a machine",
+    @post("/", operation_id="registerMachine",
+          opt=headers(sends=[ETAG, LOG_POSITION, LOCATION]), status_code=201, summary="Register a machine",
           responses=problems(400, 401, 409, 422))
     async def register(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                        data: JSONBody[RegisterMachineRequest]) -> Response[MachineView]:
@@ -65,7 +68,8 @@ class MachinesController(Controller):
         )
         return _respond(outcome, 201, Location=f"/v1/machines/{outcome.machine.id}")
 
-    @get("/", summary="List machines", responses=problems(400, 401, 503))
+    @get("/", operation_id="listMachines",
+         opt=headers(honours=[MIN_POSITION]), summary="List machines", responses=problems(400, 401, 503))
     async def list_(
         self,
         request: Request[Any, Any, Any],
@@ -75,7 +79,7 @@ class MachinesController(Controller):
             name="label", description="'key' (has the label) or 'key=value'; several must all match")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
-    ) -> Page[MachineView]:
+    ) -> MachinePage:
         container = container_of(request)
         pairs, keys = _parse_labels(label or [])
         after = decode_time_cursor(cursor) if cursor else None
@@ -87,9 +91,11 @@ class MachinesController(Controller):
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1]["created_at"].isoformat(), str(rows[-1]["id"])) if more else None
-        return Page(data=[MachineView(**r) for r in rows], next_cursor=next_cursor)
+        return MachinePage(data=[MachineView(**r) for r in rows], next_cursor=next_cursor)
 
-    @get("/{machine_id:uuid}", summary="Get a machine", responses=problems(401, 404, 503))
+    @get("/{machine_id:uuid}", operation_id="getMachine",
+         opt=headers(honours=[MIN_POSITION], sends=[ETAG]),
+         summary="Get a machine", responses=problems(400, 401, 404, 503))
     async def get_one(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
                       machine_id: FromPath[uuid.UUID]) -> Response[MachineView]:
         container = container_of(request)
@@ -101,7 +107,8 @@ class MachinesController(Controller):
             raise NotFound(f"machine {machine_id} not found")
         return Response(MachineView(**row), headers={"ETag": etag(row["version"])})
 
-    @patch("/{machine_id:uuid}", summary="Revise name, description or labels",
+    @patch("/{machine_id:uuid}", operation_id="reviseMachine",
+           opt=headers(honours=[IF_MATCH], sends=[ETAG, LOG_POSITION]), summary="Revise name, description or labels",
            responses=problems(400, 401, 404, 409, 412))
     async def revise(self, request: Request[Any, Any, Any],
                      ctx: NamedDependency[CommandContext], machine_id: FromPath[uuid.UUID],
@@ -110,7 +117,9 @@ class MachinesController(Controller):
         outcome = await container_of(request).machines.revise(ctx, machine_id, cmd, expected_version(request))
         return _respond(outcome)
 
-    @post("/{machine_id:uuid}/identity/challenge", status_code=201, summary="Issue an identity challenge",
+    @post("/{machine_id:uuid}/identity/challenge", operation_id="issueIdentityChallenge",
+          opt=headers(sends=[LOG_POSITION]),
+          status_code=201, summary="Issue an identity challenge",
           responses=problems(400, 401, 404, 409, 422))
     async def challenge(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                         machine_id: FromPath[uuid.UUID]) -> Response[ChallengeView]:
@@ -121,7 +130,8 @@ class MachinesController(Controller):
         return Response(ChallengeView(challenge_id=c["id"], nonce=c["nonce"], expires_at=c["expires_at"]),
                         status_code=201, headers=headers)
 
-    @post("/{machine_id:uuid}/identity/verify", status_code=200, summary="Verify the signed challenge",
+    @post("/{machine_id:uuid}/identity/verify", operation_id="verifyIdentity", opt=headers(sends=[ETAG, LOG_POSITION]),
+          status_code=200, summary="Verify the signed challenge",
           responses=problems(400, 401, 404, 409, 422))
     async def verify(self, request: Request[Any, Any, Any],
                      ctx: NamedDependency[CommandContext], machine_id: FromPath[uuid.UUID],
@@ -129,13 +139,17 @@ class MachinesController(Controller):
         cmd = VerifyIdentity(challenge_id=data.challenge_id, signature=data.signature)
         return _respond(await container_of(request).machines.verify_identity(ctx, machine_id, cmd))
 
-    @post("/{machine_id:uuid}/activate", status_code=200, summary="Activate a verified machine",
+    @post("/{machine_id:uuid}/activate", operation_id="activateMachine",
+          opt=headers(honours=[IF_MATCH], sends=[ETAG, LOG_POSITION]),
+          status_code=200, summary="Activate a verified machine",
           responses=problems(400, 401, 404, 409, 412, 422))
     async def activate(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                        machine_id: FromPath[uuid.UUID]) -> Response[MachineView]:
         return _respond(await container_of(request).machines.activate(ctx, machine_id, expected_version(request)))
 
-    @post("/{machine_id:uuid}/suspend", status_code=200, summary="Suspend an active machine",
+    @post("/{machine_id:uuid}/suspend", operation_id="suspendMachine",
+          opt=headers(honours=[IF_MATCH], sends=[ETAG, LOG_POSITION]),
+          status_code=200, summary="Suspend an active machine",
           responses=problems(400, 401, 404, 409, 412, 422))
     async def suspend(self, request: Request[Any, Any, Any],
                       ctx: NamedDependency[CommandContext], machine_id: FromPath[uuid.UUID],
@@ -143,13 +157,17 @@ class MachinesController(Controller):
         cmd = ChangeStatus(reason=data.reason if data else None)
         return _respond(await container_of(request).machines.suspend(ctx, machine_id, cmd, expected_version(request)))
 
-    @post("/{machine_id:uuid}/reactivate", status_code=200, summary="Reactivate a suspended machine",
+    @post("/{machine_id:uuid}/reactivate", operation_id="reactivateMachine",
+          opt=headers(honours=[IF_MATCH], sends=[ETAG, LOG_POSITION]),
+          status_code=200, summary="Reactivate a suspended machine",
           responses=problems(400, 401, 404, 409, 412, 422))
     async def reactivate(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                          machine_id: FromPath[uuid.UUID]) -> Response[MachineView]:
         return _respond(await container_of(request).machines.reactivate(ctx, machine_id, expected_version(request)))
 
-    @post("/{machine_id:uuid}/retire", status_code=200, summary="Retire a machine for good",
+    @post("/{machine_id:uuid}/retire", operation_id="retireMachine",
+          opt=headers(honours=[IF_MATCH], sends=[ETAG, LOG_POSITION]),
+          status_code=200, summary="Retire a machine for good",
           responses=problems(400, 401, 404, 409, 412, 422))
     async def retire(self, request: Request[Any, Any, Any],
                      ctx: NamedDependency[CommandContext], machine_id: FromPath[uuid.UUID],

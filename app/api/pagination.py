@@ -1,25 +1,23 @@
-"""Opaque cursors for keyset pagination, and the common page envelope."""
+"""Opaque cursors for keyset pagination.
+
+Each list has its own named page Struct ({"data": [...], "nextCursor": ...}): a generic Page[T] would
+appear in the OpenAPI under a module-path name.
+"""
 
 from __future__ import annotations
 
 import base64
 import uuid
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import msgspec
 
 from app.api.problems import ApiError
 
-T = TypeVar("T")
-
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
-
-class Page(msgspec.Struct, Generic[T], rename="camel"):
-    data: list[T]
-    next_cursor: str | None = None
 
 
 def encode_cursor(*values: Any) -> str:

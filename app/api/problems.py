@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import msgspec
@@ -19,6 +19,8 @@ from litestar.exceptions import (
 from litestar.openapi.datastructures import ResponseSpec
 
 from app import sealing
+from app.api.problem_examples import problem_examples
+from app.api.validation_names import wire_names
 from domain.accounts import errors as account_errors
 from domain.graph import errors as graph_errors
 from domain.machines import errors as machine_errors
@@ -33,7 +35,7 @@ PROBLEM_JSON = "application/problem+json"
 class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     type: str
     title: str
-    status: int
+    status: Annotated[int, msgspec.Meta(ge=100, le=599)]
     code: str
     detail: str | None = None
     instance: str | None = None
@@ -154,8 +156,8 @@ def _problem_for(request: Request[Any, Any, Any], exc: Exception) -> Response[Pr
     if isinstance(exc, ApiError):
         return problem_response(request, exc.status, exc.code, exc.detail, extra=exc.extra or None)
     if isinstance(exc, ValidationException):
-        errors = exc.extra if isinstance(exc.extra, list) else None
-        return problem_response(request, 400, "VALIDATION_ERROR", _validation_detail(exc), errors=errors)
+        errors = wire_names(request, exc.extra) if isinstance(exc.extra, list) else None
+        return problem_response(request, 400, "VALIDATION_ERROR", _validation_detail(exc, errors), errors=errors)
     if isinstance(exc, NotAuthorizedException):
         return problem_response(request, 401, "UNAUTHORIZED", exc.detail)
     if isinstance(exc, PermissionDeniedException):
@@ -171,19 +173,21 @@ def _problem_for(request: Request[Any, Any, Any], exc: Exception) -> Response[Pr
     return problem_response(request, 500, "INTERNAL_ERROR", "an unexpected error occurred; it has been logged")
 
 
-def _validation_detail(exc: ValidationException) -> str:
+def _validation_detail(exc: ValidationException, errors: list[Any] | None) -> str:
     detail = exc.detail or "the request is not valid"
-    if isinstance(exc.extra, list) and exc.extra:
-        first = exc.extra[0]
+    if errors:
+        first = errors[0]
         if isinstance(first, dict) and first.get("message"):
-            return f"{detail}: {first['message']}"
+            where = f" (at {first['key']})" if first.get("key") else ""
+            return f"{detail}: {first['message']}{where}"
     return detail
 
 
 def problems(*statuses: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the problem responses a route can return."""
     return {
-        s: ResponseSpec(data_container=Problem, description=TITLES.get(s, "Error"), media_type=PROBLEM_JSON)
+        s: ResponseSpec(data_container=Problem, description=TITLES.get(s, "Error"), media_type=PROBLEM_JSON,
+                        generate_examples=False, examples=problem_examples(s))
         for s in statuses
     }
 

@@ -12,9 +12,15 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.api.consistency import etag, expected_version, write_headers
 from app.api.context import AUTHENTICATED, container_of, provide_ctx, provide_principal, readable_machine
-from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, encode_cursor
+from app.api.openapi_headers import ETAG, IF_MATCH, LOCATION, LOG_POSITION, MIN_POSITION, headers
+from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from app.api.problems import ApiError, problems
-from app.api.schemas_runtime import ProviderKey, PutRuntimeEndpointRequest, RuntimeEndpointView
+from app.api.schemas_runtime import (
+    ProviderKey,
+    PutRuntimeEndpointRequest,
+    RuntimeEndpointPage,
+    RuntimeEndpointView,
+)
 from domain.runtime import rules
 from domain.runtime.endpoint import endpoint_id
 from domain.runtime.errors import EndpointNotFound
@@ -38,14 +44,15 @@ class RuntimeEndpointsController(Controller):
     security = AUTHENTICATED
     dependencies = {"principal": Provide(provide_principal), "ctx": Provide(provide_ctx)}
 
-    @get("/", summary="List a machine's runtime endpoints", responses=problems(400, 401, 404, 409, 503))
+    @get("/", operation_id="listRuntimeEndpoints", opt=headers(honours=[MIN_POSITION]),
+         summary="List a machine's runtime endpoints", responses=problems(400, 401, 404, 409, 503))
     async def list_(
         self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext], machine_id: FromPath[uuid.UUID],
         status: Annotated[list[EndpointStatus] | None, QueryParameter(name="status")] = None,
         source: Annotated[Source | None, QueryParameter(name="source")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
-    ) -> Page[RuntimeEndpointView]:
+    ) -> RuntimeEndpointPage:
         c = container_of(request)
         after = _after(cursor) if cursor else None
         await readable_machine(request, ctx, machine_id, "runtime")
@@ -53,10 +60,11 @@ class RuntimeEndpointsController(Controller):
                                     after=after, limit=limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        return Page(data=[RuntimeEndpointView(**r) for r in rows],
+        return RuntimeEndpointPage(data=[RuntimeEndpointView(**r) for r in rows],
                     next_cursor=encode_cursor(rows[-1]["provider_key"]) if more else None)
 
-    @get("/{provider_key:str}", summary="Get one runtime endpoint", responses=problems(400, 401, 404, 409, 503))
+    @get("/{provider_key:str}", operation_id="getRuntimeEndpoint", opt=headers(honours=[MIN_POSITION], sends=[ETAG]),
+         summary="Get one runtime endpoint", responses=problems(400, 401, 404, 409, 503))
     async def get_one(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                       machine_id: FromPath[uuid.UUID],
                       provider_key: FromPath[ProviderKey]) -> Response[RuntimeEndpointView]:
@@ -68,7 +76,9 @@ class RuntimeEndpointsController(Controller):
             raise EndpointNotFound(f"no runtime endpoint for provider key {key!r} on machine {machine_id}")
         return Response(RuntimeEndpointView(**row), headers={"ETag": etag(row["version"])})
 
-    @put("/{provider_key:str}", summary="Create or replace a manual runtime endpoint",
+    @put("/{provider_key:str}", operation_id="putRuntimeEndpoint",
+         opt=headers(honours=[IF_MATCH], sends=[ETAG, LOG_POSITION, LOCATION]),
+         summary="Create or replace a manual runtime endpoint",
          description="201 when the provider key had no endpoint, 200 when it replaces one. The key is lower-cased; "
                      "`source` is always `manual`; `authToken` is stored for the executor but never returned.",
          responses={201: ResponseSpec(data_container=RuntimeEndpointView, description="Created"),
@@ -85,7 +95,9 @@ class RuntimeEndpointsController(Controller):
         headers = write_headers(e.version, outcome.position, **(location if outcome.created else {}))
         return Response(RuntimeEndpointView.of(e), status_code=201 if outcome.created else 200, headers=headers)
 
-    @delete("/{provider_key:str}", status_code=204, summary="Delete a runtime endpoint",
+    @delete("/{provider_key:str}", operation_id="deleteRuntimeEndpoint",
+            opt=headers(honours=[IF_MATCH], sends=[LOG_POSITION]),
+            status_code=204, summary="Delete a runtime endpoint",
             responses=problems(400, 401, 404, 409, 412))
     async def delete_one(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                          machine_id: FromPath[uuid.UUID], provider_key: FromPath[ProviderKey]) -> Response[None]:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 import msgspec
 
+from app.api.schema_types import NOT_BLANK, UtcTime
+
 
 class OpenAccountRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NOT_BLANK)]
     is_admin: bool = False
 
 
@@ -22,7 +23,7 @@ class AccountView(msgspec.Struct, rename="camel", frozen=True):
     id: uuid.UUID
     name: str
     is_admin: bool
-    created_at: datetime
+    created_at: UtcTime
 
 
 class ApiKeyView(msgspec.Struct, rename="camel", frozen=True):
@@ -30,8 +31,8 @@ class ApiKeyView(msgspec.Struct, rename="camel", frozen=True):
     account_id: uuid.UUID
     prefix: str
     label: str
-    created_at: datetime
-    revoked_at: datetime | None = None
+    created_at: UtcTime
+    revoked_at: UtcTime | None = None
 
 
 class IssuedKeyView(msgspec.Struct, rename="camel", frozen=True):

@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 
+from app.api.schema_types import NOT_BLANK, UtcTime
 from domain.graph import rules
 from domain.graph.aggregate import data_of
 from domain.shared.documents import MAX_DEPTH
 
-NodeType = Literal["capability", "resource", "tool", "model", "dataset", "service", "other"]
-NodeStatus = Literal["draft", "active", "blocked", "degraded"]
-Label = Annotated[str, msgspec.Meta(min_length=1, max_length=rules.MAX_LABEL)]
+
+class NodeType(enum.StrEnum):
+    """A named enum (not an inline Literal), so every schema that uses it shares one component."""
+
+    CAPABILITY = "capability"
+    RESOURCE = "resource"
+    TOOL = "tool"
+    MODEL = "model"
+    DATASET = "dataset"
+    SERVICE = "service"
+    OTHER = "other"
+
+
+class NodeStatus(enum.StrEnum):
+    DRAFT = "draft"
+    ACTIVE = "active"
+    BLOCKED = "blocked"
+    DEGRADED = "degraded"
+
+
+Label = Annotated[str, msgspec.Meta(min_length=1, max_length=rules.MAX_LABEL, pattern=NOT_BLANK)]
 EdgeType = Annotated[str, msgspec.Meta(pattern=rules.SLUG.pattern, max_length=63, examples=["depends-on"])]
 
 _CAPABILITY = (
@@ -23,24 +42,26 @@ _CAPABILITY = (
     " optionally inputSchema (a JSON object, {} when absent)."
 )
 _BOUNDS = f"At most {rules.MAX_DATA_KEYS} top-level keys, {MAX_DEPTH} levels deep"
-NodeData = Annotated[dict[str, Any], msgspec.Meta(
+# Top-level keys of free-form data are bounded (the domain checks them too).
+DataKey = Annotated[str, msgspec.Meta(max_length=rules.MAX_KEY_LENGTH)]
+NodeData = Annotated[dict[DataKey, Any], msgspec.Meta(
     max_length=rules.MAX_DATA_KEYS,
     description=f"Free-form JSON object. {_BOUNDS}, {rules.MAX_NODE_DATA_BYTES} bytes encoded. {_CAPABILITY}")]
-EdgeData = Annotated[dict[str, Any], msgspec.Meta(
+EdgeData = Annotated[dict[DataKey, Any], msgspec.Meta(
     max_length=rules.MAX_DATA_KEYS,
     description=f"Free-form JSON object. {_BOUNDS}, {rules.MAX_EDGE_DATA_BYTES} bytes encoded.")]
 _MERGE = (
     "Shallow-merged into the current data: each key given replaces that top-level key's whole value,"
     " a key set to null is removed, keys not given are kept. The merged result is validated again."
 )
-NodeDataPatch = Annotated[dict[str, Any], msgspec.Meta(max_length=rules.MAX_DATA_KEYS, description=_MERGE)]
-EdgeDataPatch = Annotated[dict[str, Any], msgspec.Meta(max_length=rules.MAX_DATA_KEYS, description=_MERGE)]
+NodeDataPatch = Annotated[dict[DataKey, Any], msgspec.Meta(max_length=rules.MAX_DATA_KEYS, description=_MERGE)]
+EdgeDataPatch = Annotated[dict[DataKey, Any], msgspec.Meta(max_length=rules.MAX_DATA_KEYS, description=_MERGE)]
 
 
 class CreateNodeRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
     type: NodeType
     label: Label
-    status: NodeStatus = "draft"
+    status: NodeStatus = NodeStatus.DRAFT
     data: NodeData = msgspec.field(default_factory=dict)
 
 
@@ -67,13 +88,13 @@ class ReviseEdgeRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=Tr
 class NodeView(msgspec.Struct, rename="camel", frozen=True):
     id: uuid.UUID
     machine_id: uuid.UUID
-    type: str
+    type: NodeType
     label: str
-    status: str
+    status: NodeStatus
     data: dict[str, Any]
     version: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcTime
+    updated_at: UtcTime
 
     @classmethod
     def of(cls, machine_id: uuid.UUID, n: dict[str, Any]) -> NodeView:
@@ -90,8 +111,8 @@ class EdgeView(msgspec.Struct, rename="camel", frozen=True):
     type: str
     data: dict[str, Any]
     version: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcTime
+    updated_at: UtcTime
 
     @classmethod
     def of(cls, machine_id: uuid.UUID, e: dict[str, Any]) -> EdgeView:

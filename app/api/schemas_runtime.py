@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 
+from app.api.schema_types import NOT_BLANK, UtcTime
 from domain.runtime.agent import MachineAgent
 from domain.runtime.endpoint import RuntimeEndpoint
 
@@ -24,7 +24,7 @@ Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2048, examples=["http
 AuthToken = Annotated[str, msgspec.Meta(min_length=1, max_length=4096, description="write-only; never returned")]
 Metadata = Annotated[dict[str, Any], msgspec.Meta(max_length=32, description="free-form JSON object, at most 8 KiB")]
 LeaseSeconds = Annotated[int, msgspec.Meta(ge=1, le=86_400)]
-AgentName = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+AgentName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NOT_BLANK)]
 Reason = Annotated[str, msgspec.Meta(max_length=500)]
 AgentToken = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
@@ -44,10 +44,10 @@ class RuntimeEndpointView(msgspec.Struct, rename="camel", frozen=True):
     source: str
     agent_id: uuid.UUID | None
     status: str
-    lease_expires_at: datetime | None
+    lease_expires_at: UtcTime | None
     version: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcTime
+    updated_at: UtcTime
 
     @classmethod
     def of(cls, e: RuntimeEndpoint) -> RuntimeEndpointView:
@@ -76,11 +76,11 @@ class AgentView(msgspec.Struct, rename="camel", frozen=True):
     allowed_provider_keys: list[str]
     lease_seconds: int
     status: str
-    last_seen_at: datetime | None
-    last_lease_expires_at: datetime | None
+    last_seen_at: UtcTime | None
+    last_lease_expires_at: UtcTime | None
     version: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcTime
+    updated_at: UtcTime
 
     @classmethod
     def of(cls, a: MachineAgent) -> AgentView:
@@ -114,4 +114,18 @@ class HeartbeatRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=Tru
 class HeartbeatView(msgspec.Struct, rename="camel", frozen=True):
     agent: AgentView
     endpoints: list[RuntimeEndpointView]
-    lease_expires_at: datetime
+    lease_expires_at: UtcTime
+
+
+class RuntimeEndpointPage(msgspec.Struct, rename="camel", frozen=True):
+    """One page of a list; nextCursor fetches the next (null on the last page)."""
+
+    data: list[RuntimeEndpointView]
+    next_cursor: str | None = None
+
+
+class AgentPage(msgspec.Struct, rename="camel", frozen=True):
+    """One page of a list; nextCursor fetches the next (null on the last page)."""
+
+    data: list[AgentView]
+    next_cursor: str | None = None

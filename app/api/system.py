@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 from litestar import MediaType, Request, Response, get
+from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -44,12 +45,12 @@ class Readiness(msgspec.Struct):
     checks: list[Check]
 
 
-@get("/health", tags=["system"], summary="Liveness", sync_to_thread=False)
+@get("/health", operation_id="getHealth", tags=["system"], summary="Liveness", sync_to_thread=False)
 def health() -> Health:
     return Health(status="ok")
 
 
-@get("/ready", tags=["system"], summary="Readiness: database, broker, projection lag",
+@get("/ready", operation_id="getReadiness", tags=["system"], summary="Readiness: database, broker, projection lag",
      responses={503: ResponseSpec(data_container=Readiness, description="Not ready: the failing checks say why")})
 async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
     container = container_of(request)
@@ -105,7 +106,7 @@ def _why(exc: BaseException) -> str:
     return "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
 
 
-@get("/metrics", tags=["system"], summary="Prometheus metrics", media_type=MediaType.TEXT)
+@get("/metrics", operation_id="getMetrics", tags=["system"], summary="Prometheus metrics", media_type=MediaType.TEXT)
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     container = container_of(request)
     for r in await projection_status(container.pool, container.projection_names):
@@ -122,4 +123,5 @@ def observe(method: str, route: str, status: int, started: float) -> None:
 
 @get("/openapi.json", include_in_schema=False, media_type=MediaType.JSON)
 async def openapi_json(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-    return Response(request.app.openapi_schema.to_schema(), media_type=MediaType.JSON)
+    # The finished document (app.api.openapi), the one /docs renders too.
+    return Response(request.app.plugins.get(OpenAPIPlugin).provide_openapi_schema(), media_type=MediaType.JSON)

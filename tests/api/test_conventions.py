@@ -259,9 +259,6 @@ async def test_openapi_describes_the_api(client: httpx.AsyncClient) -> None:
 
 async def test_routes_document_the_problems_they_can_return(client: httpx.AsyncClient) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
-    # The heartbeat authenticates with an agent token, not an account key, so the account-scoped
-    # Idempotency-Key store (and its 422) does not apply; its retries dedupe in the event store instead.
-    agent_authenticated = {("/v1/machine-agents/heartbeat", "post")}
     for path, operations in paths.items():
         if not path.startswith("/v1/"):
             continue
@@ -269,8 +266,7 @@ async def test_routes_document_the_problems_they_can_return(client: httpx.AsyncC
             documented = set(op["responses"])
             assert "401" in documented, (method, path)  # every /v1 route needs a key
             if method == "post":  # body validation and Idempotency-Key refusals
-                expected = {"400", "409"} if (path, method) in agent_authenticated else {"400", "409", "422"}
-                assert expected <= documented, (method, path)
+                assert {"400", "409", "422"} <= documented, (method, path)
             if method == "get" and (path.startswith("/v1/machines") or path == "/v1/audit-events"):
                 assert {"400", "503"} <= documented, (method, path)  # a bad or unreached X-Min-Position
 

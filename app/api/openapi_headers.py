@@ -1,0 +1,79 @@
+"""Request and response headers in the OpenAPI document, declared per handler next to the code that uses them.
+
+A handler says what it honours and sends with `opt=headers(honours=[...], sends=[...])`; the headers every
+route shares (X-Request-Id, Idempotency-Key on POSTs and its Idempotent-Replayed) are added to all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from litestar.handlers import HTTPRouteHandler
+
+IF_MATCH, MIN_POSITION = "If-Match", "X-Min-Position"
+ETAG, LOG_POSITION, LOCATION, CACHE_CONTROL = "ETag", "X-Log-Position", "Location", "Cache-Control"
+
+_POSITION = r"^[0-9]+\.[0-9]+$"
+# As app.api.consistency.expected_version reads it (after stripping whitespace): "3", W/"3", 3 or *.
+_IF_MATCH = r'^\s*(\*|(W/)?("[0-9]+"|[0-9]+))\s*$'
+
+REQUEST_HEADERS: dict[str, dict[str, Any]] = {
+    IF_MATCH: {
+        "description": "Act only if the resource is still at this version (its ETag); otherwise 412.",
+        "schema": {"type": "string", "pattern": _IF_MATCH}, "example": '"3"'},
+    MIN_POSITION: {
+        "description": "Wait (up to MM_READ_YOUR_WRITES_TIMEOUT_S) until the read model includes the write whose"
+                       " X-Log-Position this is; 503 PROJECTION_LAGGING if it does not in time. Empty: no wait.",
+        "schema": {"type": "string", "pattern": r"^([0-9]+\.[0-9]+)?$"}, "example": "1234.5678"},
+}
+_IDEMPOTENCY_KEY = {
+    "description": "Makes the POST safe to retry: a repeat with the same key and body returns the first answer"
+                   " (marked Idempotent-Replayed); the same key with another body is 422. Blank means none.",
+    "schema": {"type": "string", "maxLength": 255}, "example": "3d6f0a1c-register-node-7"}
+_REQUEST_ID = {
+    "description": "Your id for this request, echoed in X-Request-Id and problem bodies when it matches"
+                   " ^[A-Za-z0-9._:-]{1,128}$ (otherwise the server assigns one).",
+    "schema": {"type": "string"}, "example": "client-7f3a"}
+
+RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
+    ETAG: {"description": "The resource's version; send it back as If-Match.",
+           "schema": {"type": "string", "pattern": r'^"[0-9]+"$'}, "required": True},
+    LOG_POSITION: {"description": "Where this write sits in the event log; send it as X-Min-Position to read it"
+                                  " back from a list.", "schema": {"type": "string", "pattern": _POSITION}},
+    LOCATION: {"description": "Path of the created resource.", "schema": {"type": "string"}, "required": True},
+    CACHE_CONTROL: {"description": "The body holds a secret shown once: never cached.",
+               "schema": {"type": "string", "enum": ["no-store"]}, "required": True},
+}
+_X_REQUEST_ID = {"description": "The request's id (yours if usable, else the server's).",
+                 "schema": {"type": "string"}, "required": True}
+_REPLAYED = {"description": "Present on a response replayed for a repeated Idempotency-Key.",
+             "schema": {"type": "string", "enum": ["true"]}}
+
+
+def headers(*, honours: Sequence[str] = (), sends: Sequence[str] = ()) -> dict[str, Any]:
+    """Handler `opt`: request headers it honours, response headers its success responses carry."""
+    unknown = (set(honours) - set(REQUEST_HEADERS)) | (set(sends) - set(RESPONSE_HEADERS))
+    if unknown:
+        raise ValueError(f"undocumented headers {sorted(unknown)}")
+    return {"openapi_headers": {"honours": tuple(honours), "sends": tuple(sends)}}
+
+
+def add_headers(operation: dict[str, Any], method: str, handler: HTTPRouteHandler | None) -> None:
+    declared = (handler.opt.get("openapi_headers") if handler is not None else None) or {}
+    parameters = operation.setdefault("parameters", [])
+    for name in declared.get("honours", ()):
+        parameters.append({"name": name, "in": "header", "required": False, **REQUEST_HEADERS[name]})
+    if method == "post":
+        parameters.append({"name": "Idempotency-Key", "in": "header", "required": False, **_IDEMPOTENCY_KEY})
+    parameters.append({"name": "X-Request-Id", "in": "header", "required": False, **_REQUEST_ID})
+    for status, response in operation.get("responses", {}).items():
+        documented = response.setdefault("headers", {})
+        if status.startswith("2"):
+            for name in declared.get("sends", ()):
+                if name != LOCATION or status == "201":
+                    documented[name] = RESPONSE_HEADERS[name]
+        # Refused before routing when the headers are too large, so a 431 may come without an id.
+        documented["X-Request-Id"] = {**_X_REQUEST_ID, "required": status != "431"}
+        if method == "post":  # replayed by the Idempotency-Key store of the account whose key is sent
+            documented["Idempotent-Replayed"] = _REPLAYED
