@@ -4,13 +4,32 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from app.api.app import create_app
+from app.container import Container
+from app.settings import Settings
+
 PROBLEM_JSON = "application/problem+json"
+
+
+@asynccontextmanager
+async def api_on(settings: Settings, dsn: str, **pool_sizes: int) -> AsyncIterator[tuple[httpx.AsyncClient, Container]]:
+    """An in-process API with settings of its own on `dsn` (no projection runner): for the tests that need a
+    setting the shared `client` does not have, or a database path they can cut."""
+    container = await Container.open(settings, dsn, **pool_sizes)
+    transport = httpx.ASGITransport(app=create_app(settings, container=container), raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client, container
+    finally:
+        await container.close()
 
 
 class Keys:

@@ -12,10 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.api.app import create_app
-from app.container import Container
 from app.settings import Settings
-from tests.api.helpers import active_machine, assert_problem
+from tests.api.helpers import active_machine, api_on, assert_problem
 from tests.conftest import TEST_SECRET_KEY
 from tests.tcp_proxy import TcpProxy
 
@@ -26,13 +24,10 @@ async def proxied(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, T
     proxy = TcpProxy.for_url(database_url)
     await proxy.start()
     settings = Settings(secret_key=TEST_SECRET_KEY, database_connect_timeout_s=2.0, read_your_writes_timeout_s=1.0)
-    container = await Container.open(settings, proxy.url(database_url), min_size=1, max_size=4)
-    transport = httpx.ASGITransport(app=create_app(settings, container=container), raise_app_exceptions=False)
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
-            yield c, proxy
+        async with api_on(settings, proxy.url(database_url), min_size=1, max_size=4) as (client, _):
+            yield client, proxy
     finally:
-        await container.close()
         await proxy.cut()
 
 

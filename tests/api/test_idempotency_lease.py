@@ -13,13 +13,12 @@ import httpx
 import msgspec
 import pytest
 
-from app.api.app import create_app
 from app.api.idempotency import IdempotencyStore
 from app.api.middleware import fingerprint
 from app.container import Container
 from app.sealing import Sealer
 from app.settings import Settings
-from tests.api.helpers import Keys, assert_problem
+from tests.api.helpers import Keys, api_on, assert_problem
 from tests.conftest import TEST_SECRET_KEY
 
 LEASE_S = 1.0
@@ -49,14 +48,9 @@ async def test_a_running_request_keeps_its_claim_and_a_dead_one_lapses_within_a_
 
 @pytest.fixture
 async def short_lease_api(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Container]]:
-    settings = Settings(secret_key=TEST_SECRET_KEY, idempotency_lease_s=LEASE_S)
-    c = await Container.open(settings, database_url, min_size=1, max_size=4)
-    transport = httpx.ASGITransport(app=create_app(settings, container=c), raise_app_exceptions=False)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client, c
-    finally:
-        await c.close()
+    async with api_on(Settings(secret_key=TEST_SECRET_KEY, idempotency_lease_s=LEASE_S), database_url,
+                      min_size=1, max_size=4) as (client, c):
+        yield client, c
 
 
 async def test_a_retry_after_the_process_died_mid_request_proceeds_within_seconds(

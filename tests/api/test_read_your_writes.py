@@ -15,13 +15,12 @@ import httpx
 import msgspec
 import pytest
 
-from app.api.app import create_app
 from app.container import Container
 from app.settings import Settings
 from domain.shared.context import CommandContext
 from projections.registry import read_models
 from projections.runner import ProjectionRunner
-from tests.api.helpers import Keys, active_machine, assert_problem
+from tests.api.helpers import Keys, active_machine, api_on, assert_problem
 from tests.conftest import TEST_SECRET_KEY
 
 ADMIN = "mm_rw_admin_" + uuid.uuid4().hex
@@ -52,15 +51,10 @@ class Stack(msgspec.Struct):
 @pytest.fixture
 async def stack(fresh_database: str) -> AsyncIterator[Stack]:
     settings = Settings(secret_key=TEST_SECRET_KEY, read_your_writes_timeout_s=5.0, projection_poll_interval_s=0.05)
-    container = await Container.open(settings, fresh_database, min_size=1, max_size=20)
-    await container.accounts.bootstrap_admin(CommandContext(at=datetime.now(UTC), actor="test"), ADMIN)
-    runner = ProjectionRunner(container.pool, container.store, read_models(), poll_interval=0.05)
-    transport = httpx.ASGITransport(app=create_app(settings, container=container), raise_app_exceptions=False)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield Stack(container=container, client=client, runner=runner)
-    finally:
-        await container.close()
+    async with api_on(settings, fresh_database, min_size=1, max_size=20) as (client, container):
+        await container.accounts.bootstrap_admin(CommandContext(at=datetime.now(UTC), actor="test"), ADMIN)
+        runner = ProjectionRunner(container.pool, container.store, read_models(), poll_interval=0.05)
+        yield Stack(container=container, client=client, runner=runner)
 
 
 def _bearer(key: str) -> dict[str, str]:
@@ -123,21 +117,16 @@ async def test_a_single_resource_get_waits_for_its_own_write(stack: Stack) -> No
 
 async def test_a_read_model_that_stays_behind_answers_503_not_a_stale_404(fresh_database: str) -> None:
     settings = Settings(secret_key=TEST_SECRET_KEY, read_your_writes_timeout_s=0.3)
-    container = await Container.open(settings, fresh_database, min_size=1, max_size=4)
-    try:
+    async with api_on(settings, fresh_database, min_size=1, max_size=4) as (client, container):
         await container.accounts.bootstrap_admin(CommandContext(at=datetime.now(UTC), actor="test"), ADMIN)
-        transport = httpx.ASGITransport(app=create_app(settings, container=container), raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            h = _bearer((await _open_account(client))["apiKey"]["key"])
-            mid = (await client.post("/v1/machines", json={"name": "x", "publicKey": Keys().public_b64},
-                                     headers=h)).json()["id"]
-            r = await client.get(f"/v1/machines/{mid}", headers=h)
-            assert_problem(r, 503, "PROJECTION_LAGGING")
-            assert int(r.headers["retry-after"]) > 0
-            # A resource that was never written is still a plain 404, at once.
-            assert_problem(await client.get(f"/v1/machines/{uuid.uuid4()}", headers=h), 404, "NOT_FOUND")
-    finally:
-        await container.close()
+        h = _bearer((await _open_account(client))["apiKey"]["key"])
+        mid = (await client.post("/v1/machines", json={"name": "x", "publicKey": Keys().public_b64},
+                                 headers=h)).json()["id"]
+        r = await client.get(f"/v1/machines/{mid}", headers=h)
+        assert_problem(r, 503, "PROJECTION_LAGGING")
+        assert int(r.headers["retry-after"]) > 0
+        # A resource that was never written is still a plain 404, at once.
+        assert_problem(await client.get(f"/v1/machines/{uuid.uuid4()}", headers=h), 404, "NOT_FOUND")
 
 
 async def test_the_migration_backfills_keys_recorded_before_the_credentials_table(fresh_container: Container) -> None:
