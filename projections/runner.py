@@ -23,6 +23,9 @@ log = logging.getLogger("mm.projections")
 _SETTLE_DELAYS = (0.002, 0.005, 0.01, 0.02, 0.05)
 
 
+# After a failure, try again this soon (or at the poll interval, if shorter): a restarted server is back in
+# about a second, and a long poll interval must not keep a projection, or the listener, away for that long.
+_RETRY_S = 0.5
 # What a session lost mid-operation raises (asyncpg's InternalClientError included: "cannot switch to state").
 _CONNECTION_ERRORS = (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
 
@@ -139,7 +142,7 @@ class ProjectionRunner:
                 # back, so retry. A lost connection is routine; anything else is logged with its traceback.
                 log.warning("projection %s: %s: %s; retrying", projection.name, type(exc).__name__, exc,
                             exc_info=not isinstance(exc, _CONNECTION_ERRORS))
-            await self._sleep(stop, self.poll_interval)
+            await self._sleep(stop, min(self.poll_interval, _RETRY_S))
 
     async def _follow(self, conn: asyncpg.Connection, projection: Projection, stop: asyncio.Event) -> None:
         """Apply batches on `conn`, the session holding the projection's advisory lock, until stopped."""
@@ -195,7 +198,7 @@ class ProjectionRunner:
             except Exception as exc:
                 log.warning("event listener: %s: %s; reconnecting", type(exc).__name__, exc,
                             exc_info=not isinstance(exc, _CONNECTION_ERRORS))
-            await self._sleep(stop, self.poll_interval)
+            await self._sleep(stop, min(self.poll_interval, _RETRY_S))
 
     @staticmethod
     async def _sleep(stop: asyncio.Event, seconds: float) -> None:

@@ -23,7 +23,7 @@ async def proxied(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, T
     """An API whose every database connection runs through a proxy the test can cut."""
     proxy = TcpProxy.for_url(database_url)
     await proxy.start()
-    settings = Settings(secret_key=TEST_SECRET_KEY, database_connect_timeout_s=2.0, read_your_writes_timeout_s=1.0)
+    settings = Settings(secret_key=TEST_SECRET_KEY, database_connect_timeout_s=2.0, read_your_writes_timeout_s=10.0)
     try:
         async with api_on(settings, proxy.url(database_url), min_size=1, max_size=4) as (client, _):
             yield client, proxy

