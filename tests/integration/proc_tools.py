@@ -158,13 +158,14 @@ def lease_expires_through_the_whole_stack(base: str, key: str) -> None:
         assert me.status_code == 503, me.text
         assert time.monotonic() < deadline, "the accounts read model never caught up"
         time.sleep(0.2)
-    mid = httpx.post(base + "/v1/machines", json={"name": "up", "publicKey": keys.public_key}, headers=h).json()["id"]
-    c = httpx.post(f"{base}/v1/machines/{mid}/identity/challenge", headers=h).json()
+    mid = httpx.post(base + "/v1/machines", json={"name": "up", "publicKey": keys.public_key},
+                     headers=h).raise_for_status().json()["id"]
+    c = httpx.post(f"{base}/v1/machines/{mid}/identity/challenge", headers=h).raise_for_status().json()
     httpx.post(f"{base}/v1/machines/{mid}/identity/verify", headers=h,
                json={"challengeId": c["challengeId"], "signature": keys.sign(c["nonce"])}).raise_for_status()
     httpx.post(f"{base}/v1/machines/{mid}/activate", headers=h).raise_for_status()
     enrolled = httpx.post(f"{base}/v1/machines/{mid}/agents/enrollment", headers=h,
-                          json={"name": "up", "allowedProviderKeys": ["gpu"], "leaseSeconds": 1})
+                          json={"name": "up", "allowedProviderKeys": ["gpu"], "leaseSeconds": 1}).raise_for_status()
     endpoint = {"providerKey": "gpu", "url": "https://g.example", "authToken": "sealed-by-the-api"}
     beat = httpx.post(base + "/v1/machine-agents/heartbeat",
                       json={"agentToken": enrolled.json()["agentToken"], "endpoints": [endpoint]})
