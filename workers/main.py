@@ -14,6 +14,9 @@ from app.lifeline import release_stop_signals
 
 log = logging.getLogger("mm.worker")
 _SHUTDOWN_MS = 30_000  # finish the current messages; whatever is left is redelivered
+# A stop that arrives while the worker is still starting. Raising SystemExit from the handler there could land
+# inside an import of a C extension (psycopg, dramatiq's): once, a worker stopped that way died of SIGSEGV.
+_stop_early = threading.Event()
 
 
 def run_in_process(threads: int) -> int:
@@ -21,9 +24,10 @@ def run_in_process(threads: int) -> int:
 
     from workers.actors import broker  # configures the broker and declares every actor
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = _handle_stop_signals()
+    if stop.is_set():
+        broker.close()
+        return 0
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, worker_threads=threads)
     worker.start()
@@ -40,9 +44,9 @@ def _say(message: str) -> None:
 
 def run_copies(processes: int, threads: int) -> int:
     """The parent of N in-process workers: restarts a crashed one, stops all on SIGTERM, dies -> they die."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = _handle_stop_signals()
+    if stop.is_set():
+        return 0
     argv = [sys.executable, "-m", "workers.main", "--processes", "1", "--threads", str(threads)]
     copies = [Child(f"worker-{i}", argv, say=_say, grace_s=_SHUTDOWN_MS / 1000 + 5) for i in range(processes)]
     try:
@@ -56,14 +60,24 @@ def run_copies(processes: int, threads: int) -> int:
     return 0 if clean else 1
 
 
-def _exit_cleanly(signum: int, _frame: object) -> None:
-    raise SystemExit(0)
+def _handle_stop_signals() -> threading.Event:
+    """SIGINT/SIGTERM set the returned event from now on; a stop received during start-up has already set it."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if _stop_early.is_set():
+        stop.set()
+    return stop
+
+
+def _note_early_stop(signum: int, _frame: object) -> None:
+    _stop_early.set()
 
 
 def main(argv: list[str] | None = None) -> int:
     # A stop before the worker's own handlers exist exits 0; `mm worker` held any stop across its exec.
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _exit_cleanly)
+        signal.signal(sig, _note_early_stop)
     release_stop_signals()
     p = argparse.ArgumentParser(prog="mm worker")
     p.add_argument("--processes", type=int, default=1)
