@@ -233,7 +233,8 @@ async def _commands(report: Report, dsn: str, plan: Plan) -> None:
         f" agents. Live projector CPU counts from each round's start until every projection has caught up:"
         f" {r.post.events + r.beat.events:,} events; catch-up: projector paused (SIGSTOP) during one more POST run"
         f" ({r.catchup_events:,} events), then timed until caught up. Lag: oldest unapplied event's age,"
-        f" sampled every {commands.LAG_SAMPLE_S * 1000:.0f} ms ({len(r.lag_samples):,} samples)"
+        f" sampled every {commands.LAG_SAMPLE_S * 1000:.0f} ms ({len(r.lag_samples):,} samples); p99 by projection: "
+        + ", ".join(f"{n} {ms:.0f} ms" for n, ms in r.lag_by_projection().items())
     )
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from typing import IO
 
 import asyncpg
 import httpx
@@ -30,9 +31,9 @@ from ops.bench.http_api import ROOT, _clients, _free_port, fan_out, machine_body
 
 CONNECTIONS = 32
 _LAG_SQL = """
-SELECT COALESCE(max(EXTRACT(EPOCH FROM clock_timestamp() - (
+SELECT c.name, COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - (
     SELECT e.recorded_at FROM events e WHERE (e.tx_id, e.position) > (c.tx_id, c.position)
-    ORDER BY e.tx_id, e.position LIMIT 1))), 0)::float8
+    ORDER BY e.tx_id, e.position LIMIT 1)), 0)::float8 AS lag
 FROM projection_checkpoints c
 """
 _BEHIND_SQL = """
@@ -49,6 +50,7 @@ class Side:
     runs: list[wrk.WrkRun] = field(default_factory=list)
     events: int = 0  # events appended during its rounds
     projector_cpu: float = 0.0  # projector CPU seconds from each round's start until it had caught up
+    lags: dict[str, list[float]] = field(default_factory=dict)  # lag samples (s) by projection
 
     def median(self, attr: str) -> float:
         return statistics.median(getattr(r, attr) for r in self.runs) if self.runs else 0.0
@@ -93,10 +95,33 @@ class CommandsResult:
         return self.catchup_cpu / self.catchup_events if self.catchup_events else 0.0
 
     def lag_p99_ms(self) -> float:
-        if not self.lag_samples:
-            return 0.0
-        ordered = sorted(self.lag_samples)
-        return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000
+        return p99_ms(self.lag_samples)
+
+    def lag_by_projection(self) -> dict[str, float]:
+        """p99 lag (ms) of each projection over the live rounds of both commands."""
+        names = {*self.post.lags, *self.beat.lags}
+        return {n: p99_ms(self.post.lags.get(n, []) + self.beat.lags.get(n, [])) for n in sorted(names)}
+
+
+def p99_ms(samples: list[float]) -> float:
+    if not samples:
+        return 0.0
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000
+
+
+_LOGS: dict[str, IO[str]] = {}  # each child's output, shown when the phase fails
+
+
+def _log_tails() -> str:
+    out = []
+    for name, log in _LOGS.items():
+        log.flush()
+        log.seek(0)
+        tail = log.read()[-1500:]
+        if tail.strip():
+            out.append(f"--- {name} log (tail) ---\n{tail}")
+    return "\n".join(out)
 
 
 @contextmanager
@@ -104,12 +129,16 @@ def _process(argv: list[str], env: dict[str, str]) -> Iterator[psutil.Process]:
     """A child process stopped by its own handle (SIGTERM, then SIGKILL after 10 s), its log shown if it died."""
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=log)
+        _LOGS[" ".join(argv[2:4])] = log
         try:
             yield psutil.Process(proc.pid)
             if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"{argv[3:]} exited {proc.returncode}:\n{log.read()[-2000:]}")
+                raise RuntimeError(f"{argv[2:]} exited {proc.returncode}")
+        except BaseException as exc:
+            exc.add_note(_log_tails())
+            raise
         finally:
+            _LOGS.pop(" ".join(argv[2:4]), None)
             if proc.poll() is None:
                 proc.terminate()
                 try:
@@ -127,15 +156,21 @@ async def _caught_up(conn: asyncpg.Connection, within: float = 120.0) -> None:
     deadline = time.monotonic() + within
     while await conn.fetchval(_BEHIND_SQL):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"projections still behind after {within:.0f} s")
+            behind = await conn.fetch("SELECT name, position FROM projection_checkpoints ORDER BY name")
+            raise TimeoutError(f"projections still behind after {within:.0f} s: head {await _head(conn)},"
+                               f" checkpoints {[(r['name'], r['position']) for r in behind]}")
         await asyncio.sleep(0.01)
 
 
-async def _sample_lag(dsn: str, samples: list[float], stop: asyncio.Event) -> None:
+async def _sample_lag(dsn: str, samples: list[float], by_projection: dict[str, list[float]],
+                      stop: asyncio.Event) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         while not stop.is_set():
-            samples.append(float(await conn.fetchval(_LAG_SQL)))
+            rows = await conn.fetch(_LAG_SQL)
+            samples.append(max((float(r["lag"]) for r in rows), default=0.0))
+            for r in rows:
+                by_projection.setdefault(r["name"], []).append(float(r["lag"]))
             await asyncio.sleep(LAG_SAMPLE_S)
     finally:
         await conn.close()
@@ -146,7 +181,7 @@ async def _live_round(dsn: str, conn: asyncpg.Connection, side: Side, gen: str, 
     """One wrk run with the projector following live; its CPU counts until it has applied the round's events."""
     head, cpu = await _head(conn), wrk.tree_cpu(projector)
     stop = asyncio.Event()
-    sampler = asyncio.create_task(_sample_lag(dsn, lags, stop))
+    sampler = asyncio.create_task(_sample_lag(dsn, lags, side.lags, stop))
     try:
         run = await asyncio.to_thread(wrk.run_wrk, gen, url, script, CONNECTIONS, seconds, {"api": api})
     finally:
