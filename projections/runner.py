@@ -13,7 +13,7 @@ import asyncpg
 
 from app.store.event_store import EventStore
 from app.store.notifier import CHANNEL
-from app.store.types import RecordedEvent
+from app.store.types import LogPosition, RecordedEvent
 from projections import checkpoints
 from projections.base import Projection, Tables, live_tables
 
@@ -50,6 +50,7 @@ async def apply_batch(
     the relay's enqueueing (through the broker's own connections) happen before that window opens.
     """
     while True:
+        after: LogPosition | None = None
         try:
             async with conn.transaction():
                 after = await checkpoints.position(conn, checkpoint_name)
@@ -69,6 +70,11 @@ async def apply_batch(
             # Another writer (a second `catch_up` beside the leader) applied these events first: take the
             # next batch from where it left off. A relay's messages are deduplicated by message id.
             continue
+        except (asyncpg.IntegrityConstraintViolationError, asyncpg.DeadlockDetectedError):
+            # The same race seen earlier: our rows collided with the other writer's. Rolled back; retry
+            # if the checkpoint has moved, else it is a real error of this projection.
+            if await checkpoints.position(conn, checkpoint_name) == after:
+                raise
 
 
 class _Moved(Exception):
