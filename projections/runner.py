@@ -42,8 +42,8 @@ async def apply_batch(
     checkpoint_name: str,
     limit: int,
 ) -> int:
-    """One transaction: read the checkpoint and the next events, write rows, then lock the checkpoint and
-    advance it if no other writer moved it meanwhile (else roll back and take the next batch from there).
+    """One transaction: read the checkpoint and the next events, write rows, then advance the checkpoint if
+    no other writer moved it meanwhile (one compare-and-set UPDATE; else roll back and retry from there).
 
     The checkpoint's row lock comes last on purpose: a transaction holds back every log reader's visibility
     horizon from its first write (the row lock assigns its xid) until it commits, so reading the log and
@@ -60,11 +60,11 @@ async def apply_batch(
                 if not events:
                     return 0
                 await apply_events(conn, projection, tables, events)
-                if await checkpoints.lock(conn, checkpoint_name) != after:
+                last = events[-1]
+                if not await checkpoints.advance_from(
+                    conn, checkpoint_name, after, last.log_position, len(events), last.recorded_at
+                ):
                     raise _Moved  # rolls our rows back
-                await checkpoints.advance(
-                    conn, checkpoint_name, events[-1].log_position, len(events), events[-1].recorded_at
-                )
             return len(events)
         except _Moved:
             # Another writer (a second `catch_up` beside the leader) applied these events first: take the
