@@ -12,6 +12,8 @@ from app.services.graph import GraphService
 from app.services.machines import MachinesService
 from app.services.runtime import RuntimeService
 from app.settings import Settings
+from app.store.credential_cache import CredentialCache
+from app.store.credentials import ApiKeyCredentials
 from app.store.event_store import EventStore
 from app.store.notifier import Notifier
 from app.store.repository import Repository
@@ -23,7 +25,10 @@ class Container:
         self.settings = settings
         self.pool = pool
         self.notifier = Notifier(pool) if notify else None
-        self.store = EventStore(pool, self.notifier)
+        # Without a DSN to LISTEN on (a container built on a bare pool) every lookup reads the table.
+        self.credentials = CredentialCache(pool, None, settings.credential_cache_ttl_s)
+        inline = (ApiKeyCredentials(on_revoked=self.credentials.invalidate),)
+        self.store = EventStore(pool, self.notifier, inline)
         self.repo = Repository(self.store)
         self.machines = MachinesService(self.repo, settings.challenge_ttl_seconds)
         self.accounts = AccountsService(self.repo)
@@ -38,11 +43,13 @@ class Container:
                    **pool_sizes: int) -> Container:
         pool = await create_pool(dsn, settings, stateless_sessions=stateless_sessions, **pool_sizes)
         container = cls(settings, pool)
+        container.credentials.dsn = dsn
         if container.notifier is not None:
             container.notifier.start()
         return container
 
     async def close(self) -> None:
+        await self.credentials.stop()
         if self.notifier is not None:
             await self.notifier.stop()
         await self.pool.close()

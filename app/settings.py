@@ -37,6 +37,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # A request's claim on its Idempotency-Key, renewed every third of this while it runs: a retry after the
     # process died waits at most this long.
     idempotency_lease_s: Annotated[float, msgspec.Meta(ge=0.3, le=300)] = 5.0
+    # How long an API process may use a credential row it has read: the bound on a revoked key when the
+    # revocation's NOTIFY is lost (normally it is refused within milliseconds). At most 1 s by design.
+    credential_cache_ttl_s: Annotated[float, msgspec.Meta(ge=0, le=1.0)] = 1.0
     challenge_ttl_seconds: Annotated[int, msgspec.Meta(ge=0)] = 300
     allow_query_api_key: bool = False
     # Total size of a request's header names and values; more is refused with 431.
@@ -91,6 +94,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         "MM_IDEMPOTENCY_TTL_HOURS": "idempotency_ttl_hours",
         "MM_IDEMPOTENCY_LEASE_S": "idempotency_lease_s",
         "MM_CHALLENGE_TTL_SECONDS": "challenge_ttl_seconds",
+        "MM_CREDENTIAL_CACHE_TTL_S": "credential_cache_ttl_s",
         "MM_ALLOW_QUERY_API_KEY": "allow_query_api_key",
         "MM_MAX_HEADER_BYTES": "max_header_bytes",
         "MM_WORKER_CLAIM_LEASE_S": "worker_claim_lease_s",

@@ -39,6 +39,23 @@ async def advance(
     )
 
 
+async def advance_from(
+    conn: asyncpg.Connection, name: str, expected: LogPosition, to: LogPosition, applied: int,
+    last_event_at: datetime | None,
+) -> bool:
+    """Compare-and-set in one statement: advance only if the checkpoint is still at `expected`. The UPDATE
+    takes the row lock (waiting for a concurrent writer to finish) and re-checks its condition on the row it
+    then sees, so False means another writer moved it first."""
+    moved = await conn.fetchval(
+        "UPDATE projection_checkpoints SET tx_id = $4::text::xid8, position = $5,"
+        " events_applied = events_applied + $6, updated_at = now(),"
+        " last_event_at = COALESCE($7, last_event_at)"
+        " WHERE name = $1 AND tx_id = $2::text::xid8 AND position = $3 RETURNING true",
+        name, str(expected.tx_id), expected.position, str(to.tx_id), to.position, applied, last_event_at,
+    )
+    return bool(moved)
+
+
 async def reset(conn: asyncpg.Connection, name: str, to: LogPosition, applied: int) -> None:
     await conn.execute(
         "UPDATE projection_checkpoints SET tx_id = $2::text::xid8, position = $3, events_applied = $4,"

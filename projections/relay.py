@@ -60,6 +60,10 @@ class RelayProjection:
             await asyncio.to_thread(self._enqueue_all, outgoing)
 
     def _enqueue_all(self, outgoing: list[tuple[dramatiq.Message[Any], int | None]]) -> None:
+        many = getattr(self.broker, "enqueue_many", None)
+        if many is not None:  # the PostgreSQL broker: the whole batch in one transaction, one commit
+            many(outgoing)
+            return
         for message, delay in outgoing:
             self.broker.enqueue(message, delay=delay)
 

@@ -161,6 +161,25 @@ class PostgresBroker(Broker):
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         """Store `message` (deduped by message_id), ready now or after `delay` ms; wakes idle consumers."""
+        return self.enqueue_many([(message, delay)])[0]
+
+    def enqueue_many(self, messages: list[tuple[Message[Any], int | None]]) -> list[Message[Any]]:
+        """`enqueue` for several messages in one transaction: one commit (one WAL flush) for all of them.
+        The relay hands over a batch at a time; a commit per message was its whole cost under load."""
+        prepared = [self._prepare(m, d) for m, d in messages]
+        for result, _, delay in prepared:
+            self.emit_before("enqueue", result, delay)
+        with self.pool.connection() as conn, conn.transaction():
+            if len(prepared) == 1:
+                conn.execute(_ENQUEUE, prepared[0][1])
+            else:
+                with conn.cursor() as cur:
+                    cur.executemany(_ENQUEUE, [p for _, p, _ in prepared])
+        for result, _, delay in prepared:
+            self.emit_after("enqueue", result, delay)
+        return [result for result, _, _ in prepared]
+
+    def _prepare(self, message: Message[Any], delay: int | None) -> tuple[Message[Any], dict[str, Any], int | None]:
         stored = message.copy(queue_name=q_name(message.queue_name))
         # The eta lives in the row, not the message: a message carrying one would be parked in worker memory.
         eta_ms = stored.options.pop("eta", None)
@@ -182,11 +201,7 @@ class PostgresBroker(Broker):
             "channel": CHANNEL,
         }
         self.logger.debug("Enqueueing message %r on queue %r.", stored.message_id, stored.queue_name)
-        self.emit_before("enqueue", result, delay)
-        with self.pool.connection() as conn:
-            conn.execute(_ENQUEUE, params)
-        self.emit_after("enqueue", result, delay)
-        return result
+        return result, params, delay
 
     def get_declared_queues(self) -> set[str]:
         return self.queues.copy()

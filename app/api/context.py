@@ -14,7 +14,6 @@ from app.api.consistency import honour_min_position, read_your_writes
 from app.api.problems import ApiError
 from app.container import Container
 from app.crypto import digest, same_digest
-from app.store import credentials
 from domain.shared.context import CommandContext
 
 # OpenAPI security requirement of every authenticated route (the system endpoints have none).
@@ -58,8 +57,9 @@ async def lookup_principal(container: Container, request: Request[Any, Any, Any]
     key = presented_key(request, container.settings.allow_query_api_key)
     if key:
         wanted = digest(key)
-        # The write side keeps this table in the append that issues or revokes a key: no projection lag.
-        row = await container.pool.fetchrow(credentials.LOOKUP_SQL, wanted)
+        # The write side keeps this table in the append that issues or revokes a key: no projection lag. The
+        # cache drops its rows on any revocation (NOTIFY) and after at most 1 s in any case.
+        row = await container.credentials.lookup(wanted)
         if row is not None and same_digest(row["key_hash"], wanted):
             principal = Principal(account_id=row["account_id"], key_id=row["key_id"], is_admin=row["is_admin"])
     state["principal"] = principal

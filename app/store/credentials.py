@@ -7,11 +7,14 @@ projection still keeps `api_keys_view` for listing keys.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 
 from app.store.types import NewEvent
+
+# The channel app.store.credential_cache listens on.
+REVOKED_CHANNEL = "mm_credentials_revoked"
 
 _ISSUED = "accounts:Account.ApiKeyIssued"
 _REVOKED = "accounts:Account.ApiKeyRevoked"
@@ -41,9 +44,21 @@ class ApiKeyCredentials:
 
     types = frozenset({_ISSUED, _REVOKED})
 
+    def __init__(self, on_revoked: Callable[[], None] | None = None) -> None:
+        # This process's own credential cache: dropped once the revocation has committed, so the key is
+        # refused here before the DELETE answers (other processes hear the NOTIFY).
+        self.on_revoked = on_revoked
+
+    def committed(self, events: Sequence[NewEvent]) -> None:
+        if self.on_revoked is not None and any(e.type == _REVOKED for e in events):
+            self.on_revoked()
+
     async def apply(self, conn: asyncpg.Connection, events: Sequence[NewEvent]) -> None:
         for e in events:
             if e.type == _ISSUED:
                 await conn.execute(_INSERT, e.data["key_hash"], e.data["key_id"], e.stream_id)
             elif e.type == _REVOKED:
                 await conn.execute(_REVOKE, e.data["key_id"], e.data["timestamp"])
+                # Delivered at this transaction's commit: every API process drops its cached credentials.
+                # Revocations are rare, so taking the notify queue's lock here costs nothing that matters.
+                await conn.execute("SELECT pg_notify($1, '')", REVOKED_CHANNEL)

@@ -73,6 +73,9 @@ class InlineProjection(Protocol):
 
     async def apply(self, conn: asyncpg.Connection, events: Sequence[NewEvent]) -> None: ...
 
+    def committed(self, events: Sequence[NewEvent]) -> None:
+        """Called after the append's transaction has committed (e.g. to drop an in-process cache)."""
+
 
 class EventStore:
     def __init__(self, pool: asyncpg.Pool, notifier: Notifier | None = None,
@@ -112,6 +115,8 @@ class EventStore:
                     stream_id=str(events[0].stream_id),
                 ) from None
             raise
+        for projection in inline:
+            projection.committed(events)
         if self.notifier is not None:
             self.notifier.poke()
         last = max(rows, key=lambda r: (r["tx_id"], r["position"]))

@@ -14,16 +14,19 @@ from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import urlsplit
 
-from ops.bench import catchup, heartbeats, http_api, store, timers
+from ops.bench import catchup, commands, heartbeats, http_api, store, timers
 from ops.bench.db import bench_database, describe, server_facts, server_url
 from ops.bench.report import Report, Row, rate
 
-PHASES = ("store", "http", "catchup", "heartbeats", "timers")
+PHASES = ("store", "http", "catchup", "heartbeats", "timers", "commands")
 STORE_RATIO_TARGET = 0.70
 # Catch-up from zero as a fraction of the runner's no-op floor (same runner, batch size and log, same run).
 # 0.20: a projection's own work may cost at most four times what the runner spends reading, decoding and
 # checkpointing each event. Measured here: machines 0.32-0.44, audit 0.23-0.33.
 CATCHUP_RATIO_TARGETS = {"machines": 0.20, "audit": 0.20}
+# The command path against the thinnest endpoint (issue 13), same run: POST at least half its rate, p99 within
+# 50 ms at 32 connections, live projecting at most 3x the CPU per event of catching up, lag p99 within 100 ms.
+COMMANDS_RATIO_TARGET, COMMANDS_P99_MS, COMMANDS_LIVE_CPU_RATIO, COMMANDS_LAG_P99_MS = 0.50, 50.0, 3.0, 100.0
 # The requirement: 10,000 agents each beating every 30 s must be sustainable.
 REQUIRED_AGENTS, BEAT_SECONDS = 10_000, 30
 
@@ -42,14 +45,21 @@ class Plan:
     timer_relay: int  # heartbeat events relayed into the broker
     timer_renewed: int  # due timers of renewed leases drained by the worker
     timer_expiring: int  # due timers of leases that really ran out
+    commands_seconds: float  # one wrk run
+    commands_rounds: int  # alternating rounds of bare, POST /v1/machines and heartbeat
+    # Heartbeat agents (on agents // 10 machines), beaten round-robin: more than the connections, so no two
+    # beats of one agent are in flight at once (they would conflict: 409).
+    commands_agents: int
 
 
 FULL = Plan(store_seconds=5.0, store_warmup=1.0, store_rounds=5, http_requests=3_000, http_warmup=200,
             catchup_events=100_000, heartbeat_machines=100, heartbeat_agents=1_000, heartbeat_requests=5_000,
-            timer_relay=5_000, timer_renewed=5_000, timer_expiring=500)
+            timer_relay=5_000, timer_renewed=5_000, timer_expiring=500, commands_seconds=10.0,
+            commands_rounds=3, commands_agents=500)
 QUICK = Plan(store_seconds=2.0, store_warmup=0.3, store_rounds=2, http_requests=500, http_warmup=50,
              catchup_events=10_000, heartbeat_machines=10, heartbeat_agents=100, heartbeat_requests=500,
-             timer_relay=500, timer_renewed=500, timer_expiring=50)
+             timer_relay=500, timer_renewed=500, timer_expiring=50, commands_seconds=2.0, commands_rounds=1,
+             commands_agents=100)
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -192,9 +202,45 @@ async def _catchup(report: Report, dsn: str, plan: Plan) -> None:
     )
 
 
+async def _commands(report: Report, dsn: str, plan: Plan) -> None:
+    r = await commands.run(dsn, plan.commands_seconds, plan.commands_rounds, max(1, plan.commands_agents // 10),
+                           plan.commands_agents)
+    c = commands.CONNECTIONS
+    for label, side in (("bare Litestar + 1 asyncpg INSERT (baseline)", r.bare), ("POST /v1/machines", r.post),
+                        ("POST /v1/machine-agents/heartbeat", r.beat)):
+        report.add(Row("commands", f"{label}, {c} conns", f"{rate(side.median('rate'))} req/s"))
+        report.add(Row("commands", "  latency p50 / p99 (median of rounds)",
+                       f"{side.median('p50_ms'):.1f} / {side.median('p99_ms'):.1f} ms"))
+        report.add(Row("commands", "  server CPU per request", f"{side.cpu_ms('api'):.2f} ms"))
+        if side.errors:
+            report.add(Row("commands", f"  {label} non-2xx or socket errors", f"{side.errors:,}", "0", "FAIL"))
+    report.check("commands", "ratio POST /v1/machines / bare (same run)", r.ratio, COMMANDS_RATIO_TARGET, ".2f")
+    beat_ratio = r.beat.median("rate") / r.bare.median("rate") if r.bare.runs else 0.0
+    report.add(Row("commands", "ratio heartbeat / bare (same run)", f"{beat_ratio:.2f}"))
+    report.check_max("commands", f"POST /v1/machines p99 at {c} connections", r.post.median("p99_ms"),
+                     COMMANDS_P99_MS, ".1f", " ms")
+    live, catch = r.live_cpu_per_event * 1000, r.catchup_cpu_per_event * 1000
+    report.add(Row("commands", "projector CPU per event, live follow", f"{live:.3f} ms"))
+    report.add(Row("commands", "projector CPU per event, catch-up (same traffic)", f"{catch:.3f} ms"))
+    report.check_max("commands", "ratio projector CPU live / catch-up", live / catch if catch else float("inf"),
+                     COMMANDS_LIVE_CPU_RATIO, ".2f")
+    report.check_max("commands", "projection lag p99 under load (all projections)", r.lag_p99_ms(),
+                     COMMANDS_LAG_P99_MS, ".0f", " ms")
+    report.notes.append(
+        f"commands: load generator {r.generator}, 1 thread, {c} connections, {r.seconds:g} s per run,"
+        f" {r.rounds} rounds alternating bare, POST, heartbeat / heartbeat, POST, bare; figures are medians of"
+        f" rounds. API = `mm api`, with `mm projector` and `mm worker` running (as `mm up`); {r.agents} heartbeat"
+        f" agents. Live projector CPU counts from each round's start until every projection has caught up:"
+        f" {r.post.events + r.beat.events:,} events; catch-up: projector paused (SIGSTOP) during one more POST run"
+        f" ({r.catchup_events:,} events), then timed until caught up. Lag: oldest unapplied event's age,"
+        f" sampled every {commands.LAG_SAMPLE_S * 1000:.0f} ms ({len(r.lag_samples):,} samples); p99 by projection: "
+        + ", ".join(f"{n} {ms:.0f} ms" for n, ms in r.lag_by_projection().items())
+    )
+
+
 Phase = Callable[[Report, str, Plan], Awaitable[None]]
 RUNNERS: dict[str, Phase] = {"store": _store, "http": _http, "catchup": _catchup, "heartbeats": _heartbeats,
-                             "timers": _timers}
+                             "timers": _timers, "commands": _commands}
 
 
 async def main(argv: list[str] | None = None) -> int:

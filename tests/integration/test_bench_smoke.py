@@ -53,6 +53,17 @@ PHASES = {
         "timer messages retried or dead-lettered",
         "note: timers worker: one dramatiq.Worker",
     ), r"Expired events: due leases / renewed leases\s+\|\s+50 / 0 \|\s+50 / 0 \| PASS"),
+    "commands": ((
+        "bare Litestar + 1 asyncpg INSERT (baseline), 32 conns",
+        "POST /v1/machines, 32 conns",
+        "POST /v1/machine-agents/heartbeat, 32 conns",
+        "ratio POST /v1/machines / bare (same run)",
+        "POST /v1/machines p99 at 32 connections",
+        "projector CPU per event, live follow",
+        "projector CPU per event, catch-up (same traffic)",
+        "ratio projector CPU live / catch-up",
+        "projection lag p99 under load (all projections)",
+    ), r"note: commands: load generator wrk \(/\S+, (found on PATH|installed now with apt-get)\)"),
 }
 
 

@@ -284,3 +284,36 @@ async def test_a_leader_whose_lock_session_ends_stops_before_its_next_batch(app_
     assert tags.count("second") >= 3
     total = await pool.fetchval("SELECT count(*) FROM events")
     assert (await applied_counts(pool))["machines"] == total == await pool.fetchval("SELECT sum(events) FROM batch_log")
+
+
+
+class Slow:
+    """A projection that dawdles in each batch, so two writers surely overlap on the same checkpoint. With no
+    inner projection it writes no rows at all: then only the checkpoint can stop a double application."""
+
+    def __init__(self, inner: AuditProjection | None) -> None:
+        self.inner = inner
+        self.name = inner.name if inner else "slow_noop"
+        self.tables: tuple[str, ...] = inner.tables if inner else ()
+        self.batches = 0
+
+    async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
+        self.batches += 1
+        if self.inner is not None:
+            await self.inner.apply_many(conn, events, t)
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("inner", [AuditProjection, None])
+async def test_two_concurrent_catch_ups_apply_each_event_once(app_container: Container, inner: Any) -> None:
+    """The checkpoint is locked last (after the rows are written) and advanced only if nobody moved it: the
+    writer that loses the race rolls its batch back and continues from where the winner stopped."""
+    total = await seed(app_container, 40)
+    runner = ProjectionRunner(app_container.pool, app_container.store, [], batch_size=7)
+    projection = Slow(inner() if inner else None)
+    applied = await asyncio.gather(runner.catch_up(projection), runner.catch_up(projection))  # type: ignore[arg-type]
+    assert sum(applied) == total
+    assert (await applied_counts(app_container.pool))[projection.name] == total
+    if inner is not None:
+        assert await app_container.pool.fetchval("SELECT count(*) FROM audit_events") == total
+    assert projection.batches > -(-total // 7), "the two writers never raced for a batch"
