@@ -27,7 +27,7 @@ from app.sealing import new_secret_key
 from ops.bench import bare, wrk
 from ops.bench.db import reset
 from ops.bench.heartbeats import HEARTBEAT, _active_machine, _enroll
-from ops.bench.http_api import ROOT, _clients, _free_port, fan_out, machine_body, tenant_key
+from ops.bench.http_api import ROOT, _clients, _free_port, fan_out, machine_body, stop_process, tenant_key
 
 CONNECTIONS = 32
 _LAG_SQL = """
@@ -139,13 +139,7 @@ def _process(argv: list[str], env: dict[str, str]) -> Iterator[psutil.Process]:
             raise
         finally:
             _LOGS.pop(" ".join(argv[2:4]), None)
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
+            stop_process(proc)
 
 
 async def _head(conn: asyncpg.Connection) -> int:

@@ -105,13 +105,7 @@ def api_process(dsn: str, port: int) -> Iterator[subprocess.Popen[bytes]]:
                 raise RuntimeError(f"API process exited with {proc.returncode}:\n{_tail(log)}") from exc
             raise
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
+            stop_process(proc)
 
 
 async def _wait_healthy(client: httpx.AsyncClient, proc: subprocess.Popen[bytes], within: float = 30.0) -> None:
@@ -280,3 +274,14 @@ async def run(dsn: str, requests: int, warmup: int, concurrency: int = CLIENTS) 
         await load(clients, warmup, get, server)
         got = await load(clients, requests, get, server)
     return HttpResult(post=posted, get=got, health=health)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s: no bench process outlives its phase."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
