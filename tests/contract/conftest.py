@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,14 +15,7 @@ from app.migrate import create_database, drop_database
 from app.services.accounts import bootstrap_admin_key
 from tests.conftest import TEST_SECRET_KEY
 from tests.contract.fuzzing import TENANT, TenantKey, machine_with_agent
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.live_stack import free_port, mm_processes
 
 
 @pytest.fixture(scope="module")
@@ -38,36 +25,13 @@ def api_server(server_url: str) -> Iterator[dict[str, Any]]:
     admin_key = "mm_contract_admin_" + uuid.uuid4().hex
     url = asyncio.run(create_database(server_url, "mm_contract"))
     asyncio.run(bootstrap_admin_key(url, admin_key, "system:contract-test"))
-    port = _free_port()
-    env = {**os.environ, "MM_DATABASE_URL": url, "MM_PORT": str(port), "MM_LOG_LEVEL": "WARNING",
-           "MM_PROJECTION_POLL_INTERVAL_S": "0.05", "PYTHONPATH": str(ROOT), "MM_SECRET_KEY": TEST_SECRET_KEY,
+    env = {"MM_DATABASE_URL": url, "MM_PROJECTION_POLL_INTERVAL_S": "0.05", "MM_SECRET_KEY": TEST_SECRET_KEY,
            "MM_READ_YOUR_WRITES_TIMEOUT_S": "10"}  # a loaded box: reads after writes wait, not 503
-    procs = [subprocess.Popen([sys.executable, "-m", "app.cli", cmd], env=env, cwd=ROOT)
-             for cmd in ("api", "projector")]
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and procs[0].poll() is None, "the API did not start"
-            time.sleep(0.1)
-        yield {"base": base, "admin_key": admin_key}
+        with mm_processes(["api", "projector"], env, free_port()) as base:
+            yield {"base": base, "admin_key": admin_key}
     finally:
-        for p in procs:
-            p.terminate()
-        try:
-            for p in procs:
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(10)
-        finally:
-            asyncio.run(drop_database(server_url, url))
+        asyncio.run(drop_database(server_url, url))
 
 
 def open_account(server: dict[str, Any], name: str) -> str:
