@@ -6,6 +6,7 @@ import asyncio
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -46,18 +47,29 @@ def expected_version(request: Request[Any, Any, Any]) -> int | None:
     return int(match.group(1) or match.group(2))
 
 
-async def wait_for(pool: asyncpg.Pool, projection: str, target: LogPosition, within_s: float) -> bool:
+async def _within(check: Callable[[], Awaitable[bool]], within_s: float) -> bool:
+    """Poll `check` with a short, growing back-off until it holds (True) or `within_s` has passed (False)."""
     deadline = time.monotonic() + within_s
     delay = 0.002
-    while True:
-        async with pool.acquire() as conn:
-            reached = await checkpoints.position(conn, projection)
-        if reached is not None and reached >= target:
-            return True
+    while not await check():
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.05)
+    return True
+
+
+def _lagging(projection: str) -> ApiError:
+    return ApiError(503, "PROJECTION_LAGGING", f"the {projection} read model has not caught up yet; retry")
+
+
+async def wait_for(pool: asyncpg.Pool, projection: str, target: LogPosition, within_s: float) -> bool:
+    async def reached() -> bool:
+        async with pool.acquire() as conn:
+            at = await checkpoints.position(conn, projection)
+        return at is not None and at >= target
+
+    return await _within(reached, within_s)
 
 
 # True once the projection's checkpoint has passed the stream's newest event (NULL checkpoint: not started);
@@ -76,16 +88,13 @@ async def read_your_writes(pool: asyncpg.Pool, projection: str, stream_id: uuid.
     row; after a PATCH it shows the change) without knowing about X-Min-Position. One indexed lookup when
     the read model is current; answers 503 PROJECTION_LAGGING (with Retry-After) past `within_s`.
     """
-    deadline = time.monotonic() + within_s
-    delay = 0.002
-    while True:
-        applied = await pool.fetchval(_STREAM_APPLIED, stream_id, projection)
-        if applied is None or applied:
-            return
-        if time.monotonic() >= deadline:
-            raise ApiError(503, "PROJECTION_LAGGING", f"the {projection} read model has not caught up yet; retry")
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.05)
+
+    async def applied() -> bool:
+        done = await pool.fetchval(_STREAM_APPLIED, stream_id, projection)
+        return done is None or bool(done)  # None: the stream has no events, nothing to wait for
+
+    if not await _within(applied, within_s):
+        raise _lagging(projection)
 
 
 async def honour_min_position(request: Request[Any, Any, Any], pool: asyncpg.Pool, projection: str,
@@ -99,4 +108,4 @@ async def honour_min_position(request: Request[Any, Any, Any], pool: asyncpg.Poo
     except ValueError:
         raise ApiError(400, "VALIDATION_ERROR", "X-Min-Position must be a token from X-Log-Position") from None
     if not await wait_for(pool, projection, target, within_s):
-        raise ApiError(503, "PROJECTION_LAGGING", f"the {projection} read model has not caught up yet; retry")
+        raise _lagging(projection)
