@@ -1,0 +1,156 @@
+"""Task command service: submit, discover, resolve (or preview), request execution, runs, cancel."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from app.services.machines import MachinesService
+from app.services.retries import retry_conflicts
+from app.services.task_discovery import OfferSource, ReputationSource, screen
+from app.store.repository import Repository
+from app.store.types import AppendResult, LogPosition
+from domain.runtime.endpoint import endpoint_id
+from domain.shared.context import CommandContext
+from domain.shared.errors import NotFound
+from domain.shared.ids import derived_id, new_id
+from domain.tasks.aggregate import Task
+from domain.tasks.commands import Candidate, Constraints, CreateTask, RunResult, StartRun
+from domain.tasks.scoring import Ranking, rank
+
+
+class TaskOutcome:
+    """The task after the command, and where its last event sits in the log (None: nothing recorded)."""
+
+    def __init__(self, task: Task, result: AppendResult | None) -> None:
+        self.task = task
+        self.position: LogPosition | None = result.last if result else None
+
+
+class RoutePreview:
+    """What resolve would record, without recording it (?dryRun=true)."""
+
+    def __init__(self, task: Task, steps: list[Candidate], ranking: Ranking) -> None:
+        self.task, self.steps, self.ranking = task, steps, ranking
+
+
+class TasksService:
+    def __init__(self, repo: Repository, machines: MachinesService, offers: OfferSource,
+                 reputation: ReputationSource) -> None:
+        self.repo, self.machines, self.offers, self.reputation = repo, machines, offers, reputation
+
+    async def submit(self, ctx: CommandContext, machine_id: uuid.UUID, *, capability: str, input: Any,
+                     constraints: Constraints, auto: bool) -> TaskOutcome:
+        machine = await self.machines.require_operational(ctx, machine_id)
+        # A retried request must land on the same stream, so its id derives from the idempotency key.
+        task_id = derived_id("task", machine_id, ctx.idempotency_key) if ctx.idempotency_key else new_id()
+        cmd = CreateTask(task_id=task_id, account_id=machine.account_id, machine_id=machine_id,
+                         capability=capability, input=input, constraints=constraints, auto=auto)
+        task = Task.submit(cmd, ctx.at)
+        result = await self.repo.save(task, ctx)
+        if result is not None and result.duplicate:
+            task = await self.repo.get(Task, task_id, what="task")
+        return TaskOutcome(task, result)
+
+    async def get(self, ctx: CommandContext, machine_id: uuid.UUID, task_id: uuid.UUID) -> Task:
+        """The task if it is this machine's and the caller's account owns it; otherwise NOT_FOUND, never 403."""
+        task = await self.load(task_id)
+        if task.machine_id != machine_id or (not ctx.is_admin and task.account_id != ctx.account_id):
+            raise NotFound(f"task {task_id} not found")
+        return task
+
+    async def load(self, task_id: uuid.UUID) -> Task:
+        return await self.repo.get(Task, task_id, what="task")
+
+    async def discover(self, ctx: CommandContext, machine_id: uuid.UUID, task_id: uuid.UUID) -> TaskOutcome:
+        await self.machines.require_operational(ctx, machine_id)
+        return await self._change(ctx, task_id, self._discover, machine_id)
+
+    async def _discover(self, ctx: CommandContext, task: Task) -> None:
+        k = task.constraints
+        offers = await self.offers.offers(capability=task.capability, provider_keys=k.provider_keys,
+                                          max_price=k.max_price, sellers_allow=k.sellers_allow,
+                                          sellers_deny=k.sellers_deny, exclude_machine_id=task.machine_id)
+        candidates, dropped = screen(offers, task.input, task.machine_id, k)
+        task.discover(candidates, dropped, ctx.at)
+
+    async def preview_route(self, ctx: CommandContext, machine_id: uuid.UUID, task_id: uuid.UUID) -> RoutePreview:
+        await self.machines.require_operational(ctx, machine_id)
+        task = await self.get(ctx, machine_id, task_id)
+        ranking = await self._rank(task)
+        return RoutePreview(task, task.plan_route(ranking), ranking)
+
+    async def resolve(self, ctx: CommandContext, machine_id: uuid.UUID, task_id: uuid.UUID) -> TaskOutcome:
+        await self.machines.require_operational(ctx, machine_id)
+
+        async def decide(ctx: CommandContext, task: Task) -> None:
+            task.resolve(derived_id("route", task.id, task.version), await self._rank(task), ctx.at)
+
+        return await self._change(ctx, task_id, decide, machine_id)
+
+    async def _rank(self, task: Task) -> Ranking:
+        sellers = list(dict.fromkeys(c.seller_machine_id for c in task.candidates))
+        records = await self.reputation.records(sellers) if sellers else {}
+        return rank(task.candidates, records, task.constraints.strategy)
+
+    async def request_execution(self, ctx: CommandContext, machine_id: uuid.UUID,
+                                task_id: uuid.UUID) -> TaskOutcome:
+        await self.machines.require_operational(ctx, machine_id)
+
+        async def decide(ctx: CommandContext, task: Task) -> None:
+            task.request_execution(ctx.at)
+
+        return await self._change(ctx, task_id, decide, machine_id)
+
+    async def cancel(self, ctx: CommandContext, machine_id: uuid.UUID, task_id: uuid.UUID,
+                     reason: str | None) -> TaskOutcome:
+        await self.machines.require_operational(ctx, machine_id)
+
+        async def decide(ctx: CommandContext, task: Task) -> None:
+            task.cancel(reason, ctx.at)
+
+        return await self._change(ctx, task_id, decide, machine_id)
+
+    # --- the executor's commands (workers: no tenant check, the task id came from the log) ---------------
+
+    async def next_run(self, ctx: CommandContext, task_id: uuid.UUID) -> tuple[Task, dict[str, Any] | None]:
+        """The run to call now (a redelivery gets the open run again, same id), recorded before any call."""
+        box: dict[str, Any] = {}
+
+        async def decide(ctx: CommandContext, task: Task) -> None:
+            attempt = len(task.runs) + 1
+            step = task.route["steps"][attempt - 1] if task.route and attempt <= len(task.route["steps"]) else None
+            endpoint = endpoint_id(step.seller_machine_id, step.provider_key) if step is not None else None
+            # The run id derives from the task and attempt: a retried command lands on the same run.
+            cmd = StartRun(run_id=derived_id("run", task.id, attempt), endpoint_id=endpoint)
+            box["run"] = task.next_run(cmd, ctx.at)
+
+        outcome = await self._change(ctx, task_id, decide)
+        return outcome.task, box.get("run")
+
+    async def finish_run(self, ctx: CommandContext, task_id: uuid.UUID, result: RunResult) -> TaskOutcome:
+        async def decide(ctx: CommandContext, task: Task) -> None:
+            task.finish_run(result, ctx.at)
+
+        return await self._change(ctx, task_id, decide)
+
+    async def give_up(self, ctx: CommandContext, task_id: uuid.UUID, code: str, detail: str) -> TaskOutcome:
+        async def decide(ctx: CommandContext, task: Task) -> None:
+            task.give_up(code, detail, ctx.at)
+
+        return await self._change(ctx, task_id, decide)
+
+    async def _change(self, ctx: CommandContext, task_id: uuid.UUID,
+                      decide: Callable[[CommandContext, Task], Any],
+                      machine_id: uuid.UUID | None = None) -> TaskOutcome:
+        async def attempt() -> TaskOutcome:
+            task = await (self.get(ctx, machine_id, task_id) if machine_id is not None else self.load(task_id))
+            await decide(ctx, task)
+            result = await self.repo.save(task, ctx)
+            if result is not None and result.duplicate:
+                # A retry of a command already recorded: answer with what was stored.
+                task = await self.load(task_id)
+            return TaskOutcome(task, result)
+
+        return await retry_conflicts(attempt)
