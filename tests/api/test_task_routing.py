@@ -148,3 +148,22 @@ async def test_resolve_again_records_a_new_route(client: httpx.AsyncClient, tena
     routes = await client.get(f"/v1/machines/{bid}/routes", headers=fresh(h, r), params={"taskId": tid})
     assert [x["id"] for x in routes.json()["data"]] == [first["id"], r.json()["id"]]
     assert (await client.get(task_url(bid, tid), headers=h)).json()["routeId"] == r.json()["id"]
+
+
+async def test_idempotent_discover_and_resolve(client: httpx.AsyncClient, tenant: dict[str, Any],
+                                               container: Container) -> None:
+    h, cap = tenant["headers"], capability()
+    _, _, last = await seller(client, h, cap)
+    bid = await buyer(client, h)
+    await caught_up(container, last, "catalogue")
+    tid = (await submit(client, h, bid, cap)).json()["id"]
+    for action in ("discover", "resolve"):
+        key = {**h, "Idempotency-Key": f"{action}-{uuid.uuid4()}"}
+        first = await client.post(task_url(bid, tid, action), headers=key)
+        again = await client.post(task_url(bid, tid, action), headers=key)
+        assert first.status_code == again.status_code and first.status_code in (200, 201), first.text
+        assert again.headers["idempotent-replayed"] == "true" and again.json() == first.json()
+    assert await _events(container, tid) == ["Submitted", "Discovered", "Resolved"]
+    other = {**h, "Idempotency-Key": f"resolve-{uuid.uuid4()}"}
+    assert_problem(await client.post(task_url(bid, tid, "resolve"), headers=other, params={"dryRun": "maybe"}),
+                   400, "VALIDATION_ERROR")
