@@ -57,7 +57,7 @@ async def test_discover_resolve_and_explain(client: httpx.AsyncClient, tenant: d
     assert ranked[0]["reason"].startswith("place 1 of 2 by cheapest") and ranked[0]["features"]["price"] == 1.0
     assert ranked[0]["record"] == {"runs": 0, "successRate": None, "p50LatencyMs": None, "coolingDown": False}
 
-    got = await client.get(r.headers["location"], headers=fresh(h, r))
+    got = await client.get(r.headers["location"], headers=h)  # read-your-writes without X-Min-Position
     assert got.status_code == 200 and got.json() == route
     listed = await client.get(f"/v1/machines/{bid}/routes", headers=h, params={"taskId": tid})
     assert listed.json()["data"] == [route]
@@ -93,10 +93,11 @@ async def test_discovery_drops_are_explained(client: httpx.AsyncClient, tenant: 
     assert "above constraints.maxPrice" in reasons[dear] and "above constraints.maxPrice" in reasons[euro]
     assert set(reasons) == {own, mismatch, denied, dear, euro}
 
-    route = (await client.post(task_url(bid, tid, "resolve"), headers=h)).json()
+    resolved = await client.post(task_url(bid, tid, "resolve"), headers=h)
+    route = resolved.json()
     assert route["chosen"]["sellerMachineId"] == ok_mid
     assert {d["listingId"] for d in route["explanation"]["dropped"]} == set(reasons)
-    listed = await client.get(f"/v1/machines/{bid}/routes", headers=fresh(h, r))
+    listed = await client.get(f"/v1/machines/{bid}/routes", headers=fresh(h, resolved))
     assert listed.json()["data"][0]["explanation"]["dropped"] == route["explanation"]["dropped"]
 
 
