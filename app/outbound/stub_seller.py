@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import collections
 import json
+import signal
 import socket
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -199,9 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
     seller = StubSeller(args.host, args.port)
+    # uvicorn stops on SIGINT/SIGTERM, then re-raises the signal to the handler found here: exit 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
     print(seller.url, flush=True)
     seller.serve_forever()
     return 0
+
+
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":
