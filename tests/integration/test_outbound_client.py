@@ -13,6 +13,7 @@ import pytest
 from app.outbound import (
     OutboundClient,
     OutboundConnectError,
+    OutboundProtocolError,
     OutboundRefused,
     OutboundRequestInvalid,
     OutboundTimeout,
@@ -281,3 +282,52 @@ async def test_no_token_body_or_query_reaches_the_logs(client: OutboundClient, s
     assert any("outbound POST" in r.getMessage() for r in caplog.records)
     for secret in secrets:
         assert secret not in caplog.text and not any(secret in e for e in errors), secret
+
+
+async def test_the_next_checked_address_is_tried_when_one_refuses(stub: StubSeller) -> None:
+    """127.0.0.2 is loopback too, but nothing listens there: the second address the guard passed answers."""
+    two = resolving({"two.invalid": ["127.0.0.2", "127.0.0.1"]})
+    async with OutboundClient(allow_private=True, resolver=two) as lax:
+        answer = await lax.request(f"http://two.invalid:{stub.port}/echo", idempotency_key="k", json={})
+    assert answer.peer == f"127.0.0.1:{stub.port}"
+
+
+async def test_a_peer_that_hangs_up_without_answering_is_a_protocol_error(client: OutboundClient) -> None:
+    async def rude(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(rude, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(OutboundProtocolError) as failed:
+            await client.request(f"http://127.0.0.1:{port}/", idempotency_key="k", json={}, timeout_s=5)
+    finally:
+        server.close()
+    assert failed.value.error_class == "protocol" and failed.value.retryable
+
+
+async def test_a_pooled_connection_the_peer_closed_is_not_reused(client: OutboundClient) -> None:
+    """The server answers once per connection (keep-alive advertised) then hangs up: the next call must see
+    the idle connection as closed and open another, not fail on a dead socket."""
+    connections = 0
+
+    async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)  # the body: {}
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for _ in range(3):
+            answer = await client.request(f"http://127.0.0.1:{port}/", idempotency_key="k", json={}, timeout_s=5)
+            assert answer.status == 200
+            await asyncio.sleep(0.05)  # the FIN arrives while the connection idles in the pool
+    finally:
+        server.close()
+    assert connections == 3
