@@ -331,3 +331,12 @@ async def test_a_pooled_connection_the_peer_closed_is_not_reused(client: Outboun
     finally:
         server.close()
     assert connections == 3
+
+
+@pytest.mark.parametrize("url", ["http://2130706433/", "http://0x7f.1/", "http://127.1/", "http://localhost/",
+                                 "http://[::]/", "http://0/", "http://[::ffff:7f00:1]/"])
+async def test_odd_spellings_of_local_addresses_are_refused_by_what_they_resolve_to(url: str) -> None:
+    """The system resolver reads 2130706433, 0x7f.1 and 127.1 as 127.0.0.1: the guard judges the address."""
+    async with OutboundClient(allow_private=False) as strict:
+        with pytest.raises(OutboundRefused, match=r"loopback|unspecified"):
+            await strict.request(url, idempotency_key="k", timeout_s=2)
