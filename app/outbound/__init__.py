@@ -11,7 +11,7 @@ from app.outbound.errors import (
     ResponseTooLarge,
 )
 from app.outbound.guard import Resolver, system_resolver
-from app.outbound.shared import close_shared_client, shared_client
+from app.outbound.shared import close_shared_client, configure_shared_client, shared_client
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -26,6 +26,7 @@ __all__ = [
     "Resolver",
     "ResponseTooLarge",
     "close_shared_client",
+    "configure_shared_client",
     "shared_client",
     "system_resolver",
 ]

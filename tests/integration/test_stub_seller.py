@@ -6,7 +6,16 @@ import asyncio
 import signal
 import sys
 
-from app.outbound import OutboundClient, close_shared_client, shared_client
+import pytest
+
+from app.outbound import (
+    OutboundClient,
+    OutboundRefused,
+    close_shared_client,
+    configure_shared_client,
+    shared_client,
+)
+from app.outbound.stub_seller import StubSeller
 from app.settings import get_settings
 
 
@@ -39,4 +48,24 @@ async def test_one_shared_client_per_process_until_closed() -> None:
     await close_shared_client()
     second = shared_client()
     assert second is not first
+    await close_shared_client()
+
+
+async def test_tests_can_configure_the_shared_client() -> None:
+    async def to_loopback(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    with StubSeller() as stub:
+        try:
+            configure_shared_client(allow_private=False, resolver=to_loopback)
+            with pytest.raises(OutboundRefused, match="loopback"):
+                await shared_client().request(f"http://seller.invalid:{stub.port}/", idempotency_key="k")
+            await close_shared_client()
+            configure_shared_client(allow_private=True, resolver=to_loopback)
+            answer = await shared_client().request(f"http://seller.invalid:{stub.port}/", idempotency_key="k")
+            assert answer.status == 200 and stub.stats.hosts == [f"seller.invalid:{stub.port}"]
+        finally:
+            await close_shared_client()
+            configure_shared_client()
+    assert shared_client().allow_private is get_settings().allow_private_endpoints
     await close_shared_client()
