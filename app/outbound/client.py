@@ -73,6 +73,8 @@ class OutboundClient:
         Raises OutboundRefused, OutboundConnectError, OutboundTimeout, OutboundProtocolError, ResponseTooLarge,
         OutboundRequestInvalid; any HTTP status (3xx, 4xx, 5xx included) is a response, not an error.
         """
+        if not timeout_s > 0:
+            raise OutboundRequestInvalid("timeout_s must be positive")
         target = _parse(url)
         check_url(target)
         body = _body(json, content)

@@ -157,7 +157,7 @@ class StubSeller:
         self._sock.bind((host, port))
         self.host, self.port = host, self._sock.getsockname()[1]
         config = uvicorn.Config(make_app(self.stats), lifespan="off", access_log=False, log_level="warning",
-                                timeout_keep_alive=30)
+                                timeout_keep_alive=30, timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name=f"stub-seller:{self.port}", daemon=True)
 
