@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
+import httpx
 import pytest
 
 from app.outbound import (
@@ -280,6 +281,7 @@ async def test_no_token_body_or_query_reaches_the_logs(client: OutboundClient, s
         errors.append(str(failed.value))
     assert caplog.records, "nothing was logged: the test would prove nothing"
     assert any("outbound POST" in r.getMessage() for r in caplog.records)
+    assert any(r.name == "httpx" and f"127.0.0.1:{stub.port}" in r.getMessage() for r in caplog.records)
     for secret in secrets:
         assert secret not in caplog.text and not any(secret in e for e in errors), secret
 
@@ -340,3 +342,10 @@ async def test_odd_spellings_of_local_addresses_are_refused_by_what_they_resolve
     async with OutboundClient(allow_private=False) as strict:
         with pytest.raises(OutboundRefused, match=r"loopback|unspecified"):
             await strict.request(url, idempotency_key="k", timeout_s=2)
+
+
+async def test_other_httpx_users_keep_their_log_lines(stub: StubSeller, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="httpx")
+    async with httpx.AsyncClient() as plain:
+        await plain.post(f"{stub.url}/echo/kept?q=1", json={})
+    assert any(r.name == "httpx" and "/echo/kept?q=1" in r.getMessage() for r in caplog.records)
