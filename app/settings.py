@@ -51,6 +51,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # How long a worker's claim on a PostgreSQL-broker message lasts unrenewed; renewed every third of it
     # while the actor runs, so a crashed worker's messages run again elsewhere within about this long.
     worker_claim_lease_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 10.0
+    # Seller reputation (the seller_stats read model): this many consecutive failed runs cool a seller down for
+    # seller_cooldown_s after the failure that reached it; p50 latency is taken over the last
+    # seller_latency_window runs. The projection folds with these, so a rebuild under other values differs.
+    seller_cooldown_failures: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
+    seller_cooldown_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 60.0
+    seller_latency_window: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
 
     def __post_init__(self) -> None:
         if self.secret_key is not None:
@@ -103,6 +109,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         "MM_ALLOW_PRIVATE_ENDPOINTS": "allow_private_endpoints",
         "MM_MAX_HEADER_BYTES": "max_header_bytes",
         "MM_WORKER_CLAIM_LEASE_S": "worker_claim_lease_s",
+        "MM_SELLER_COOLDOWN_FAILURES": "seller_cooldown_failures",
+        "MM_SELLER_COOLDOWN_S": "seller_cooldown_s",
+        "MM_SELLER_LATENCY_WINDOW": "seller_latency_window",
     }
     for var, field in simple.items():
         if e.get(var):
