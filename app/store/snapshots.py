@@ -49,13 +49,18 @@ class SnapshotStore:
         except Exception:  # any failure, even an untranscodable value: a snapshot is a cache, the command stands
             log.exception("snapshot of %s at version %d not saved", aggregate.id, aggregate.version)
 
-    async def load(self, cls: type[Aggregate], stream_id: uuid.UUID, stream_type: str) -> Aggregate | None:
-        """The latest usable snapshot, or None (then the caller replays the whole stream)."""
+    async def load(self, cls: type[Aggregate], stream_id: uuid.UUID, stream_type: str,
+                   at_most: int | None = None) -> Aggregate | None:
+        """The latest usable snapshot, or None (then the caller replays the whole stream).
+
+        `at_most` (time travel): a snapshot above that version holds state from later events and is never used.
+        """
         try:
             row = await self.pool.fetchrow(
                 "SELECT version, state::text AS state, taken_at FROM snapshots"
-                " WHERE stream_id = $1 AND stream_type = $2 AND schema_version = $3",
-                stream_id, stream_type, schema_version(cls),
+                " WHERE stream_id = $1 AND stream_type = $2 AND schema_version = $3"
+                " AND ($4::bigint IS NULL OR version <= $4)",
+                stream_id, stream_type, schema_version(cls), at_most,
             )
         except asyncpg.PostgresError as exc:
             log.warning("snapshot of %s not read, replaying the stream: %s", stream_id, exc)
