@@ -19,7 +19,7 @@ class EventMetadataView(msgspec.Struct, rename="camel", frozen=True):
 
 
 class StreamEventView(msgspec.Struct, rename="camel", frozen=True):
-    event_id: uuid.UUID
+    id: uuid.UUID
     stream_id: uuid.UUID
     version: int
     type: str

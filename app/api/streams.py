@@ -24,7 +24,7 @@ from projections.audit_names import public_name
 def event_view(e: RecordedEvent) -> StreamEventView:
     m = e.metadata
     return StreamEventView(
-        event_id=e.event_id, stream_id=e.stream_id, version=e.version, type=public_name(e.type),
+        id=e.event_id, stream_id=e.stream_id, version=e.version, type=public_name(e.type),
         data=public_data(e.data),
         metadata=EventMetadataView(actor=m.get("actor"), account_id=m.get("accountId"), request_id=m.get("requestId"),
                                    correlation_id=m.get("correlationId"), causation_id=m.get("causationId")),
