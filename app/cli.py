@@ -172,6 +172,9 @@ def parser() -> argparse.ArgumentParser:
     revoke = admin_sub.add_parser("revoke-key", help="revoke an admin key by id or prefix")
     revoke.add_argument("key", help="the key id, or its prefix as `mm admin list-keys` shows it")
     admin.set_defaults(fn=cmd_admin)
+    from app.cli_history import add_history_commands
+
+    add_history_commands(sub)  # replay, events tail, debug bundle
     up = sub.add_parser("up", help="migrate, then run api + projector + worker, supervised")
     up.add_argument("--no-worker", action="store_true", help="skip the Dramatiq worker")
     up.set_defaults(fn=cmd_up)
