@@ -25,7 +25,8 @@ from app.store.history import History
 from domain.shared.errors import NotFound
 
 A = TypeVar("A", bound=Aggregate)
-MAX_VERSION = 2**63 - 1
+# Exactly representable as a JSON number (a float); far above any stream length, and within bigint.
+MAX_VERSION = 2**53
 
 AsOfParam = Annotated[str | None, QueryParameter(
     name="asOf", format="date-time", max_length=64,
