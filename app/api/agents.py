@@ -34,7 +34,7 @@ from app.api.schemas_runtime import (
     RevokeAgentRequest,
     RuntimeEndpointView,
 )
-from app.api.time_travel import AsOfParam, VersionParam, as_of_headers, load_as_of, point_in_time
+from app.api.time_travel import AsOfParam, VersionParam, as_of_headers, load_guarded, point_in_time
 from app.services.agents import AgentOutcome, ReportedEndpoint
 from domain.runtime.agent import MachineAgent
 from domain.runtime.errors import AgentNotFound
@@ -99,9 +99,9 @@ class AgentsController(Controller):
         c = container_of(request)
         point = point_in_time(as_of, version)
         if point is not None:
-            await c.machines.require_operational(ctx, machine_id)
             try:
-                agent = await load_as_of(c, MachineAgent, agent_id, point, "agent")
+                agent = await load_guarded(c, c.machines.require_operational(ctx, machine_id), MachineAgent, agent_id,
+                                           point, "agent")
             except NotFound as exc:
                 raise AgentNotFound(exc.detail) from None
             if agent.machine_id != machine_id:

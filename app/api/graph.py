@@ -22,7 +22,7 @@ from app.api.schemas_graph import (
     ReviseEdgeRequest,
     ReviseNodeRequest,
 )
-from app.api.time_travel import AsOfParam, VersionParam, load_as_of, point_in_time
+from app.api.time_travel import AsOfParam, VersionParam, load_guarded, point_in_time
 from app.services.graph import Outcome
 from domain.graph.aggregate import MachineGraph, graph_id_of
 from domain.graph.commands import ReviseEdge, ReviseNode
@@ -57,8 +57,8 @@ class GraphController(Controller):
         point = point_in_time(as_of, version)
         if point is not None:
             container = container_of(request)
-            await container.machines.require_operational(ctx, machine_id)
-            graph = await load_as_of(container, MachineGraph, graph_id_of(machine_id), point, "graph")
+            graph = await load_guarded(container, container.machines.require_operational(ctx, machine_id),
+                                       MachineGraph, graph_id_of(machine_id), point, "graph")
             return Response(GraphView.of(graph), headers={AS_OF_VERSION: str(graph.version)})
         await readable_machine(request, ctx, machine_id, "graph", graph_id_of(machine_id))
         # One snapshot for both reads, so an edge never names a node that the node list does not show.

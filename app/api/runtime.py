@@ -21,7 +21,7 @@ from app.api.schemas_runtime import (
     RuntimeEndpointPage,
     RuntimeEndpointView,
 )
-from app.api.time_travel import AsOfParam, VersionParam, as_of_headers, load_as_of, point_in_time
+from app.api.time_travel import AsOfParam, VersionParam, as_of_headers, load_guarded, point_in_time
 from domain.runtime import rules
 from domain.runtime.endpoint import RuntimeEndpoint, endpoint_id
 from domain.runtime.errors import EndpointNotFound
@@ -75,8 +75,8 @@ class RuntimeEndpointsController(Controller):
         key = rules.provider_key(provider_key)
         point = point_in_time(as_of, version)
         if point is not None:
-            await c.machines.require_operational(ctx, machine_id)
-            endpoint = await load_as_of(c, RuntimeEndpoint, endpoint_id(machine_id, key), point, "runtime endpoint")
+            endpoint = await load_guarded(c, c.machines.require_operational(ctx, machine_id), RuntimeEndpoint,
+                                          endpoint_id(machine_id, key), point, "runtime endpoint")
             if not endpoint.exists:  # deleted at that point, as the current read would say after a delete
                 raise EndpointNotFound(f"no runtime endpoint for provider key {key!r} at version {endpoint.version}")
             return Response(RuntimeEndpointView.of(endpoint), headers=as_of_headers(endpoint.version))
