@@ -188,7 +188,7 @@ def parser() -> argparse.ArgumentParser:
     admin.set_defaults(fn=cmd_admin)
     from app.cli_history import add_history_commands
 
-    add_history_commands(sub)  # replay, events tail, debug bundle
+    add_history_commands(sub, database_url)  # replay, events tail, debug bundle
     up = sub.add_parser("up", help="migrate, then run api + projector + worker, supervised")
     up.add_argument("--no-worker", action="store_true", help="skip the Dramatiq worker")
     up.set_defaults(fn=cmd_up)

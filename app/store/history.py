@@ -60,7 +60,7 @@ class History:
         async with self.pool.acquire() as conn:
             aliases = await conn.fetch(
                 "SELECT DISTINCT metadata->>'correlationId' AS c FROM events WHERE metadata->>'requestId' = $1"
-                " AND metadata->>'requestId' IS DISTINCT FROM metadata->>'correlationId'", trace_id,
+                " AND metadata->>'requestId' <> metadata->>'correlationId'", trace_id,
             )
             ids = [trace_id, *(r["c"] for r in aliases if r["c"])]
             rows = await conn.fetch(
