@@ -241,23 +241,7 @@ async def _commands(report: Report, dsn: str, plan: Plan) -> None:
 
 
 async def _timetravel(report: Report, dsn: str, plan: Plan) -> None:
-    r = await time_travel.run(dsn, plan.http_requests, plan.http_warmup)
-    report.add(Row("timetravel", "GET /health, 1 client: latency p50 / p99 (harness floor)",
-                   f"{r.floor.percentile(50):.1f} / {r.floor.percentile(99):.1f} ms"))
-    report.add(Row("timetravel", f"GET agent ?version= / ?asOf= of a {r.events:,}-event stream, 1 client",
-                   f"{rate(r.past.rate)} req/s"))
-    report.add(Row("timetravel", "  latency p50", f"{r.past.percentile(50):.1f} ms"))
-    report.check_max("timetravel", "  latency p99, 1 client", r.past.percentile(99), TIMETRAVEL_P99_MS, ".1f", " ms")
-    _load_rows(report, "timetravel", "GET agent ?version= / ?asOf= (busy)", r.past_busy, "req/s")
-    errors = r.past.errors + r.past_busy.errors
-    report.check_max("timetravel", "responses other than 200", errors, 0, ",d")
-    report.notes.append(
-        f"timetravel setup (not timed, {r.setup_seconds:.1f} s): one active machine and agent over HTTP, then"
-        f" {r.events - 1:,} past heartbeats decided by the aggregates and saved so {r.snapshots} snapshots"
-        f" (every 20 versions) are in snapshot_history; timed: random versions 1-{r.events:,}, half as ?version=,"
-        f" half as ?asOf=<that version's recordedAt>; each loads the machine (the guard) and the agent from the"
-        f" nearest snapshot at or below the point"
-    )
+    time_travel.add_rows(report, await time_travel.run(dsn, plan.http_requests, plan.http_warmup), TIMETRAVEL_P99_MS)
 
 
 Phase = Callable[[Report, str, Plan], Awaitable[None]]

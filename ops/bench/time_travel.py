@@ -22,6 +22,7 @@ from domain.shared.context import CommandContext
 from ops.bench.db import reset
 from ops.bench.heartbeats import Agent, _active_machine, _enroll
 from ops.bench.http_api import Load, load, serving, tenant_key
+from ops.bench.report import Report, Row, rate
 
 EVENTS = 1_000  # the agent stream's length: enrolment and 999 heartbeats
 LATENCY_CLIENTS = 1  # the latency figure: one request at a time, so queueing on a shared box is not measured
@@ -113,3 +114,24 @@ async def _snapshots(dsn: str, stream_id: uuid.UUID) -> int:
     finally:
         await pool.close()
     return count
+
+
+def add_rows(report: Report, r: TimeTravelResult, p99_target_ms: float) -> None:
+    report.add(Row("timetravel", "GET /health, 1 client: latency p50 / p99 (harness floor)",
+                   f"{r.floor.percentile(50):.1f} / {r.floor.percentile(99):.1f} ms"))
+    report.add(Row("timetravel", f"GET agent ?version= / ?asOf= of a {r.events:,}-event stream, 1 client",
+                   f"{rate(r.past.rate)} req/s"))
+    report.add(Row("timetravel", "  latency p50", f"{r.past.percentile(50):.1f} ms"))
+    report.check_max("timetravel", "  latency p99, 1 client", r.past.percentile(99), p99_target_ms, ".1f", " ms")
+    busy = r.past_busy
+    report.add(Row("timetravel", "GET agent ?version= / ?asOf= (busy), 32 clients", f"{rate(busy.rate)} req/s"))
+    report.add(Row("timetravel", "  latency p50 / p99", f"{busy.percentile(50):.1f} / {busy.percentile(99):.1f} ms"))
+    report.check_max("timetravel", "responses other than 200", r.past.errors + busy.errors, 0, ",d")
+    report.notes.append(
+        f"timetravel setup (not timed, {r.setup_seconds:.1f} s): one active machine and agent over HTTP, then"
+        f" {r.events - 1:,} past heartbeats decided by the aggregates and saved so {r.snapshots} snapshots"
+        f" (every 20 versions) are in snapshot_history; timed: random versions 1-{r.events:,}, half as ?version=,"
+        f" half as ?asOf=<that version's recordedAt>, all clients (statuses {dict(busy.statuses)}), then one"
+        f" client; each loads the machine (the guard) and, side by side, the agent from the nearest snapshot at"
+        f" or below the point"
+    )
