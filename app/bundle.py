@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from app.replay import redact
-from app.store.history import History
+from app.store.history import MAX_TRACE_EVENTS, History
 from app.store.types import RecordedEvent
 from app.trace_tree import Node, build
 from projections.audit_names import REDACTED_KEYS
@@ -42,7 +42,7 @@ def _sealed(event: RecordedEvent) -> RecordedEvent:
 
 async def collect(history: History, correlation_id: str) -> Bundle | None:
     """The bundle for a trace, or None when no event carries that id."""
-    traced = await history.traced(correlation_id)
+    traced = (await history.traced(correlation_id))[:MAX_TRACE_EVENTS]
     if not traced:
         return None
     up_to: dict[uuid.UUID, int] = {}

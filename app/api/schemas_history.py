@@ -58,3 +58,5 @@ class TraceView(msgspec.Struct, rename="camel", frozen=True):
     started_at: UtcTime
     finished_at: UtcTime
     nodes: list[TraceNodeView]
+    # True when the request caused more than the events shown (a runaway loop, most likely).
+    truncated: bool = False

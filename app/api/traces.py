@@ -12,7 +12,7 @@ from litestar.params import FromPath
 from app.api.context import AUTHENTICATED, Principal, container_of, provide_principal
 from app.api.problems import problems
 from app.api.schemas_history import TraceNodeView, TraceView
-from app.store.history import History, owner_of
+from app.store.history import MAX_TRACE_EVENTS, History, owner_of
 from app.trace_tree import build
 from domain.shared.errors import NotFound
 
@@ -35,10 +35,12 @@ class TracesController(Controller):
     async def get_one(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
                       correlation_id: FromPath[TraceId]) -> TraceView:
         events = await History(container_of(request).pool).traced(correlation_id)
+        truncated = len(events) > MAX_TRACE_EVENTS
+        events = events[:MAX_TRACE_EVENTS]
         if not principal.is_admin:
             events = [e for e in events if owner_of(e) == principal.account_id]
         if not events:
             raise NotFound(f"no events with correlation id {correlation_id!r}")
         nodes = [TraceNodeView(**msgspec.structs.asdict(n)) for n in build(events)]
         return TraceView(correlation_id=correlation_id, started_at=min(e.recorded_at for e in events),
-                         finished_at=max(e.recorded_at for e in events), nodes=nodes)
+                         finished_at=max(e.recorded_at for e in events), nodes=nodes, truncated=truncated)

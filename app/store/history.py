@@ -56,7 +56,8 @@ class History:
 
     async def traced(self, trace_id: str) -> list[RecordedEvent]:
         """Every event carrying this correlation id, or the correlation ids of the request with this id, in
-        log order. Actors copy the triggering event's correlation id, so this is the whole causal tree."""
+        log order. Actors copy the triggering event's correlation id, so this is the whole causal tree.
+        At most MAX_TRACE_EVENTS + 1: more than MAX_TRACE_EVENTS means the trace is cut short."""
         async with self.pool.acquire() as conn:
             aliases = await conn.fetch(
                 "SELECT DISTINCT metadata->>'correlationId' AS c FROM events WHERE metadata->>'requestId' = $1"
@@ -66,7 +67,7 @@ class History:
             rows = await conn.fetch(
                 f"SELECT {COLUMNS} FROM events WHERE metadata->>'correlationId' = ANY($1::text[])"
                 " ORDER BY events.tx_id, events.position LIMIT $2",
-                ids, MAX_TRACE_EVENTS,
+                ids, MAX_TRACE_EVENTS + 1,  # one more than shown tells the caller the trace was cut short
             )
         return [row_to_event(r) for r in rows]
 
