@@ -25,7 +25,9 @@ from app.api.middleware import header_limit_middleware, idempotency_middleware, 
 from app.api.openapi import finish_openapi
 from app.api.problems import handle_exception
 from app.api.runtime import RuntimeEndpointsController
+from app.api.streams import StreamsController
 from app.api.system import health, metrics, observe, openapi_json, ready
+from app.api.traces import TracesController
 from app.container import Container
 from app.settings import Settings
 
@@ -98,7 +100,7 @@ def create_app(settings: Settings, container: Container | None = None,
     app = Litestar(
         route_handlers=[MachinesController, RuntimeEndpointsController, AgentsController, HeartbeatController,
                         GraphController, AccountsController, AuditController, CatalogueController, health, ready,
-                        metrics, openapi_json, assets_router()],
+                        metrics, openapi_json, assets_router(), StreamsController, TracesController],
         exception_handlers={Exception: handle_exception},
         middleware=[idempotency_middleware],
         lifespan=[lifespan],

@@ -13,6 +13,7 @@ from litestar.handlers import HTTPRouteHandler
 
 IF_MATCH, MIN_POSITION = "If-Match", "X-Min-Position"
 ETAG, LOG_POSITION, LOCATION, CACHE_CONTROL = "ETag", "X-Log-Position", "Location", "Cache-Control"
+AS_OF_VERSION = "X-As-Of-Version"
 
 _POSITION = r"^[0-9]+\.[0-9]+$"
 # As app.api.consistency.expected_version reads it (after stripping whitespace): "3", W/"3", 3 or *.
@@ -42,6 +43,8 @@ RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
     LOG_POSITION: {"description": "Where this write sits in the event log; send it as X-Min-Position to read it"
                                   " back from a list.", "schema": {"type": "string", "pattern": _POSITION}},
     LOCATION: {"description": "Path of the created resource.", "schema": {"type": "string"}, "required": True},
+    AS_OF_VERSION: {"description": "Sent when asOf or version was asked: the stream version the body was rebuilt"
+                                   " to from the event log.", "schema": {"type": "string", "pattern": "^[0-9]+$"}},
     CACHE_CONTROL: {"description": "The body holds a secret shown once: never cached.",
                "schema": {"type": "string", "enum": ["no-store"]}, "required": True},
 }
