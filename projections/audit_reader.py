@@ -10,37 +10,79 @@ import asyncpg
 import msgspec
 
 
+class AuditFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """What the feed, its export and its live stream select; account_id None means every account (admins)."""
+
+    account_id: uuid.UUID | None = None
+    types: list[str] | None = None
+    machine_id: uuid.UUID | None = None
+    subject: str | None = None
+    actor: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def where(self, after: tuple[int, int] | None, upto: tuple[int, int] | None = None) -> tuple[str, list[Any]]:
+        """A WHERE clause naming only the filters in use, so the planner sees a plain keyset range scan."""
+        clauses, args = [], []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        for column, value in (("account_id", self.account_id), ("machine_id", self.machine_id),
+                              ("subject", self.subject), ("actor", self.actor)):
+            if value is not None:
+                clauses.append(f"e.{column} = {arg(value)}")
+        if self.types is not None:
+            clauses.append(f"e.type = ANY({arg(self.types)}::text[])")
+        if self.since is not None:
+            clauses.append(f"e.occurred_at >= {arg(self.since)}")
+        if self.until is not None:
+            clauses.append(f"e.occurred_at < {arg(self.until)}")
+        if after is not None:
+            clauses.append(f"(e.tx_id, e.position) > ({arg(after[0])}::bigint, {arg(after[1])}::bigint)")
+        if upto is not None:
+            clauses.append(f"(e.tx_id, e.position) <= ({arg(upto[0])}::bigint, {arg(upto[1])}::bigint)")
+        return " AND ".join(clauses) or "true", args
+
+
+_COLUMNS = (
+    "e.id, e.tx_id, e.position, e.type, e.occurred_at, e.actor, e.account_id, e.machine_id, e.subject,"
+    " e.data::text AS data, e.request_id, e.correlation_id, e.causation_id, e.seq, e.prev_hash, e.hash"
+)
+
+
+def _row(r: asyncpg.Record) -> dict[str, Any]:
+    d = dict(r)
+    d["data"] = msgspec.json.decode(d["data"])
+    return d
+
+
 async def list_audit_events(
-    conn: asyncpg.Pool | asyncpg.Connection,
-    *,
-    account_id: uuid.UUID | None,
-    types: list[str] | None,
-    machine_id: uuid.UUID | None,
-    subject: str | None,
-    actor: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    after: tuple[int, int] | None,
-    limit: int,
+    conn: asyncpg.Pool | asyncpg.Connection, filt: AuditFilter, after: tuple[int, int] | None, limit: int,
 ) -> list[dict[str, Any]]:
+    where, args = filt.where(after)
     rows = await conn.fetch(
-        "SELECT id, tx_id, position, type, occurred_at, actor, account_id, machine_id, subject,"
-        " data::text AS data, request_id, correlation_id, causation_id FROM audit_events"
-        " WHERE ($1::uuid IS NULL OR account_id = $1)"
-        " AND ($2::text[] IS NULL OR type = ANY($2))"
-        " AND ($3::uuid IS NULL OR machine_id = $3)"
-        " AND ($4::text IS NULL OR subject = $4)"
-        " AND ($5::text IS NULL OR actor = $5)"
-        " AND ($6::timestamptz IS NULL OR occurred_at >= $6)"
-        " AND ($7::timestamptz IS NULL OR occurred_at < $7)"
-        " AND ($8::bigint IS NULL OR (tx_id, position) > ($8, $9::bigint))"
-        " ORDER BY tx_id, position LIMIT $10",
-        account_id, types, machine_id, subject, actor, since, until,
-        after[0] if after else None, after[1] if after else None, limit,
+        f"SELECT {_COLUMNS} FROM audit_events e WHERE {where} ORDER BY e.tx_id, e.position"
+        f" LIMIT {int(limit)}", *args,
     )
-    out = []
-    for r in rows:
-        d = dict(r)
-        d["data"] = msgspec.json.decode(d["data"])
-        out.append(d)
-    return out
+    return [_row(r) for r in rows]
+
+
+async def export_batch(
+    conn: asyncpg.Pool | asyncpg.Connection, filt: AuditFilter, after: tuple[int, int] | None,
+    upto: tuple[int, int], limit: int,
+) -> list[asyncpg.Record]:
+    """One keyset batch for an export: raw records (data as JSON text) with the checkpoint ending at each."""
+    where, args = filt.where(after, upto)
+    return await conn.fetch(
+        f"SELECT {_COLUMNS}, c.seq AS cp_seq, c.at AS cp_at, c.key_id AS cp_key_id, c.signature AS cp_signature"
+        f" FROM audit_events e LEFT JOIN audit_checkpoints c ON c.tx_id = e.tx_id AND c.position = e.position"
+        f" WHERE {where} ORDER BY e.tx_id, e.position LIMIT {int(limit)}", *args,
+    )
+
+
+async def last_position(conn: asyncpg.Pool | asyncpg.Connection) -> tuple[int, int] | None:
+    """Where the feed ends now (one index probe): an export stops here, so a busy feed cannot keep it going."""
+    row = await conn.fetchrow("SELECT tx_id, position FROM audit_events ORDER BY tx_id DESC, position DESC LIMIT 1")
+    return None if row is None else (row["tx_id"], row["position"])

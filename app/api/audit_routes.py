@@ -1,0 +1,8 @@
+"""Every controller of the audit slice, registered together by app.api.app."""
+
+from __future__ import annotations
+
+from app.api.audit import AuditController
+from app.api.audit_export import AuditExportController
+
+AUDIT_CONTROLLERS = [AuditController, AuditExportController]
