@@ -86,3 +86,17 @@ async def last_position(conn: asyncpg.Pool | asyncpg.Connection) -> tuple[int, i
     """Where the feed ends now (one index probe): an export stops here, so a busy feed cannot keep it going."""
     row = await conn.fetchrow("SELECT tx_id, position FROM audit_events ORDER BY tx_id DESC, position DESC LIMIT 1")
     return None if row is None else (row["tx_id"], row["position"])
+
+
+async def list_checkpoints(
+    conn: asyncpg.Pool | asyncpg.Connection, account_key: uuid.UUID | None, after: tuple[int, int] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Signed checkpoints in log order (of the record each ends at); account_key None: every account."""
+    return await conn.fetch(
+        "SELECT account_key, seq, tx_id, position, last_hash, at, key_id, signature FROM audit_checkpoints"
+        " WHERE ($1::uuid IS NULL OR account_key = $1)"
+        " AND ($2::bigint IS NULL OR (tx_id, position) > ($2, $3::bigint))"
+        " ORDER BY tx_id, position LIMIT $4",
+        account_key, after[0] if after else None, after[1] if after else None, limit,
+    )

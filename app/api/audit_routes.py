@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.api.audit import AuditController
+from app.api.audit_checkpoints import AuditCheckpointsController
 from app.api.audit_export import AuditExportController
 
-AUDIT_CONTROLLERS = [AuditController, AuditExportController]
+AUDIT_CONTROLLERS = [AuditController, AuditExportController, AuditCheckpointsController]

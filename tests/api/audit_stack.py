@@ -17,13 +17,12 @@ from app.settings import Settings
 from app.store.event_store import EventStore
 from app.store.types import NewEvent
 from domain.shared.context import CommandContext
-from projections.audit_chain import new_signing_key
 from projections.registry import read_models
 from projections.runner import ProjectionRunner
 from tests.api.conftest import auth
-from tests.conftest import TEST_SECRET_KEY
+from tests.conftest import TEST_AUDIT_KEY, TEST_AUDIT_PUBLIC, TEST_SECRET_KEY
 
-AUDIT_KEY, AUDIT_PUBLIC = new_signing_key()
+AUDIT_KEY, AUDIT_PUBLIC = TEST_AUDIT_KEY, TEST_AUDIT_PUBLIC
 
 
 @dataclass
