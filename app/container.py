@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from app.audit_tail import AuditTail
 from app.db import create_pool
 from app.sealing import Sealer
 from app.services.accounts import AccountsService
@@ -37,6 +38,8 @@ class Container:
         self.agents = AgentsService(self.repo, self.machines, self.runtime)
         self.graph = GraphService(self.repo, self.machines)
         self.projection_names = projection_names()
+        # Started by the first SSE subscriber; without a DSN to LISTEN on it polls.
+        self.audit_tail = AuditTail(pool, settings.projection_poll_interval_s)
 
     @classmethod
     async def open(cls, settings: Settings, dsn: str, *, stateless_sessions: bool = False,
@@ -44,11 +47,13 @@ class Container:
         pool = await create_pool(dsn, settings, stateless_sessions=stateless_sessions, **pool_sizes)
         container = cls(settings, pool)
         container.credentials.dsn = dsn
+        container.audit_tail.dsn = dsn
         if container.notifier is not None:
             container.notifier.start()
         return container
 
     async def close(self) -> None:
+        await self.audit_tail.stop()
         await self.credentials.stop()
         if self.notifier is not None:
             await self.notifier.stop()

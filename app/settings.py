@@ -61,6 +61,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # before it is sent a final `overflow` event naming where to resume.
     audit_stream_keepalive_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
     audit_stream_queue_size: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    # A stream ends after this long with a final `resume` event (clients reconnect with Last-Event-ID), so
+    # long-lived connections spread over API processes as they come and go.
+    audit_stream_max_s: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
     # The API key `mm audit export` sends (a client-side setting: the CLI talks to the API over HTTP).
     api_key: str | None = None
 
@@ -140,6 +143,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         "MM_AUDIT_EXPORT_BATCH_SIZE": "audit_export_batch_size",
         "MM_AUDIT_STREAM_KEEPALIVE_S": "audit_stream_keepalive_s",
         "MM_AUDIT_STREAM_QUEUE_SIZE": "audit_stream_queue_size",
+        "MM_AUDIT_STREAM_MAX_S": "audit_stream_max_s",
         "MM_API_KEY": "api_key",
     }
     for var, field in simple.items():

@@ -13,6 +13,7 @@ from app.store.types import RecordedEvent
 from projections.audit_chain import Signer, chain_hash, chain_key, cursor_of
 from projections.audit_checkpoints import ChainState
 from projections.audit_names import ENVELOPE_KEYS, REDACTED_KEYS, camel, kebab, public_name
+from projections.audit_reader import AUDIT_CHANNEL
 from projections.base import Tables
 
 _encode = msgspec.json.Encoder().encode
@@ -87,3 +88,5 @@ class AuditProjection:
             rows,
         )
         await state.save(conn)
+        # Wakes live tails (SSE) when this batch commits; they read the rows from the table.
+        await conn.execute("SELECT pg_notify($1, '')", AUDIT_CHANNEL)

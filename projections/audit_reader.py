@@ -9,6 +9,9 @@ from typing import Any
 import asyncpg
 import msgspec
 
+# NOTIFYed by the audit projection with each batch it commits: wakes live tails, which read the table.
+AUDIT_CHANNEL = "mm_audit"
+
 
 class AuditFilter(msgspec.Struct, frozen=True, kw_only=True):
     """What the feed, its export and its live stream select; account_id None means every account (admins)."""

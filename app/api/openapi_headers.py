@@ -11,7 +11,7 @@ from typing import Any
 
 from litestar.handlers import HTTPRouteHandler
 
-IF_MATCH, MIN_POSITION = "If-Match", "X-Min-Position"
+IF_MATCH, MIN_POSITION, LAST_EVENT_ID = "If-Match", "X-Min-Position", "Last-Event-ID"
 ETAG, LOG_POSITION, LOCATION, CACHE_CONTROL = "ETag", "X-Log-Position", "Location", "Cache-Control"
 
 _POSITION = r"^[0-9]+\.[0-9]+$"
@@ -26,6 +26,10 @@ REQUEST_HEADERS: dict[str, dict[str, Any]] = {
         "description": "Wait (up to MM_READ_YOUR_WRITES_TIMEOUT_S) until the read model includes the write whose"
                        " X-Log-Position this is; 503 PROJECTION_LAGGING if it does not in time. Empty: no wait.",
         "schema": {"type": "string", "pattern": r"^([0-9]+\.[0-9]+)?$"}, "example": "1234.5678"},
+    LAST_EVENT_ID: {
+        "description": "Resume a stream strictly after the record with this cursor (the last `id:` received);"
+                       " EventSource clients send it when they reconnect.",
+        "schema": {"type": "string", "maxLength": 512}, "example": "WzEyMzQsNTY3OF0"},
 }
 _IDEMPOTENCY_KEY = {
     "description": "Makes the POST safe to retry: a repeat with the same key and body returns the first answer"
