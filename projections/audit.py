@@ -10,7 +10,7 @@ import asyncpg
 import msgspec
 
 from app.store.types import RecordedEvent
-from projections.audit_chain import Signer, chain_hash, chain_key, cursor_of
+from projections.audit_chain import Signer, chain_hash, chain_key, cursor_of, sorted_json
 from projections.audit_checkpoints import ChainState
 from projections.audit_names import ENVELOPE_KEYS, REDACTED_KEYS, camel, kebab, public_name
 from projections.audit_reader import AUDIT_CHANNEL
@@ -40,8 +40,8 @@ def record_of(event: RecordedEvent) -> dict[str, Any]:
         event.stream_id if event.stream_type == "accounts:Account" else m.get("accountId")
     )
     occurred = datetime.fromisoformat(d["timestamp"]) if "timestamp" in d else event.recorded_at
-    # Through JSON once, so the hash covers the values exactly as the jsonb column gives them back.
-    data = msgspec.json.decode(_encode(public_data(d)))
+    # Encoded once, keys sorted: the jsonb column's input, and the hash's canonical form of `data` as is.
+    data = msgspec.Raw(sorted_json(public_data(d)))
     return {
         "id": event.event_id, "type": public_name(event.type), "occurredAt": occurred, "actor": m.get("actor"),
         "accountId": account_id, "machineId": machine_id, "subject": subject_of(event), "data": data,
@@ -77,7 +77,7 @@ class AuditProjection:
             digest = chain_hash(head.hash, r)
             rows.append((
                 e.event_id, e.tx_id, e.position, r["type"], r["occurredAt"], r["actor"], r["accountId"],
-                r["machineId"], r["subject"], _encode(r["data"]).decode(), r["requestId"], r["correlationId"],
+                r["machineId"], r["subject"], bytes(r["data"]).decode(), r["requestId"], r["correlationId"],
                 r["causationId"], r["seq"], head.hash, digest,
             ))
             state.advance(head, r, digest, e.tx_id, e.position)

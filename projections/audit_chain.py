@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -39,20 +40,33 @@ def cursor_of(tx_id: int, position: int) -> str:
 def utc_text(value: datetime | str) -> str:
     """One spelling of a time for hashing, whatever offset or precision the transport used."""
     at = datetime.fromisoformat(value.replace("z", "Z")) if isinstance(value, str) else value
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _uuid_text(value: Any) -> str | None:
-    return None if value is None else str(uuid.UUID(str(value)))
+    if value is None:
+        return None
+    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
+        return value  # the common case, already as str(UUID) spells it
+    return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
 
 
 def canonical(record: Mapping[str, Any]) -> bytes:
-    """The bytes a record's hash covers: its hashed fields, normalised, as sorted-key compact JSON."""
+    """The bytes a record's hash covers: its hashed fields, normalised, as sorted-key compact JSON.
+
+    `data` may come pre-encoded as msgspec.Raw, provided it was encoded with sorted keys (sorted_json)."""
     out = {k: record.get(k) for k in HASHED_FIELDS}
     out["occurredAt"] = utc_text(record["occurredAt"])
     for k in ("id", "accountId", "machineId"):
         out[k] = _uuid_text(out[k])
     return _sorted.encode(out)
+
+
+def sorted_json(value: Any) -> bytes:
+    return _sorted.encode(value)
 
 
 def chain_hash(prev: bytes, record: Mapping[str, Any]) -> bytes:

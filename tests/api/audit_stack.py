@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,8 +16,9 @@ from app.api.app import create_app
 from app.container import Container
 from app.settings import Settings
 from app.store.event_store import EventStore
-from app.store.types import NewEvent
+from app.store.types import LogPosition, NewEvent
 from domain.shared.context import CommandContext
+from projections import checkpoints
 from projections.registry import read_models
 from projections.runner import ProjectionRunner
 from tests.api.conftest import auth
@@ -34,8 +36,24 @@ class Stack:
     tenants: list[dict[str, Any]] = field(default_factory=list)
 
     async def catch_up(self) -> None:
-        for p in self.runner.projections:
-            await self.runner.catch_up(p)
+        await caught_up(self.runner)
+
+
+async def caught_up(runner: ProjectionRunner, within_s: float = 60) -> None:
+    """Every projection of `runner` has applied the whole log as it is now. Several passes if needed: on the
+    shared test server another database's open transaction can hold back the (cluster-wide) visibility horizon."""
+    row = await runner.pool.fetchrow("SELECT tx_id::text::bigint AS tx_id, position FROM events"
+                                     " ORDER BY tx_id DESC, position DESC LIMIT 1")  # committed, if not yet visible
+    head = None if row is None else LogPosition(row["tx_id"], row["position"])
+    async with asyncio.timeout(within_s):
+        for p in runner.projections:
+            while True:
+                await runner.catch_up(p)
+                async with runner.pool.acquire() as conn:
+                    at = await checkpoints.position(conn, p.name)
+                if head is None or (at is not None and at >= head):
+                    break
+                await asyncio.sleep(0.05)
 
 
 def settings(**overrides: Any) -> Settings:

@@ -16,7 +16,7 @@ from projections.audit_upgrade import hash_existing_rows, needs_hashing
 from projections.rebuild import rebuild
 from projections.registry import audit_projection
 from projections.runner import ProjectionRunner
-from tests.api.audit_stack import seed, settings
+from tests.api.audit_stack import caught_up, seed, settings
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ async def _snapshot(pool: asyncpg.Pool) -> tuple[list[Any], list[Any], list[Any]
 async def test_a_rebuild_reproduces_every_hash_and_checkpoint(audited: Container) -> None:
     audit = audit_projection(audited.settings)
     runner = ProjectionRunner(audited.pool, audited.store, [audit], batch_size=97)
-    assert await runner.catch_up(audit) == 940
+    await caught_up(runner)
     live = await _snapshot(audited.pool)
     events, checkpoints, _heads = live
     assert all(h is not None for *_, h in events) and len({h for *_, h in events}) == 940
@@ -55,7 +55,7 @@ async def test_a_rebuild_reproduces_every_hash_and_checkpoint(audited: Container
 async def test_rows_from_before_the_chain_are_hashed_by_a_rebuild(audited: Container) -> None:
     audit = audit_projection(audited.settings)
     runner = ProjectionRunner(audited.pool, audited.store, [audit], batch_size=200)
-    await runner.catch_up(audit)
+    await caught_up(runner)
     chained = await _snapshot(audited.pool)
     # What a database migrated from before 0070 holds: rows without chain columns, no heads, no checkpoints.
     await audited.pool.execute("UPDATE audit_events SET seq = NULL, prev_hash = NULL, hash = NULL")
@@ -69,6 +69,6 @@ async def test_rows_from_before_the_chain_are_hashed_by_a_rebuild(audited: Conta
 
 async def test_without_a_key_the_chain_is_kept_but_nothing_is_signed(audited: Container) -> None:
     keyless = audit_projection(settings(audit_signing_key=None))
-    await ProjectionRunner(audited.pool, audited.store, [keyless]).catch_up(keyless)
+    await caught_up(ProjectionRunner(audited.pool, audited.store, [keyless]))
     events, checkpoints, _ = await _snapshot(audited.pool)
     assert len(events) == 940 and all(e[-1] is not None for e in events) and checkpoints == []

@@ -19,7 +19,7 @@ from app.container import Container
 from app.services.accounts import bootstrap_admin_key
 from projections.registry import read_models
 from projections.runner import ProjectionRunner
-from tests.api.audit_stack import AUDIT_PUBLIC, seed, settings
+from tests.api.audit_stack import AUDIT_PUBLIC, caught_up, seed, settings
 from tests.live_stack import ROOT, free_port, mm_processes
 
 NO_AUDIT_KEYS = {"MM_AUDIT_SIGNING_KEY": "", "MM_AUDIT_PUBLIC_KEY": ""}
@@ -39,9 +39,7 @@ async def _seeded(dsn: str, admin_key: str, n: int) -> None:
     c = await Container.open(s, dsn, min_size=1, max_size=4)
     try:
         await seed(c.store, [str(uuid.uuid4()), str(uuid.uuid4())], n)
-        runner = ProjectionRunner(c.pool, c.store, read_models(s), batch_size=500)
-        for p in runner.projections:
-            await runner.catch_up(p)
+        await caught_up(ProjectionRunner(c.pool, c.store, read_models(s), batch_size=500))
     finally:
         await c.close()
 
