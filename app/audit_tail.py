@@ -26,19 +26,20 @@ Position = tuple[int, int]
 
 
 class Subscriber:
-    """A bounded queue of (position, row) the tail offers live rows to; past its size it is marked overflowed
-    and offered nothing more, so a slow client costs at most `size` rows of memory."""
+    """A bounded queue of (position, rendered frame) the tail offers live rows to; past its size it is marked
+    overflowed and offered nothing more, so a slow client costs at most `size` frames of memory."""
 
     def __init__(self, filt: AuditFilter, size: int, start: Position) -> None:
         self.filt, self.start = filt, start  # rows after `start` reach the queue
-        self.queue: asyncio.Queue[tuple[Position, asyncpg.Record]] = asyncio.Queue(size)
+        self.queue: asyncio.Queue[tuple[Position, bytes]] = asyncio.Queue(size)
         self.overflowed = False
 
-    def offer(self, at: Position, row: asyncpg.Record) -> None:
-        if self.overflowed or not matches(self.filt, row):
-            return
+    def wants(self, row: asyncpg.Record) -> bool:
+        return not self.overflowed and matches(self.filt, row)
+
+    def offer(self, at: Position, frame: bytes) -> None:
         try:
-            self.queue.put_nowait((at, row))
+            self.queue.put_nowait((at, frame))
         except asyncio.QueueFull:
             self.overflowed = True
 
@@ -55,8 +56,10 @@ def matches(f: AuditFilter, r: asyncpg.Record) -> bool:
 
 
 class AuditTail:
-    def __init__(self, pool: asyncpg.Pool, poll_s: float, dsn: str | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, poll_s: float, render: Callable[[asyncpg.Record], bytes],
+                 dsn: str | None = None) -> None:
         self.pool, self.poll_s, self.dsn = pool, poll_s, dsn
+        self.render = render  # a row's frame, rendered once however many subscribers it goes to
         self.position: Position | None = None
         self._subs: set[Subscriber] = set()
         self._wake = asyncio.Event()
@@ -107,9 +110,10 @@ class AuditTail:
         while self.position is not None:
             rows = await export_batch(self.pool, AuditFilter(), self.position, _END, _BATCH)
             for r in rows:
-                at = (r["tx_id"], r["position"])
-                for sub in list(self._subs):
-                    sub.offer(at, r)
+                at, frame = (r["tx_id"], r["position"]), None
+                for sub in [s for s in self._subs if s.wants(r)]:
+                    frame = frame or self.render(r)
+                    sub.offer(at, frame)
                 self.position = at
             if len(rows) < _BATCH:
                 return

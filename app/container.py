@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from app.audit_sse import sse_frame
 from app.audit_tail import AuditTail
 from app.db import create_pool
 from app.sealing import Sealer
@@ -39,7 +40,7 @@ class Container:
         self.graph = GraphService(self.repo, self.machines)
         self.projection_names = projection_names()
         # Started by the first SSE subscriber; without a DSN to LISTEN on it polls.
-        self.audit_tail = AuditTail(pool, settings.projection_poll_interval_s)
+        self.audit_tail = AuditTail(pool, settings.projection_poll_interval_s, sse_frame)
 
     @classmethod
     async def open(cls, settings: Settings, dsn: str, *, stateless_sessions: bool = False,

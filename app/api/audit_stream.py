@@ -15,11 +15,11 @@ from litestar.params import QueryParameter
 from litestar.response import Stream
 
 from app.api.audit import MachineFilter, Since, TextFilter, TypeFilter, Until, audit_filter, parse_cursor
-from app.api.audit_formats import ExportRecord, record_of
 from app.api.context import AUTHENTICATED, Principal, container_of, provide_principal
 from app.api.openapi_headers import LAST_EVENT_ID, headers
 from app.api.pagination import encode_cursor
 from app.api.problems import problems
+from app.audit_sse import sse_frame
 from app.audit_tail import AuditTail, Position, Subscriber
 from app.settings import Settings
 from projections.audit_reader import AuditFilter, export_batch
@@ -43,11 +43,6 @@ _EVENT = {"type": "object", "required": ["data"], "properties": {
 }}
 
 
-def frame(r: asyncpg.Record | ExportRecord) -> bytes:
-    rec = record_of(r) if isinstance(r, asyncpg.Record) else r
-    return b"id: %s\nevent: %s\ndata: %s\n\n" % (rec.cursor.encode(), rec.type.encode(), _encode(rec))
-
-
 def _resume(reason: str, after: Position) -> bytes:
     cursor = encode_cursor(*after)
     return b"id: %s\nevent: resume\ndata: %s\n\n" % (cursor.encode(), _encode({"reason": reason, "after": cursor}))
@@ -69,8 +64,7 @@ async def events(tail: AuditTail, pool: asyncpg.Pool, filt: AuditFilter, after: 
             yield b": connected\n\n"
             while True:  # a backlog bigger than the queue: catch up again from where the tail now is
                 while rows := await export_batch(pool, filt, last, sub.start, settings.audit_export_batch_size):
-                    for r in rows:
-                        yield frame(r)
+                    yield b"".join(sse_frame(r) for r in rows)
                     last = (rows[-1]["tx_id"], rows[-1]["position"])
                 if not sub.overflowed:
                     break
@@ -82,14 +76,17 @@ async def events(tail: AuditTail, pool: asyncpg.Pool, filt: AuditFilter, after: 
                 yield _resume("lifetime", last)
                 return
             try:
-                at, row = await asyncio.wait_for(sub.queue.get(), wait)
+                queued = [await asyncio.wait_for(sub.queue.get(), wait)]
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue
-            if at > last:
-                yield frame(row)
-                last = at
-            if sub.overflowed and sub.queue.empty():
+            while not sub.queue.empty():  # everything queued goes out in one write
+                queued.append(sub.queue.get_nowait())
+            fresh = [(at, f) for at, f in queued if at > last]
+            if fresh:
+                yield b"".join(f for _, f in fresh)
+                last = fresh[-1][0]
+            if sub.overflowed:
                 yield _resume("slow-consumer", last)
                 return
     finally:
