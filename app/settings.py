@@ -56,7 +56,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     audit_checkpoint_every: Annotated[int, msgspec.Meta(ge=1)] = 1000
     audit_checkpoint_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     # Rows per statement of an export: each batch is one short keyset query (see app/api/audit_export.py).
-    audit_export_batch_size: Annotated[int, msgspec.Meta(ge=1, le=50_000)] = 2000
+    audit_export_batch_size: Annotated[int, msgspec.Meta(ge=1, le=50_000)] = 5000
     # Live stream (SSE): keep-alive comment period, and how many records a slow subscriber may have queued
     # before it is sent a final `overflow` event naming where to resume.
     audit_stream_keepalive_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0

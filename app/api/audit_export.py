@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -26,7 +28,10 @@ from app.api.consistency import honour_min_position
 from app.api.context import AUTHENTICATED, Principal, container_of, provide_principal
 from app.api.openapi_headers import MIN_POSITION, headers
 from app.api.problems import problems
-from projections.audit_reader import AuditFilter, export_batch, last_position
+from projections.audit_reader import AuditFilter, export_batch, export_lines, last_position
+
+# NDJSON lines come rendered by PostgreSQL; the other formats are rendered here from the rows.
+FETCH = {"ndjson": export_lines, "csv": export_batch, "cloudevents": export_batch}
 
 _LINE = {"oneOf": [{"$ref": "#/components/schemas/AuditEventView"},
                    {"$ref": "#/components/schemas/CheckpointLine"}]}
@@ -57,17 +62,27 @@ async def _stream(pool: asyncpg.Pool, filt: AuditFilter, after: tuple[int, int] 
     connection) open for minutes, which MM_IDLE_IN_TRANSACTION_TIMEOUT_MS rightly kills while the client
     reads, and which would pin the vacuum horizon meanwhile. The table is appended to in (tx_id, position)
     order, so each batch resumes exactly after the previous one and the export is gap-free; the `upto`
-    bound taken at the start makes it a snapshot of the feed as it was then. Memory is one batch.
+    bound taken at the start makes it a snapshot of the feed as it was then. Memory: two batches, since the
+    next one is read while this one is written (the database renders while this process sends).
     """
-    render, rows = RENDER[fmt], first
+    render, fetch, rows = RENDER[fmt], FETCH[fmt], first
     if fmt == "csv":
         yield csv_header()
-    while rows:
-        yield render(rows)
-        if len(rows) < batch:
-            return
-        after = (rows[-1]["tx_id"], rows[-1]["position"])
-        rows = await export_batch(pool, filt, after, upto, batch)
+    ahead: asyncio.Task[list[asyncpg.Record]] | None = None
+    try:
+        while rows:
+            if len(rows) == batch:
+                ahead = asyncio.ensure_future(fetch(pool, filt, (rows[-1]["tx_id"], rows[-1]["position"]), upto,
+                                                    batch))
+            yield render(rows)
+            if ahead is None:
+                return
+            rows, ahead = await ahead, None
+    finally:
+        if ahead is not None:  # the client went away: do not leave the read running
+            ahead.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await ahead
 
 
 class AuditExportController(Controller):
@@ -101,7 +116,7 @@ class AuditExportController(Controller):
         batch = container.settings.audit_export_batch_size
         # The first batch is read before the response starts, so an unavailable database is still a 503.
         upto = await last_position(container.pool)
-        first = await export_batch(container.pool, filt, start, upto, batch) if upto is not None else []
+        first = await FETCH[format_](container.pool, filt, start, upto, batch) if upto is not None else []
         return Stream(
             _stream(container.pool, filt, start, upto or (0, 0), batch, format_, first),
             media_type=MEDIA_TYPES[format_],

@@ -102,6 +102,11 @@ def ndjson(rows: list[asyncpg.Record]) -> bytes:
     return bytes(buf)
 
 
+def ndjson_lines(rows: list[asyncpg.Record]) -> bytes:
+    """NDJSON from lines PostgreSQL rendered (projections.audit_reader.export_lines): the fast path."""
+    return b"".join([r["lines"] for r in rows])
+
+
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
@@ -153,5 +158,5 @@ def cloudevents(rows: list[asyncpg.Record]) -> bytes:
 
 
 RENDER: dict[str, Callable[[list[asyncpg.Record]], bytes]] = {
-    "ndjson": ndjson, "csv": csv_rows, "cloudevents": cloudevents,
+    "ndjson": ndjson_lines, "csv": csv_rows, "cloudevents": cloudevents,
 }
