@@ -1,8 +1,10 @@
 """One live tail of the audit table per API process, fanned out to every SSE subscriber.
 
-The audit projection NOTIFYs `CHANNEL` in each batch it commits; the tail LISTENs on a connection of its own,
-and on a wake-up (or every `poll_s`, should a notification be lost) reads the rows after its position from
-the table, in log order, and offers each to every subscriber. NOTIFY only wakes; the table is the data path.
+The projector NOTIFYs `CHANNEL` after each audit batch commits (not inside it: that would hold the batch's
+xid, and so every log reader's horizon, on PostgreSQL's global notify lock). The tail LISTENs on a connection
+of its own and on a wake-up, or every `poll_s` should a notification be lost, reads the rows after its
+position from the table, in log order, and offers each to every subscriber. NOTIFY only wakes; the table is
+the data path.
 The projector appends rows in (tx_id, position) order and commits them batch by batch, so reading "after the
 last row seen" misses nothing.
 """
@@ -101,14 +103,18 @@ class AuditTail:
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                 log.warning("audit tail: %s; retrying", exc)
 
-    async def _read(self) -> None:
+    async def _read(self) -> int:
+        """Offers the rows after the tail's position; returns how many there were."""
         if not self._subs and self.position is not None:
             latest = await last_position(self.pool)
             if not self._subs:  # nobody subscribed meanwhile: skip the rows nobody wants (one index probe)
+                moved = latest is not None and latest > self.position
                 self.position = max(self.position, latest or self.position)
-                return
+                return int(moved)
+        read = 0
         while self.position is not None:
             rows = await export_batch(self.pool, AuditFilter(), self.position, _END, _BATCH)
+            read += len(rows)
             for r in rows:
                 at, frame = (r["tx_id"], r["position"]), None
                 for sub in [s for s in self._subs if s.wants(r)]:
@@ -116,7 +122,8 @@ class AuditTail:
                     sub.offer(at, frame)
                 self.position = at
             if len(rows) < _BATCH:
-                return
+                break
+        return read
 
     async def _listen(self, dsn: str) -> None:
         wake: Callable[..., None] = lambda *_: self._wake.set()  # noqa: E731

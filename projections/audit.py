@@ -53,6 +53,8 @@ def record_of(event: RecordedEvent) -> dict[str, Any]:
 class AuditProjection:
     name = "audit"
     tables: tuple[str, ...] = ("audit_events", "audit_chain_heads", "audit_checkpoints")
+    # The runner NOTIFYs it after each batch commits: API processes' live tails (SSE) wake and read the table.
+    notify_channel = AUDIT_CHANNEL
 
     def __init__(self, signer: Signer | None = None, checkpoint_every: int = 1000,
                  checkpoint_interval_s: float = 60.0) -> None:
@@ -88,5 +90,3 @@ class AuditProjection:
             rows,
         )
         await state.save(conn)
-        # Wakes live tails (SSE) when this batch commits; they read the rows from the table.
-        await conn.execute("SELECT pg_notify($1, '')", AUDIT_CHANNEL)

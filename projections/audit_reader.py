@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-# NOTIFYed by the audit projection with each batch it commits: wakes live tails, which read the table.
+# NOTIFYed (by the runner, after each audit batch commits) to wake live tails, which then read the table.
 AUDIT_CHANNEL = "mm_audit"
 
 

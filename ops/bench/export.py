@@ -26,6 +26,7 @@ from app.sealing import new_secret_key
 from app.services.accounts import bootstrap_admin_key
 from app.settings import Settings
 from app.store.event_store import EventStore
+from app.store.notifier import Notifier
 from app.store.types import LogPosition, NewEvent
 from ops.bench.db import reset, settle
 from ops.bench.http_api import ROOT, _free_port, stop_process
@@ -199,8 +200,16 @@ async def run(dsn: str, rows: int, subscribers: int, sse_rate: float, sse_second
             for fmt in ("ndjson", "csv", "cloudevents"):
                 result.formats[fmt] = await _download(base, key, proc, fmt)
             if subscribers:
-                with _mm("projector", {**env, "MM_AUDIT_SIGNING_KEY": signing}):
-                    result.sse = await _sse(base, key, store, subscribers, sse_rate, sse_seconds)
+                # Appends NOTIFY as the API's do (coalesced, outside the transaction): the projector and the
+                # API's audit tail wake on it.
+                notifier = Notifier(pool)
+                notifier.start()
+                try:
+                    with _mm("projector", {**env, "MM_AUDIT_SIGNING_KEY": signing}):
+                        result.sse = await _sse(base, key, EventStore(pool, notifier), subscribers, sse_rate,
+                                                sse_seconds)
+                finally:
+                    await notifier.stop()
         return result
     finally:
         await pool.close()
