@@ -10,6 +10,8 @@ from app.services.accounts import AccountsService
 from app.services.agents import AgentsService
 from app.services.graph import GraphService
 from app.services.machines import MachinesService
+from app.services.policies import PoliciesService
+from app.services.policy_sources import PolicyRows, SellerRows
 from app.services.runtime import RuntimeService
 from app.settings import Settings
 from app.store.credential_cache import CredentialCache
@@ -36,6 +38,7 @@ class Container:
         self.runtime = RuntimeService(self.repo, self.machines, self.sealer)
         self.agents = AgentsService(self.repo, self.machines, self.runtime)
         self.graph = GraphService(self.repo, self.machines)
+        self.policies = PoliciesService(self.repo, self.machines, PolicyRows(pool), SellerRows(pool))
         self.projection_names = projection_names()
 
     @classmethod

@@ -33,6 +33,8 @@ PUBLIC_NAMES: dict[str, str] = {
     "graph:MachineGraph.EdgeCreated": "graph.edge.created",
     "graph:MachineGraph.EdgeRevised": "graph.edge.updated",
     "graph:MachineGraph.EdgeDeleted": "graph.edge.deleted",
+    "policies:Policy.Defined": "policy.created",
+    "policies:Policy.Revised": "policy.updated",
 }
 
 # Secrets and their digests are kept out of the feed (it is exported to operators and tenants).

@@ -8,6 +8,7 @@ from projections.base import Projection
 from projections.catalogue import CatalogueProjection
 from projections.graph import GraphProjection
 from projections.machines import MachinesProjection
+from projections.policies import PoliciesProjection
 from projections.relay import RelayProjection
 from projections.runtime import RuntimeProjection
 from projections.seller_stats import SellerStatsProjection
@@ -16,7 +17,7 @@ from projections.seller_stats import SellerStatsProjection
 def read_models() -> list[Projection]:
     """Projections that only write rows (the relay, which enqueues work, is added by the worker side)."""
     return [AccountsProjection(), MachinesProjection(), RuntimeProjection(), GraphProjection(), AuditProjection(),
-            CatalogueProjection(), SellerStatsProjection()]
+            CatalogueProjection(), SellerStatsProjection(), PoliciesProjection()]
 
 
 def by_name(projections: list[Projection]) -> dict[str, Projection]:

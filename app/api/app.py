@@ -23,6 +23,7 @@ from app.api.graph import GraphController
 from app.api.machines import MachinesController
 from app.api.middleware import header_limit_middleware, idempotency_middleware, request_id_middleware
 from app.api.openapi import finish_openapi
+from app.api.policies import PoliciesController
 from app.api.problems import handle_exception
 from app.api.runtime import RuntimeEndpointsController
 from app.api.system import health, metrics, observe, openapi_json, ready
@@ -97,7 +98,8 @@ def create_app(settings: Settings, container: Container | None = None,
     origins = list(settings.cors_origins)
     app = Litestar(
         route_handlers=[MachinesController, RuntimeEndpointsController, AgentsController, HeartbeatController,
-                        GraphController, AccountsController, AuditController, CatalogueController, health, ready,
+                        GraphController, AccountsController, AuditController, CatalogueController, PoliciesController,
+                        health, ready,
                         metrics, openapi_json, assets_router()],
         exception_handlers={Exception: handle_exception},
         middleware=[idempotency_middleware],

@@ -24,6 +24,7 @@ from app.api.validation_names import wire_names
 from domain.accounts import errors as account_errors
 from domain.graph import errors as graph_errors
 from domain.machines import errors as machine_errors
+from domain.policies import errors as policy_errors
 from domain.runtime import errors as runtime_errors
 from domain.shared import errors as shared
 
@@ -74,6 +75,7 @@ STATUS_OF: dict[type[shared.DomainError], int] = {
     graph_errors.NodeMissing: 422,
     graph_errors.EdgeExists: 409,
     graph_errors.GraphLimitReached: 409,
+    policy_errors.PolicyDenied: 403,
 }
 
 TITLES = {

@@ -105,14 +105,14 @@ def _listed(allow: tuple[str, ...] | None, deny: tuple[str, ...] | None, value: 
 def _sellers(rule: r.Sellers, a: Action) -> tuple[str, str]:
     if a.seller is None:
         return NOT_APPLICABLE, "this action names no seller yet"
-    ids = {a.seller.machine_id, a.seller.account_id}
-    who = f"seller machine {a.seller.machine_id} (account {a.seller.account_id})"
+    listed = set(rule.deny if rule.deny is not None else rule.allow or ())
+    # Named by machine only: the seller's account id is not the buyer's to see.
+    by_machine, by_account = a.seller.machine_id in listed, a.seller.account_id in listed
+    hit = by_machine or by_account
+    who = f"seller machine {a.seller.machine_id}" + ("'s account" if by_account and not by_machine else "")
     if rule.deny is not None:
-        return (DENY, f"{who} is on the deny list") if ids & set(rule.deny) else (
-            PASS, f"{who} is not on the deny list")
-    assert rule.allow is not None
-    return (PASS, f"{who} is on the allow list") if ids & set(rule.allow) else (
-        DENY, f"{who} is not on the allow list")
+        return (DENY, f"{who} is on the deny list") if hit else (PASS, f"{who} is not on the deny list")
+    return (PASS, f"{who} is on the allow list") if hit else (DENY, f"{who} is not on the allow list")
 
 
 def _money(m: Money) -> str:

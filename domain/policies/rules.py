@@ -7,13 +7,13 @@ from typing import Literal
 
 import msgspec
 
+from domain.graph.rules import MAX_AMOUNT
 from domain.runtime.rules import PROVIDER_KEY
 from domain.shared.errors import ValidationFailed
 from domain.shared.money import Money
 
 MAX_RULES = 32
 MAX_LIST = 100
-MAX_AMOUNT = 10**12
 MAX_RATE_TASKS = 1_000_000
 MAX_PER_SECONDS = 31 * 24 * 3600
 MAX_LABELS = 32

@@ -93,8 +93,9 @@ def test_each_rule_kind_judges_a_resolve(rule: r.Rule, outcome: str) -> None:
 
 
 def test_rules_needing_a_seller_or_price_do_not_apply_to_task_creation() -> None:
-    rules_: list[r.Rule] = [r.ProviderKeys(allow=("x",)), r.Sellers(allow=(uuid.uuid4(),)), r.PriceCeiling(max=Money(0, "USD")),
-              r.SpendLimit(amount=Money(0, "USD"), period="day"), r.MinSellerReputation(success_rate=1, min_runs=9)]
+    rules_: list[r.Rule] = [r.ProviderKeys(allow=("x",)), r.Sellers(allow=(uuid.uuid4(),)),
+                            r.PriceCeiling(max=Money(0, "USD")), r.SpendLimit(amount=Money(0, "USD"), period="day"),
+                            r.MinSellerReputation(success_rate=1, min_runs=9)]
     d = decide(action("create-task"), policy(*rules_))
     assert d.effect == ALLOW
     assert {x.outcome for x in d.results} == {NOT_APPLICABLE}
