@@ -48,9 +48,7 @@ def _tenant(principal: Principal) -> uuid.UUID | None:
 async def _visible(request: Request[Any, Any, Any], principal: Principal, policy_id: uuid.UUID) -> dict[str, Any]:
     """The policy's current row once it includes the policy's newest event; NOT_FOUND when not the caller's."""
     c = container_of(request)
-    within = c.settings.read_your_writes_timeout_s
-    await honour_min_position(request, c.pool, PROJECTION, within)
-    await read_your_writes(c.pool, PROJECTION, policy_id, within)
+    await read_your_writes(c.pool, PROJECTION, policy_id, c.settings.read_your_writes_timeout_s)
     row = await get_policy(c.pool, policy_id, _tenant(principal))
     if row is None:
         raise PolicyNotFound(f"policy {policy_id} not found")
@@ -112,6 +110,8 @@ class PoliciesController(Controller):
          summary="Get a policy (its current version)", responses=problems(400, 401, 404, 503))
     async def get_one(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
                       policy_id: FromPath[uuid.UUID]) -> Response[PolicyView]:
+        c = container_of(request)
+        await honour_min_position(request, c.pool, PROJECTION, c.settings.read_your_writes_timeout_s)
         row = await _visible(request, principal, policy_id)
         return Response(row_view(row), headers={"ETag": etag(row["version"])})
 
@@ -138,24 +138,29 @@ class PoliciesController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
     ) -> PolicyVersionPage:
+        c = container_of(request)
         after = _after_version(cursor) if cursor else None
+        await honour_min_position(request, c.pool, PROJECTION, c.settings.read_your_writes_timeout_s)
         await _visible(request, principal, policy_id)
-        rows = await list_versions(container_of(request).pool, policy_id, after, limit + 1)
+        rows = await list_versions(c.pool, policy_id, after, limit + 1)
         more, rows = len(rows) > limit, rows[:limit]
         return PolicyVersionPage(data=[version_view(r) for r in rows],
                                  next_cursor=encode_cursor(rows[-1]["version"]) if more else None)
 
-    @post("/evaluate", operation_id="evaluatePolicies", status_code=200,
+    @post("/evaluate", operation_id="evaluatePolicies", status_code=200, opt=headers(honours=[MIN_POSITION]),
           summary="Dry-run one hypothetical action against the policies governing a machine",
           description="Answers the decision (allow, deny, would-deny), the first deny, and every rule of every"
                       " governing policy with its outcome and reason. Records nothing. Spend and rate counters are"
-                      " taken as zero (budgets are not kept yet).",
-          responses=problems(400, 401, 404, 409, 422))
+                      " taken as zero (budgets are not kept yet). X-Min-Position waits for a policy change to be"
+                      " visible to the evaluation.",
+          responses=problems(400, 401, 404, 409, 422, 503))
     async def evaluate(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                        data: JSONBody[EvaluateRequest]) -> DecisionView:
+        c = container_of(request)
+        await honour_min_position(request, c.pool, PROJECTION, c.settings.read_your_writes_timeout_s)
         price = Money(data.price.amount, data.price.currency) if data.price is not None else None
         q = Hypothesis(data.action, data.machine_id, capability=data.capability.strip() if data.capability else None,
                        seller_machine_id=data.seller_machine_id, price=price,
                        provider_key=data.provider_key.lower() if data.provider_key else None)
-        decision = await container_of(request).policies.evaluate(ctx, q)
+        decision = await c.policies.evaluate(ctx, q)
         return decision_view(decision, ctx.at)
