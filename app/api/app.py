@@ -25,8 +25,13 @@ from app.api.middleware import header_limit_middleware, idempotency_middleware, 
 from app.api.openapi import finish_openapi
 from app.api.policies import PoliciesController
 from app.api.problems import handle_exception
+from app.api.runs import RunsController, TaskHistoryController
 from app.api.runtime import RuntimeEndpointsController
+from app.api.streams import StreamsController
 from app.api.system import health, metrics, observe, openapi_json, ready
+from app.api.task_execute import TaskExecutionController
+from app.api.tasks import TasksController
+from app.api.traces import TracesController
 from app.container import Container
 from app.settings import Settings
 
@@ -98,9 +103,9 @@ def create_app(settings: Settings, container: Container | None = None,
     origins = list(settings.cors_origins)
     app = Litestar(
         route_handlers=[MachinesController, RuntimeEndpointsController, AgentsController, HeartbeatController,
-                        GraphController, AccountsController, AuditController, CatalogueController, PoliciesController,
-                        health, ready,
-                        metrics, openapi_json, assets_router()],
+                        GraphController, AccountsController, AuditController, CatalogueController, TasksController,
+                        TaskExecutionController, TaskHistoryController, RunsController, PoliciesController, health,
+                        ready, metrics, openapi_json, assets_router(), StreamsController, TracesController],
         exception_handlers={Exception: handle_exception},
         middleware=[idempotency_middleware],
         lifespan=[lifespan],

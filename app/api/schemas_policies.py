@@ -9,11 +9,10 @@ import msgspec
 
 from app.api.schema_types import NOT_BLANK, UtcTime
 from app.api.schemas_runtime import ProviderKey
-from domain.graph.rules import MAX_AMOUNT, MAX_NAME
+from app.api.schemas_tasks import MoneyBody  # one Money on the wire, whatever the context
+from domain.graph.rules import MAX_NAME
 from domain.policies.rules import MAX_LABELS, MAX_LIST, MAX_PER_SECONDS, MAX_RATE_TASKS, MAX_RULES
 
-Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217 code", examples=["USD"])]
-Amount = Annotated[int, msgspec.Meta(ge=0, le=MAX_AMOUNT, description="integer minor units (cents)")]
 Capability = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME, pattern=NOT_BLANK)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NOT_BLANK)]
 Description = Annotated[str, msgspec.Meta(max_length=2000)]
@@ -21,11 +20,6 @@ LabelKey = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9]([a-z0-9._/-]{0,61}[a-
 LabelValue = Annotated[str, msgspec.Meta(max_length=256)]
 Mode = Literal["enforce", "shadow", "disabled"]
 ActionKind = Literal["create-task", "resolve", "execute", "order"]
-
-
-class MoneyBody(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
-    amount: Amount
-    currency: Currency
 
 
 class _Body(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True, kw_only=True,

@@ -25,8 +25,8 @@ from app.api.app import create_app
 from app.api.consistency import wait_for
 from app.container import Container
 from app.settings import Settings
-from app.store.types import NewEvent
 from domain.shared.context import CommandContext
+from domain.tasks.commands import RunResult
 from projections.registry import read_models
 from projections.runner import ProjectionRunner
 from tests.api.helpers import active_machine
@@ -36,17 +36,6 @@ HEARTBEAT = "/v1/machine-agents/heartbeat"
 BEATS = 22  # past SNAPSHOT_EVERY (20) of the agent and its endpoint, so both streams have a snapshot row
 WINDOW = 16
 MUST_SCAN = ("events", "snapshots", "idempotency_keys", "worker_messages")
-
-
-def _run_finished() -> NewEvent:
-    seller = uuid.uuid4()
-    data = {"run_id": str(uuid.uuid4()), "attempt": 1, "listing_id": str(uuid.uuid4()),
-            "seller_machine_id": str(seller), "seller_account_id": str(uuid.uuid4()), "capability": "c",
-            "provider_key": "p", "succeeded": True, "http_status": 200, "latency_ms": 12, "error_class": None,
-            "retryable": False, "response_digest": None, "body": {"ok": True},
-            "timestamp": datetime.now(UTC).isoformat()}
-    return NewEvent(event_id=uuid.uuid4(), stream_id=uuid.uuid4(), stream_type="task", version=1,
-                    type="tasks:Task.RunFinished", data=data, metadata={"actor": "worker"})
 
 
 def auth(key: str) -> dict[str, str]:
@@ -149,7 +138,27 @@ async def _run_projector(dsn: str, admin_key: str, events: int) -> bytes:
     return await output
 
 
-async def _flow(client: httpx.AsyncClient, admin: dict[str, str]) -> tuple[dict[str, str], list[httpx.Response]]:
+async def _task(client: httpx.AsyncClient, h: dict[str, str], seller: str) -> str:
+    """A task of another machine routed to `seller`'s listing (provider key "manual", whose endpoint has a token)
+    and its execution requested: the worker's run is recorded by the caller. Returns the task id."""
+    node = await client.post(f"/v1/machines/{seller}/graph/nodes", headers=h, json={
+        "type": "capability", "label": "secretive", "status": "active",
+        "data": {"name": "secretive", "price": {"amount": 5, "currency": "USD"}, "providerKey": "manual"}})
+    assert node.status_code == 201, node.text
+    buyer = (await active_machine(client, h)).json()["id"]
+    task = await client.post(f"/v1/machines/{buyer}/tasks", headers=h, json={"capability": "secretive",
+                                                                             "input": {"text": "hi"}})
+    assert task.status_code == 201, task.text
+    url = f"/v1/machines/{buyer}/tasks/{task.json()['id']}"
+    found = await client.post(f"{url}/discover", headers={**h, "X-Min-Position": node.headers["x-log-position"]})
+    assert found.status_code == 200 and found.json()["candidatesCount"] == 1, found.text
+    assert (await client.post(f"{url}/resolve", headers=h)).status_code == 201
+    assert (await client.post(f"{url}/execute", headers={**h, "Prefer": "wait=0"})).status_code == 202
+    return str(task.json()["id"])
+
+
+async def _flow(client: httpx.AsyncClient, admin: dict[str, str],
+                ) -> tuple[dict[str, str], list[httpx.Response], str]:
     """Create one of every kind of secret, store them the ways the API can (events, snapshots, idempotent
     replays), and send some in refused requests too. Returns the secrets and the responses that must not show any."""
     found: dict[str, str] = {}
@@ -207,10 +216,11 @@ async def _flow(client: httpx.AsyncClient, admin: dict[str, str]) -> tuple[dict[
     bad = {"providerKey": "gpu", "url": "not a url", "authToken": found["refused authToken"]}
     quiet.append(r := await client.post(HEARTBEAT, json={"agentToken": found["agentToken"], "endpoints": [bad]}))
     assert r.status_code == 400, r.text
+    task_id = await _task(client, h, mid)
     for path in (f"{endpoints}/manual", endpoints, f"/v1/machines/{mid}/agents", f"/v1/accounts/{account}/api-keys",
-                 "/v1/audit-events?limit=200"):
+                 "/v1/audit-events?limit=200", "/v1/catalogue", f"/v1/runs?machineId={mid}&role=seller"):
         quiet.append(await client.get(path, headers=h))
-    return found, quiet
+    return found, quiet, task_id
 
 
 async def test_no_secret_is_in_any_table_or_log(fresh_database: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -237,9 +247,19 @@ async def test_no_secret_is_in_any_table_or_log(fresh_database: str, caplog: pyt
                 logger.addHandler(caplog.handler)
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            created, quiet = await _flow(client, auth(found["admin key"]))
+            created, quiet, task_id = await _flow(client, auth(found["admin key"]))
+            # The run as the worker records it (the seller's answer is the run's body), so the tasks read models
+            # and seller_stats have rows to scan too.
+            def worker() -> CommandContext:  # one message per command, as the worker's are
+                return CommandContext(at=datetime.now(UTC), actor="worker", causation_id=str(uuid.uuid4()))
+
+            _, run = await c.tasks.next_run(worker(), uuid.UUID(task_id))
+            assert run is not None
+            await c.tasks.finish_run(worker(), uuid.UUID(task_id), RunResult(
+                run_id=run["run_id"], http_status=200, latency_ms=12, error_class=None, response_digest=None,
+                body={"ok": True}))
+            quiet.append(await client.get(f"/v1/runs/{run['run_id']}", headers=auth(created["issued apiKey"])))
         found |= created
-        await c.store.append([_run_finished()])  # a task run, in the tasks context's shape, for seller_stats
         captured_at = max(logging.getLogger("mm").getEffectiveLevel(), caplog.handler.level)
         head = await c.store.head()
         assert head is not None

@@ -89,7 +89,7 @@ def test_a_revision_names_what_changed_and_a_no_op_records_nothing() -> None:
 
 @pytest.mark.parametrize("rule", [
     r.SpendLimit(amount=Money(-1, "USD"), period="day"),
-    r.PriceCeiling(max=Money(10**13, "USD")),
+    r.PriceCeiling(max=Money(2**53, "USD")),
     r.PriceCeiling(max=Money(1, "USD"), capability="  "),
     r.ProviderKeys(),
     r.ProviderKeys(allow=("a",), deny=("b",)),
