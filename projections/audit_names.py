@@ -44,6 +44,8 @@ PUBLIC_NAMES: dict[str, str] = {
     "tasks:Task.Cancelled": "task.cancelled",
     "policies:Policy.Defined": "policy.created",
     "policies:Policy.Revised": "policy.updated",
+    "policies:PolicyDecision.Denied": "policy.denied",
+    "policies:PolicyDecision.WouldDeny": "policy.would-deny",
 }
 
 # Secrets and their digests are kept out of the feed (it is exported to operators and tenants).

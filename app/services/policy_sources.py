@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import asyncpg
 
@@ -31,3 +32,15 @@ class SellerRows:
         stats = (await seller_stats(self.pool, [machine_id])).get(machine_id)
         reputation = Reputation(runs=stats.runs, success_rate=stats.success_rate) if stats else Reputation()
         return Seller(machine_id=machine_id, account_id=account), reputation
+
+
+class UsageRows:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def tasks_created_since(self, account_id: uuid.UUID, since: datetime) -> int:
+        return await policies_reader.tasks_created_since(self.pool, account_id, since)
+
+    async def spent_since(self, account_id: uuid.UUID, currency: str, since: datetime,
+                          excluding_task: uuid.UUID | None) -> int:
+        return await policies_reader.spent_since(self.pool, account_id, currency, since, excluding_task)
