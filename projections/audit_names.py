@@ -46,6 +46,9 @@ PUBLIC_NAMES: dict[str, str] = {
     "policies:Policy.Revised": "policy.updated",
     "policies:PolicyDecision.Denied": "policy.denied",
     "policies:PolicyDecision.WouldDeny": "policy.would-deny",
+    "policies:SpendBudget.Opened": "policy.budget-opened",
+    "policies:SpendBudget.Reserved": "policy.budget-reserved",
+    "policies:SpendBudget.Released": "policy.budget-released",
 }
 
 # Secrets and their digests are kept out of the feed (it is exported to operators and tenants).

@@ -93,16 +93,9 @@ async def tasks_created_since(conn: Conn, account_id: uuid.UUID, since: datetime
     return count
 
 
-async def spent_since(conn: Conn, account_id: uuid.UUID, currency: str, since: datetime,
-                      excluding_task: uuid.UUID | None) -> int:
-    """Minor units of the account's routes chosen since `since` (each task's latest route), in one currency,
-    leaving out tasks that failed or were cancelled (nothing was spent) and the task now being judged."""
-    spent: int = await conn.fetchval(
-        "SELECT COALESCE(sum((r.chosen->'price'->>'amount')::bigint), 0) FROM ("
-        "  SELECT DISTINCT ON (task_id) task_id, chosen FROM task_routes_view"
-        "  WHERE account_id = $1 AND created_at >= $3 AND ($4::uuid IS NULL OR task_id <> $4)"
-        "  ORDER BY task_id, created_at DESC) r"
-        " JOIN tasks_view t ON t.id = r.task_id"
-        " WHERE r.chosen->'price'->>'currency' = $2 AND t.status NOT IN ('failed', 'cancelled')",
-        account_id, currency, since, excluding_task)
-    return spent
+
+async def budgets_reserved_by(conn: Conn, task_id: uuid.UUID) -> list[uuid.UUID]:
+    """The spend budgets this task ever reserved (read from the log itself, by a partial index: no lag)."""
+    rows = await conn.fetch("SELECT DISTINCT stream_id FROM events WHERE type = 'policies:SpendBudget.Reserved'"
+                            " AND data->>'task_id' = $1", str(task_id))
+    return [r["stream_id"] for r in rows]

@@ -41,6 +41,5 @@ class UsageRows:
     async def tasks_created_since(self, account_id: uuid.UUID, since: datetime) -> int:
         return await policies_reader.tasks_created_since(self.pool, account_id, since)
 
-    async def spent_since(self, account_id: uuid.UUID, currency: str, since: datetime,
-                          excluding_task: uuid.UUID | None) -> int:
-        return await policies_reader.spent_since(self.pool, account_id, currency, since, excluding_task)
+    async def budgets_reserved_by(self, task_id: uuid.UUID) -> list[uuid.UUID]:
+        return await policies_reader.budgets_reserved_by(self.pool, task_id)

@@ -10,7 +10,7 @@ from eventsourcing.domain import Aggregate
 
 from app.services.machines import MachinesService
 from app.services.policy_guard import PolicyGuard
-from app.services.retries import retry_conflicts
+from app.services.retries import RETRIES, retry_conflicts
 from app.services.task_discovery import OfferSource, ReputationSource, screen
 from app.services.task_policies import policy_screen, task_action
 from app.store.repository import Repository
@@ -20,9 +20,12 @@ from domain.runtime.endpoint import endpoint_id
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
 from domain.shared.ids import derived_id, new_id
-from domain.tasks.aggregate import RESOLVED, Task
+from domain.tasks.aggregate import CANCELLED, FAILED, RESOLVED, Task
 from domain.tasks.commands import Candidate, Constraints, CreateTask, RunResult, StartRun
 from domain.tasks.scoring import Ranking, rank
+
+# Enough attempts for 64 concurrent commits on one budget to each be judged on fresh state (see the test).
+BUDGET_RETRIES, BUDGET_JITTER_S = 64, 0.005
 
 
 class TaskOutcome:
@@ -57,7 +60,7 @@ class TasksService:
         extras: list[Aggregate] = []
         if self.guard is not None:
             auth = await self.guard.authorize(ctx, task_action("create-task", task, machine.labels, ctx.at), task.id)
-            extras = [auth.record] if auth.record else []
+            extras = auth.extras
         # A shadow policy's objection is recorded with the task, atomically.
         result = await self.repo.save_all([task, *extras], ctx)
         if result is not None and result.duplicate:
@@ -112,7 +115,8 @@ class TasksService:
             task.resolve(derived_id("route", task.id, task.version), ranking, ctx.at)
             return extras
 
-        return await self._change(ctx, task_id, decide, machine_id)
+        # Commits race on a shared spend budget: the loser re-judges on fresh state, so allow more attempts.
+        return await self._change(ctx, task_id, decide, machine_id, attempts=BUDGET_RETRIES)
 
     async def _authorize(self, ctx: CommandContext, kind: ActionKind, task: Task, labels: dict[str, str],
                          step: Candidate) -> list[Aggregate]:
@@ -121,7 +125,7 @@ class TasksService:
             return []
         record = (await self.reputation.records([step.seller_machine_id])).get(step.seller_machine_id)
         auth = await self.guard.authorize(ctx, task_action(kind, task, labels, ctx.at, step, record), task.id)
-        return [auth.record] if auth.record else []
+        return auth.extras
 
     async def _rank(self, task: Task) -> Ranking:
         sellers = list(dict.fromkeys(c.seller_machine_id for c in task.candidates))
@@ -183,15 +187,18 @@ class TasksService:
 
     async def _change(self, ctx: CommandContext, task_id: uuid.UUID,
                       decide: Callable[[CommandContext, Task], Any],
-                      machine_id: uuid.UUID | None = None) -> TaskOutcome:
+                      machine_id: uuid.UUID | None = None, attempts: int = RETRIES) -> TaskOutcome:
         async def attempt() -> TaskOutcome:
             task = await (self.get(ctx, machine_id, task_id) if machine_id is not None else self.load(task_id))
-            extras = await decide(ctx, task)
+            before = task.status
+            extras = list(await decide(ctx, task) or [])
+            if self.guard is not None and task.status != before and task.status in (FAILED, CANCELLED):
+                extras += await self.guard.release(ctx, task.id)  # nothing was spent: free the reservations
             # Aggregates a decision adds (a shadow policy's objection) are saved with the task, atomically.
-            result = await self.repo.save_all([task, *(extras or [])], ctx)
+            result = await self.repo.save_all([task, *extras], ctx)
             if result is not None and result.duplicate:
                 # A retry of a command already recorded: answer with what was stored.
                 task = await self.load(task_id)
             return TaskOutcome(task, result)
 
-        return await retry_conflicts(attempt)
+        return await retry_conflicts(attempt, attempts=attempts, jitter_s=BUDGET_JITTER_S if attempts > RETRIES else 0)

@@ -3,6 +3,7 @@ rule, reason and decision id; policy.denied and policy.would-deny in the log; di
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -144,3 +145,43 @@ async def test_rate_and_spend_limits_count_the_accounts_recent_history(
     rate = assert_problem(await client.post(f"/v1/machines/{bid}/tasks", headers=h,
                                             json={"capability": cap, "input": {"text": "x"}}), 403, "POLICY_DENIED")
     assert rate["rule"] == "rate-limit" and "3 tasks in the last 3600 s + this one, limit 3" in rate["reason"]
+
+
+async def test_64_concurrent_commits_never_exceed_a_spend_cap_and_a_cancel_releases(
+    client: httpx.AsyncClient, tenant: dict[str, Any], container: Container
+) -> None:
+    h, cap = tenant["headers"], capability()
+    _, _, last = await seller(client, h, cap, price=100)
+    bid = await buyer(client, h)
+    await policy(client, container, h, {"type": "spend-limit", "amount": {"amount": 1000, "currency": "USD"},
+                                        "period": "day"})
+    await caught_up(container, last, "catalogue")
+    tids = []
+    for _ in range(64):
+        tid = (await submit(client, h, bid, cap)).json()["id"]
+        assert (await client.post(task_url(bid, tid, "discover"), headers=h)).status_code == 200
+        tids.append(tid)
+
+    answers = await asyncio.gather(*[client.post(task_url(bid, t, "resolve"), headers=h) for t in tids])
+    statuses = [a.status_code for a in answers]
+    assert statuses.count(201) == 10 and statuses.count(403) == 54, statuses
+    for a in answers:
+        if a.status_code == 403:
+            assert assert_problem(a, 403, "POLICY_DENIED")["rule"] == "spend-limit"
+    (budget,) = await container.pool.fetch(
+        "SELECT stream_id, count(*) FILTER (WHERE type LIKE '%.Reserved') AS reserved,"
+        " sum((data->>'amount')::bigint) FILTER (WHERE type LIKE '%.Reserved') AS total"
+        " FROM events WHERE stream_type = 'policies:SpendBudget' AND metadata->>'ownerAccountId' = $1"
+        " GROUP BY stream_id", tenant["id"])
+    assert (budget["reserved"], budget["total"]) == (10, 1000)  # not one minor unit over the cap
+
+    won = [t for t, a in zip(tids, answers, strict=True) if a.status_code == 201]
+    lost = [t for t, a in zip(tids, answers, strict=True) if a.status_code == 403]
+    cancelled = await client.post(task_url(bid, won[0], "cancel"), headers=h, json={"reason": "changed my mind"})
+    assert cancelled.status_code == 200, cancelled.text
+    released = await container.pool.fetchval(
+        "SELECT count(*) FROM events WHERE stream_id = $1 AND type = 'policies:SpendBudget.Released'"
+        " AND data->>'task_id' = $2", budget["stream_id"], won[0])
+    assert released == 1
+    assert (await client.post(task_url(bid, lost[0], "resolve"), headers=h)).status_code == 201
+    assert_problem(await client.post(task_url(bid, lost[1], "resolve"), headers=h), 403, "POLICY_DENIED")
