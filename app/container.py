@@ -47,7 +47,7 @@ class Container:
                                   self.guard)
         # Execute requests wait on task outcomes; the LISTEN connection opens once a DSN is known (open()).
         self.outcomes = OutcomeWaiter(pool, None)
-        self.policies = PoliciesService(self.repo, self.machines, PolicyRows(pool), SellerRows(pool))
+        self.policies = PoliciesService(self.repo, self.machines, PolicyRows(pool), SellerRows(pool), self.guard)
         self.projection_names = projection_names()
 
     @classmethod

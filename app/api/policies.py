@@ -150,9 +150,9 @@ class PoliciesController(Controller):
     @post("/evaluate", operation_id="evaluatePolicies", status_code=200, opt=headers(honours=[MIN_POSITION]),
           summary="Dry-run one hypothetical action against the policies governing a machine",
           description="Answers the decision (allow, deny, would-deny), the first deny, and every rule of every"
-                      " governing policy with its outcome and reason. Records nothing. Spend and rate counters are"
-                      " taken as zero (budgets are not kept yet). X-Min-Position waits for a policy change to be"
-                      " visible to the evaluation.",
+                      " governing policy with its outcome and reason, counting what enforcement counts (spend"
+                      " budgets of the current periods, recent task creations). Records nothing. X-Min-Position"
+                      " waits for a policy change to be visible to the evaluation.",
           responses=problems(400, 401, 404, 409, 422, 503))
     async def evaluate(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                        data: JSONBody[EvaluateRequest]) -> DecisionView:

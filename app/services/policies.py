@@ -44,6 +44,13 @@ class SellerSource(Protocol):
     async def seller(self, machine_id: uuid.UUID) -> tuple[Seller, Reputation] | None: ...
 
 
+@runtime_checkable
+class UsageReader(Protocol):
+    """The acting account's counters under the governing policies (spend budgets, recent task counts)."""
+
+    async def usage(self, action: Action, governing: list[PolicyVersion]) -> Usage: ...
+
+
 class Hypothesis:
     """What POST /policies/evaluate asks about: one action of one of the caller's machines."""
 
@@ -56,8 +63,9 @@ class Hypothesis:
 
 class PoliciesService:
     def __init__(self, repo: Repository, machines: MachinesService, policies: PolicySource,
-                 sellers: SellerSource) -> None:
+                 sellers: SellerSource, usage: UsageReader | None = None) -> None:
         self.repo, self.machines, self.policies, self.sellers = repo, machines, policies, sellers
+        self.usage = usage  # None: counters taken as zero
 
     async def define(self, ctx: CommandContext, *, name: str, description: str, scope: Scope, mode: str,
                      rules: list[Rule], platform: bool) -> PolicyOutcome:
@@ -100,11 +108,7 @@ class PoliciesService:
         return await retry_conflicts(attempt, expected_version)
 
     async def evaluate(self, ctx: CommandContext, q: Hypothesis) -> Decision:
-        """A dry run through the same pure functions enforcement uses; records nothing.
-
-        Usage counters (spend budgets, recent task counts) are zero until budgets are kept (enforcement), so a
-        spend limit is judged on this price alone and a rate limit on this one task.
-        """
+        """A dry run through the same pure functions and counters enforcement uses; records nothing."""
         machine = await self.machines.get(ctx, q.machine_id)
         seller, reputation = None, None
         if q.seller_machine_id is not None:
@@ -116,4 +120,5 @@ class PoliciesService:
                         machine_id=machine.id, labels=dict(machine.labels), capability=q.capability, seller=seller,
                         price=q.price, provider_key=q.provider_key, reputation=reputation)
         governing = await self.policies.governing(machine.account_id, machine.id, dict(machine.labels))
-        return evaluate(new_id(), action, governing, Usage())
+        usage = await self.usage.usage(action, governing) if self.usage is not None else Usage()
+        return evaluate(new_id(), action, governing, usage)

@@ -47,7 +47,7 @@ class Authorization:
 
 class PolicyGuard:
     def __init__(self, repo: Repository, policies: PolicySource, usage: UsageSource) -> None:
-        self.repo, self.policies, self.usage = repo, policies, usage
+        self.repo, self.policies, self.counts = repo, policies, usage
 
     async def governing(self, action: Action) -> list[PolicyVersion]:
         return await self.policies.governing(action.account_id, action.machine_id, action.labels)
@@ -55,9 +55,7 @@ class PolicyGuard:
     async def authorize(self, ctx: CommandContext, action: Action, subject_id: uuid.UUID | None) -> Authorization:
         """Raises POLICY_DENIED (after recording policy.denied) when an enforced policy refuses the action."""
         governing = await self.governing(action)
-        budgets = await self._budgets(action, governing)
-        usage = Usage(spent={k: b.spent_besides(subject_id) for k, b in budgets.items()},
-                      tasks=await self._recent_tasks(action, governing))
+        usage, budgets = await self.counters(action, governing, subject_id)
         # A retried request (same idempotency key) derives the same decision id, so it records one decision.
         decision_id = (derived_id("decision", ctx.account_id, ctx.idempotency_key, action.kind, subject_id)
                        if ctx.idempotency_key else new_id())
@@ -78,10 +76,21 @@ class PolicyGuard:
                 extras.append(budget)
         return Authorization(decision, extras)
 
+    async def counters(self, action: Action, governing: list[PolicyVersion],
+                       subject_id: uuid.UUID | None = None) -> tuple[Usage, dict[str, SpendBudget]]:
+        """The usage the governing rules need (budgets exact, task counts from the read model), and the budgets."""
+        budgets = await self._budgets(action, governing)
+        usage = Usage(spent={k: b.spent_besides(subject_id) for k, b in budgets.items()},
+                      tasks=await self._recent_tasks(action, governing))
+        return usage, budgets
+
+    async def usage(self, action: Action, governing: list[PolicyVersion]) -> Usage:
+        return (await self.counters(action, governing))[0]
+
     async def release(self, ctx: CommandContext, task_id: uuid.UUID) -> list[Aggregate]:
         """The budgets a failed or cancelled task had reserved, each with the release recorded."""
         released: list[Aggregate] = []
-        for bid in await self.usage.budgets_reserved_by(task_id):
+        for bid in await self.counts.budgets_reserved_by(task_id):
             budget = await self.repo.get(SpendBudget, bid, what="budget")
             if budget.release(task_id, ctx.at):
                 released.append(budget)
@@ -118,6 +127,6 @@ class PolicyGuard:
             for rule in p.rules:
                 if isinstance(rule, r.RateLimit):
                     since = action.at - timedelta(seconds=rule.per_seconds)
-                    tasks[rate_key(p.policy_id, rule.per_seconds)] = await self.usage.tasks_created_since(
+                    tasks[rate_key(p.policy_id, rule.per_seconds)] = await self.counts.tasks_created_since(
                         action.account_id, since)
         return tasks

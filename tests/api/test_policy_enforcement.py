@@ -174,6 +174,9 @@ async def test_64_concurrent_commits_never_exceed_a_spend_cap_and_a_cancel_relea
         " FROM events WHERE stream_type = 'policies:SpendBudget' AND metadata->>'ownerAccountId' = $1"
         " GROUP BY stream_id", tenant["id"])
     assert (budget["reserved"], budget["total"]) == (10, 1000)  # not one minor unit over the cap
+    dry = await client.post("/v1/policies/evaluate", headers=h, json={
+        "action": "resolve", "machineId": bid, "capability": cap, "price": {"amount": 1, "currency": "USD"}})
+    assert dry.json()["effect"] == "deny" and "1000 spent + 1 = 1001 of 1000 USD" in dry.json()["deniedBy"]["reason"]
 
     won = [t for t, a in zip(tids, answers, strict=True) if a.status_code == 201]
     lost = [t for t, a in zip(tids, answers, strict=True) if a.status_code == 403]
