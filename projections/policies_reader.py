@@ -99,3 +99,21 @@ async def budgets_reserved_by(conn: Conn, task_id: uuid.UUID) -> list[uuid.UUID]
     rows = await conn.fetch("SELECT DISTINCT stream_id FROM events WHERE type = 'policies:SpendBudget.Reserved'"
                             " AND data->>'task_id' = $1", str(task_id))
     return [r["stream_id"] for r in rows]
+
+
+async def task_history(conn: Conn, account_id: uuid.UUID | None, since: datetime, until: datetime,
+                       limit: int) -> list[asyncpg.Record]:
+    """Recorded task submissions and resolutions in [since, until), in log order, of one account (None: all)."""
+    return await conn.fetch(
+        "SELECT stream_id, type, data::text AS data, metadata->>'ownerAccountId' AS account_id,"
+        " metadata->>'machineId' AS machine_id, recorded_at FROM events"
+        " WHERE type IN ('tasks:Task.Submitted', 'tasks:Task.Resolved') AND recorded_at >= $2 AND recorded_at < $3"
+        " AND ($1::text IS NULL OR metadata->>'ownerAccountId' = $1::text)"
+        " ORDER BY tx_id, position LIMIT $4",
+        str(account_id) if account_id else None, since, until, limit)
+
+
+async def machine_labels(conn: Conn, machine_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, str]]:
+    rows = await conn.fetch("SELECT id, labels::text AS labels FROM machines_view WHERE id = ANY($1::uuid[])",
+                            machine_ids)
+    return {r["id"]: msgspec.json.decode(r["labels"]) for r in rows}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
+import msgspec
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
@@ -16,6 +18,9 @@ from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, decode_t
 from app.api.policy_views import decision_view, policy_view, row_view, to_rules, to_scope, version_view
 from app.api.problems import ApiError, problems
 from app.api.schemas_policies import (
+    BacktestRequest,
+    BacktestSampleView,
+    BacktestView,
     CreatePolicyRequest,
     DecisionView,
     EvaluateRequest,
@@ -25,10 +30,14 @@ from app.api.schemas_policies import (
     RevisePolicyRequest,
 )
 from app.services.policies import Hypothesis, PolicyOutcome
+from app.services.policy_backtest import BacktestResult, run_backtest
+from domain.policies import rules as policy_rules
 from domain.policies.commands import RevisePolicy
 from domain.policies.errors import PolicyNotFound
+from domain.policies.values import PolicyVersion
 from domain.shared.context import CommandContext
-from domain.shared.errors import NotFound
+from domain.shared.errors import NotFound, ValidationFailed
+from domain.shared.ids import new_id
 from domain.shared.money import Money
 from projections.machines_reader import get_machine
 from projections.policies_reader import get_policy, list_policies, list_versions
@@ -53,6 +62,33 @@ async def _visible(request: Request[Any, Any, Any], principal: Principal, policy
     if row is None:
         raise PolicyNotFound(f"policy {policy_id} not found")
     return row
+
+
+MAX_WINDOW = timedelta(days=31)
+
+
+def _window(data: BacktestRequest) -> None:
+    if not data.since < data.until <= data.since + MAX_WINDOW:
+        raise ValidationFailed("the backtest window must have since before until, and span at most 31 days",
+                               field="until")
+
+
+def _draft(base: PolicyVersion, data: BacktestRequest) -> PolicyVersion:
+    """The policy with the request's draft rules and scope, validated as a definition would be."""
+    rules = policy_rules.check_rules(to_rules(data.rules)) if data.rules is not None else base.rules
+    scope = policy_rules.check_scope(to_scope(data.scope)) if data.scope is not None else base.scope
+    return msgspec.structs.replace(base, rules=rules, scope=scope)
+
+
+def _backtest_view(policy: PolicyVersion, saved: bool, data: BacktestRequest, result: BacktestResult) -> BacktestView:
+    report = result.report
+    return BacktestView(
+        policy_id=policy.policy_id if saved else None, policy_version=policy.version if saved else None,
+        since=data.since, until=data.until, replayed=result.rows, truncated=result.truncated,
+        evaluated=report.evaluated, denied=report.denied, denied_by_rule=report.denied_by_rule,
+        denied_amounts=report.denied_amounts,
+        samples=[BacktestSampleView(task_id=x.task_id, action=x.action, rule_index=x.rule_index,  # type: ignore[arg-type]
+                                    rule_type=x.rule_type, reason=x.reason, at=x.at) for x in report.samples])
 
 
 def _after_version(cursor: str) -> int:
@@ -164,3 +200,37 @@ class PoliciesController(Controller):
                        provider_key=data.provider_key.lower() if data.provider_key else None)
         decision = await c.policies.evaluate(ctx, q)
         return decision_view(decision, ctx.at)
+
+    @post("/{policy_id:uuid}/backtest", operation_id="backtestPolicy", status_code=200,
+          summary="What this policy (or a draft of it) would have denied over recorded history",
+          description="Replays the task creations and resolutions recorded in [since, until) (at most 31 days and"
+                      " `limit` actions) against the policy's current version, judged as if enforced, with spend and"
+                      " rate counters simulated from that history. `rules` / `scope` in the body try a draft"
+                      " instead. Machines are judged with their current labels. Records nothing.",
+          responses=problems(400, 401, 404, 409, 422))
+    async def backtest(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
+                       policy_id: FromPath[uuid.UUID], data: JSONBody[BacktestRequest]) -> BacktestView:
+        _window(data)
+        c = container_of(request)
+        saved = await c.policies.get(ctx, policy_id)
+        version = _draft(saved.current_version(saved.version, saved.modified_on), data)
+        result = await run_backtest(c.pool, version, data.since, data.until, data.limit)
+        return _backtest_view(version, data.rules is None and data.scope is None, data, result)
+
+    @post("/backtest", operation_id="backtestDraftPolicy", status_code=200,
+          summary="What an unsaved policy would have denied over your recorded history",
+          description="As backtestPolicy, for a draft of your account's: `rules` is required, `scope` defaults to"
+                      " the whole account.",
+          responses=problems(400, 401, 409, 422))
+    async def backtest_draft(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
+                             data: JSONBody[BacktestRequest]) -> BacktestView:
+        _window(data)
+        if data.rules is None:
+            raise ValidationFailed("a draft backtest needs rules", field="rules")
+        assert ctx.account_id is not None
+        base = PolicyVersion(policy_id=new_id(), version=0, account_id=ctx.account_id, platform=False,
+                             name="draft", description="", scope=policy_rules.AccountScope(), mode="enforce",
+                             rules=[], at=ctx.at)
+        version = _draft(base, data)
+        result = await run_backtest(container_of(request).pool, version, data.since, data.until, data.limit)
+        return _backtest_view(version, False, data, result)

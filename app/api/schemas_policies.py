@@ -197,3 +197,41 @@ def rules_view(rules: object) -> list[RuleBody]:
 
 def scope_view(scope: object) -> ScopeBody:
     return msgspec.convert(msgspec.to_builtins(scope), ScopeBody)
+
+
+MAX_BACKTEST_ROWS = 50_000
+
+
+class BacktestRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The window [since, until) of recorded history (at most 31 days), and optionally a draft: `rules` and/or
+    `scope` in place of the saved policy's (required when backtesting a policy that is not saved)."""
+
+    since: UtcTime
+    until: UtcTime
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_BACKTEST_ROWS, description="recorded actions replayed at most")] = (
+        10_000)
+    rules: Rules | None = None
+    scope: ScopeBody | None = None
+
+
+class BacktestSampleView(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    task_id: uuid.UUID
+    action: ActionKind
+    rule_index: int
+    rule_type: str
+    reason: str
+    at: str
+
+
+class BacktestView(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    policy_id: uuid.UUID | None
+    policy_version: int | None
+    since: UtcTime
+    until: UtcTime
+    replayed: Annotated[int, msgspec.Meta(description="recorded actions replayed (task creations, resolutions)")]
+    truncated: Annotated[bool, msgspec.Meta(description="the window held more than `limit` actions")]
+    evaluated: Annotated[dict[str, int], msgspec.Meta(description="replayed actions per action kind")]
+    denied: Annotated[dict[str, int], msgspec.Meta(description="actions the policy would have denied, per kind")]
+    denied_by_rule: dict[str, int]
+    denied_amounts: Annotated[dict[str, int], msgspec.Meta(description="refused prices, minor units per currency")]
+    samples: list[BacktestSampleView]
