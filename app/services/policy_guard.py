@@ -120,13 +120,16 @@ class PolicyGuard:
         return out
 
     async def _recent_tasks(self, action: Action, governing: list[PolicyVersion]) -> dict[str, int]:
+        """One count per distinct window, however many rate limits share it."""
         tasks: dict[str, int] = {}
         if action.kind not in ("create-task", "order"):
             return tasks
+        counts: dict[int, int] = {}
         for p in governing:
             for rule in p.rules:
                 if isinstance(rule, r.RateLimit):
-                    since = action.at - timedelta(seconds=rule.per_seconds)
-                    tasks[rate_key(p.policy_id, rule.per_seconds)] = await self.counts.tasks_created_since(
-                        action.account_id, since)
+                    if rule.per_seconds not in counts:
+                        since = action.at - timedelta(seconds=rule.per_seconds)
+                        counts[rule.per_seconds] = await self.counts.tasks_created_since(action.account_id, since)
+                    tasks[rate_key(p.policy_id, rule.per_seconds)] = counts[rule.per_seconds]
         return tasks

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import urlsplit
 
-from ops.bench import catchup, commands, heartbeats, http_api, store, time_travel, timers
+from ops.bench import catchup, commands, heartbeats, http_api, policies, store, time_travel, timers
 from ops.bench.db import bench_database, describe, server_facts, server_url
 from ops.bench.report import Report, Row, rate
 
-PHASES = ("store", "http", "catchup", "heartbeats", "timers", "commands", "timetravel")
+PHASES = ("store", "http", "catchup", "heartbeats", "timers", "commands", "timetravel", "policies")
 STORE_RATIO_TARGET = 0.70
 # Catch-up from zero as a fraction of the runner's no-op floor (same runner, batch size and log, same run).
 # 0.20: a projection's own work may cost at most four times what the runner spends reading, decoding and
@@ -29,6 +29,8 @@ CATCHUP_RATIO_TARGETS = {"machines": 0.20, "audit": 0.20}
 COMMANDS_RATIO_TARGET, COMMANDS_P99_MS, COMMANDS_LIVE_CPU_RATIO, COMMANDS_LAG_P99_MS = 0.50, 50.0, 3.0, 100.0
 # Issue 11: a time-travel GET of a 1,000-event stream (with snapshots), one request at a time.
 TIMETRAVEL_P99_MS = 20.0
+# Issue 8: evaluation on the task-create path, 0 vs 100 policies in scope, same run.
+POLICIES_ADDED_P50_MS = 2.0
 # The requirement: 10,000 agents each beating every 30 s must be sustainable.
 REQUIRED_AGENTS, BEAT_SECONDS = 10_000, 30
 
@@ -245,8 +247,13 @@ async def _timetravel(report: Report, dsn: str, plan: Plan) -> None:
 
 
 Phase = Callable[[Report, str, Plan], Awaitable[None]]
+async def _policies(report: Report, dsn: str, plan: Plan) -> None:
+    policies.add_rows(report, await policies.run(dsn, plan.http_requests), POLICIES_ADDED_P50_MS)
+
+
 RUNNERS: dict[str, Phase] = {"store": _store, "http": _http, "catchup": _catchup, "heartbeats": _heartbeats,
-                             "timers": _timers, "commands": _commands, "timetravel": _timetravel}
+                             "timers": _timers, "commands": _commands, "timetravel": _timetravel,
+                             "policies": _policies}
 
 
 async def main(argv: list[str] | None = None) -> int:
