@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import msgspec
 
 from app.container import Container
+from domain.shared.context import CommandContext
+from domain.tasks.commands import RunResult
 from tests.api.helpers import assert_problem, audit_feed
 from tests.api.task_helpers import buyer, capability, caught_up, resolved_task, seller, submit, task_url
 
@@ -188,3 +191,31 @@ async def test_64_concurrent_commits_never_exceed_a_spend_cap_and_a_cancel_relea
     assert released == 1
     assert (await client.post(task_url(bid, lost[0], "resolve"), headers=h)).status_code == 201
     assert_problem(await client.post(task_url(bid, lost[1], "resolve"), headers=h), 403, "POLICY_DENIED")
+
+
+async def test_a_task_that_fails_releases_its_reservation(
+    client: httpx.AsyncClient, tenant: dict[str, Any], container: Container
+) -> None:
+    """The executor's path: the run fails on every step, the task fails, and its reserved price is freed."""
+    h, cap = tenant["headers"], capability()
+    _, _, last = await seller(client, h, cap, price=100)
+    bid = await buyer(client, h)
+    await policy(client, container, h, {"type": "spend-limit", "amount": {"amount": 100, "currency": "USD"},
+                                        "period": "month"})
+    tid, _ = await resolved_task(client, container, h, bid, cap, last, constraints={"fallbacks": 0})
+    blocked = (await submit(client, h, bid, cap)).json()["id"]
+    assert (await client.post(task_url(bid, blocked, "discover"), headers=h)).status_code == 200
+    assert_problem(await client.post(task_url(bid, blocked, "resolve"), headers=h), 403, "POLICY_DENIED")
+
+    ctx = CommandContext(at=datetime.now(UTC), actor="worker:test")
+    await container.tasks.request_execution(msgspec.structs.replace(ctx, account_id=uuid.UUID(tenant["id"])),
+                                            uuid.UUID(bid), uuid.UUID(tid))
+    _, run = await container.tasks.next_run(ctx, uuid.UUID(tid))
+    assert run is not None
+    failed = await container.tasks.finish_run(ctx, uuid.UUID(tid), RunResult(
+        run_id=run["run_id"], http_status=503, latency_ms=5, error_class="http-5xx", response_digest=None, body=None))
+    assert failed.task.status == "failed"
+    kinds = await container.pool.fetch("SELECT type FROM events WHERE type LIKE 'policies:SpendBudget.%'"
+                                       " AND data->>'task_id' = $1 ORDER BY position", tid)
+    assert [k["type"].rpartition(".")[2] for k in kinds] == ["Reserved", "Released"]
+    assert (await client.post(task_url(bid, blocked, "resolve"), headers=h)).status_code == 201  # room again
