@@ -8,8 +8,12 @@ from eventsourcing.domain import Aggregate
 from domain.accounts.aggregate import Account
 from domain.graph.aggregate import MachineGraph
 from domain.machines.aggregate import Machine
+from domain.policies.aggregate import Policy
+from domain.policies.budget import SpendBudget
+from domain.policies.decision import PolicyDecision
 from domain.runtime.agent import MachineAgent
 from domain.runtime.endpoint import RuntimeEndpoint
 from domain.tasks.aggregate import Task
 
-AGGREGATES: tuple[type[Aggregate], ...] = (Account, Machine, RuntimeEndpoint, MachineAgent, MachineGraph, Task)
+AGGREGATES: tuple[type[Aggregate], ...] = (Account, Machine, RuntimeEndpoint, MachineAgent, MachineGraph, Task,
+                                           Policy, PolicyDecision, SpendBudget)

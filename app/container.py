@@ -12,6 +12,9 @@ from app.services.accounts import AccountsService
 from app.services.agents import AgentsService
 from app.services.graph import GraphService
 from app.services.machines import MachinesService
+from app.services.policies import PoliciesService
+from app.services.policy_guard import PolicyGuard
+from app.services.policy_sources import PolicyRows, SellerRows, UsageRows
 from app.services.runtime import RuntimeService
 from app.services.task_sources import CatalogueOffers, SellerReputation
 from app.services.task_waiter import OutcomeWaiter
@@ -41,9 +44,12 @@ class Container:
         self.runtime = RuntimeService(self.repo, self.machines, self.sealer)
         self.agents = AgentsService(self.repo, self.machines, self.runtime)
         self.graph = GraphService(self.repo, self.machines)
-        self.tasks = TasksService(self.repo, self.machines, CatalogueOffers(pool), SellerReputation(pool))
+        self.guard = PolicyGuard(self.repo, PolicyRows(pool), UsageRows(pool))
+        self.tasks = TasksService(self.repo, self.machines, CatalogueOffers(pool), SellerReputation(pool),
+                                  self.guard)
         # Execute requests wait on task outcomes; the LISTEN connection opens once a DSN is known (open()).
         self.outcomes = OutcomeWaiter(pool, None)
+        self.policies = PoliciesService(self.repo, self.machines, PolicyRows(pool), SellerRows(pool), self.guard)
         self.projection_names = projection_names()
         # Started by the first SSE subscriber; without a DSN to LISTEN on it polls.
         self.audit_tail = AuditTail(pool, settings.projection_poll_interval_s, sse_frame)

@@ -42,6 +42,13 @@ PUBLIC_NAMES: dict[str, str] = {
     "tasks:Task.Succeeded": "task.succeeded",
     "tasks:Task.Failed": "task.failed",
     "tasks:Task.Cancelled": "task.cancelled",
+    "policies:Policy.Defined": "policy.created",
+    "policies:Policy.Revised": "policy.updated",
+    "policies:PolicyDecision.Denied": "policy.denied",
+    "policies:PolicyDecision.WouldDeny": "policy.would-deny",
+    "policies:SpendBudget.Opened": "policy.budget-opened",
+    "policies:SpendBudget.Reserved": "policy.budget-reserved",
+    "policies:SpendBudget.Released": "policy.budget-released",
 }
 
 # Secrets and their digests are kept out of the feed (it is exported to operators and tenants).

@@ -10,6 +10,7 @@ from projections.base import Projection
 from projections.catalogue import CatalogueProjection
 from projections.graph import GraphProjection
 from projections.machines import MachinesProjection
+from projections.policies import PoliciesProjection
 from projections.relay import RelayProjection
 from projections.runtime import RuntimeProjection
 from projections.seller_stats import SellerStatsProjection
@@ -21,7 +22,8 @@ def read_models(settings: Settings | None = None) -> list[Projection]:
 
     The audit projection signs checkpoints only with `settings` that hold MM_AUDIT_SIGNING_KEY."""
     return [AccountsProjection(), MachinesProjection(), RuntimeProjection(), GraphProjection(),
-            audit_projection(settings), CatalogueProjection(), SellerStatsProjection(), TasksProjection()]
+            audit_projection(settings), CatalogueProjection(), SellerStatsProjection(), TasksProjection(),
+            PoliciesProjection()]
 
 
 def audit_projection(settings: Settings | None) -> AuditProjection:

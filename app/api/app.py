@@ -23,6 +23,7 @@ from app.api.graph import GraphController
 from app.api.machines import MachinesController
 from app.api.middleware import header_limit_middleware, idempotency_middleware, request_id_middleware
 from app.api.openapi import finish_openapi
+from app.api.policies import PoliciesController
 from app.api.problems import handle_exception
 from app.api.runs import RunsController, TaskHistoryController
 from app.api.runtime import RuntimeEndpointsController
@@ -103,8 +104,8 @@ def create_app(settings: Settings, container: Container | None = None,
     app = Litestar(
         route_handlers=[MachinesController, RuntimeEndpointsController, AgentsController, HeartbeatController,
                         GraphController, AccountsController, *AUDIT_CONTROLLERS, CatalogueController, TasksController,
-                        TaskExecutionController, TaskHistoryController, RunsController, health, ready,
-                        metrics, openapi_json, assets_router(), StreamsController, TracesController],
+                        TaskExecutionController, TaskHistoryController, RunsController, PoliciesController, health,
+                        ready, metrics, openapi_json, assets_router(), StreamsController, TracesController],
         exception_handlers={Exception: handle_exception},
         middleware=[idempotency_middleware],
         lifespan=[lifespan],

@@ -25,6 +25,7 @@ from app.api.validation_names import wire_names
 from domain.accounts import errors as account_errors
 from domain.graph import errors as graph_errors
 from domain.machines import errors as machine_errors
+from domain.policies import errors as policy_errors
 from domain.runtime import errors as runtime_errors
 from domain.shared import errors as shared
 from domain.tasks import errors as task_errors
@@ -44,6 +45,11 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     requestId: str | None = None
     errors: list[dict[str, Any]] | None = None
     extra: dict[str, Any] | None = None
+    # POLICY_DENIED (403): the refusing policy, its rule (type), why, and the recorded decision's id.
+    policyId: str | None = None
+    rule: str | None = None
+    reason: str | None = None
+    decisionId: str | None = None
 
 
 class ApiError(Exception):
@@ -80,6 +86,7 @@ STATUS_OF: dict[type[shared.DomainError], int] = {
     task_errors.NoRoute: 409,
     task_errors.RouteRequired: 409,
     task_errors.TaskNotCancellable: 409,
+    policy_errors.PolicyDenied: 403,
 }
 
 TITLES = {
@@ -167,6 +174,11 @@ def _problem_for(request: Request[Any, Any, Any], exc: Exception) -> Response[Pr
     if isinstance(exc, RecursionError):
         # The JSON decoder recurses once per level: absurdly nested input is the client's, not a fault here.
         return problem_response(request, 400, "VALIDATION_ERROR", "the JSON body is nested too deeply")
+    if isinstance(exc, policy_errors.PolicyDenied):
+        e = exc.extra
+        return problem_response(request, 403, exc.code, exc.detail, policyId=e["policy_id"], rule=e["rule"],
+                                reason=e["reason"], decisionId=e["decision_id"],
+                                extra={"ruleIndex": e["rule_index"], "policyVersion": e["policy_version"]})
     if isinstance(exc, shared.DomainError):
         return problem_response(request, status_for(exc), exc.code, exc.detail, extra=exc.extra or None)
     if isinstance(exc, ApiError):

@@ -107,7 +107,7 @@ class TaskExecutionController(Controller):
     @post("/{task_id:uuid}/execute", operation_id="executeTask", status_code=200,
           opt=headers(honours=[PREFER], sends=[LOG_POSITION, LOCATION, PREFERENCE_APPLIED]),
           summary="Execute the resolved route and answer with the seller's result", description=_DESCRIPTION,
-          responses={**problems(401, 502, 504, *RELAYED_4XX),
+          responses={**problems(401, 403, 502, 504, *RELAYED_4XX),
                      202: ResponseSpec(data_container=ExecutionView, description="Accepted: still executing;"
                                        " follow Location")})
     async def execute(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],

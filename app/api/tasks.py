@@ -55,7 +55,7 @@ class TasksController(Controller):
           summary="Submit a task (queued; with auto=true the platform drives it to its outcome)",
           description="The machine is the buyer. `input` is any JSON value up to 64 KiB; sellers validate it"
                       " against their inputSchema at discovery.",
-          responses=problems(400, 401, 404, 409, 413, 422))
+          responses=problems(400, 401, 403, 404, 409, 413, 422))
     async def create(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                      machine_id: FromPath[uuid.UUID], data: JSONBody[CreateTaskRequest]) -> Response[TaskView]:
         constraints = (data.constraints or ConstraintsBody()).command()
@@ -125,8 +125,9 @@ class TasksController(Controller):
                       " candidate and up to `fallbacks` more, and the explanation: every candidate's rank, score,"
                       " features and reason, the excluded ones and discovery's drops. 409 NO_ROUTE when no"
                       " candidate is left (the detail names the drops). `?dryRun=true` answers 200 with the route"
-                      " it would record, recording nothing.",
-          responses={**problems(400, 401, 404, 409, 422),
+                      " it would record, recording nothing. 403 POLICY_DENIED when an enforced policy refuses the"
+                      " chosen seller (policyId, rule, reason, decisionId in the problem).",
+          responses={**problems(400, 401, 403, 404, 409, 422),
                      200: ResponseSpec(data_container=RouteView,
                                        description="dry run: the route resolve would record; nothing recorded")})
     async def resolve(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],

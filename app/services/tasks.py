@@ -6,18 +6,26 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from eventsourcing.domain import Aggregate
+
 from app.services.machines import MachinesService
-from app.services.retries import retry_conflicts
+from app.services.policy_guard import PolicyGuard
+from app.services.retries import RETRIES, retry_conflicts
 from app.services.task_discovery import OfferSource, ReputationSource, screen
+from app.services.task_policies import policy_screen, task_action
 from app.store.repository import Repository
 from app.store.types import AppendResult, LogPosition
+from domain.policies.values import ActionKind
 from domain.runtime.endpoint import endpoint_id
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
 from domain.shared.ids import derived_id, new_id
-from domain.tasks.aggregate import Task
+from domain.tasks.aggregate import CANCELLED, FAILED, RESOLVED, Task
 from domain.tasks.commands import Candidate, Constraints, CreateTask, RunResult, StartRun
 from domain.tasks.scoring import Ranking, rank
+
+# Enough attempts for 64 concurrent commits on one budget to each be judged on fresh state (see the test).
+BUDGET_RETRIES, BUDGET_JITTER_S = 64, 0.005
 
 
 class TaskOutcome:
@@ -37,8 +45,9 @@ class RoutePreview:
 
 class TasksService:
     def __init__(self, repo: Repository, machines: MachinesService, offers: OfferSource,
-                 reputation: ReputationSource) -> None:
+                 reputation: ReputationSource, guard: PolicyGuard | None = None) -> None:
         self.repo, self.machines, self.offers, self.reputation = repo, machines, offers, reputation
+        self.guard = guard  # None: no policies enforced (tests of the pipeline alone)
 
     async def submit(self, ctx: CommandContext, machine_id: uuid.UUID, *, capability: str, input: Any,
                      constraints: Constraints, auto: bool) -> TaskOutcome:
@@ -48,7 +57,12 @@ class TasksService:
         cmd = CreateTask(task_id=task_id, account_id=machine.account_id, machine_id=machine_id,
                          capability=capability, input=input, constraints=constraints, auto=auto)
         task = Task.submit(cmd, ctx.at)
-        result = await self.repo.save(task, ctx)
+        extras: list[Aggregate] = []
+        if self.guard is not None:
+            auth = await self.guard.authorize(ctx, task_action("create-task", task, machine.labels, ctx.at), task.id)
+            extras = auth.extras
+        # A shadow policy's objection is recorded with the task, atomically.
+        result = await self.repo.save_all([task, *extras], ctx)
         if result is not None and result.duplicate:
             task = await self.repo.get(Task, task_id, what="task")
         return TaskOutcome(task, result)
@@ -64,15 +78,25 @@ class TasksService:
         return await self.repo.get(Task, task_id, what="task")
 
     async def discover(self, ctx: CommandContext, machine_id: uuid.UUID, task_id: uuid.UUID) -> TaskOutcome:
-        await self.machines.require_operational(ctx, machine_id)
-        return await self._change(ctx, task_id, self._discover, machine_id)
+        machine = await self.machines.require_operational(ctx, machine_id)
 
-    async def _discover(self, ctx: CommandContext, task: Task) -> None:
+        async def decide(ctx: CommandContext, task: Task) -> None:
+            await self._discover(ctx, task, machine.labels)
+
+        return await self._change(ctx, task_id, decide, machine_id)
+
+    async def _discover(self, ctx: CommandContext, task: Task, labels: dict[str, str]) -> None:
         k = task.constraints
         offers = await self.offers.offers(capability=task.capability, provider_keys=k.provider_keys,
                                           max_price=k.max_price, sellers_allow=k.sellers_allow,
                                           sellers_deny=k.sellers_deny, exclude_machine_id=task.machine_id)
         candidates, dropped = screen(offers, task.input, task.machine_id, k)
+        if self.guard is not None and candidates:
+            governing = await self.guard.governing(task_action("resolve", task, labels, ctx.at))
+            if governing:
+                records = await self.reputation.records(list({c.seller_machine_id for c in candidates}))
+                candidates, forbidden = policy_screen(task, labels, candidates, records, governing, ctx.at)
+                dropped = [*dropped, *forbidden]
         task.discover(candidates, dropped, ctx.at)
 
     async def preview_route(self, ctx: CommandContext, machine_id: uuid.UUID, task_id: uuid.UUID) -> RoutePreview:
@@ -82,12 +106,26 @@ class TasksService:
         return RoutePreview(task, task.plan_route(ranking), ranking)
 
     async def resolve(self, ctx: CommandContext, machine_id: uuid.UUID, task_id: uuid.UUID) -> TaskOutcome:
-        await self.machines.require_operational(ctx, machine_id)
+        machine = await self.machines.require_operational(ctx, machine_id)
 
-        async def decide(ctx: CommandContext, task: Task) -> None:
-            task.resolve(derived_id("route", task.id, task.version), await self._rank(task), ctx.at)
+        async def decide(ctx: CommandContext, task: Task) -> list[Aggregate]:
+            ranking = await self._rank(task)
+            steps = task.plan_route(ranking)
+            extras = await self._authorize(ctx, "resolve", task, machine.labels, steps[0])
+            task.resolve(derived_id("route", task.id, task.version), ranking, ctx.at)
+            return extras
 
-        return await self._change(ctx, task_id, decide, machine_id)
+        # Commits race on a shared spend budget: the loser re-judges on fresh state, so allow more attempts.
+        return await self._change(ctx, task_id, decide, machine_id, attempts=BUDGET_RETRIES)
+
+    async def _authorize(self, ctx: CommandContext, kind: ActionKind, task: Task, labels: dict[str, str],
+                         step: Candidate) -> list[Aggregate]:
+        """POLICY_DENIED for an enforced refusal; a shadow objection to save with the command."""
+        if self.guard is None:
+            return []
+        record = (await self.reputation.records([step.seller_machine_id])).get(step.seller_machine_id)
+        auth = await self.guard.authorize(ctx, task_action(kind, task, labels, ctx.at, step, record), task.id)
+        return auth.extras
 
     async def _rank(self, task: Task) -> Ranking:
         sellers = list(dict.fromkeys(c.seller_machine_id for c in task.candidates))
@@ -96,10 +134,16 @@ class TasksService:
 
     async def request_execution(self, ctx: CommandContext, machine_id: uuid.UUID,
                                 task_id: uuid.UUID) -> TaskOutcome:
-        await self.machines.require_operational(ctx, machine_id)
+        machine = await self.machines.require_operational(ctx, machine_id)
 
-        async def decide(ctx: CommandContext, task: Task) -> None:
+        async def decide(ctx: CommandContext, task: Task) -> list[Aggregate]:
+            # Judged again at execution: a policy may have changed since the route was resolved. Only a request
+            # that will record anything is judged (a repeat waits on the same outcome).
+            extras = []
+            if task.status == RESOLVED and task.route is not None:
+                extras = await self._authorize(ctx, "execute", task, machine.labels, task.route["steps"][0])
             task.request_execution(ctx.at)
+            return extras
 
         return await self._change(ctx, task_id, decide, machine_id)
 
@@ -143,14 +187,18 @@ class TasksService:
 
     async def _change(self, ctx: CommandContext, task_id: uuid.UUID,
                       decide: Callable[[CommandContext, Task], Any],
-                      machine_id: uuid.UUID | None = None) -> TaskOutcome:
+                      machine_id: uuid.UUID | None = None, attempts: int = RETRIES) -> TaskOutcome:
         async def attempt() -> TaskOutcome:
             task = await (self.get(ctx, machine_id, task_id) if machine_id is not None else self.load(task_id))
-            await decide(ctx, task)
-            result = await self.repo.save(task, ctx)
+            before = task.status
+            extras = list(await decide(ctx, task) or [])
+            if self.guard is not None and task.status != before and task.status in (FAILED, CANCELLED):
+                extras += await self.guard.release(ctx, task.id)  # nothing was spent: free the reservations
+            # Aggregates a decision adds (a shadow policy's objection) are saved with the task, atomically.
+            result = await self.repo.save_all([task, *extras], ctx)
             if result is not None and result.duplicate:
                 # A retry of a command already recorded: answer with what was stored.
                 task = await self.load(task_id)
             return TaskOutcome(task, result)
 
-        return await retry_conflicts(attempt)
+        return await retry_conflicts(attempt, attempts=attempts, jitter_s=BUDGET_JITTER_S if attempts > RETRIES else 0)

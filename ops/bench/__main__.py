@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import urlsplit
 
-from ops.bench import catchup, commands, export, heartbeats, http_api, store, time_travel, timers
+from ops.bench import catchup, commands, export, heartbeats, http_api, policies, store, time_travel, timers
 from ops.bench.db import bench_database, describe, server_facts, server_url
 from ops.bench.report import Report, Row, rate
 
-PHASES = ("store", "http", "catchup", "heartbeats", "timers", "commands", "timetravel", "export")
+PHASES = ("store", "http", "catchup", "heartbeats", "timers", "commands", "timetravel", "export", "policies")
 STORE_RATIO_TARGET = 0.70
 # Catch-up from zero as a fraction of the runner's no-op floor (same runner, batch size and log, same run).
 # 0.20: a projection's own work may cost at most four times what the runner spends reading, decoding and
@@ -32,6 +32,8 @@ TIMETRAVEL_P99_MS = 20.0
 # Issue 10: NDJSON export over HTTP at least 150,000 rows/s and half the raw server-side cursor (same run); the
 # API's memory flat (peak growth of the full export within this of a tenth of it); SSE p99 delivery lag.
 EXPORT_RATE, EXPORT_RATIO, EXPORT_RSS_SLACK_MIB, SSE_P99_MS = 150_000, 0.50, 16.0, 250.0
+# Issue 8: evaluation on the task-create path, 0 vs 100 policies in scope, same run.
+POLICIES_ADDED_P50_MS = 2.0
 # The requirement: 10,000 agents each beating every 30 s must be sustainable.
 REQUIRED_AGENTS, BEAT_SECONDS = 10_000, 30
 
@@ -284,9 +286,13 @@ async def _export(report: Report, dsn: str, plan: Plan) -> None:
 
 
 Phase = Callable[[Report, str, Plan], Awaitable[None]]
+async def _policies(report: Report, dsn: str, plan: Plan) -> None:
+    policies.add_rows(report, await policies.run(dsn, plan.http_requests), POLICIES_ADDED_P50_MS)
+
+
 RUNNERS: dict[str, Phase] = {"store": _store, "http": _http, "catchup": _catchup, "heartbeats": _heartbeats,
                              "timers": _timers, "commands": _commands, "timetravel": _timetravel,
-                             "export": _export}
+                             "export": _export, "policies": _policies}
 
 
 async def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from app.api.problems import STATUS_OF, status_for
 from app.container import Container
 from domain.accounts import errors as account_errors
 from domain.machines import errors as machine_errors
+from domain.policies import errors as policy_errors
 from domain.shared import errors as shared
 from tests.api.helpers import Keys, assert_problem, fresh, register
 
@@ -204,8 +205,9 @@ def test_every_domain_error_has_its_own_status() -> None:
     """A new domain error that nobody mapped would silently become a 400."""
     errors = [shared.ValidationFailed, shared.NotFound, shared.PermissionDenied, shared.ConcurrencyConflict,
               shared.InvalidTransition, shared.PreconditionFailed, account_errors.ApiKeyNotFound,
-              *[c for c in vars(machine_errors).values()
-                if isinstance(c, type) and issubclass(c, shared.DomainError) and c is not shared.DomainError]]
+              *[c for module in (machine_errors, policy_errors) for c in vars(module).values()
+                if isinstance(c, type) and issubclass(c, shared.DomainError) and c not in (
+                    shared.DomainError, shared.NotFound)]]
     for cls in errors:
         assert any(k in STATUS_OF for k in cls.__mro__), cls
         if cls.code == "NOT_FOUND":

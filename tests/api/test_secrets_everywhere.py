@@ -181,6 +181,9 @@ async def _flow(client: httpx.AsyncClient, admin: dict[str, str],
     edge = await client.post(f"{graph}/edges", headers=h,
                              json={"from": nodes[0].json()["id"], "to": nodes[1].json()["id"], "type": "uses"})
     assert edge.status_code == 201, edge.text
+    policy = await client.post("/v1/policies", headers=h, json={
+        "name": "caps", "rules": [{"type": "capabilities", "deny": ["translate"]}]})
+    assert policy.status_code == 201, policy.text
 
     endpoints = f"/v1/machines/{mid}/runtime-endpoints"
     for n in (1, 2):  # set, then rotate: both tokens were secrets once

@@ -25,6 +25,12 @@ UNEXPRESSED_RULES = {
     "an edge cannot join a node to itself": "from != to compares two fields, beyond JSON Schema",
     "each providerKey may appear once": "uniqueness of one field across array items is beyond JSON Schema",
     "maxPrice needs currency": "one query parameter requiring another is beyond a parameter's schema",
+    "needs exactly one of allow or deny": "an allow/deny rule takes one of the two lists, which msgspec cannot"
+                                          " state as oneOf",
+    "the backtest window must have since before until": "two fields compared (and a 31-day span) is beyond"
+                                                         " JSON Schema",
+    "a draft backtest needs rules": "rules is optional on a saved policy's backtest, required on a draft's (one"
+                                    " request schema serves both)",
     "must not contain NUL": "PostgreSQL text cannot hold \\u0000; a pattern on every string would bury the schema",
 }
 
