@@ -42,11 +42,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     credential_cache_ttl_s: Annotated[float, msgspec.Meta(ge=0, le=1.0)] = 1.0
     challenge_ttl_seconds: Annotated[int, msgspec.Meta(ge=0)] = 300
     allow_query_api_key: bool = False
+    # Let outbound calls (sellers' runtime endpoints, webhooks) reach loopback, private, link-local and other
+    # non-public addresses. Off in production; `mm up` turns it on for its children (a stub seller on
+    # loopback). Cloud metadata addresses stay refused either way (app/outbound/guard.py says why).
+    allow_private_endpoints: bool = False
     # Total size of a request's header names and values; more is refused with 431.
     max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16_384
     # How long a worker's claim on a PostgreSQL-broker message lasts unrenewed; renewed every third of it
     # while the actor runs, so a crashed worker's messages run again elsewhere within about this long.
     worker_claim_lease_s: Annotated[float, msgspec.Meta(ge=1, le=3600)] = 10.0
+    # Seller reputation (the seller_stats read model): this many consecutive failed runs cool a seller down for
+    # seller_cooldown_s after the failure that reached it; p50 latency is taken over the last
+    # seller_latency_window runs. The projection folds with these, so a rebuild under other values differs.
+    seller_cooldown_failures: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
+    seller_cooldown_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 60.0
+    seller_latency_window: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
 
     def __post_init__(self) -> None:
         if self.secret_key is not None:
@@ -96,16 +106,22 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         "MM_CHALLENGE_TTL_SECONDS": "challenge_ttl_seconds",
         "MM_CREDENTIAL_CACHE_TTL_S": "credential_cache_ttl_s",
         "MM_ALLOW_QUERY_API_KEY": "allow_query_api_key",
+        "MM_ALLOW_PRIVATE_ENDPOINTS": "allow_private_endpoints",
         "MM_MAX_HEADER_BYTES": "max_header_bytes",
         "MM_WORKER_CLAIM_LEASE_S": "worker_claim_lease_s",
+        "MM_SELLER_COOLDOWN_FAILURES": "seller_cooldown_failures",
+        "MM_SELLER_COOLDOWN_S": "seller_cooldown_s",
+        "MM_SELLER_LATENCY_WINDOW": "seller_latency_window",
     }
     for var, field in simple.items():
         if e.get(var):
             raw[field] = e[var]
     if e.get("MM_CORS_ORIGINS"):
         raw["cors_origins"] = _tuple(e["MM_CORS_ORIGINS"])
-    if raw.get("allow_query_api_key") is not None:
-        raw["allow_query_api_key"] = _bool("MM_ALLOW_QUERY_API_KEY", str(raw["allow_query_api_key"]))
+    for var, field in (("MM_ALLOW_QUERY_API_KEY", "allow_query_api_key"),
+                       ("MM_ALLOW_PRIVATE_ENDPOINTS", "allow_private_endpoints")):
+        if raw.get(field) is not None:
+            raw[field] = _bool(var, str(raw[field]))
     return msgspec.convert(raw, Settings, strict=False, dec_hook=_dec_hook)
 
 

@@ -68,6 +68,10 @@ def run_stack(settings: Settings, args: argparse.Namespace) -> int:
         asyncio.run(_prepare(dsn, token))
         env = {**os.environ, "MM_DATABASE_URL": dsn, "MM_BROKER_URL": settings.broker_url or dsn,
                "MM_SECRET_KEY": secret_key(settings)}
+        # Development stack: its workers may call a stub seller on loopback (mm demo, tests). An explicit
+        # MM_ALLOW_PRIVATE_ENDPOINTS (say, off) is kept.
+        if not env.get("MM_ALLOW_PRIVATE_ENDPOINTS"):
+            env["MM_ALLOW_PRIVATE_ENDPOINTS"] = "true"
         me = [sys.executable, "-m", "app.cli"]
         children += [Child("api", [*me, "api"], env), Child("projector", [*me, "projector"], env)]
         if not args.no_worker:

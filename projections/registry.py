@@ -5,15 +5,18 @@ from __future__ import annotations
 from projections.accounts import AccountsProjection
 from projections.audit import AuditProjection
 from projections.base import Projection
+from projections.catalogue import CatalogueProjection
 from projections.graph import GraphProjection
 from projections.machines import MachinesProjection
 from projections.relay import RelayProjection
 from projections.runtime import RuntimeProjection
+from projections.seller_stats import SellerStatsProjection
 
 
 def read_models() -> list[Projection]:
     """Projections that only write rows (the relay, which enqueues work, is added by the worker side)."""
-    return [AccountsProjection(), MachinesProjection(), RuntimeProjection(), GraphProjection(), AuditProjection()]
+    return [AccountsProjection(), MachinesProjection(), RuntimeProjection(), GraphProjection(), AuditProjection(),
+            CatalogueProjection(), SellerStatsProjection()]
 
 
 def by_name(projections: list[Projection]) -> dict[str, Projection]:

@@ -17,6 +17,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.accounts import AccountsController
 from app.api.agents import AgentsController, HeartbeatController
 from app.api.audit import AuditController
+from app.api.catalogue import CatalogueController
 from app.api.docs_ui import assets_router, render_plugins
 from app.api.graph import GraphController
 from app.api.machines import MachinesController
@@ -96,8 +97,8 @@ def create_app(settings: Settings, container: Container | None = None,
     origins = list(settings.cors_origins)
     app = Litestar(
         route_handlers=[MachinesController, RuntimeEndpointsController, AgentsController, HeartbeatController,
-                        GraphController, AccountsController, AuditController, health, ready, metrics, openapi_json,
-                        assets_router()],
+                        GraphController, AccountsController, AuditController, CatalogueController, health, ready,
+                        metrics, openapi_json, assets_router()],
         exception_handlers={Exception: handle_exception},
         middleware=[idempotency_middleware],
         lifespan=[lifespan],

@@ -1,0 +1,164 @@
+"""The one outbound HTTP caller: guarded, timed, never redirected, bounded, idempotency-keyed."""
+
+from __future__ import annotations
+
+import asyncio
+import http.cookiejar
+import logging
+import re
+import ssl
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+import msgspec
+
+from app.outbound.errors import OutboundRequestInvalid, OutboundTimeout, ResponseTooLarge
+from app.outbound.guard import Resolver, check_url, system_resolver
+from app.outbound.transport import GuardedTransport
+
+log = logging.getLogger(__name__)
+# httpx logs every request's full URL at INFO, query string included, and a seller's URL may carry a secret
+# there. Our own line below names scheme, host, port and path only.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+USER_AGENT = "machine-markets/0.1"
+# Visible ASCII only: a CR or LF in a header value would let a seller's token smuggle headers.
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]+")
+_FIELD_VALUE = re.compile(r"[\x20-\x7e\t]*")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Set by this module from its parameters, so they cannot be overridden (or duplicated) by extra headers.
+_RESERVED = frozenset({"host", "authorization", "idempotency-key", "content-length", "transfer-encoding",
+                       "connection", "content-type", "accept-encoding", "cookie"})
+
+
+class OutboundResponse(msgspec.Struct, frozen=True, kw_only=True):
+    status: int
+    headers: dict[str, str]  # lower-cased names; repeated headers joined with ", "
+    body: bytes  # as sent (no content decoding: a compressed bomb cannot inflate past the cap)
+    elapsed_ms: float
+    peer: str  # the address actually connected to, "ip:port" ("[v6]:port")
+
+    def json(self) -> Any:
+        """The body as JSON; msgspec.DecodeError when it is not."""
+        return msgspec.json.decode(self.body)
+
+
+class OutboundClient:
+    """One per process (see app.outbound.shared); holds the connection pool. Safe for concurrent calls."""
+
+    def __init__(self, *, allow_private: bool = False, resolver: Resolver = system_resolver,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_connections: int = 100,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.allow_private, self.max_body_bytes = allow_private, max_body_bytes
+        transport = GuardedTransport(allow_private=allow_private, resolver=resolver,
+                                     max_connections=max_connections, ssl_context=ssl_context)
+        # No redirects (a 3xx is an answer), no proxies from the environment (a proxy would connect for us,
+        # unguarded), and a cookie jar that keeps nothing: calls for different buyers share this client.
+        self._http = httpx.AsyncClient(
+            transport=transport, follow_redirects=False, trust_env=False,
+            cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json", "Accept-Encoding": "identity"})
+
+    async def request(self, url: str, *, idempotency_key: str, json: object = None, content: bytes | None = None,
+                      content_type: str = "application/json", bearer_token: str | None = None,
+                      headers: Mapping[str, str] | None = None, method: str = "POST", timeout_s: float = 30.0,
+                      max_body_bytes: int | None = None) -> OutboundResponse:
+        """Send one request and read its response, within `timeout_s` in total.
+
+        `json` is encoded with msgspec; `content` is sent byte for byte (a webhook signs exactly these bytes).
+        Raises OutboundRefused, OutboundConnectError, OutboundTimeout, OutboundProtocolError, ResponseTooLarge,
+        OutboundRequestInvalid; any HTTP status (3xx, 4xx, 5xx included) is a response, not an error.
+        """
+        target = _parse(url)
+        check_url(target)
+        body = _body(json, content)
+        sent = _headers(idempotency_key, bearer_token, content_type if body else None, headers)
+        cap = self.max_body_bytes if max_body_bytes is None else max_body_bytes
+        # Host and port only: paths carry secrets too (chat-style webhook URLs embed their token in the path).
+        where = f"{target.scheme}://{target.host}{f':{target.port}' if target.port else ''}"
+        started = time.perf_counter()
+        try:
+            # The per-phase timeouts stop a stalled phase; the deadline stops a peer that drips bytes forever.
+            async with asyncio.timeout(timeout_s):
+                async with self._http.stream(method, target, content=body, headers=sent,
+                                             timeout=httpx.Timeout(timeout_s)) as response:
+                    data = await _read_capped(response, cap)
+                    peer = _peer(response)
+        except TimeoutError:
+            raise OutboundTimeout(f"no complete answer from {target.host} within {timeout_s:g}s") from None
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        log.debug("outbound %s %s -> %d in %.1f ms", method, where, response.status_code, elapsed_ms)
+        return OutboundResponse(status=response.status_code, body=data, elapsed_ms=elapsed_ms, peer=peer,
+                                headers={k.lower(): v for k, v in response.headers.items()})
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> OutboundClient:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+
+def _parse(url: str) -> httpx.URL:
+    try:
+        return httpx.URL(url)
+    except httpx.InvalidURL:
+        raise OutboundRequestInvalid("the URL is not valid") from None
+
+
+def _headers(idempotency_key: str, bearer_token: str | None, content_type: str | None,
+             extra: Mapping[str, str] | None) -> dict[str, str]:
+    if not _HEADER_VALUE.fullmatch(idempotency_key) or len(idempotency_key) > 255:
+        raise OutboundRequestInvalid("the idempotency key must be 1-255 visible ASCII characters")
+    sent = {"Idempotency-Key": idempotency_key}
+    if content_type is not None:
+        if not _FIELD_VALUE.fullmatch(content_type):
+            raise OutboundRequestInvalid("the content type has characters a header cannot carry")
+        sent["Content-Type"] = content_type
+    if bearer_token is not None:
+        if not _HEADER_VALUE.fullmatch(bearer_token):
+            raise OutboundRequestInvalid("the bearer token has characters a header cannot carry")
+        sent["Authorization"] = f"Bearer {bearer_token}"
+    for name, value in (extra or {}).items():
+        if not _HEADER_NAME.fullmatch(name) or name.lower() in _RESERVED:
+            raise OutboundRequestInvalid(f"header {name!r} cannot be set here")
+        if not _FIELD_VALUE.fullmatch(value):
+            raise OutboundRequestInvalid(f"header {name!r} has characters a header cannot carry")
+        sent[name] = value
+    return sent
+
+
+def _body(json: object, content: bytes | None) -> bytes:
+    if content is not None:
+        if json is not None:
+            raise OutboundRequestInvalid("pass json or content, not both")
+        return content
+    return b"" if json is None else msgspec.json.encode(json)
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise ResponseTooLarge(cap, response.status_code)  # refused before reading a byte of it
+    body = bytearray()
+    async for chunk in response.aiter_raw():  # raw: no decompression, so the cap bounds memory
+        body += chunk
+        if len(body) > cap:
+            raise ResponseTooLarge(cap, response.status_code)
+    return bytes(body)
+
+
+def _peer(response: httpx.Response) -> str:
+    stream = response.extensions.get("network_stream")
+    address = stream.get_extra_info("server_addr") if stream is not None else None
+    if not address:
+        return ""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

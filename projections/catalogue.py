@@ -1,0 +1,220 @@
+"""Catalogue read model: a row per graph node, with the machine and endpoint state that decide if it is listed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from app.store.types import RecordedEvent
+from domain.shared.ids import derived_id
+from projections.base import Tables
+
+MACHINE, ENDPOINT, GRAPH = "machines:Machine.", "runtime:RuntimeEndpoint.", "graph:MachineGraph."
+_json = msgspec.json.Encoder().encode
+_MAX_BIGINT = 2**63 - 1
+_FIELDS = ("capability", "provider_key", "price_amount", "price_currency", "input_schema")
+_NODE_COLUMNS = ("node_id", "machine_id", "account_id", "node_type", "node_status", *_FIELDS, "created_at",
+                 "updated_at")
+
+
+def listing_id(node_id: uuid.UUID) -> uuid.UUID:
+    """A listing's id follows from its node's, so it is stable across rebuilds (orders name it)."""
+    return derived_id("listing", node_id)
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def capability_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """What a listing shows of a node's data, read leniently: any node's data may become a capability's
+    (domain/graph/rules.py validates a capability's), and a malformed field just leaves the node unlisted."""
+    name, provider, schema, price = (data.get(k) for k in ("name", "providerKey", "inputSchema", "price"))
+    amount = price.get("amount") if isinstance(price, dict) else None
+    currency = price.get("currency") if isinstance(price, dict) else None
+    priced = type(amount) is int and 0 <= amount <= _MAX_BIGINT and isinstance(currency, str)
+    return {
+        "capability": name if isinstance(name, str) else None,
+        "provider_key": provider.strip().lower() if isinstance(provider, str) else None,
+        "price_amount": amount if priced else None,
+        "price_currency": currency if priced else None,
+        "input_schema": _json(schema if isinstance(schema, dict) else {}).decode(),
+    }
+
+
+class _Fold:
+    """One table's writes for a batch: a full row for what the batch created, a patch for older rows."""
+
+    def __init__(self) -> None:
+        self.full: dict[uuid.UUID, dict[str, Any]] = {}
+        self.patch: dict[uuid.UUID, dict[str, Any]] = {}
+        self.deleted: set[uuid.UUID] = set()
+
+    def create(self, row_id: uuid.UUID, row: dict[str, Any]) -> None:
+        self.deleted.discard(row_id)
+        self.patch.pop(row_id, None)
+        self.full[row_id] = row
+
+    def change(self, row_id: uuid.UUID, changes: dict[str, Any]) -> None:
+        (self.full.get(row_id) or self.patch.setdefault(row_id, {})).update(changes)
+
+    def delete(self, row_id: uuid.UUID) -> None:
+        self.full.pop(row_id, None)
+        self.patch.pop(row_id, None)
+        self.deleted.add(row_id)
+
+
+class CatalogueProjection:
+    """Listed = an active capability node of an operational machine whose endpoint for the node's provider key
+    is active. The machine and endpoint tables are this projection's own copies, so a listing's flags are
+    refreshed from them after every batch, for every machine the batch touched, whatever the events' order."""
+
+    name = "catalogue"
+    tables: tuple[str, ...] = ("catalogue_listings", "catalogue_machines", "catalogue_endpoints")
+
+    async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
+        machines, endpoints, nodes = _Fold(), _Fold(), _Fold()
+        touched: set[uuid.UUID] = set()
+        for event in events:
+            if event.type.startswith(MACHINE):
+                _machine(event, machines)
+                touched.add(event.stream_id)
+            elif event.type.startswith(ENDPOINT):
+                _endpoint(event, endpoints)
+                touched.add(uuid.UUID(event.metadata["machineId"]))
+            elif event.type.startswith(GRAPH) and event.type[len(GRAPH):].startswith("Node"):
+                _node(event, nodes)
+                touched.add(uuid.UUID(event.metadata["machineId"]))
+        if not touched:
+            return
+        await _write_machines(conn, t["catalogue_machines"], machines)
+        await _write_endpoints(conn, t["catalogue_endpoints"], endpoints)
+        await _write_nodes(conn, t["catalogue_listings"], nodes)
+        await conn.execute(_REFRESH.format(**t), list(touched))
+
+
+def _machine(event: RecordedEvent, machines: _Fold) -> None:
+    kind, d = event.type[len(MACHINE):], event.data
+    if kind == "Registered":
+        machines.create(event.stream_id, {"account_id": d["account_id"], "name": d["name"],
+                                          "identity_verified": False, "status": "registered"})
+    elif kind == "IdentityVerified":
+        machines.change(event.stream_id, {"identity_verified": True})
+    elif kind in ("Activated", "Reactivated"):
+        machines.change(event.stream_id, {"status": "active"})
+    elif kind in ("Suspended", "Retired"):
+        machines.change(event.stream_id, {"status": kind.lower()})
+    elif kind == "ProfileRevised" and d.get("name") is not None:
+        machines.change(event.stream_id, {"name": d["name"]})
+    machines.change(event.stream_id, {"version": event.version, "updated_at": _ts(d["timestamp"])})
+
+
+def _endpoint(event: RecordedEvent, endpoints: _Fold) -> None:
+    kind, d = event.type[len(ENDPOINT):], event.data
+    at = _ts(d["timestamp"])
+    lease = None if d.get("lease_expires_at") is None else _ts(d["lease_expires_at"])
+    if kind == "Opened":
+        endpoints.create(event.stream_id, {"machine_id": d["machine_id"], "provider_key": d["provider_key"],
+                                           "status": "active", "source": d["source"], "lease_expires_at": lease,
+                                           "last_seen_at": at})
+    elif kind == "Upserted":
+        # A manual upsert clears the lease, so the lease is always written, never coalesced.
+        endpoints.change(event.stream_id, {"status": "active", "source": d["source"], "lease": True,
+                                           "lease_expires_at": lease, "last_seen_at": at})
+    elif kind in ("Expired", "Deleted"):
+        endpoints.change(event.stream_id, {"status": kind.lower()})
+    endpoints.change(event.stream_id, {"version": event.version})
+
+
+def _node(event: RecordedEvent, nodes: _Fold) -> None:
+    kind, d = event.type[len(GRAPH):], event.data
+    at = _ts(d["timestamp"])
+    row_id = listing_id(uuid.UUID(d["node_id"]))
+    if kind == "NodeCreated":
+        nodes.create(row_id, {"node_id": d["node_id"], "machine_id": event.metadata["machineId"],
+                              "account_id": event.metadata["ownerAccountId"], "node_type": d["node_type"],
+                              "node_status": d["status"], **capability_fields(d["data"]), "created_at": at,
+                              "updated_at": at})
+    elif kind == "NodeRevised":
+        # A revision carries only what changed; its data, when present, is the node's whole data.
+        changes: dict[str, Any] = {"updated_at": at}
+        if d.get("node_type") is not None:
+            changes["node_type"] = d["node_type"]
+        if d.get("status") is not None:
+            changes["node_status"] = d["status"]
+        if d.get("data") is not None:
+            changes.update(capability_fields(d["data"]), data=True)
+        nodes.change(row_id, changes)
+    elif kind == "NodeDeleted":
+        nodes.delete(row_id)
+
+
+async def _write_machines(conn: asyncpg.Connection, table: str, f: _Fold) -> None:
+    if f.full:
+        await conn.executemany(
+            f"INSERT INTO {table} (id, account_id, name, identity_verified, status, version, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [(mid, r["account_id"], r["name"], r["identity_verified"], r["status"], r["version"], r["updated_at"])
+             for mid, r in f.full.items()])
+    if f.patch:
+        # COALESCE keeps what the batch did not touch; none of these columns is ever set back to NULL.
+        await conn.executemany(
+            f"UPDATE {table} SET name = COALESCE($2, name), identity_verified = COALESCE($3, identity_verified),"
+            " status = COALESCE($4, status), version = $5, updated_at = $6 WHERE id = $1",
+            [(mid, r.get("name"), r.get("identity_verified"), r.get("status"), r["version"], r["updated_at"])
+             for mid, r in f.patch.items()])
+
+
+async def _write_endpoints(conn: asyncpg.Connection, table: str, f: _Fold) -> None:
+    if f.full:
+        await conn.executemany(
+            f"INSERT INTO {table} (id, machine_id, provider_key, status, source, lease_expires_at, last_seen_at,"
+            " version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            [(sid, r["machine_id"], r["provider_key"], r["status"], r["source"], r["lease_expires_at"],
+              r["last_seen_at"], r["version"]) for sid, r in f.full.items()])
+    if f.patch:
+        await conn.executemany(
+            f"UPDATE {table} SET status = COALESCE($2, status), source = COALESCE($3, source),"
+            " lease_expires_at = CASE WHEN $4 THEN $5 ELSE lease_expires_at END,"
+            " last_seen_at = COALESCE($6, last_seen_at), version = $7 WHERE id = $1",
+            [(sid, r.get("status"), r.get("source"), bool(r.get("lease")), r.get("lease_expires_at"),
+              r.get("last_seen_at"), r["version"]) for sid, r in f.patch.items()])
+
+
+async def _write_nodes(conn: asyncpg.Connection, table: str, f: _Fold) -> None:
+    if f.deleted:
+        await conn.execute(f"DELETE FROM {table} WHERE id = ANY($1::uuid[])", list(f.deleted))
+    if f.full:
+        # A node deleted and created again under the same id replaces its row, flags included (refreshed below).
+        cols = ", ".join(_NODE_COLUMNS)
+        values = ", ".join(f"${i}{'::jsonb' if c == 'input_schema' else ''}" for i, c in enumerate(_NODE_COLUMNS, 2))
+        sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in _NODE_COLUMNS)
+        await conn.executemany(
+            f"INSERT INTO {table} (id, {cols}) VALUES ($1, {values}) ON CONFLICT (id) DO UPDATE SET {sets},"
+            " machine_operational = false, endpoint_active = false",
+            [(row_id, *(r[c] for c in _NODE_COLUMNS)) for row_id, r in f.full.items()])
+    if f.patch:
+        data_sets = ", ".join(f"{c} = CASE WHEN $4 THEN ${i}{'::jsonb' if c == 'input_schema' else ''} ELSE {c} END"
+                              for i, c in enumerate(_FIELDS, 5))
+        await conn.executemany(
+            f"UPDATE {table} SET node_type = COALESCE($2, node_type), node_status = COALESCE($3, node_status),"
+            f" {data_sets}, updated_at = $10 WHERE id = $1",
+            [(row_id, r.get("node_type"), r.get("node_status"), bool(r.get("data")), *(r.get(c) for c in _FIELDS),
+              r["updated_at"]) for row_id, r in f.patch.items()])
+
+
+# Writes only the rows whose flags change, so a heartbeat of an already active endpoint writes no listing.
+_REFRESH = """
+UPDATE {catalogue_listings} l SET machine_operational = x.mo, endpoint_active = x.ea
+FROM (SELECT l2.id, COALESCE(m.operational, false) AS mo, COALESCE(e.status = 'active', false) AS ea
+      FROM {catalogue_listings} l2
+      LEFT JOIN {catalogue_machines} m ON m.id = l2.machine_id
+      LEFT JOIN {catalogue_endpoints} e ON e.machine_id = l2.machine_id AND e.provider_key = l2.provider_key
+      WHERE l2.machine_id = ANY($1::uuid[])) x
+WHERE l.id = x.id AND (l.machine_operational <> x.mo OR l.endpoint_active <> x.ea)
+"""
