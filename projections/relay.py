@@ -39,7 +39,24 @@ def _runtime_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any]
 
 
 _LEASED = ("runtime:RuntimeEndpoint.Opened", "runtime:RuntimeEndpoint.Upserted")
-ROUTES: list[Route] = [_machine_routes, _runtime_routes]
+
+
+def _task_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any], datetime | None]]:
+    """Execution for every task; discover -> resolve -> request execution for auto ones. Only Submitted says
+    whether a task is auto, so Discovered and Resolved go to actors that look and skip the others."""
+    kwargs = {"task_id": str(event.stream_id)}
+    if event.type == "tasks:Task.ExecutionRequested":
+        return [("tasks", "execute_task", kwargs, None)]
+    if event.type == "tasks:Task.Submitted" and event.data.get("auto"):
+        return [("tasks", "discover_task", kwargs, None)]
+    if event.type == "tasks:Task.Discovered":
+        return [("tasks", "resolve_task", kwargs, None)]
+    if event.type == "tasks:Task.Resolved":
+        return [("tasks", "request_task_execution", kwargs, None)]
+    return []
+
+
+ROUTES: list[Route] = [_machine_routes, _runtime_routes, _task_routes]
 
 
 class RelayProjection:

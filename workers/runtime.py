@@ -9,17 +9,25 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Middleware
 
 from app.container import Container
-from app.settings import get_settings
+from app.outbound import OutboundClient, close_shared_client, shared_client
+from app.settings import Settings, get_settings
 
 _container: Container | None = None
 _lock: asyncio.Lock | None = None
 _dsn_override: str | None = None
+_settings_override: Settings | None = None
+# Only with a settings override (tests): a client of its own, on the loop that first asked for it.
+_outbound: tuple[asyncio.AbstractEventLoop, OutboundClient] | None = None
 
 
-def use_database(dsn: str | None) -> None:
-    """Point actors at a specific database (tests; `mm up` passes MM_DATABASE_URL instead)."""
-    global _dsn_override, _container, _lock
-    _dsn_override, _container, _lock = dsn, None, None
+def use_database(dsn: str | None, settings: Settings | None = None) -> None:
+    """Point actors at a specific database, and optionally settings (tests; `mm up` passes the environment)."""
+    global _dsn_override, _settings_override, _container, _lock, _outbound
+    _dsn_override, _settings_override, _container, _lock, _outbound = dsn, settings, None, None, None
+
+
+def settings() -> Settings:
+    return _settings_override or get_settings()
 
 
 async def container() -> Container:
@@ -30,26 +38,42 @@ async def container() -> Container:
         _lock = asyncio.Lock()
     async with _lock:
         if _container is None:
-            settings = get_settings()
-            dsn = _dsn_override or settings.database_url
+            dsn = _dsn_override or settings().database_url
             if not dsn:
                 raise RuntimeError("workers need MM_DATABASE_URL (mm up and mm worker set it)")
             # A small pool: actors are short and the worker's thread count bounds concurrency anyway.
-            _container = await Container.open(settings, dsn, min_size=1, max_size=4)
+            _container = await Container.open(settings(), dsn, min_size=1, max_size=4)
     return _container
 
 
+def outbound() -> OutboundClient:
+    """The outbound client for calls to sellers: the process's shared one (MM_ALLOW_PRIVATE_ENDPOINTS), or
+    under a settings override, one that follows those settings."""
+    global _outbound
+    if _settings_override is None:
+        return shared_client()
+    loop = asyncio.get_running_loop()
+    if _outbound is None or _outbound[0] is not loop:
+        _outbound = (loop, OutboundClient(allow_private=_settings_override.allow_private_endpoints))
+    return _outbound[1]
+
+
 async def close() -> None:
-    global _container
+    global _container, _outbound
     if _container is not None:
         await _container.close()
         _container = None
+    if _outbound is not None and _outbound[0] is asyncio.get_running_loop():
+        await _outbound[1].aclose()
+    _outbound = None
+    await close_shared_client()
 
 
 class CloseContainer(Middleware):
-    """Closes the container's pool on the event-loop thread before Dramatiq stops that loop."""
+    """Closes the container's pool (and the outbound connections) on the event-loop thread before Dramatiq
+    stops that loop."""
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         loop_thread = get_event_loop_thread()
-        if loop_thread is not None and _container is not None:
+        if loop_thread is not None:
             loop_thread.run_coroutine(close())

@@ -1,0 +1,120 @@
+"""Auto tasks end to end (relay -> discover -> resolve -> request execution -> execute, through the PostgreSQL
+broker and a real worker), NO_ROUTE as a recorded failure, and a failing seller cooled down by resolve."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import dramatiq
+import pytest
+from dramatiq.brokers.stub import StubBroker
+
+from app.container import Container
+from app.outbound.stub_seller import StubSeller
+from app.settings import Settings
+from domain.tasks.commands import Constraints
+from tests.conftest import TEST_SECRET_KEY
+from tests.workers.harness import worker_on
+from tests.workers.tasks_market import (
+    CAPABILITY,
+    buyer,
+    ctx,
+    events,
+    read_models,
+    relay_until_finished,
+    resolved,
+    seller,
+)
+from workers import runtime
+
+dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq pick a default broker here
+from workers.tasks import execute_task  # noqa: E402
+from workers.tasks_auto import discover_job, discover_task, request_task_execution, resolve_task  # noqa: E402
+
+ACTORS = [execute_task, discover_task, resolve_task, request_task_execution]
+PRIVATE_OK = Settings(secret_key=TEST_SECRET_KEY, allow_private_endpoints=True)
+
+
+@pytest.fixture
+def stub() -> Iterator[StubSeller]:
+    with StubSeller() as s:
+        yield s
+
+
+@pytest.fixture
+async def c(fresh_container: Container) -> AsyncIterator[Container]:
+    try:
+        yield fresh_container
+    finally:
+        await runtime.close()
+        runtime.use_database(None)
+
+
+async def submit_auto(c: Container, buyer_ids: tuple[uuid.UUID, uuid.UUID], **constraints: object) -> uuid.UUID:
+    account, machine = buyer_ids
+    out = await c.tasks.submit(ctx(account), machine, capability=CAPABILITY, input={"text": "auto"},
+                               constraints=Constraints(**constraints), auto=True)  # type: ignore[arg-type]
+    return out.task.id
+
+
+async def test_an_auto_task_runs_from_submission_to_its_outcome(c: Container, fresh_database: str,
+                                                                stub: StubSeller) -> None:
+    await seller(c, f"{stub.url}/echo", 100)
+    manual = await resolved(c, await buyer(c), execute=False)  # not auto: the actors leave it resolved
+    await read_models(c)
+    task_id = await submit_auto(c, await buyer(c))
+    async with worker_on(fresh_database, fresh_database, ACTORS, settings=PRIVATE_OK) as (broker, worker):
+        worker.start()
+        task = await relay_until_finished(c, broker, task_id)
+    assert task.status == "succeeded"
+    kinds = [e.type.removeprefix("tasks:Task.") for e in await c.store.load(task_id)]
+    assert kinds == ["Submitted", "Discovered", "Resolved", "ExecutionRequested", "RunStarted", "RunFinished",
+                     "Succeeded"]
+    [finished] = await events(c, task_id, "RunFinished")
+    assert finished["body"] == {"output": {"text": "auto"}} and stub.stats.total == 1
+    assert (await c.tasks.load(manual.id)).status == "resolved"
+
+
+async def test_an_auto_task_with_no_route_fails_on_the_record(c: Container, fresh_database: str) -> None:
+    task_id = await submit_auto(c, await buyer(c))  # nobody sells the capability
+    async with worker_on(fresh_database, fresh_database, ACTORS, settings=PRIVATE_OK) as (broker, worker):
+        worker.start()
+        task = await relay_until_finished(c, broker, task_id)
+    assert task.status == "failed"
+    [failed] = await events(c, task_id, "Failed")
+    assert failed["code"] == "NO_ROUTE" and failed["run_id"] is None
+    assert "discovery found no listing" in failed["detail"]
+
+
+async def test_auto_steps_are_idempotent(c: Container, fresh_database: str, stub: StubSeller) -> None:
+    runtime.use_database(fresh_database, PRIVATE_OK)
+    await seller(c, f"{stub.url}/echo", 100)
+    await read_models(c)
+    task_id = await submit_auto(c, await buyer(c))
+    event_id = str(uuid.uuid4())
+    for _ in range(3):
+        await discover_job(str(task_id), event_id)
+    assert len(await events(c, task_id, "Discovered")) == 1
+
+
+async def test_a_seller_that_keeps_failing_is_cooled_down_and_skipped_by_resolve(
+    c: Container, fresh_database: str, stub: StubSeller
+) -> None:
+    flaky = await seller(c, f"{stub.url}/status/503", 100)  # cheapest: first on every route
+    good = await seller(c, f"{stub.url}/echo", 200)
+    buyer_ids = await buyer(c)
+    async with worker_on(fresh_database, fresh_database, ACTORS, settings=PRIVATE_OK) as (broker, worker):
+        worker.start()
+        for _ in range(3):  # three consecutive failures (the policy's threshold), each saved by the fallback
+            task = await resolved(c, buyer_ids)
+            assert task.route is not None and task.route["steps"][0].seller_machine_id == flaky
+            assert (await relay_until_finished(c, broker, task.id)).status == "succeeded"
+        calls = stub.stats.total
+        task = await resolved(c, buyer_ids)  # read_models folded the three failures into seller_stats
+        assert task.route is not None
+        assert [s.seller_machine_id for s in task.route["steps"]] == [good]
+        [skipped] = task.route["excluded"]
+        assert skipped.seller_machine_id == flaky and "cooling down" in skipped.reason
+        assert (await relay_until_finished(c, broker, task.id)).status == "succeeded"
+    assert stub.stats.total == calls + 1  # only the good seller was called

@@ -1,0 +1,69 @@
+"""Task execution: the actor that calls the sellers of a task's route, one recorded run at a time."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import dramatiq
+
+from app.services.task_discovery import OfferSource, ReputationSource
+from app.services.tasks import TasksService
+from domain.shared.context import CommandContext
+from domain.tasks.aggregate import EXECUTING
+from domain.tasks.rules import MAX_FALLBACKS, MAX_TIMEOUT_MS
+from workers import runtime
+from workers.tasks_calls import call_seller
+
+_sources: tuple[OfferSource, ReputationSource] | None = None
+
+
+def use_sources(sources: tuple[OfferSource, ReputationSource] | None) -> None:
+    """Other catalogue and reputation sources for the auto-task actors (tests); None: the read models."""
+    global _sources
+    _sources = sources
+
+
+async def service() -> TasksService:
+    c = await runtime.container()
+    if _sources is None:
+        return c.tasks
+    return TasksService(c.repo, c.machines, *_sources)
+
+
+def context(actor: str, event_id: str, key: str | None) -> CommandContext:
+    """Event ids derive from `key` when given, so a redelivered message appends nothing twice; every command
+    of one message needs its own key (they share the causation id, from which ids would derive otherwise)."""
+    return CommandContext(at=datetime.now(UTC), actor=f"worker:{actor}", causation_id=event_id,
+                          idempotency_key=f"{actor}:{key or uuid.uuid4()}", is_admin=True)
+
+
+async def execute_job(task_id: str, event_id: str) -> None:
+    """Sent by the relay for ExecutionRequested. Each run is recorded (RunStarted) before its call and its
+    result after. A redelivery finds the open run and re-sends it under the same Idempotency-Key (the run id),
+    or finds it finished and goes on from there. Loops until the task settles or its route is used up."""
+    c, tasks = await runtime.container(), await service()
+    task_uuid = uuid.UUID(task_id)
+    while True:
+        # No derived key here: the aggregate hands out an open run again, and a race to start the same
+        # attempt is settled by the stream's version (the loser reloads and gets the winner's run).
+        task, run = await tasks.next_run(context("execute_task", event_id, None), task_uuid)
+        if run is None:
+            return
+        result = await call_seller(c, runtime.outbound(), task, run)
+        finish = context("execute_task", event_id, f"finish:{run['run_id']}")
+        if (await tasks.finish_run(finish, task_uuid, result)).task.status != EXECUTING:
+            return
+
+
+# Every step of the longest route may use its whole timeout, plus time to record each run.
+TIME_LIMIT_MS = (1 + MAX_FALLBACKS) * (MAX_TIMEOUT_MS + 15_000)
+
+execute_task = dramatiq.actor(
+    actor_name="execute_task",
+    queue_name="tasks",
+    max_retries=20,
+    time_limit=TIME_LIMIT_MS,
+    min_backoff=500,
+    max_backoff=60_000,
+)(execute_job)
