@@ -11,8 +11,6 @@ from app.services.agents import AgentsService
 from app.services.graph import GraphService
 from app.services.machines import MachinesService
 from app.services.runtime import RuntimeService
-from app.services.task_catalogue import CatalogueOffers, SellerReputation
-from app.services.tasks import TasksService
 from app.settings import Settings
 from app.store.credential_cache import CredentialCache
 from app.store.credentials import ApiKeyCredentials
@@ -38,7 +36,6 @@ class Container:
         self.runtime = RuntimeService(self.repo, self.machines, self.sealer)
         self.agents = AgentsService(self.repo, self.machines, self.runtime)
         self.graph = GraphService(self.repo, self.machines)
-        self.tasks = TasksService(self.repo, self.machines, CatalogueOffers(pool), SellerReputation(pool))
         self.projection_names = projection_names()
 
     @classmethod
