@@ -11,6 +11,9 @@ from app.services.agents import AgentsService
 from app.services.graph import GraphService
 from app.services.machines import MachinesService
 from app.services.runtime import RuntimeService
+from app.services.task_sources import CatalogueOffers, SellerReputation
+from app.services.task_waiter import OutcomeWaiter
+from app.services.tasks import TasksService
 from app.settings import Settings
 from app.store.credential_cache import CredentialCache
 from app.store.credentials import ApiKeyCredentials
@@ -36,6 +39,9 @@ class Container:
         self.runtime = RuntimeService(self.repo, self.machines, self.sealer)
         self.agents = AgentsService(self.repo, self.machines, self.runtime)
         self.graph = GraphService(self.repo, self.machines)
+        self.tasks = TasksService(self.repo, self.machines, CatalogueOffers(pool), SellerReputation(pool))
+        # Execute requests wait on task outcomes; the LISTEN connection opens once a DSN is known (open()).
+        self.outcomes = OutcomeWaiter(pool, None)
         self.projection_names = projection_names()
 
     @classmethod
@@ -44,12 +50,14 @@ class Container:
         pool = await create_pool(dsn, settings, stateless_sessions=stateless_sessions, **pool_sizes)
         container = cls(settings, pool)
         container.credentials.dsn = dsn
+        container.outcomes.dsn = dsn
         if container.notifier is not None:
             container.notifier.start()
         return container
 
     async def close(self) -> None:
         await self.credentials.stop()
+        await self.outcomes.stop()
         if self.notifier is not None:
             await self.notifier.stop()
         await self.pool.close()

@@ -33,6 +33,15 @@ PUBLIC_NAMES: dict[str, str] = {
     "graph:MachineGraph.EdgeCreated": "graph.edge.created",
     "graph:MachineGraph.EdgeRevised": "graph.edge.updated",
     "graph:MachineGraph.EdgeDeleted": "graph.edge.deleted",
+    "tasks:Task.Submitted": "task.created",
+    "tasks:Task.Discovered": "task.discovered",
+    "tasks:Task.Resolved": "task.resolved",
+    "tasks:Task.ExecutionRequested": "task.execution-requested",
+    "tasks:Task.RunStarted": "task.run-started",
+    "tasks:Task.RunFinished": "task.run-finished",
+    "tasks:Task.Succeeded": "task.succeeded",
+    "tasks:Task.Failed": "task.failed",
+    "tasks:Task.Cancelled": "task.cancelled",
 }
 
 # Secrets and their digests are kept out of the feed (it is exported to operators and tenants).

@@ -11,12 +11,13 @@ from projections.machines import MachinesProjection
 from projections.relay import RelayProjection
 from projections.runtime import RuntimeProjection
 from projections.seller_stats import SellerStatsProjection
+from projections.tasks import TasksProjection
 
 
 def read_models() -> list[Projection]:
     """Projections that only write rows (the relay, which enqueues work, is added by the worker side)."""
     return [AccountsProjection(), MachinesProjection(), RuntimeProjection(), GraphProjection(), AuditProjection(),
-            CatalogueProjection(), SellerStatsProjection()]
+            CatalogueProjection(), SellerStatsProjection(), TasksProjection()]
 
 
 def by_name(projections: list[Projection]) -> dict[str, Projection]:

@@ -24,8 +24,11 @@ from app.api.machines import MachinesController
 from app.api.middleware import header_limit_middleware, idempotency_middleware, request_id_middleware
 from app.api.openapi import finish_openapi
 from app.api.problems import handle_exception
+from app.api.runs import RunsController, TaskHistoryController
 from app.api.runtime import RuntimeEndpointsController
 from app.api.system import health, metrics, observe, openapi_json, ready
+from app.api.task_execute import TaskExecutionController
+from app.api.tasks import TasksController
 from app.container import Container
 from app.settings import Settings
 
@@ -97,7 +100,8 @@ def create_app(settings: Settings, container: Container | None = None,
     origins = list(settings.cors_origins)
     app = Litestar(
         route_handlers=[MachinesController, RuntimeEndpointsController, AgentsController, HeartbeatController,
-                        GraphController, AccountsController, AuditController, CatalogueController, health, ready,
+                        GraphController, AccountsController, AuditController, CatalogueController, TasksController,
+                        TaskExecutionController, TaskHistoryController, RunsController, health, ready,
                         metrics, openapi_json, assets_router()],
         exception_handlers={Exception: handle_exception},
         middleware=[idempotency_middleware],

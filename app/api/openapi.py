@@ -76,6 +76,9 @@ def _exact_components(document: dict[str, Any], handlers: typing.Iterable[HTTPRo
         for field in (body, signature.return_type):
             if field is not None:
                 found.update(_types_in(field.raw))
+        # Extra success bodies a handler documents (execute's 202) are the server's types too.
+        for spec in (handler.responses or {}).values():
+            found.update(_types_in(spec.data_container))
     ordered = sorted(found, key=lambda t: (t.__module__, t.__qualname__))
     _, components = msgspec.json.schema_components(ordered, ref_template=_REF)
     schemas = document.setdefault("components", {}).setdefault("schemas", {})

@@ -11,8 +11,9 @@ from typing import Any
 
 from litestar.handlers import HTTPRouteHandler
 
-IF_MATCH, MIN_POSITION = "If-Match", "X-Min-Position"
+IF_MATCH, MIN_POSITION, PREFER = "If-Match", "X-Min-Position", "Prefer"
 ETAG, LOG_POSITION, LOCATION, CACHE_CONTROL = "ETag", "X-Log-Position", "Location", "Cache-Control"
+PREFERENCE_APPLIED = "Preference-Applied"
 
 _POSITION = r"^[0-9]+\.[0-9]+$"
 # As app.api.consistency.expected_version reads it (after stripping whitespace): "3", W/"3", 3 or *.
@@ -26,6 +27,10 @@ REQUEST_HEADERS: dict[str, dict[str, Any]] = {
         "description": "Wait (up to MM_READ_YOUR_WRITES_TIMEOUT_S) until the read model includes the write whose"
                        " X-Log-Position this is; 503 PROJECTION_LAGGING if it does not in time. Empty: no wait.",
         "schema": {"type": "string", "pattern": r"^([0-9]+\.[0-9]+)?$"}, "example": "1234.5678"},
+    PREFER: {
+        "description": "RFC 7240. `wait=N`: wait up to N seconds (default 30, at most 120) for the outcome before"
+                       " answering 202; `respond-async`: answer 202 at once. Other preferences are ignored.",
+        "schema": {"type": "string", "maxLength": 256}, "example": "wait=10"},
 }
 _IDEMPOTENCY_KEY = {
     "description": "Makes the POST safe to retry: a repeat with the same key and body returns the first answer"
@@ -42,6 +47,8 @@ RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
     LOG_POSITION: {"description": "Where this write sits in the event log; send it as X-Min-Position to read it"
                                   " back from a list.", "schema": {"type": "string", "pattern": _POSITION}},
     LOCATION: {"description": "Path of the created resource.", "schema": {"type": "string"}, "required": True},
+    PREFERENCE_APPLIED: {"description": "The Prefer preferences honoured (RFC 7240), e.g. wait=10.",
+                         "schema": {"type": "string"}},
     CACHE_CONTROL: {"description": "The body holds a secret shown once: never cached.",
                "schema": {"type": "string", "enum": ["no-store"]}, "required": True},
 }
@@ -71,7 +78,7 @@ def add_headers(operation: dict[str, Any], method: str, handler: HTTPRouteHandle
         documented = response.setdefault("headers", {})
         if status.startswith("2"):
             for name in declared.get("sends", ()):
-                if name != LOCATION or status == "201":
+                if name != LOCATION or status in ("201", "202"):  # created, or where to follow the work
                     documented[name] = RESPONSE_HEADERS[name]
         # Refused before routing when the headers are too large, so a 431 may come without an id.
         documented["X-Request-Id"] = {**_X_REQUEST_ID, "required": status != "431"}

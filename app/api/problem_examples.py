@@ -21,7 +21,9 @@ _EXAMPLES: dict[int, tuple[str, str, str]] = {
     413: ("Content Too Large", "CONTENT_TOO_LARGE", "Request Entity Too Large"),
     422: ("Unprocessable Content", "IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used with a different request"),
     431: ("Request Header Fields Too Large", "HEADERS_TOO_LARGE", "the request headers exceed the size limit"),
+    502: ("Bad Gateway", "UPSTREAM_FAILED", "every seller on the route failed (after 3 attempts; last: HTTP 503)"),
     503: ("Service Unavailable", "DATABASE_UNAVAILABLE", "the database is unavailable; retry after the delay given"),
+    504: ("Gateway Timeout", "UPSTREAM_TIMEOUT", "the last seller did not answer in time (after 1 attempt)"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Annotated, Any
 
 import asyncpg
@@ -26,6 +27,7 @@ from domain.graph import errors as graph_errors
 from domain.machines import errors as machine_errors
 from domain.runtime import errors as runtime_errors
 from domain.shared import errors as shared
+from domain.tasks import errors as task_errors
 
 log = logging.getLogger("mm.api")
 
@@ -74,6 +76,9 @@ STATUS_OF: dict[type[shared.DomainError], int] = {
     graph_errors.NodeMissing: 422,
     graph_errors.EdgeExists: 409,
     graph_errors.GraphLimitReached: 409,
+    task_errors.NoRoute: 409,
+    task_errors.RouteRequired: 409,
+    task_errors.TaskNotCancellable: 409,
 }
 
 TITLES = {
@@ -81,8 +86,18 @@ TITLES = {
     409: "Conflict", 412: "Precondition Failed", 413: "Content Too Large", 415: "Unsupported Media Type",
     422: "Unprocessable Content", 428: "Precondition Required", 429: "Too Many Requests",
     431: "Request Header Fields Too Large",
-    500: "Internal Server Error", 503: "Service Unavailable",
+    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
+
+
+def title_for(status: int) -> str:
+    """Our titles, else the standard reason phrase (a seller's 4xx relayed by execute may be any of them)."""
+    if status in TITLES:
+        return TITLES[status]
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def status_for(exc: shared.DomainError) -> int:
@@ -97,7 +112,7 @@ def problem_response(request: Request[Any, Any, Any] | None, status: int, code: 
     request_id = request.scope.get("state", {}).get("request_id") if request is not None else None
     body = Problem(
         type=f"https://docs.machine-markets.dev/problems/{code.lower().replace('_', '-')}",
-        title=TITLES.get(status, "Error"),
+        title=title_for(status),
         status=status,
         code=code,
         detail=detail,
@@ -186,7 +201,7 @@ def _validation_detail(exc: ValidationException, errors: list[Any] | None) -> st
 def problems(*statuses: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the problem responses a route can return."""
     return {
-        s: ResponseSpec(data_container=Problem, description=TITLES.get(s, "Error"), media_type=PROBLEM_JSON,
+        s: ResponseSpec(data_container=Problem, description=title_for(s), media_type=PROBLEM_JSON,
                         generate_examples=False, examples=problem_examples(s))
         for s in statuses
     }
