@@ -42,17 +42,13 @@ _LEASED = ("runtime:RuntimeEndpoint.Opened", "runtime:RuntimeEndpoint.Upserted")
 
 
 def _task_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any], datetime | None]]:
-    """Execution for every task; discover -> resolve -> request execution for auto ones. Only Submitted says
-    whether a task is auto, so Discovered and Resolved go to actors that look and skip the others."""
+    """An auto task is driven from its submission to its outcome by one message (see workers/tasks_auto.py);
+    any other task's execution by one message per ExecutionRequested."""
     kwargs = {"task_id": str(event.stream_id)}
+    if event.type == "tasks:Task.Submitted" and event.data.get("auto"):
+        return [("tasks", "advance_auto_task", kwargs, None)]
     if event.type == "tasks:Task.ExecutionRequested":
         return [("tasks", "execute_task", kwargs, None)]
-    if event.type == "tasks:Task.Submitted" and event.data.get("auto"):
-        return [("tasks", "discover_task", kwargs, None)]
-    if event.type == "tasks:Task.Discovered":
-        return [("tasks", "resolve_task", kwargs, None)]
-    if event.type == "tasks:Task.Resolved":
-        return [("tasks", "request_task_execution", kwargs, None)]
     return []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime
 
@@ -10,11 +11,13 @@ import dramatiq
 from app.services.task_discovery import OfferSource, ReputationSource
 from app.services.tasks import TasksService
 from domain.shared.context import CommandContext
+from domain.shared.errors import NotFound
 from domain.tasks.aggregate import EXECUTING
 from domain.tasks.rules import MAX_FALLBACKS, MAX_TIMEOUT_MS
 from workers import runtime
 from workers.tasks_calls import call_seller
 
+log = logging.getLogger("mm.workers.tasks")
 _sources: tuple[OfferSource, ReputationSource] | None = None
 
 
@@ -39,20 +42,31 @@ def context(actor: str, event_id: str, key: str | None) -> CommandContext:
 
 
 async def execute_job(task_id: str, event_id: str) -> None:
-    """Sent by the relay for ExecutionRequested. Each run is recorded (RunStarted) before its call and its
-    result after. A redelivery finds the open run and re-sends it under the same Idempotency-Key (the run id),
-    or finds it finished and goes on from there. Loops until the task settles or its route is used up."""
+    """Sent by the relay for ExecutionRequested. An auto task is left to advance_auto_task, which requested the
+    execution and runs it in the same message (two workers calling one seller for one run would be a waste)."""
+    try:
+        task = await (await service()).load(uuid.UUID(task_id))
+    except NotFound:
+        log.warning("execute_task: task %s is gone; nothing to do", task_id)
+        return
+    if not task.auto:
+        await run_task(task.id, event_id, "execute_task")
+
+
+async def run_task(task_id: uuid.UUID, event_id: str, actor: str) -> None:
+    """Each run is recorded (RunStarted) before its call and its result after. A redelivery finds the open run
+    and re-sends it under the same Idempotency-Key (the run id), or finds it finished and goes on from there.
+    Loops until the task settles or its route is used up."""
     c, tasks = await runtime.container(), await service()
-    task_uuid = uuid.UUID(task_id)
     while True:
         # No derived key here: the aggregate hands out an open run again, and a race to start the same
         # attempt is settled by the stream's version (the loser reloads and gets the winner's run).
-        task, run = await tasks.next_run(context("execute_task", event_id, None), task_uuid)
+        task, run = await tasks.next_run(context(actor, event_id, None), task_id)
         if run is None:
             return
         result = await call_seller(c, runtime.outbound(), task, run)
-        finish = context("execute_task", event_id, f"finish:{run['run_id']}")
-        if (await tasks.finish_run(finish, task_uuid, result)).task.status != EXECUTING:
+        finish = context(actor, event_id, f"finish:{run['run_id']}")
+        if (await tasks.finish_run(finish, task_id, result)).task.status != EXECUTING:
             return
 
 

@@ -24,9 +24,9 @@ from workers import runtime
 
 dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq pick a default broker here
 from workers.tasks import execute_job, execute_task  # noqa: E402
-from workers.tasks_auto import discover_task, request_task_execution, resolve_task  # noqa: E402
+from workers.tasks_auto import advance_auto_task  # noqa: E402
 
-ACTORS = [execute_task, discover_task, resolve_task, request_task_execution]
+ACTORS = [execute_task, advance_auto_task]
 PRIVATE_OK = Settings(secret_key=TEST_SECRET_KEY, allow_private_endpoints=True)
 ADMIN = CommandContext(at=datetime.now(UTC), actor="test", is_admin=True)
 

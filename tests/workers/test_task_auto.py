@@ -1,5 +1,6 @@
-"""Auto tasks end to end (relay -> discover -> resolve -> request execution -> execute, through the PostgreSQL
-broker and a real worker), NO_ROUTE as a recorded failure, and a failing seller cooled down by resolve."""
+"""Auto tasks end to end (relay -> advance_auto_task: discover -> resolve -> request execution -> execute, through
+the PostgreSQL broker and a real worker), resumption and idempotency, NO_ROUTE as a recorded failure, and a failing
+seller cooled down by resolve."""
 
 from __future__ import annotations
 
@@ -30,9 +31,9 @@ from workers import runtime
 
 dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq pick a default broker here
 from workers.tasks import execute_task  # noqa: E402
-from workers.tasks_auto import discover_job, discover_task, request_task_execution, resolve_task  # noqa: E402
+from workers.tasks_auto import advance_auto_task, advance_job  # noqa: E402
 
-ACTORS = [execute_task, discover_task, resolve_task, request_task_execution]
+ACTORS = [execute_task, advance_auto_task]
 PRIVATE_OK = Settings(secret_key=TEST_SECRET_KEY, allow_private_endpoints=True)
 
 
@@ -87,15 +88,30 @@ async def test_an_auto_task_with_no_route_fails_on_the_record(c: Container, fres
     assert "discovery found no listing" in failed["detail"]
 
 
-async def test_auto_steps_are_idempotent(c: Container, fresh_database: str, stub: StubSeller) -> None:
+async def test_a_redelivery_resumes_where_the_stream_stands_and_repeats_nothing(
+    c: Container, fresh_database: str, stub: StubSeller
+) -> None:
     runtime.use_database(fresh_database, PRIVATE_OK)
     await seller(c, f"{stub.url}/echo", 100)
     await read_models(c)
-    task_id = await submit_auto(c, await buyer(c))
+    account, machine = await buyer(c)
+    task_id = await submit_auto(c, (account, machine))
+    await c.tasks.discover(ctx(account), machine, task_id)  # a delivery (or a client) got this far, then died
     event_id = str(uuid.uuid4())
-    for _ in range(3):
-        await discover_job(str(task_id), event_id)
-    assert len(await events(c, task_id, "Discovered")) == 1
+    for _ in range(3):  # the redelivered message, three times over
+        await advance_job(str(task_id), event_id)
+    kinds = [e.type.removeprefix("tasks:Task.") for e in await c.store.load(task_id)]
+    assert kinds == ["Submitted", "Discovered", "Resolved", "ExecutionRequested", "RunStarted", "RunFinished",
+                     "Succeeded"]
+    assert stub.stats.total == 1
+
+
+async def test_a_manual_task_is_not_advanced(c: Container, fresh_database: str, stub: StubSeller) -> None:
+    runtime.use_database(fresh_database, PRIVATE_OK)
+    await seller(c, f"{stub.url}/echo", 100)
+    task = await resolved(c, await buyer(c), execute=False)
+    await advance_job(str(task.id), str(uuid.uuid4()))
+    assert (await c.tasks.load(task.id)).version == task.version
 
 
 async def test_a_seller_that_keeps_failing_is_cooled_down_and_skipped_by_resolve(

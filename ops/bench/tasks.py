@@ -1,0 +1,190 @@
+"""Phase `tasks`: auto tasks end to end through `mm api` + `mm projector` + `mm worker` and a stub seller, against
+a direct POST to the same stub (the baseline, same run); then discovery over a catalogue of N listings.
+
+An auto task's path: POST /tasks (API) -> relay -> discover actor -> relay -> resolve actor -> relay -> request
+execution actor -> relay -> execute actor (RunStarted, the call, RunFinished + Succeeded) -> tasks projection ->
+outcome row (NOTIFY). "Visible" is that row, read by an OutcomeWaiter as the execute route reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+
+import httpx
+
+from app.container import Container
+from app.sealing import new_secret_key
+from app.services.task_waiter import OutcomeWaiter
+from app.settings import Settings
+from ops.bench import tasks_seed
+from ops.bench.commands import _process
+from ops.bench.db import reset, settle
+from ops.bench.heartbeats import _active_machine
+from ops.bench.http_api import ROOT, _clients, _free_port, fan_out, tenant_key
+
+CLIENTS = 32
+WORKER_THREADS = 32  # executions wait on the network: the worker's threads bound how many run at once
+ECHO = "bench-echo"
+
+
+@dataclass
+class Timed:
+    latencies: list[float] = field(default_factory=list)  # seconds
+    seconds: float = 0.0
+    statuses: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def count(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds else 0.0
+
+    def p(self, q: float) -> float:
+        """Nearest-rank percentile in milliseconds."""
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, max(0, int(q / 100 * len(ordered) + 0.5) - 1))] * 1000
+
+
+@dataclass
+class TasksResult:
+    direct: Timed
+    auto: Timed
+    discover: Timed
+    listings: int
+    sellers: int
+    seed_seconds: float
+    worker_threads: int
+
+
+@contextmanager
+def _stub_seller() -> Iterator[str]:
+    """The stub seller in a process of its own (its first line is its URL), so it does not share our GIL."""
+    proc = subprocess.Popen([sys.executable, "-m", "app.outbound.stub_seller"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+async def _direct(url: str, count: int) -> Timed:
+    """The baseline: the same POST (JSON body, Idempotency-Key, bearer) straight to the stub, CLIENTS at once."""
+    out = Timed()
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=CLIENTS), timeout=30) as client:
+        async def call(_: object, i: int) -> None:
+            started = time.perf_counter()
+            r = await client.post(f"{url}/echo", json={"text": f"direct {i}"},
+                                  headers={"Idempotency-Key": str(uuid.uuid4()), "Authorization": "Bearer t"})
+            out.latencies.append(time.perf_counter() - started)
+            out.statuses[str(r.status_code)] += 1
+
+        started = time.perf_counter()
+        await fan_out(list(range(CLIENTS)), count, call)
+        out.seconds = time.perf_counter() - started
+    return out
+
+
+async def _auto(clients: list[httpx.AsyncClient], waiter: OutcomeWaiter, buyer: str, count: int) -> Timed:
+    """CLIENTS buyers' requests at once: POST an auto task, then wait until its outcome row exists."""
+    out = Timed()
+
+    async def one(client: httpx.AsyncClient, i: int) -> None:
+        started = time.perf_counter()
+        r = await client.post(f"/v1/machines/{buyer}/tasks", json={
+            "capability": ECHO, "input": {"text": f"task {i}"}, "auto": True,
+            "constraints": {"strategy": "cheapest", "timeoutMs": 10_000}})
+        if r.status_code != 201:
+            out.statuses[f"POST {r.status_code}"] += 1
+            return
+        row = await waiter.wait(uuid.UUID(r.json()["id"]), 60)
+        out.latencies.append(time.perf_counter() - started)
+        out.statuses["timeout" if row is None else str(row["status"])] += 1
+
+    started = time.perf_counter()
+    await fan_out(clients, count, one)
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+async def _discover(client: httpx.AsyncClient, buyer: str, count: int) -> Timed:
+    """POST .../discover on queued tasks for one capability of the seeded catalogue, one at a time."""
+    ids = []
+    for i in range(count):
+        r = await client.post(f"/v1/machines/{buyer}/tasks", json={
+            "capability": tasks_seed.capability(i % 5), "input": {"text": "x"}})
+        ids.append(r.json()["id"])
+    out = Timed()
+    started = time.perf_counter()
+    for task_id in ids:
+        t0 = time.perf_counter()
+        r = await client.post(f"/v1/machines/{buyer}/tasks/{task_id}/discover")
+        out.latencies.append(time.perf_counter() - t0)
+        out.statuses[str(r.status_code)] += 1
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+async def _listed(client: httpx.AsyncClient, capability: str, at_least: int, within: float = 300.0) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        r = await client.get("/v1/catalogue", params={"capability": capability, "limit": 100})
+        if r.status_code == 200 and len(r.json()["data"]) >= at_least:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{capability}: fewer than {at_least} listings in the catalogue after {within:.0f} s")
+        await asyncio.sleep(0.2)
+
+
+async def run(dsn: str, tasks: int, warmup: int, listings: int, discovers: int) -> TasksResult:
+    await reset(dsn)
+    key, secret = await tenant_key(dsn), new_secret_key()
+    env = {**os.environ, "MM_DATABASE_URL": dsn, "MM_BROKER_URL": dsn, "MM_LOG_LEVEL": "WARNING",
+           "MM_SECRET_KEY": secret, "MM_ALLOW_PRIVATE_ENDPOINTS": "true"}
+    env.pop("MM_ADMIN_TOKEN", None)
+    port, mm = _free_port(), [sys.executable, "-m", "app.cli"]
+    with ExitStack() as stack:
+        stub = stack.enter_context(_stub_seller())
+        stack.enter_context(_process([*mm, "api", "--port", str(port)], env))
+        stack.enter_context(_process([*mm, "projector"], env))
+        stack.enter_context(_process([*mm, "worker", "--threads", str(WORKER_THREADS)], env))
+        c = await Container.open(Settings(secret_key=secret), dsn, min_size=1, max_size=tasks_seed.CONCURRENCY + 2)
+        waiter = OutcomeWaiter(c.pool, dsn)
+        try:
+            seeded = time.perf_counter()
+            sellers = await tasks_seed.catalogue(c, uuid.uuid4(), f"{stub}/echo", listings)
+            await tasks_seed.seller(c, uuid.uuid4(), "bench-echo-seller", f"{stub}/echo", [(ECHO, 10)])
+            async with _clients(port, key, CLIENTS) as clients:
+                await _listed(clients[0], tasks_seed.capability(0), min(100, listings // tasks_seed.CAPABILITIES))
+                await _listed(clients[0], ECHO, 1)
+                seed_seconds = time.perf_counter() - seeded
+                buyer = await _active_machine(clients[0], dict(clients[0].headers), 0)
+                async with c.pool.acquire() as conn:
+                    await settle(conn)
+                await _direct(stub, warmup)
+                direct = await _direct(stub, tasks)
+                await _auto(clients, waiter, buyer, warmup)
+                auto = await _auto(clients, waiter, buyer, tasks)
+                discover = await _discover(clients[0], buyer, discovers)
+        finally:
+            await waiter.stop()
+            await c.close()
+    return TasksResult(direct, auto, discover, listings, sellers, seed_seconds, WORKER_THREADS)
