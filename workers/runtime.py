@@ -41,8 +41,9 @@ async def container() -> Container:
             dsn = _dsn_override or settings().database_url
             if not dsn:
                 raise RuntimeError("workers need MM_DATABASE_URL (mm up and mm worker set it)")
-            # A small pool: actors are short and the worker's thread count bounds concurrency anyway.
-            _container = await Container.open(settings(), dsn, min_size=1, max_size=4)
+            # A small pool: actors hold a connection only per statement (a task's executor releases it while
+            # the seller answers). Actors never LISTEN, lock or SET on it: released connections skip the reset.
+            _container = await Container.open(settings(), dsn, stateless_sessions=True, min_size=1, max_size=8)
     return _container
 
 
