@@ -85,17 +85,17 @@ class CatalogueProjection:
                 _machine(event, machines)
                 touched.add(event.stream_id)
             elif event.type.startswith(ENDPOINT):
-                _endpoint(event, endpoints)
-                touched.add(uuid.UUID(event.metadata["machineId"]))
+                _endpoint(event, endpoints)  # its machine is found by the endpoint's id in the refresh
             elif event.type.startswith(GRAPH) and event.type[len(GRAPH):].startswith("Node"):
                 _node(event, nodes)
                 touched.add(uuid.UUID(event.metadata["machineId"]))
-        if not touched:
+        endpoint_ids = [*endpoints.full, *endpoints.patch]
+        if not touched and not endpoint_ids:
             return
         await _write_machines(conn, t["catalogue_machines"], machines)
         await _write_endpoints(conn, t["catalogue_endpoints"], endpoints)
         await _write_nodes(conn, t["catalogue_listings"], nodes)
-        await conn.execute(_REFRESH.format(**t), list(touched))
+        await conn.execute(_REFRESH.format(**t), list(touched), endpoint_ids)
 
 
 def _machine(event: RecordedEvent, machines: _Fold) -> None:
@@ -208,13 +208,14 @@ async def _write_nodes(conn: asyncpg.Connection, table: str, f: _Fold) -> None:
               r["updated_at"]) for row_id, r in f.patch.items()])
 
 
-# Writes only the rows whose flags change, so a heartbeat of an already active endpoint writes no listing.
-_REFRESH = """
-UPDATE {catalogue_listings} l SET machine_operational = x.mo, endpoint_active = x.ea
-FROM (SELECT l2.id, COALESCE(m.operational, false) AS mo, COALESCE(e.status = 'active', false) AS ea
-      FROM {catalogue_listings} l2
-      LEFT JOIN {catalogue_machines} m ON m.id = l2.machine_id
-      LEFT JOIN {catalogue_endpoints} e ON e.machine_id = l2.machine_id AND e.provider_key = l2.provider_key
-      WHERE l2.machine_id = ANY($1::uuid[])) x
-WHERE l.id = x.id AND (l.machine_operational <> x.mo OR l.endpoint_active <> x.ea)
+# Writes only the rows whose flags change, so a heartbeat of an already active endpoint writes no listing. The
+# machines come as an InitPlan array, so listings are found through their machine index (no scan, no self-join).
+_OPERATIONAL = "COALESCE((SELECT m.operational FROM {catalogue_machines} m WHERE m.id = l.machine_id), false)"
+_ACTIVE = ("COALESCE((SELECT e.status = 'active' FROM {catalogue_endpoints} e"
+           " WHERE e.machine_id = l.machine_id AND e.provider_key = l.provider_key), false)")
+_REFRESH = f"""
+UPDATE {{catalogue_listings}} l SET machine_operational = {_OPERATIONAL}, endpoint_active = {_ACTIVE}
+WHERE l.machine_id = ANY(ARRAY(SELECT unnest($1::uuid[]) UNION
+                               SELECT machine_id FROM {{catalogue_endpoints}} WHERE id = ANY($2::uuid[])))
+  AND (l.machine_operational <> {_OPERATIONAL} OR l.endpoint_active <> {_ACTIVE})
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, QueryParameter
@@ -20,8 +21,15 @@ from domain.shared.errors import NotFound
 from domain.shared.money import Money
 from projections.catalogue_reader import get_listing, list_catalogue
 
-CURRENCY = r"^[A-Z]{3}$"
-PROVIDER_KEY_ANY_CASE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"  # as app/api/schemas_runtime.ProviderKey
+# Filters accept an empty value as "no filter" (as X-Min-Position does), which is how clients send a null.
+CURRENCY = r"^([A-Z]{3})?$"
+PROVIDER_KEY_ANY_CASE = r"^([A-Za-z0-9][A-Za-z0-9._-]{0,62})?$"  # as app/api/schemas_runtime.ProviderKey
+# The constraints sit in the types too, so the OpenAPI document puts them on the string branch of each
+# optional parameter (where generators and validators look), not beside its null branch.
+Capability = Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
+ProviderKeyFilter = Annotated[str, msgspec.Meta(pattern=PROVIDER_KEY_ANY_CASE)]
+Amount = Annotated[int, msgspec.Meta(ge=0, le=MAX_AMOUNT)]
+Currency = Annotated[str, msgspec.Meta(pattern=CURRENCY)]
 
 
 def _after(cursor: str) -> uuid.UUID:
@@ -49,19 +57,20 @@ class CatalogueController(Controller):
          responses=problems(400, 401, 503))
     async def list_(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
-        capability: Annotated[str | None, QueryParameter(min_length=1, max_length=MAX_NAME,
-                                                         description="exact capability name")] = None,
-        provider_key: Annotated[str | None, QueryParameter(name="providerKey", pattern=PROVIDER_KEY_ANY_CASE,
-                                                           description="stored lower-cased")] = None,
-        max_price: Annotated[int | None, QueryParameter(name="maxPrice", ge=0, le=MAX_AMOUNT,
-                                                        description="at most this price (minor units)")] = None,
-        currency: Annotated[str | None, QueryParameter(pattern=CURRENCY, description="ISO 4217 code")] = None,
+        capability: Annotated[Capability | None, QueryParameter(max_length=MAX_NAME,
+                                                                description="exact capability name")] = None,
+        provider_key: Annotated[ProviderKeyFilter | None, QueryParameter(
+            name="providerKey", pattern=PROVIDER_KEY_ANY_CASE, description="stored lower-cased")] = None,
+        max_price: Annotated[Amount | None, QueryParameter(name="maxPrice", ge=0, le=MAX_AMOUNT,
+                                                           description="at most this price (minor units)")] = None,
+        currency: Annotated[Currency | None, QueryParameter(pattern=CURRENCY, description="ISO 4217 code")] = None,
         seller: Annotated[uuid.UUID | None, QueryParameter(description="the seller's machine id")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
     ) -> ListingPage:
         c = container_of(request)
         after = _after(cursor) if cursor else None
+        capability, provider_key, currency = capability or None, provider_key or None, currency or None
         if max_price is not None and currency is None:
             raise ApiError(400, "VALIDATION_ERROR", "maxPrice needs currency (prices compare within one currency)")
         await honour_min_position(request, c.pool, "catalogue", c.settings.read_your_writes_timeout_s)

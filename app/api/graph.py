@@ -35,6 +35,8 @@ _MERGE_NOTE = (
     " If-Match (the ETag from a read) makes the change conditional on this item's version."
 )
 
+_SCHEMA_NOTE = " A capability whose data.inputSchema is not a valid JSON Schema is refused: 422 VALIDATION_ERROR."
+
 
 def _headers(outcome: Outcome, **extra: str) -> dict[str, str]:
     return write_headers(outcome.item["version"] if outcome.item is not None else None, outcome.position, **extra)
@@ -81,7 +83,7 @@ class GraphController(Controller):
 
     @post("/nodes", operation_id="createGraphNode", opt=headers(sends=[ETAG, LOG_POSITION, LOCATION]),
           status_code=201, summary="Create a node (status defaults to draft)",
-          description="409 GRAPH_LIMIT_REACHED once the graph holds the most nodes a machine may have.",
+          description="409 GRAPH_LIMIT_REACHED once the graph holds the most nodes a machine may have." + _SCHEMA_NOTE,
           responses=problems(400, 401, 404, 409, 413, 422))
     async def create_node(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                           machine_id: FromPath[uuid.UUID], data: JSONBody[CreateNodeRequest]) -> Response[NodeView]:
@@ -95,7 +97,8 @@ class GraphController(Controller):
     @patch("/nodes/{node_id:uuid}", operation_id="reviseGraphNode",
            opt=headers(honours=[IF_MATCH], sends=[ETAG, LOG_POSITION]),
            summary="Revise a node's type, label, status or data",
-           description="Every field is optional." + _MERGE_NOTE, responses=problems(400, 401, 404, 409, 412, 413))
+           description="Every field is optional." + _MERGE_NOTE + _SCHEMA_NOTE,
+           responses=problems(400, 401, 404, 409, 412, 413, 422))
     async def revise_node(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                           machine_id: FromPath[uuid.UUID], node_id: FromPath[uuid.UUID],
                           data: JSONBody[ReviseNodeRequest]) -> Response[NodeView]:

@@ -76,6 +76,7 @@ STATUS_OF: dict[type[shared.DomainError], int] = {
     graph_errors.NodeMissing: 422,
     graph_errors.EdgeExists: 409,
     graph_errors.GraphLimitReached: 409,
+    graph_errors.InputSchemaInvalid: 422,
     task_errors.NoRoute: 409,
     task_errors.RouteRequired: 409,
     task_errors.TaskNotCancellable: 409,

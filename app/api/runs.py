@@ -16,7 +16,7 @@ from app.api.openapi_headers import MIN_POSITION, headers
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_time_cursor, encode_cursor
 from app.api.problems import problems
 from app.api.schemas_tasks import (
-    Capability,
+    CapabilityFilterValue,
     OutcomePage,
     OutcomeStatus,
     RoutePage,
@@ -33,7 +33,7 @@ from projections.tasks_reader import get_route, get_run, list_outcomes, list_rou
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)]
 Cursor = Annotated[str | None, QueryParameter(max_length=512)]
 TaskFilter = Annotated[uuid.UUID | None, QueryParameter(name="taskId")]
-CapabilityFilter = Annotated[Capability | None, QueryParameter(name="capability")]
+CapabilityFilter = Annotated[CapabilityFilterValue | None, QueryParameter(name="capability")]
 
 
 class Role(enum.StrEnum):
@@ -64,8 +64,8 @@ class TaskHistoryController(Controller):
                           cursor: Cursor = None) -> RoutePage:
         after = decode_time_cursor(cursor) if cursor else None
         await readable_machine(request, ctx, machine_id, "tasks")
-        rows = await list_routes(container_of(request).pool, machine_id, task_id=task_id, capability=capability,
-                                 after=after, limit=limit + 1)
+        rows = await list_routes(container_of(request).pool, machine_id, task_id=task_id,
+                                 capability=capability or None, after=after, limit=limit + 1)
         return RoutePage(data=[route_row(r) for r in rows[:limit]], next_cursor=_next(rows, limit, "created_at", "id"))
 
     @get("/routes/{route_id:uuid}", operation_id="getRoute", opt=headers(honours=[MIN_POSITION]),
@@ -91,7 +91,7 @@ class TaskHistoryController(Controller):
         after = decode_time_cursor(cursor) if cursor else None
         await readable_machine(request, ctx, machine_id, "tasks")
         rows = await list_outcomes(container_of(request).pool, machine_id, task_id=task_id,
-                                   status=[s.value for s in status or []] or None, capability=capability,
+                                   status=[s.value for s in status or []] or None, capability=capability or None,
                                    after=after, limit=limit + 1)
         return OutcomePage(data=[outcome_row(r) for r in rows[:limit]],
                            next_cursor=_next(rows, limit, "finished_at", "task_id"))
@@ -117,8 +117,8 @@ class RunsController(Controller):
         after = decode_time_cursor(cursor) if cursor else None
         await readable_machine(request, ctx, machine_id, "tasks")
         rows = await list_runs(container_of(request).pool, machine_id, role=role.value, task_id=task_id,
-                               status=[s.value for s in status or []] or None, capability=capability, after=after,
-                               limit=limit + 1)
+                               status=[s.value for s in status or []] or None, capability=capability or None,
+                               after=after, limit=limit + 1)
         return RunPage(data=[run_row(r) for r in rows[:limit]], next_cursor=_next(rows, limit, "started_at", "id"))
 
     @get("/{run_id:uuid}", operation_id="getRun", opt=headers(honours=[MIN_POSITION]),

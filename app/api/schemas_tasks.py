@@ -50,6 +50,8 @@ Capability = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME, patt
 ProviderKey = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
                                           description="stored lower-cased")]
 Reason = Annotated[str, msgspec.Meta(max_length=500)]
+# A list filter: an exact capability name; empty means no filter (a query string cannot say null otherwise).
+CapabilityFilterValue = Annotated[str, msgspec.Meta(max_length=MAX_NAME, description="exact capability name")]
 
 
 class MoneyBody(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

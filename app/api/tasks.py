@@ -17,7 +17,7 @@ from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_time_cursor, enc
 from app.api.problems import problems
 from app.api.schemas_tasks import (
     CancelTaskRequest,
-    Capability,
+    CapabilityFilterValue,
     ConstraintsBody,
     CreateTaskRequest,
     RouteView,
@@ -69,14 +69,14 @@ class TasksController(Controller):
     async def list_(
         self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext], machine_id: FromPath[uuid.UUID],
         status: Annotated[list[TaskStatus] | None, QueryParameter(name="status")] = None,
-        capability: Annotated[Capability | None, QueryParameter(name="capability")] = None,
+        capability: Annotated[CapabilityFilterValue | None, QueryParameter(name="capability")] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
     ) -> TaskPage:
         after = decode_time_cursor(cursor) if cursor else None
         await readable_machine(request, ctx, machine_id, "tasks")
         rows = await list_tasks(container_of(request).pool, machine_id, status=[s.value for s in status or []] or None,
-                                capability=capability, after=after, limit=limit + 1)
+                                capability=capability or None, after=after, limit=limit + 1)
         more, rows = len(rows) > limit, rows[:limit]
         return TaskPage(data=[task_row(r) for r in rows],
                         next_cursor=encode_cursor(rows[-1]["created_at"].isoformat(), str(rows[-1]["id"]))

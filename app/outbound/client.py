@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import http.cookiejar
 import logging
 import re
@@ -20,9 +21,21 @@ from app.outbound.guard import Resolver, check_url, system_resolver
 from app.outbound.transport import GuardedTransport
 
 log = logging.getLogger(__name__)
-# httpx logs every request's full URL at INFO, query string included, and a seller's URL may carry a secret
-# there. Our own line below names scheme, host, port and path only.
-logging.getLogger("httpx").setLevel(logging.WARNING)
+_ours: contextvars.ContextVar[bool] = contextvars.ContextVar("mm_outbound_call", default=False)
+
+
+class _OriginOnly(logging.Filter):
+    """httpx logs each request's full URL at INFO, and a seller's or receiver's URL may carry a secret in its
+    path or query: for this client's calls (marked by a context variable) only scheme, host and port remain.
+    Other httpx users in the process keep their lines as they were."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _ours.get() and isinstance(record.args, tuple):
+            record.args = tuple(_origin(a) if isinstance(a, httpx.URL) else a for a in record.args)
+        return True
+
+
+logging.getLogger("httpx").addFilter(_OriginOnly())
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 USER_AGENT = "machine-markets/0.1"
@@ -73,14 +86,17 @@ class OutboundClient:
         Raises OutboundRefused, OutboundConnectError, OutboundTimeout, OutboundProtocolError, ResponseTooLarge,
         OutboundRequestInvalid; any HTTP status (3xx, 4xx, 5xx included) is a response, not an error.
         """
+        if not timeout_s > 0:
+            raise OutboundRequestInvalid("timeout_s must be positive")
         target = _parse(url)
         check_url(target)
         body = _body(json, content)
         sent = _headers(idempotency_key, bearer_token, content_type if body else None, headers)
         cap = self.max_body_bytes if max_body_bytes is None else max_body_bytes
         # Host and port only: paths carry secrets too (chat-style webhook URLs embed their token in the path).
-        where = f"{target.scheme}://{target.host}{f':{target.port}' if target.port else ''}"
+        where = _origin(target)
         started = time.perf_counter()
+        marked = _ours.set(True)
         try:
             # The per-phase timeouts stop a stalled phase; the deadline stops a peer that drips bytes forever.
             async with asyncio.timeout(timeout_s):
@@ -90,6 +106,8 @@ class OutboundClient:
                     peer = _peer(response)
         except TimeoutError:
             raise OutboundTimeout(f"no complete answer from {target.host} within {timeout_s:g}s") from None
+        finally:
+            _ours.reset(marked)
         elapsed_ms = (time.perf_counter() - started) * 1000
         log.debug("outbound %s %s -> %d in %.1f ms", method, where, response.status_code, elapsed_ms)
         return OutboundResponse(status=response.status_code, body=data, elapsed_ms=elapsed_ms, peer=peer,
@@ -104,6 +122,10 @@ class OutboundClient:
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.aclose()
+
+
+def _origin(url: httpx.URL) -> str:
+    return f"{url.scheme}://{url.host}{f':{url.port}' if url.port else ''}"
 
 
 def _parse(url: str) -> httpx.URL:

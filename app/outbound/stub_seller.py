@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import collections
 import json
+import signal
 import socket
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -156,7 +157,7 @@ class StubSeller:
         self._sock.bind((host, port))
         self.host, self.port = host, self._sock.getsockname()[1]
         config = uvicorn.Config(make_app(self.stats), lifespan="off", access_log=False, log_level="warning",
-                                timeout_keep_alive=30)
+                                timeout_keep_alive=30, timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name=f"stub-seller:{self.port}", daemon=True)
 
@@ -199,9 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
     seller = StubSeller(args.host, args.port)
+    # uvicorn stops on SIGINT/SIGTERM, then re-raises the signal to the handler found here: exit 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
     print(seller.url, flush=True)
     seller.serve_forever()
     return 0
+
+
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

@@ -26,11 +26,11 @@ from app.outbound.errors import (
     OutboundTimeout,
 )
 from app.outbound.guard import Resolver, checked_addresses
+from app.outbound.streams import connect_tcp
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     def __init__(self, *, allow_private: bool, resolver: Resolver) -> None:
-        self._inner = httpcore.AnyIOBackend()
         self._allow_private, self._resolver = allow_private, resolver
 
     # `timeout` parameters: httpcore's backend interface, not ours to choose (hence noqa ASYNC109).
@@ -49,8 +49,8 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         for address in addresses:  # every one of them passed the guard; try them in the resolver's order
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                return await self._inner.connect_tcp(str(address), port, timeout=left, local_address=local_address,
-                                                     socket_options=socket_options)
+                return await connect_tcp(str(address), port, timeout=left, local_address=local_address,
+                                         socket_options=socket_options)
             except httpcore.ConnectError as exc:
                 failure = exc
         assert failure is not None
@@ -62,7 +62,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         raise OutboundRefused("unix sockets are never outbound targets")
 
     async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+        await asyncio.sleep(seconds)
 
 
 class GuardedTransport(httpx.AsyncBaseTransport):

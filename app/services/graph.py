@@ -6,12 +6,14 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from app.services.json_schemas import schema_error
 from app.services.machines import MachinesService
 from app.services.retries import check_expected, retry_conflicts
 from app.store.repository import Repository
 from app.store.types import AppendResult, LogPosition
-from domain.graph.aggregate import MachineGraph, graph_id_of
+from domain.graph.aggregate import MachineGraph, data_of, graph_id_of
 from domain.graph.commands import CreateEdge, CreateNode, OpenGraph, ReviseEdge, ReviseNode
+from domain.graph.errors import InputSchemaInvalid
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
 from domain.shared.ids import derived_id, new_id
@@ -34,6 +36,17 @@ def _check_version(item: dict[str, Any], what: str, expected: int | None) -> Non
     check_expected(item["version"], expected, what)
 
 
+def _check_input_schema(node: dict[str, Any]) -> None:
+    """A capability's inputSchema must be a valid JSON Schema (checked here: the domain has no jsonschema), so
+    discovery never meets a listing no input could be validated against."""
+    if node["type"] != "capability":
+        return
+    problem = schema_error(data_of(node).get("inputSchema", {}))
+    if problem is not None:
+        raise InputSchemaInvalid(f"capability data.inputSchema is not a valid JSON Schema: {problem}",
+                                 field="data.inputSchema")
+
+
 class GraphService:
     def __init__(self, repo: Repository, machines: MachinesService) -> None:
         self.repo = repo
@@ -47,6 +60,7 @@ class GraphService:
         def decide(g: MachineGraph) -> None:
             if str(node_id) not in g.nodes:  # present already: a retry of a create that was recorded
                 g.create_node(cmd, ctx.at)
+                _check_input_schema(g.node(node_id))
 
         graph, result = await self._change(ctx, machine_id, decide)
         return Outcome(graph, graph.node(node_id), result)
@@ -56,6 +70,8 @@ class GraphService:
         def decide(g: MachineGraph) -> None:
             _check_version(g.node(cmd.node_id), "node", expected)
             g.revise_node(cmd, ctx.at)
+            if cmd.data is not None or cmd.node_type is not None:
+                _check_input_schema(g.node(cmd.node_id))
 
         graph, result = await self._change(ctx, machine_id, decide)
         return Outcome(graph, graph.node(cmd.node_id), result)

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
 
 import jsonschema
 import msgspec
 from jsonschema.exceptions import SchemaError, ValidationError
 
+from app.services.json_schemas import validator
 from domain.shared.money import Money
 from domain.tasks.commands import Candidate, Constraints, Dropped, SellerRecord
-
-_encode = msgspec.json.Encoder(order="sorted").encode
 
 
 class Offer(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,11 +72,11 @@ def _excluded(c: Candidate, buyer: uuid.UUID, k: Constraints) -> str | None:
 
 def _input_mismatch(schema: dict[str, Any], task_input: Any) -> str | None:
     try:
-        validator = _validator(_encode(schema))
+        compiled = validator(schema)
     except SchemaError as exc:
         return f"the listing's inputSchema is not a valid JSON Schema: {exc.message}"
     try:
-        error = jsonschema.exceptions.best_match(validator.iter_errors(task_input))
+        error = jsonschema.exceptions.best_match(compiled.iter_errors(task_input))
     except Exception as exc:  # a hostile schema (an unresolvable $ref, a bad regex) drops the listing, no 500
         return f"the listing's inputSchema cannot be applied: {type(exc).__name__}"
     if error is None:
@@ -89,12 +87,3 @@ def _input_mismatch(schema: dict[str, Any], task_input: Any) -> str | None:
 
 def _short(error: ValidationError) -> str:
     return error.message if len(error.message) <= 300 else error.message[:297] + "..."
-
-
-@lru_cache(maxsize=4096)
-def _validator(schema_json: bytes) -> Any:
-    """Compiled once per distinct schema: a busy capability is validated against the same few schemas."""
-    schema = msgspec.json.decode(schema_json)
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    cls.check_schema(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)

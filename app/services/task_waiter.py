@@ -33,6 +33,10 @@ class OutcomeWaiter:
         self._listening = False
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def listening(self) -> bool:
+        return self._listening
+
     async def wait(self, task_id: uuid.UUID, timeout_s: float) -> dict[str, Any] | None:
         """The outcome row once there is one, or None after `timeout_s`."""
         self._ensure_listener()

@@ -21,3 +21,9 @@ class GraphLimitReached(DomainError):
     """The graph already holds the most nodes or edges one machine may have."""
 
     code = "GRAPH_LIMIT_REACHED"
+
+
+class InputSchemaInvalid(DomainError):
+    """A capability's inputSchema is not a valid JSON Schema: nothing could ever be validated against it."""
+
+    code = "VALIDATION_ERROR"

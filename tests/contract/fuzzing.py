@@ -56,7 +56,8 @@ def flatmap_path_parameters(ctx: schemathesis.HookContext, path_parameters: dict
     Lifecycle routes (suspend, retire) are left alone so the shared machine stays active."""
     path = ctx.operation.path if ctx.operation is not None else ""
     value = (path_parameters or {}).get("machine_id")
-    if path.split("/")[4:5] not in (["runtime-endpoints"], ["agents"], ["graph"]) or not _is_uuid(value):
+    if path.split("/")[4:5] not in (["runtime-endpoints"], ["agents"], ["graph"], ["tasks"], ["routes"],
+                                    ["outcomes"]) or not _is_uuid(value):
         return st.just(path_parameters)
     return st.sampled_from([path_parameters, {**path_parameters, "machine_id": TENANT["machine"]}])
 
@@ -151,3 +152,12 @@ class TenantKey:
 
     def set(self, case: schemathesis.Case, data: str, ctx: schemathesis.AuthContext) -> None:
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+
+@schemathesis.hook
+def flatmap_query(ctx: schemathesis.HookContext, query: dict[str, Any] | None) -> Any:
+    """GET /v1/runs names its machine in the query: sometimes the real active one, as for machine paths."""
+    path = ctx.operation.path if ctx.operation is not None else ""
+    if path != "/v1/runs" or not isinstance(query, dict) or not _is_uuid(query.get("machineId")):
+        return st.just(query)
+    return st.sampled_from([query, {**query, "machineId": TENANT["machine"]}])

@@ -24,6 +24,7 @@ UNEXPRESSED_RULES = {
     "bytes once encoded as JSON": "free-form data is bounded in encoded bytes",
     "an edge cannot join a node to itself": "from != to compares two fields, beyond JSON Schema",
     "each providerKey may appear once": "uniqueness of one field across array items is beyond JSON Schema",
+    "maxPrice needs currency": "one query parameter requiring another is beyond a parameter's schema",
     "must not contain NUL": "PostgreSQL text cannot hold \\u0000; a pattern on every string would bury the schema",
 }
 

@@ -35,7 +35,8 @@ class _EntryPoints(TransitionController):
              # machine sub-resources: flatmap_path_parameters points these at the real active machine
              "POST /v1/machines/{machine_id}/graph/nodes", "POST /v1/machines/{machine_id}/graph/edges",
              "POST /v1/machines/{machine_id}/agents/enrollment",
-             "PUT /v1/machines/{machine_id}/runtime-endpoints/{provider_key}"}
+             "PUT /v1/machines/{machine_id}/runtime-endpoints/{provider_key}",
+             "POST /v1/machines/{machine_id}/tasks"}
 
     def allow_root_transition(self, source: str, bundles: Any) -> bool:
         return source in self.ENTRY and super().allow_root_transition(source, bundles)

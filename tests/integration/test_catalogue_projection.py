@@ -17,6 +17,7 @@ from domain.runtime.endpoint import endpoint_id
 from domain.shared.context import CommandContext
 from domain.shared.ids import derived_id
 from domain.shared.money import Money
+from ops.bench.workload import agent_endpoint
 from projections.catalogue import CatalogueProjection
 from projections.catalogue_reader import find_listings, get_listing, list_catalogue
 from projections.rebuild import rebuild
@@ -183,3 +184,14 @@ async def test_small_batches_and_a_rebuild_agree(fresh_container: Container) -> 
     assert await rows(c.pool) == live
     assert (await find_listings(c.pool, capability="Summarise"))[0].seller_name == "seller-7"
 
+
+
+async def test_endpoint_events_need_no_machine_in_their_metadata(fresh_container: Container) -> None:
+    """Endpoint streams name their machine in Opened; the bench's synthetic ones carry no machineId metadata."""
+    c = fresh_container
+    beats = [T0, T0 + timedelta(seconds=30)]
+    await c.store.append(agent_endpoint(beats, 60, n=1))
+    await listed(c)
+    row = await c.pool.fetchrow("SELECT status, source, lease_expires_at, last_seen_at, version"
+                                " FROM catalogue_endpoints")
+    assert tuple(row) == ("active", "agent", beats[1] + timedelta(seconds=60), beats[1], 2)

@@ -13,6 +13,7 @@ from pathlib import Path
 from app.container import Container
 from app.settings import Settings
 from domain.shared.context import CommandContext
+from projections.registry import projection_names
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +43,7 @@ def test_status_shows_lag_and_rebuild_catches_a_projection_up(fresh_database_syn
     asyncio.run(_register(fresh_database_sync, 7))
     before = mm(fresh_database_sync, "projections", "status")
     assert before.returncode == 0, before.stderr
-    assert "not started yet: accounts, audit, graph, machines, relay, runtime" in before.stdout
+    assert f"not started yet: {', '.join(projection_names())}" in before.stdout
 
     rebuilt = mm(fresh_database_sync, "projections", "rebuild", "machines")
     assert rebuilt.returncode == 0, rebuilt.stderr

@@ -53,6 +53,9 @@ def test_mm_up_serves_projects_and_stops_on_ctrl_c(fresh_database_sync: str, tmp
         assert r.status_code == 201, r.text
         assert httpx.get(base + "/ready").status_code == 200
         lease_expires_through_the_whole_stack(base, r.json()["apiKey"]["key"])
+        # The development stack's workers may call a stub seller on loopback (MM_ALLOW_PRIVATE_ENDPOINTS).
+        children = tree(proc.pid)[1:]
+        assert children and all(c.environ().get("MM_ALLOW_PRIVATE_ENDPOINTS") == "true" for c in children)
     finally:
         procs = tree(proc.pid)
         proc.send_signal(signal.SIGINT)
