@@ -9,21 +9,21 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Middleware
 
 from app.container import Container
-from app.outbound import OutboundClient, close_shared_client, shared_client
+from app.outbound import OutboundClient, close_shared_client, configure_shared_client, shared_client
 from app.settings import Settings, get_settings
 
 _container: Container | None = None
 _lock: asyncio.Lock | None = None
 _dsn_override: str | None = None
 _settings_override: Settings | None = None
-# Only with a settings override (tests): a client of its own, on the loop that first asked for it.
-_outbound: tuple[asyncio.AbstractEventLoop, OutboundClient] | None = None
 
 
 def use_database(dsn: str | None, settings: Settings | None = None) -> None:
-    """Point actors at a specific database, and optionally settings (tests; `mm up` passes the environment)."""
-    global _dsn_override, _settings_override, _container, _lock, _outbound
-    _dsn_override, _settings_override, _container, _lock, _outbound = dsn, settings, None, None, None
+    """Point actors at a specific database, and optionally settings (tests; `mm up` passes the environment).
+    The outbound client follows the settings' MM_ALLOW_PRIVATE_ENDPOINTS (None: the environment's)."""
+    global _dsn_override, _settings_override, _container, _lock
+    _dsn_override, _settings_override, _container, _lock = dsn, settings, None, None
+    configure_shared_client(allow_private=settings.allow_private_endpoints if settings is not None else None)
 
 
 def settings() -> Settings:
@@ -48,25 +48,15 @@ async def container() -> Container:
 
 
 def outbound() -> OutboundClient:
-    """The outbound client for calls to sellers: the process's shared one (MM_ALLOW_PRIVATE_ENDPOINTS), or
-    under a settings override, one that follows those settings."""
-    global _outbound
-    if _settings_override is None:
-        return shared_client()
-    loop = asyncio.get_running_loop()
-    if _outbound is None or _outbound[0] is not loop:
-        _outbound = (loop, OutboundClient(allow_private=_settings_override.allow_private_endpoints))
-    return _outbound[1]
+    """The process's outbound client for calls to sellers (app.outbound.shared)."""
+    return shared_client()
 
 
 async def close() -> None:
-    global _container, _outbound
+    global _container
     if _container is not None:
         await _container.close()
         _container = None
-    if _outbound is not None and _outbound[0] is asyncio.get_running_loop():
-        await _outbound[1].aclose()
-    _outbound = None
     await close_shared_client()
 
 
