@@ -17,6 +17,8 @@ from projections.base import Tables
 MACHINE, ENDPOINT, GRAPH = "machines:Machine.", "runtime:RuntimeEndpoint.", "graph:MachineGraph."
 _json = msgspec.json.Encoder().encode
 _MAX_BIGINT = 2**63 - 1
+# The machine events that can change whether it is operational (a name change shows through the read join).
+_OPERATIONAL_CHANGES = frozenset({"IdentityVerified", "Activated", "Suspended", "Reactivated", "Retired"})
 _FIELDS = ("capability", "provider_key", "price_amount", "price_currency", "input_schema")
 _NODE_COLUMNS = ("node_id", "machine_id", "account_id", "node_type", "node_status", *_FIELDS, "created_at",
                  "updated_at")
@@ -83,19 +85,19 @@ class CatalogueProjection:
         for event in events:
             if event.type.startswith(MACHINE):
                 _machine(event, machines)
-                touched.add(event.stream_id)
+                if event.type[len(MACHINE):] in _OPERATIONAL_CHANGES:
+                    touched.add(event.stream_id)
             elif event.type.startswith(ENDPOINT):
                 _endpoint(event, endpoints)  # its machine is found by the endpoint's id in the refresh
             elif event.type.startswith(GRAPH) and event.type[len(GRAPH):].startswith("Node"):
                 _node(event, nodes)
                 touched.add(uuid.UUID(event.metadata["machineId"]))
         endpoint_ids = [*endpoints.full, *endpoints.patch]
-        if not touched and not endpoint_ids:
-            return
         await _write_machines(conn, t["catalogue_machines"], machines)
         await _write_endpoints(conn, t["catalogue_endpoints"], endpoints)
         await _write_nodes(conn, t["catalogue_listings"], nodes)
-        await conn.execute(_REFRESH.format(**t), list(touched), endpoint_ids)
+        if touched or endpoint_ids:
+            await conn.execute(_REFRESH.format(**t), list(touched), endpoint_ids)
 
 
 def _machine(event: RecordedEvent, machines: _Fold) -> None:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, QueryParameter
 
-from app.api.consistency import honour_min_position
+from app.api.consistency import honour_min_position, wait_for
 from app.api.context import AUTHENTICATED, Principal, container_of, provide_ctx, provide_principal, readable_machine
 from app.api.openapi_headers import MIN_POSITION, headers
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_time_cursor, encode_cursor
-from app.api.problems import problems
+from app.api.problems import ApiError, problems
 from app.api.schemas_tasks import (
     CapabilityFilterValue,
     OutcomePage,
@@ -39,6 +40,21 @@ CapabilityFilter = Annotated[CapabilityFilterValue | None, QueryParameter(name="
 class Role(enum.StrEnum):
     BUYER = "buyer"
     SELLER = "seller"
+
+
+async def _read_your_writes(request: Request[Any, Any, Any],
+                            read: Callable[[], Awaitable[dict[str, Any] | None]]) -> dict[str, Any] | None:
+    """A route or run id names no stream to wait for, so a miss waits until the tasks read model holds every
+    event committed before this request, then reads again: a GET of the Location a write just answered finds it."""
+    row = await read()
+    if row is None:
+        container = container_of(request)
+        head = await container.store.head()
+        if head is not None:
+            if not await wait_for(container.pool, "tasks", head, container.settings.read_your_writes_timeout_s):
+                raise ApiError(503, "PROJECTION_LAGGING", "the tasks read model has not caught up yet; retry")
+            row = await read()
+    return row
 
 
 def _next(rows: list[dict[str, Any]], limit: int, time_key: str, id_key: str) -> str | None:
@@ -73,7 +89,7 @@ class TaskHistoryController(Controller):
     async def get_route(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                         machine_id: FromPath[uuid.UUID], route_id: FromPath[uuid.UUID]) -> RouteView:
         await readable_machine(request, ctx, machine_id, "tasks")
-        row = await get_route(container_of(request).pool, route_id)
+        row = await _read_your_writes(request, lambda: get_route(container_of(request).pool, route_id))
         if row is None or row["machine_id"] != machine_id:
             raise NotFound(f"route {route_id} not found")
         return route_row(row)
@@ -128,7 +144,8 @@ class RunsController(Controller):
                       run_id: FromPath[uuid.UUID]) -> RunView:
         container = container_of(request)
         await honour_min_position(request, container.pool, "tasks", container.settings.read_your_writes_timeout_s)
-        row = await get_run(container.pool, run_id, None if principal.is_admin else principal.account_id)
+        account = None if principal.is_admin else principal.account_id
+        row = await _read_your_writes(request, lambda: get_run(container.pool, run_id, account))
         if row is None:
             raise NotFound(f"run {run_id} not found")
         return run_row(row)

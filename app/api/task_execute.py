@@ -23,6 +23,7 @@ from app.api.schemas_tasks import ExecutionView, OutcomeView, TaskStatus
 from app.api.task_views import outcome_row
 from domain.shared.context import CommandContext
 from domain.tasks import rules
+from domain.tasks.aggregate import Task
 from projections.tasks_reader import get_outcome, latest_run_id
 
 DEFAULT_WAIT_S, MAX_WAIT_S = 30, 120
@@ -52,6 +53,18 @@ class Preferences:
         if self.respond_async:
             return {"Preference-Applied": "respond-async"}
         return {"Preference-Applied": f"wait={self.wait_s}"} if self.asked_wait else {}
+
+
+def settled(task: Task) -> dict[str, Any] | None:
+    """The outcome as the task's own stream has it (what the read model will show), if it has finished: a
+    finished task is answered at once, without waiting for the projection."""
+    if task.outcome is None:
+        return None
+    o = task.outcome
+    body = next((r.get("body") for r in task.runs if r["run_id"] == o["run_id"]), None)
+    return {"task_id": task.id, "machine_id": task.machine_id, "capability": task.capability, "status": o["status"],
+            "code": o["code"], "detail": o["detail"], "run_id": o["run_id"], "http_status": o["http_status"],
+            "output": body, "finished_at": o["finished_at"]}
 
 
 def answer_failure(row: dict[str, Any]) -> ApiError:
@@ -103,8 +116,10 @@ class TaskExecutionController(Controller):
         prefs = Preferences(request.headers.get("prefer"))
         outcome = await container.tasks.request_execution(ctx, machine_id, task_id)
         extra = {**prefs.applied()}
-        row = await (container.outcomes.wait(task_id, prefs.wait_s) if prefs.wait_s > 0
-                     else get_outcome(container.pool, task_id))
+        row = settled(outcome.task)
+        if row is None:
+            row = await (container.outcomes.wait(task_id, prefs.wait_s) if prefs.wait_s > 0
+                         else get_outcome(container.pool, task_id))
         if row is None:
             run_id = await latest_run_id(container.pool, task_id)
             location = f"/v1/runs/{run_id}" if run_id else f"/v1/machines/{machine_id}/tasks/{task_id}"

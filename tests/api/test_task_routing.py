@@ -57,7 +57,7 @@ async def test_discover_resolve_and_explain(client: httpx.AsyncClient, tenant: d
     assert ranked[0]["reason"].startswith("place 1 of 2 by cheapest") and ranked[0]["features"]["price"] == 1.0
     assert ranked[0]["record"] == {"runs": 0, "successRate": None, "p50LatencyMs": None, "coolingDown": False}
 
-    got = await client.get(r.headers["location"], headers=fresh(h, r))
+    got = await client.get(r.headers["location"], headers=h)  # read-your-writes without X-Min-Position
     assert got.status_code == 200 and got.json() == route
     listed = await client.get(f"/v1/machines/{bid}/routes", headers=h, params={"taskId": tid})
     assert listed.json()["data"] == [route]
@@ -93,10 +93,11 @@ async def test_discovery_drops_are_explained(client: httpx.AsyncClient, tenant: 
     assert "above constraints.maxPrice" in reasons[dear] and "above constraints.maxPrice" in reasons[euro]
     assert set(reasons) == {own, mismatch, denied, dear, euro}
 
-    route = (await client.post(task_url(bid, tid, "resolve"), headers=h)).json()
+    resolved = await client.post(task_url(bid, tid, "resolve"), headers=h)
+    route = resolved.json()
     assert route["chosen"]["sellerMachineId"] == ok_mid
     assert {d["listingId"] for d in route["explanation"]["dropped"]} == set(reasons)
-    listed = await client.get(f"/v1/machines/{bid}/routes", headers=fresh(h, r))
+    listed = await client.get(f"/v1/machines/{bid}/routes", headers=fresh(h, resolved))
     assert listed.json()["data"][0]["explanation"]["dropped"] == route["explanation"]["dropped"]
 
 
@@ -148,3 +149,22 @@ async def test_resolve_again_records_a_new_route(client: httpx.AsyncClient, tena
     routes = await client.get(f"/v1/machines/{bid}/routes", headers=fresh(h, r), params={"taskId": tid})
     assert [x["id"] for x in routes.json()["data"]] == [first["id"], r.json()["id"]]
     assert (await client.get(task_url(bid, tid), headers=h)).json()["routeId"] == r.json()["id"]
+
+
+async def test_idempotent_discover_and_resolve(client: httpx.AsyncClient, tenant: dict[str, Any],
+                                               container: Container) -> None:
+    h, cap = tenant["headers"], capability()
+    _, _, last = await seller(client, h, cap)
+    bid = await buyer(client, h)
+    await caught_up(container, last, "catalogue")
+    tid = (await submit(client, h, bid, cap)).json()["id"]
+    for action in ("discover", "resolve"):
+        key = {**h, "Idempotency-Key": f"{action}-{uuid.uuid4()}"}
+        first = await client.post(task_url(bid, tid, action), headers=key)
+        again = await client.post(task_url(bid, tid, action), headers=key)
+        assert first.status_code == again.status_code and first.status_code in (200, 201), first.text
+        assert again.headers["idempotent-replayed"] == "true" and again.json() == first.json()
+    assert await _events(container, tid) == ["Submitted", "Discovered", "Resolved"]
+    other = {**h, "Idempotency-Key": f"resolve-{uuid.uuid4()}"}
+    assert_problem(await client.post(task_url(bid, tid, "resolve"), headers=other, params={"dryRun": "maybe"}),
+                   400, "VALIDATION_ERROR")
