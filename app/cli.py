@@ -122,6 +122,16 @@ def cmd_projections(settings: Settings, args: argparse.Namespace) -> int:
     dsn = database_url(settings)
     if args.action == "status":
         return asyncio.run(show_status(settings, dsn))
+    if args.as_of or args.schema or args.all:
+        from app.cli_projections import rebuild_as_of_into
+
+        if not (args.as_of and args.schema):
+            print("--as-of and --schema go together (a past read model is built beside the live one)")
+            return 2
+        return asyncio.run(rebuild_as_of_into(settings, dsn, args.name, args.all, args.as_of, args.schema))
+    if not args.name:
+        print("name the read model to rebuild")
+        return 2
     return asyncio.run(rebuild_one(settings, dsn, args.name))
 
 
@@ -167,8 +177,12 @@ def parser() -> argparse.ArgumentParser:
     proj = sub.add_parser("projections", help="projection status and rebuild")
     proj_sub = proj.add_subparsers(dest="action", required=True)
     proj_sub.add_parser("status", help="position and lag of each projection")
-    rebuild = proj_sub.add_parser("rebuild", help="replay a read model from zero and swap it in")
-    rebuild.add_argument("name")
+    rebuild = proj_sub.add_parser("rebuild", help="replay a read model from zero and swap it in; or, with --as-of"
+                                  " and --schema, build it as it stood then in a schema of its own")
+    rebuild.add_argument("name", nargs="?")
+    rebuild.add_argument("--all", action="store_true", help="every read model (with --as-of)")
+    rebuild.add_argument("--as-of", help="a log position (tx.position) or an RFC 3339 time")
+    rebuild.add_argument("--schema", help="where the past read model goes (live tables are never touched)")
     proj.set_defaults(fn=cmd_projections)
     admin = sub.add_parser("admin", help="admin keys: create (rotation), list, revoke")
     admin_sub = admin.add_subparsers(dest="action", required=True)
@@ -178,6 +192,9 @@ def parser() -> argparse.ArgumentParser:
     revoke = admin_sub.add_parser("revoke-key", help="revoke an admin key by id or prefix")
     revoke.add_argument("key", help="the key id, or its prefix as `mm admin list-keys` shows it")
     admin.set_defaults(fn=cmd_admin)
+    from app.cli_history import add_history_commands
+
+    add_history_commands(sub, database_url)  # replay, events tail, debug bundle
     up = sub.add_parser("up", help="migrate, then run api + projector + worker, supervised")
     up.add_argument("--no-worker", action="store_true", help="skip the Dramatiq worker")
     up.set_defaults(fn=cmd_up)

@@ -22,6 +22,7 @@ async def list_audit_events(
     until: datetime | None,
     after: tuple[int, int] | None,
     limit: int,
+    correlation_id: str | None = None,
 ) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT id, tx_id, position, type, occurred_at, actor, account_id, machine_id, subject,"
@@ -34,9 +35,10 @@ async def list_audit_events(
         " AND ($6::timestamptz IS NULL OR occurred_at >= $6)"
         " AND ($7::timestamptz IS NULL OR occurred_at < $7)"
         " AND ($8::bigint IS NULL OR (tx_id, position) > ($8, $9::bigint))"
+        " AND ($11::text IS NULL OR correlation_id = $11)"
         " ORDER BY tx_id, position LIMIT $10",
         account_id, types, machine_id, subject, actor, since, until,
-        after[0] if after else None, after[1] if after else None, limit,
+        after[0] if after else None, after[1] if after else None, limit, correlation_id,
     )
     out = []
     for r in rows:

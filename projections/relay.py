@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import asyncpg
 import dramatiq
+import msgspec
 
 from app.store.types import RecordedEvent
 from domain.shared.ids import derived_id
@@ -82,18 +83,38 @@ class RelayProjection:
 
     def _messages(self, event: RecordedEvent) -> list[tuple[dramatiq.Message[Any], int | None]]:
         out = []
-        for route in ROUTES:
-            for index, (queue, actor, kwargs, not_before) in enumerate(route(event)):
-                message: dramatiq.Message[Any] = dramatiq.Message(
-                    queue_name=queue,
-                    actor_name=actor,
-                    args=(),
-                    kwargs={**kwargs, "event_id": str(event.event_id)},
-                    options={},
-                    message_id=str(derived_id("relay", event.event_id, actor, index)),
-                )
-                delay = None
-                if not_before is not None:
-                    delay = max(0, int((not_before - self.now()).total_seconds() * 1000))
-                out.append((message, delay))
+        for planned in planned_messages(event):
+            message: dramatiq.Message[Any] = dramatiq.Message(
+                queue_name=planned.queue, actor_name=planned.actor, args=(), kwargs=planned.kwargs, options={},
+                message_id=planned.message_id,
+            )
+            delay = None
+            if planned.not_before is not None:
+                delay = max(0, int((planned.not_before - self.now()).total_seconds() * 1000))
+            out.append((message, delay))
         return out
+
+
+class Planned(msgspec.Struct, frozen=True, kw_only=True):
+    """A message the relay sends for an event: a pure function of the event, so a causation trace can show
+    it without asking the broker (which, RabbitMQ or Redis, keeps no history)."""
+
+    queue: str
+    actor: str
+    kwargs: dict[str, Any]
+    not_before: datetime | None
+    message_id: str
+
+
+def planned_messages(event: RecordedEvent) -> list[Planned]:
+    # The actor's commands take the triggering event as their causation and its correlation id as theirs, so
+    # everything one request set off, however many hops later, shares that request's correlation id.
+    envelope = {"event_id": str(event.event_id)}
+    if event.metadata.get("correlationId"):
+        envelope["correlation_id"] = str(event.metadata["correlationId"])
+    return [
+        Planned(queue=queue, actor=actor, kwargs={**kwargs, **envelope}, not_before=not_before,
+                message_id=str(derived_id("relay", event.event_id, actor, index)))
+        for route in ROUTES
+        for index, (queue, actor, kwargs, not_before) in enumerate(route(event))
+    ]

@@ -11,16 +11,19 @@ import dramatiq
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
 from workers import runtime
+from workers.runtime import caused_by
 
 log = logging.getLogger("mm.workers")
 
 
-async def expire_challenge_job(machine_id: str, challenge_id: str, event_id: str) -> None:
+async def expire_challenge_job(machine_id: str, challenge_id: str, event_id: str,
+                               correlation_id: str | None = None) -> None:
     """Sent by the relay for each issued challenge, due at its expiry. Redelivery changes nothing twice:
     the machine only expires an open challenge with this id, and event ids derive from `event_id`."""
     c = await runtime.container()
     now = datetime.now(UTC)
-    ctx = CommandContext(at=now, actor="worker:expire_identity_challenge", causation_id=event_id, is_admin=True)
+    ctx = CommandContext(at=now, actor="worker:expire_identity_challenge", causation_id=event_id,
+                         correlation_id=await caused_by(c, event_id, correlation_id), is_admin=True)
     try:
         machine = await c.machines.get(ctx, uuid.UUID(machine_id))
     except NotFound:
@@ -33,7 +36,8 @@ async def expire_challenge_job(machine_id: str, challenge_id: str, event_id: str
         # Delivered early (clock skew between relay and worker): come back when it is due.
         delay = int((challenge["expires_at"] - now).total_seconds() * 1000) + 1
         expire_identity_challenge.send_with_options(
-            kwargs={"machine_id": machine_id, "challenge_id": challenge_id, "event_id": event_id}, delay=delay
+            kwargs={"machine_id": machine_id, "challenge_id": challenge_id, "event_id": event_id,
+                    "correlation_id": ctx.correlation_id}, delay=delay
         )
         return
     await c.machines.expire_challenge(ctx, uuid.UUID(machine_id), uuid.UUID(challenge_id))

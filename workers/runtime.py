@@ -60,6 +60,16 @@ async def close() -> None:
     await close_shared_client()
 
 
+async def caused_by(c: Container, event_id: str, correlation_id: str | None) -> str | None:
+    """The correlation id an actor's commands carry: the triggering event's, which the relay puts in the message
+    (a message sent before it did is looked up by the event id), so a trace follows work across hops."""
+    if correlation_id:
+        return correlation_id
+    found: str | None = await c.pool.fetchval(
+        "SELECT metadata->>'correlationId' FROM events WHERE event_id = $1::text::uuid", event_id)
+    return found
+
+
 class CloseContainer(Middleware):
     """Closes the container's pool (and the outbound connections) on the event-loop thread before Dramatiq
     stops that loop."""

@@ -11,9 +11,10 @@ from domain.runtime.commands import AGENT
 from domain.runtime.endpoint import ACTIVE
 from domain.shared.context import CommandContext
 from workers import runtime
+from workers.runtime import caused_by
 
 
-async def expire_lease_job(endpoint_id: str, version: int, event_id: str) -> None:
+async def expire_lease_job(endpoint_id: str, version: int, event_id: str, correlation_id: str | None = None) -> None:
     """Sent by the relay for each agent upsert, due when its lease ends. Redelivery changes nothing twice:
     only a live agent lease that has run out expires, and event ids derive from `event_id`."""
     c = await runtime.container()
@@ -22,7 +23,8 @@ async def expire_lease_job(endpoint_id: str, version: int, event_id: str) -> Non
         # one index lookup settles that, without loading the endpoint.
         return
     now = datetime.now(UTC)
-    ctx = CommandContext(at=now, actor="worker:expire_runtime_endpoint_lease", causation_id=event_id, is_admin=True)
+    ctx = CommandContext(at=now, actor="worker:expire_runtime_endpoint_lease", causation_id=event_id,
+                         correlation_id=await caused_by(c, event_id, correlation_id), is_admin=True)
     endpoint = await c.runtime.expire(ctx, uuid.UUID(endpoint_id))
     if endpoint is None or endpoint.version != version or endpoint.status != ACTIVE or endpoint.source != AGENT:
         return  # expired now or before, renewed by a later upsert (which has its own timer), manual, or deleted
@@ -30,7 +32,8 @@ async def expire_lease_job(endpoint_id: str, version: int, event_id: str) -> Non
     if lease is not None and lease > now:
         # Delivered early (clock skew between relay and worker): come back when it is due.
         expire_runtime_endpoint_lease.send_with_options(
-            kwargs={"endpoint_id": endpoint_id, "version": version, "event_id": event_id},
+            kwargs={"endpoint_id": endpoint_id, "version": version, "event_id": event_id,
+                    "correlation_id": ctx.correlation_id},
             delay=int((lease - now).total_seconds() * 1000) + 1,
         )
 

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 
 import dramatiq
+import msgspec
 
 from app.services.task_discovery import OfferSource, ReputationSource
 from app.services.tasks import TasksService
@@ -15,6 +16,7 @@ from domain.shared.errors import NotFound
 from domain.tasks.aggregate import EXECUTING
 from domain.tasks.rules import MAX_FALLBACKS, MAX_TIMEOUT_MS
 from workers import runtime
+from workers.runtime import caused_by
 from workers.tasks_calls import call_seller
 
 log = logging.getLogger("mm.workers.tasks")
@@ -34,14 +36,26 @@ async def service() -> TasksService:
     return TasksService(c.repo, c.machines, *_sources)
 
 
-def context(actor: str, event_id: str, key: str | None) -> CommandContext:
+class Cause(msgspec.Struct, frozen=True):
+    """What set a message off: the triggering event (each command's causation) and its correlation id."""
+
+    event_id: str
+    correlation_id: str | None
+
+
+def context(actor: str, cause: Cause, key: str | None) -> CommandContext:
     """Event ids derive from `key` when given, so a redelivered message appends nothing twice; every command
     of one message needs its own key (they share the causation id, from which ids would derive otherwise)."""
-    return CommandContext(at=datetime.now(UTC), actor=f"worker:{actor}", causation_id=event_id,
-                          idempotency_key=f"{actor}:{key or uuid.uuid4()}", is_admin=True)
+    return CommandContext(at=datetime.now(UTC), actor=f"worker:{actor}", causation_id=cause.event_id,
+                          correlation_id=cause.correlation_id, idempotency_key=f"{actor}:{key or uuid.uuid4()}",
+                          is_admin=True)
 
 
-async def execute_job(task_id: str, event_id: str) -> None:
+async def cause_of(event_id: str, correlation_id: str | None) -> Cause:
+    return Cause(event_id, await caused_by(await runtime.container(), event_id, correlation_id))
+
+
+async def execute_job(task_id: str, event_id: str, correlation_id: str | None = None) -> None:
     """Sent by the relay for ExecutionRequested. An auto task is left to advance_auto_task, which requested the
     execution and runs it in the same message (two workers calling one seller for one run would be a waste)."""
     try:
@@ -50,10 +64,10 @@ async def execute_job(task_id: str, event_id: str) -> None:
         log.warning("execute_task: task %s is gone; nothing to do", task_id)
         return
     if not task.auto:
-        await run_task(task.id, event_id, "execute_task")
+        await run_task(task.id, await cause_of(event_id, correlation_id), "execute_task")
 
 
-async def run_task(task_id: uuid.UUID, event_id: str, actor: str) -> None:
+async def run_task(task_id: uuid.UUID, cause: Cause, actor: str) -> None:
     """Each run is recorded (RunStarted) before its call and its result after. A redelivery finds the open run
     and re-sends it under the same Idempotency-Key (the run id), or finds it finished and goes on from there.
     Loops until the task settles or its route is used up."""
@@ -61,11 +75,11 @@ async def run_task(task_id: uuid.UUID, event_id: str, actor: str) -> None:
     while True:
         # No derived key here: the aggregate hands out an open run again, and a race to start the same
         # attempt is settled by the stream's version (the loser reloads and gets the winner's run).
-        task, run = await tasks.next_run(context(actor, event_id, None), task_id)
+        task, run = await tasks.next_run(context(actor, cause, None), task_id)
         if run is None:
             return
         result = await call_seller(c, runtime.outbound(), task, run)
-        finish = context(actor, event_id, f"finish:{run['run_id']}")
+        finish = context(actor, cause, f"finish:{run['run_id']}")
         if (await tasks.finish_run(finish, task_id, result)).task.status != EXECUTING:
             return
 

@@ -21,7 +21,7 @@ from domain.machines.errors import MachineNotActivated, MachineNotActive
 from domain.shared.errors import DomainError, InvalidTransition, NotFound
 from domain.tasks.aggregate import DISCOVERED, EXECUTING, NO_ROUTE, QUEUED, RESOLVED, Task
 from domain.tasks.errors import NoRoute
-from workers.tasks import TIME_LIMIT_MS, context, run_task, service
+from workers.tasks import TIME_LIMIT_MS, Cause, cause_of, context, run_task, service
 
 log = logging.getLogger("mm.workers.tasks")
 ACTOR = "advance_auto_task"
@@ -29,30 +29,30 @@ ACTOR = "advance_auto_task"
 _FINAL = (NoRoute, MachineNotActive, MachineNotActivated)
 
 
-async def _next_step(tasks: TasksService, task: Task, event_id: str) -> Task | None:
+async def _next_step(tasks: TasksService, task: Task, cause: Cause) -> Task | None:
     """Take the step the task's state calls for; the task after it, or None when there is nothing more to do."""
-    ctx = context(ACTOR, event_id, f"{task.status}:{event_id}")
+    ctx = context(ACTOR, cause, f"{task.status}:{cause.event_id}")
     step = {QUEUED: tasks.discover, DISCOVERED: tasks.resolve, RESOLVED: tasks.request_execution}.get(task.status)
     if step is None:
         return None
     try:
         outcome: TaskOutcome = await step(ctx, task.machine_id, task.id)
     except _FINAL as exc:
-        await _give_up(tasks, task.id, event_id, exc)
+        await _give_up(tasks, task.id, cause, exc)
         return None
     except InvalidTransition:
         return await tasks.load(task.id)  # moved on meanwhile (a client took the step, or cancelled): look again
     return outcome.task
 
 
-async def _give_up(tasks: TasksService, task_id: uuid.UUID, event_id: str, exc: DomainError) -> None:
+async def _give_up(tasks: TasksService, task_id: uuid.UUID, cause: Cause, exc: DomainError) -> None:
     code = NO_ROUTE if isinstance(exc, NoRoute) else exc.code
     log.info("%s: task %s cannot go on: %s", ACTOR, task_id, code)
-    await tasks.give_up(context(ACTOR, event_id, f"give-up:{event_id}"), task_id, code, exc.detail)
+    await tasks.give_up(context(ACTOR, cause, f"give-up:{cause.event_id}"), task_id, code, exc.detail)
 
 
-async def advance_job(task_id: str, event_id: str) -> None:
-    tasks = await service()
+async def advance_job(task_id: str, event_id: str, correlation_id: str | None = None) -> None:
+    tasks, cause = await service(), await cause_of(event_id, correlation_id)
     try:
         task: Task | None = await tasks.load(uuid.UUID(task_id))
     except NotFound:
@@ -60,9 +60,9 @@ async def advance_job(task_id: str, event_id: str) -> None:
         return
     while task is not None and task.auto:
         if task.status == EXECUTING:
-            await run_task(task.id, event_id, ACTOR)
+            await run_task(task.id, cause, ACTOR)
             return
-        task = await _next_step(tasks, task, event_id)
+        task = await _next_step(tasks, task, cause)
 
 
 advance_auto_task = dramatiq.actor(

@@ -12,7 +12,16 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.api.consistency import etag, expected_version, write_headers
 from app.api.context import AUTHENTICATED, container_of, provide_ctx, provide_principal, readable_machine
-from app.api.openapi_headers import CACHE_CONTROL, ETAG, IF_MATCH, LOCATION, LOG_POSITION, MIN_POSITION, headers
+from app.api.openapi_headers import (
+    AS_OF_VERSION,
+    CACHE_CONTROL,
+    ETAG,
+    IF_MATCH,
+    LOCATION,
+    LOG_POSITION,
+    MIN_POSITION,
+    headers,
+)
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_time_cursor, encode_cursor
 from app.api.problems import problems
 from app.api.schemas_runtime import (
@@ -25,9 +34,12 @@ from app.api.schemas_runtime import (
     RevokeAgentRequest,
     RuntimeEndpointView,
 )
+from app.api.time_travel import AsOfParam, VersionParam, as_of_headers, load_guarded, point_in_time
 from app.services.agents import AgentOutcome, ReportedEndpoint
+from domain.runtime.agent import MachineAgent
 from domain.runtime.errors import AgentNotFound
 from domain.shared.context import CommandContext
+from domain.shared.errors import NotFound
 from projections.runtime_reader import get_agent, list_agents
 
 AgentStatus = Literal["enrolled", "active", "revoked"]
@@ -79,11 +91,22 @@ class AgentsController(Controller):
         next_cursor = encode_cursor(rows[-1]["created_at"].isoformat(), str(rows[-1]["id"])) if more else None
         return AgentPage(data=[AgentView(**r) for r in rows], next_cursor=next_cursor)
 
-    @get("/{agent_id:uuid}", operation_id="getAgent", opt=headers(honours=[MIN_POSITION], sends=[ETAG]),
-         summary="Get an agent", responses=problems(400, 401, 404, 409, 503))
+    @get("/{agent_id:uuid}", operation_id="getAgent", opt=headers(honours=[MIN_POSITION], sends=[ETAG, AS_OF_VERSION]),
+         summary="Get an agent (now, or asOf a time / at a version)", responses=problems(400, 401, 404, 409, 422, 503))
     async def get_one(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
-                      machine_id: FromPath[uuid.UUID], agent_id: FromPath[uuid.UUID]) -> Response[AgentView]:
+                      machine_id: FromPath[uuid.UUID], agent_id: FromPath[uuid.UUID], as_of: AsOfParam = None,
+                      version: VersionParam = None) -> Response[AgentView]:
         c = container_of(request)
+        point = point_in_time(as_of, version)
+        if point is not None:
+            try:
+                agent = await load_guarded(c, c.machines.require_operational(ctx, machine_id), MachineAgent, agent_id,
+                                           point, "agent")
+            except NotFound as exc:
+                raise AgentNotFound(exc.detail) from None
+            if agent.machine_id != machine_id:
+                raise AgentNotFound(f"agent {agent_id} not found")
+            return Response(AgentView.of(agent), headers=as_of_headers(agent.version))
         await readable_machine(request, ctx, machine_id, "runtime", agent_id)
         row = await get_agent(c.pool, machine_id, agent_id)
         if row is None:

@@ -26,9 +26,11 @@ from app.api.openapi import finish_openapi
 from app.api.problems import handle_exception
 from app.api.runs import RunsController, TaskHistoryController
 from app.api.runtime import RuntimeEndpointsController
+from app.api.streams import StreamsController
 from app.api.system import health, metrics, observe, openapi_json, ready
 from app.api.task_execute import TaskExecutionController
 from app.api.tasks import TasksController
+from app.api.traces import TracesController
 from app.container import Container
 from app.settings import Settings
 
@@ -102,7 +104,7 @@ def create_app(settings: Settings, container: Container | None = None,
         route_handlers=[MachinesController, RuntimeEndpointsController, AgentsController, HeartbeatController,
                         GraphController, AccountsController, AuditController, CatalogueController, TasksController,
                         TaskExecutionController, TaskHistoryController, RunsController, health, ready,
-                        metrics, openapi_json, assets_router()],
+                        metrics, openapi_json, assets_router(), StreamsController, TracesController],
         exception_handlers={Exception: handle_exception},
         middleware=[idempotency_middleware],
         lifespan=[lifespan],

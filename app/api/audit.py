@@ -81,6 +81,9 @@ class AuditController(Controller):
         machine_id: Annotated[uuid.UUID | None, QueryParameter(name="machineId")] = None,
         subject: Annotated[str | None, QueryParameter(max_length=200)] = None,
         actor: Annotated[str | None, QueryParameter(max_length=200)] = None,
+        correlation_id: Annotated[str | None, QueryParameter(
+            name="correlationId", max_length=256,
+            description="everything one request caused (its X-Request-Id), through the workers")] = None,
         since: Annotated[str | None, QueryParameter(format="date-time", max_length=64,
                                                     description="RFC 3339 time, inclusive")] = None,
         until: Annotated[str | None, QueryParameter(format="date-time", max_length=64,
@@ -101,7 +104,7 @@ class AuditController(Controller):
             container.pool, account_id=None if principal.is_admin else principal.account_id, types=type_,
             machine_id=machine_id, subject=subject, actor=actor, since=rfc3339("since", since),
             until=rfc3339("until", until), after=after,
-            limit=limit + 1,
+            limit=limit + 1, correlation_id=correlation_id,
         )
         more = len(rows) > limit
         rows = rows[:limit]

@@ -11,7 +11,7 @@ from litestar.params import FromPath, JSONBody
 
 from app.api.consistency import etag, expected_version, write_headers
 from app.api.context import AUTHENTICATED, container_of, provide_ctx, provide_principal, readable_machine
-from app.api.openapi_headers import ETAG, IF_MATCH, LOCATION, LOG_POSITION, MIN_POSITION, headers
+from app.api.openapi_headers import AS_OF_VERSION, ETAG, IF_MATCH, LOCATION, LOG_POSITION, MIN_POSITION, headers
 from app.api.problems import problems
 from app.api.schemas_graph import (
     CreateEdgeRequest,
@@ -22,8 +22,9 @@ from app.api.schemas_graph import (
     ReviseEdgeRequest,
     ReviseNodeRequest,
 )
+from app.api.time_travel import AsOfParam, VersionParam, load_guarded, point_in_time
 from app.services.graph import Outcome
-from domain.graph.aggregate import graph_id_of
+from domain.graph.aggregate import MachineGraph, graph_id_of
 from domain.graph.commands import ReviseEdge, ReviseNode
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
@@ -49,17 +50,25 @@ class GraphController(Controller):
     dependencies = {"principal": Provide(provide_principal), "ctx": Provide(provide_ctx)}
     request_max_body_size = 64 * 1024
 
-    @get("/", operation_id="getGraph", opt=headers(honours=[MIN_POSITION]),
-         summary="Get a machine's graph (all nodes and edges)", responses=problems(400, 401, 404, 409, 503))
+    @get("/", operation_id="getGraph", opt=headers(honours=[MIN_POSITION], sends=[AS_OF_VERSION]),
+         summary="Get a machine's graph (all nodes and edges; now, or asOf a time / at a version)",
+         responses=problems(400, 401, 404, 409, 422, 503))
     async def get_graph(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
-                        machine_id: FromPath[uuid.UUID]) -> GraphView:
+                        machine_id: FromPath[uuid.UUID], as_of: AsOfParam = None,
+                        version: VersionParam = None) -> Response[GraphView]:
+        point = point_in_time(as_of, version)
+        if point is not None:
+            container = container_of(request)
+            graph = await load_guarded(container, container.machines.require_operational(ctx, machine_id),
+                                       MachineGraph, graph_id_of(machine_id), point, "graph")
+            return Response(GraphView.of(graph), headers={AS_OF_VERSION: str(graph.version)})
         await readable_machine(request, ctx, machine_id, "graph", graph_id_of(machine_id))
         # One snapshot for both reads, so an edge never names a node that the node list does not show.
         async with container_of(request).pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
                                                                                    readonly=True):
             nodes, edges = await list_nodes(conn, machine_id), await list_edges(conn, machine_id)
-        return GraphView(machine_id=machine_id, nodes=[NodeView(**n) for n in nodes],
-                         edges=[EdgeView.row(e) for e in edges])
+        return Response(GraphView(machine_id=machine_id, nodes=[NodeView(**n) for n in nodes],
+                                  edges=[EdgeView.row(e) for e in edges]))
 
     @get("/nodes/{node_id:uuid}", operation_id="getGraphNode", opt=headers(honours=[MIN_POSITION], sends=[ETAG]),
          summary="Get a node", responses=problems(400, 401, 404, 409, 503))

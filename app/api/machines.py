@@ -12,7 +12,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.api.consistency import etag, expected_version, honour_min_position, read_your_writes, write_headers
 from app.api.context import AUTHENTICATED, Principal, container_of, provide_ctx, provide_principal
-from app.api.openapi_headers import ETAG, IF_MATCH, LOCATION, LOG_POSITION, MIN_POSITION, headers
+from app.api.openapi_headers import AS_OF_VERSION, ETAG, IF_MATCH, LOCATION, LOG_POSITION, MIN_POSITION, headers
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_time_cursor, encode_cursor
 from app.api.problems import ApiError, problems
 from app.api.schemas_machines import (
@@ -24,7 +24,9 @@ from app.api.schemas_machines import (
     StatusChangeRequest,
     VerifyIdentityRequest,
 )
+from app.api.time_travel import AsOfParam, VersionParam, as_of_headers, load_as_of, point_in_time
 from app.services.machines import Outcome
+from domain.machines.aggregate import Machine
 from domain.machines.commands import ChangeStatus, ReviseProfile, VerifyIdentity
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
@@ -94,11 +96,18 @@ class MachinesController(Controller):
         return MachinePage(data=[MachineView(**r) for r in rows], next_cursor=next_cursor)
 
     @get("/{machine_id:uuid}", operation_id="getMachine",
-         opt=headers(honours=[MIN_POSITION], sends=[ETAG]),
-         summary="Get a machine", responses=problems(400, 401, 404, 503))
+         opt=headers(honours=[MIN_POSITION], sends=[ETAG, AS_OF_VERSION]),
+         summary="Get a machine (now, or asOf a time / at a version)", responses=problems(400, 401, 404, 422, 503))
     async def get_one(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
-                      machine_id: FromPath[uuid.UUID]) -> Response[MachineView]:
+                      machine_id: FromPath[uuid.UUID], as_of: AsOfParam = None,
+                      version: VersionParam = None) -> Response[MachineView]:
         container = container_of(request)
+        point = point_in_time(as_of, version)
+        if point is not None:
+            machine = await load_as_of(container, Machine, machine_id, point, "machine")
+            if not principal.is_admin and machine.account_id != principal.account_id:
+                raise NotFound(f"machine {machine_id} not found")
+            return Response(MachineView.of(machine), headers=as_of_headers(machine.version))
         within = container.settings.read_your_writes_timeout_s
         await honour_min_position(request, container.pool, "machines", within)
         await read_your_writes(container.pool, "machines", machine_id, within)

@@ -14,6 +14,7 @@ from litestar.handlers import HTTPRouteHandler
 IF_MATCH, MIN_POSITION, PREFER = "If-Match", "X-Min-Position", "Prefer"
 ETAG, LOG_POSITION, LOCATION, CACHE_CONTROL = "ETag", "X-Log-Position", "Location", "Cache-Control"
 PREFERENCE_APPLIED = "Preference-Applied"
+AS_OF_VERSION = "X-As-Of-Version"
 
 _POSITION = r"^[0-9]+\.[0-9]+$"
 # As app.api.consistency.expected_version reads it (after stripping whitespace): "3", W/"3", 3 or *.
@@ -49,6 +50,8 @@ RESPONSE_HEADERS: dict[str, dict[str, Any]] = {
     LOCATION: {"description": "Path of the created resource.", "schema": {"type": "string"}, "required": True},
     PREFERENCE_APPLIED: {"description": "The Prefer preferences honoured (RFC 7240), e.g. wait=10.",
                          "schema": {"type": "string"}},
+    AS_OF_VERSION: {"description": "Sent when asOf or version was asked: the stream version the body was rebuilt"
+                                   " to from the event log.", "schema": {"type": "string", "pattern": "^[0-9]+$"}},
     CACHE_CONTROL: {"description": "The body holds a secret shown once: never cached.",
                "schema": {"type": "string", "enum": ["no-store"]}, "required": True},
 }

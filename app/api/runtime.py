@@ -12,7 +12,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.api.consistency import etag, expected_version, write_headers
 from app.api.context import AUTHENTICATED, container_of, provide_ctx, provide_principal, readable_machine
-from app.api.openapi_headers import ETAG, IF_MATCH, LOCATION, LOG_POSITION, MIN_POSITION, headers
+from app.api.openapi_headers import AS_OF_VERSION, ETAG, IF_MATCH, LOCATION, LOG_POSITION, MIN_POSITION, headers
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, encode_cursor
 from app.api.problems import ApiError, problems
 from app.api.schemas_runtime import (
@@ -21,8 +21,9 @@ from app.api.schemas_runtime import (
     RuntimeEndpointPage,
     RuntimeEndpointView,
 )
+from app.api.time_travel import AsOfParam, VersionParam, as_of_headers, load_guarded, point_in_time
 from domain.runtime import rules
-from domain.runtime.endpoint import endpoint_id
+from domain.runtime.endpoint import RuntimeEndpoint, endpoint_id
 from domain.runtime.errors import EndpointNotFound
 from domain.shared.context import CommandContext
 from projections.runtime_reader import get_endpoint, list_endpoints
@@ -63,13 +64,22 @@ class RuntimeEndpointsController(Controller):
         return RuntimeEndpointPage(data=[RuntimeEndpointView(**r) for r in rows],
                     next_cursor=encode_cursor(rows[-1]["provider_key"]) if more else None)
 
-    @get("/{provider_key:str}", operation_id="getRuntimeEndpoint", opt=headers(honours=[MIN_POSITION], sends=[ETAG]),
-         summary="Get one runtime endpoint", responses=problems(400, 401, 404, 409, 503))
+    @get("/{provider_key:str}", operation_id="getRuntimeEndpoint",
+         opt=headers(honours=[MIN_POSITION], sends=[ETAG, AS_OF_VERSION]),
+         summary="Get one runtime endpoint (now, or asOf a time / at a version)",
+         responses=problems(400, 401, 404, 409, 422, 503))
     async def get_one(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
-                      machine_id: FromPath[uuid.UUID],
-                      provider_key: FromPath[ProviderKey]) -> Response[RuntimeEndpointView]:
+                      machine_id: FromPath[uuid.UUID], provider_key: FromPath[ProviderKey],
+                      as_of: AsOfParam = None, version: VersionParam = None) -> Response[RuntimeEndpointView]:
         c = container_of(request)
         key = rules.provider_key(provider_key)
+        point = point_in_time(as_of, version)
+        if point is not None:
+            endpoint = await load_guarded(c, c.machines.require_operational(ctx, machine_id), RuntimeEndpoint,
+                                          endpoint_id(machine_id, key), point, "runtime endpoint")
+            if not endpoint.exists:  # deleted at that point, as the current read would say after a delete
+                raise EndpointNotFound(f"no runtime endpoint for provider key {key!r} at version {endpoint.version}")
+            return Response(RuntimeEndpointView.of(endpoint), headers=as_of_headers(endpoint.version))
         await readable_machine(request, ctx, machine_id, "runtime", endpoint_id(machine_id, key))
         row = await get_endpoint(c.pool, machine_id, key)
         if row is None:

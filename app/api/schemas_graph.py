@@ -10,7 +10,7 @@ import msgspec
 
 from app.api.schema_types import NOT_BLANK, UtcTime
 from domain.graph import rules
-from domain.graph.aggregate import data_of
+from domain.graph.aggregate import MachineGraph, data_of
 from domain.shared.documents import MAX_DEPTH
 
 
@@ -131,3 +131,13 @@ class GraphView(msgspec.Struct, rename="camel", frozen=True):
     machine_id: uuid.UUID
     nodes: list[NodeView]
     edges: list[EdgeView]
+
+    @classmethod
+    def of(cls, g: MachineGraph) -> GraphView:
+        """From the aggregate (time travel), ordered as the read model lists them."""
+        def order(item: dict[str, Any]) -> tuple[Any, ...]:
+            return item["created_at"], item["id"]
+
+        m = g.machine_id
+        return cls(machine_id=m, nodes=[NodeView.of(m, n) for n in sorted(g.nodes.values(), key=order)],
+                   edges=[EdgeView.of(m, e) for e in sorted(g.edges.values(), key=order)])

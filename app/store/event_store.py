@@ -17,7 +17,7 @@ from domain.shared.errors import ConcurrencyConflict
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 
-_COLUMNS = (
+COLUMNS = (
     "position, tx_id::text::bigint AS tx_id, event_id, stream_id, stream_type, version, type,"
     " data::text AS data, metadata::text AS metadata, recorded_at"
 )
@@ -36,7 +36,7 @@ _INSERT_MANY = (
 # Only rows whose writing transaction is older than every transaction still running are safe to
 # hand out: a smaller position may still commit later, but a smaller tx_id below xmin cannot.
 READ_ALL_SQL = (
-    f"SELECT {_COLUMNS} FROM events"
+    f"SELECT {COLUMNS} FROM events"
     " WHERE (tx_id, position) > ($1::text::xid8, $2::bigint)"
     " AND tx_id < pg_snapshot_xmin(pg_current_snapshot())"
     # Qualified: a bare tx_id here would sort by the bigint output alias and bypass the index.
@@ -50,7 +50,7 @@ def _uuid(value: uuid.UUID) -> uuid.UUID:
     return value if type(value) is uuid.UUID else uuid.UUID(bytes=value.bytes)
 
 
-def _row_to_event(row: asyncpg.Record) -> RecordedEvent:
+def row_to_event(row: asyncpg.Record) -> RecordedEvent:
     return RecordedEvent(
         position=row["position"],
         tx_id=row["tx_id"],
@@ -122,14 +122,18 @@ class EventStore:
         last = max(rows, key=lambda r: (r["tx_id"], r["position"]))
         return AppendResult(last=LogPosition(last["tx_id"], last["position"]))
 
-    async def load(self, stream_id: uuid.UUID, after_version: int = 0) -> list[RecordedEvent]:
+    async def load(self, stream_id: uuid.UUID, after_version: int = 0,
+                   to_version: int | None = None) -> list[RecordedEvent]:
+        """The stream's events after `after_version`, up to `to_version` (inclusive) if given."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version",
+                f"SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND version > $2"
+                " AND ($3::bigint IS NULL OR version <= $3) ORDER BY version",
                 stream_id,
                 after_version,
+                to_version,
             )
-        return [_row_to_event(r) for r in rows]
+        return [row_to_event(r) for r in rows]
 
     async def stream_version(self, stream_id: uuid.UUID) -> int | None:
         """The stream's current version (one index lookup), or None if it has no events."""
@@ -146,7 +150,7 @@ class EventStore:
                 rows = await own.fetch(READ_ALL_SQL, str(after.tx_id), after.position, limit)
         else:
             rows = await conn.fetch(READ_ALL_SQL, str(after.tx_id), after.position, limit)
-        return [_row_to_event(r) for r in rows]
+        return [row_to_event(r) for r in rows]
 
     async def head(self) -> LogPosition | None:
         """The last event committed and visible to readers (what a fully caught-up follower has seen)."""

@@ -28,16 +28,21 @@ class Repository:
         self.store = store
         self.snapshots = SnapshotStore(store.pool)
 
-    async def get(self, cls: type[A], aggregate_id: uuid.UUID, *, what: str = "resource") -> A:
+    async def get(self, cls: type[A], aggregate_id: uuid.UUID, *, what: str = "resource",
+                  version: int | None = None) -> A:
+        """The aggregate as it stands, or as it stood right after `version` (time travel: the same events
+        and the same evolve steps, stopped early; a snapshot is used only if it is at or below `version`)."""
         stream_type = stream_type_of(cls)
         start: Aggregate | None = None
         if snapshot_every(cls):
-            start = await self.snapshots.load(cls, aggregate_id, stream_type)
-        events = await self.store.load(aggregate_id, after_version=start.version if start else 0)
+            start = await self.snapshots.load(cls, aggregate_id, stream_type, at_most=version)
+        events = await self.store.load(aggregate_id, after_version=start.version if start else 0, to_version=version)
         if start is None and (not events or events[0].stream_type != stream_type):
             raise NotFound(f"{what} {aggregate_id} not found")
         aggregate = rebuild(events, start)
         assert isinstance(aggregate, cls)
+        if version is not None and aggregate.version != version:
+            raise NotFound(f"{what} {aggregate_id} has no version {version}")
         return aggregate
 
     async def save(self, aggregate: Aggregate, ctx: CommandContext) -> AppendResult | None:

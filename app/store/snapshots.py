@@ -37,8 +37,11 @@ class SnapshotStore:
         """Best effort: a snapshot is a cache, so failing to write one must not fail the command."""
         try:
             snapshot = Snapshot.take(aggregate)
+            # One statement: the latest (for loads now) and the history (for time travel) are written together.
             await self.pool.execute(
-                "INSERT INTO snapshots (stream_id, stream_type, version, schema_version, state)"
+                "WITH kept AS (INSERT INTO snapshot_history (stream_id, stream_type, version, schema_version, state)"
+                " VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT DO NOTHING)"
+                " INSERT INTO snapshots (stream_id, stream_type, version, schema_version, state)"
                 " VALUES ($1, $2, $3, $4, $5::jsonb)"
                 " ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version,"
                 " schema_version = EXCLUDED.schema_version, state = EXCLUDED.state, taken_at = now()"
@@ -49,14 +52,29 @@ class SnapshotStore:
         except Exception:  # any failure, even an untranscodable value: a snapshot is a cache, the command stands
             log.exception("snapshot of %s at version %d not saved", aggregate.id, aggregate.version)
 
-    async def load(self, cls: type[Aggregate], stream_id: uuid.UUID, stream_type: str) -> Aggregate | None:
-        """The latest usable snapshot, or None (then the caller replays the whole stream)."""
+    async def load(self, cls: type[Aggregate], stream_id: uuid.UUID, stream_type: str,
+                   at_most: int | None = None) -> Aggregate | None:
+        """The latest usable snapshot, or None (then the caller replays the whole stream).
+
+        `at_most` (time travel): a snapshot above that version holds state from later events and is never used.
+        """
         try:
-            row = await self.pool.fetchrow(
-                "SELECT version, state::text AS state, taken_at FROM snapshots"
-                " WHERE stream_id = $1 AND stream_type = $2 AND schema_version = $3",
-                stream_id, stream_type, schema_version(cls),
-            )
+            if at_most is None:
+                row = await self.pool.fetchrow(
+                    "SELECT version, state::text AS state, taken_at FROM snapshots"
+                    " WHERE stream_id = $1 AND stream_type = $2 AND schema_version = $3",
+                    stream_id, stream_type, schema_version(cls),
+                )
+            else:  # the nearest at or below: from the history, or the latest (taken before the history existed)
+                row = await self.pool.fetchrow(
+                    "SELECT version, state::text AS state, taken_at FROM ("
+                    " (SELECT version, state, taken_at FROM snapshot_history WHERE stream_id = $1 AND stream_type = $2"
+                    "  AND schema_version = $3 AND version <= $4 ORDER BY version DESC LIMIT 1)"
+                    " UNION ALL"
+                    " SELECT version, state, taken_at FROM snapshots WHERE stream_id = $1 AND stream_type = $2"
+                    "  AND schema_version = $3 AND version <= $4) s ORDER BY version DESC LIMIT 1",
+                    stream_id, stream_type, schema_version(cls), at_most,
+                )
         except asyncpg.PostgresError as exc:
             log.warning("snapshot of %s not read, replaying the stream: %s", stream_id, exc)
             return None

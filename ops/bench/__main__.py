@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import urlsplit
 
-from ops.bench import catchup, commands, heartbeats, http_api, store, tasks, timers
+from ops.bench import catchup, commands, heartbeats, http_api, store, tasks, time_travel, timers
 from ops.bench.db import bench_database, describe, server_facts, server_url
 from ops.bench.report import Report, Row, rate
 
-PHASES = ("store", "http", "catchup", "heartbeats", "timers", "commands", "tasks")
+PHASES = ("store", "http", "catchup", "heartbeats", "timers", "commands", "timetravel", "tasks")
 STORE_RATIO_TARGET = 0.70
 # Catch-up from zero as a fraction of the runner's no-op floor (same runner, batch size and log, same run).
 # 0.20: a projection's own work may cost at most four times what the runner spends reading, decoding and
@@ -27,9 +27,8 @@ CATCHUP_RATIO_TARGETS = {"machines": 0.20, "audit": 0.20}
 # The command path against the thinnest endpoint (issue 13), same run: POST at least half its rate, p99 within
 # 50 ms at 32 connections, live projecting at most 3x the CPU per event of catching up, lag p99 within 100 ms.
 COMMANDS_RATIO_TARGET, COMMANDS_P99_MS, COMMANDS_LIVE_CPU_RATIO, COMMANDS_LAG_P99_MS = 0.50, 50.0, 3.0, 100.0
-# Auto tasks end to end (issue 7): 32 at once, at least 150/s, p50 at most 25 ms over a direct call to the same
-# stub seller (same run); discovery over a catalogue of 10,000 listings: p99 within 20 ms.
-TASKS_RATE, TASKS_ADDED_P50_MS, DISCOVER_P99_MS = 150.0, 25.0, 20.0
+# Issue 11: a time-travel GET of a 1,000-event stream (with snapshots), one request at a time.
+TIMETRAVEL_P99_MS = 20.0
 # The requirement: 10,000 agents each beating every 30 s must be sustainable.
 REQUIRED_AGENTS, BEAT_SECONDS = 10_000, 30
 
@@ -246,36 +245,19 @@ async def _commands(report: Report, dsn: str, plan: Plan) -> None:
     )
 
 
+async def _timetravel(report: Report, dsn: str, plan: Plan) -> None:
+    time_travel.add_rows(report, await time_travel.run(dsn, plan.http_requests, plan.http_warmup), TIMETRAVEL_P99_MS)
+
+
 async def _tasks(report: Report, dsn: str, plan: Plan) -> None:
-    r = await tasks.run(dsn, plan.tasks, plan.tasks_warmup, plan.tasks_listings, plan.tasks_discovers)
-    c = tasks.CLIENTS
-    report.add(Row("tasks", f"direct POST to the stub seller, {c} at once (baseline)", f"{rate(r.direct.rate)} req/s"))
-    report.add(Row("tasks", "  latency p50 / p99", f"{r.direct.p(50):.1f} / {r.direct.p(99):.1f} ms"))
-    report.check("tasks", f"auto tasks end to end (POST -> outcome visible), {c} at once", r.auto.rate, TASKS_RATE,
-                 ",.0f", " tasks/s")
-    report.add(Row("tasks", "  latency p50 / p99", f"{r.auto.p(50):.1f} / {r.auto.p(99):.1f} ms"))
-    report.check_max("tasks", "  p50 added over the direct call (same run)", r.auto.p(50) - r.direct.p(50),
-                     TASKS_ADDED_P50_MS, ".1f", " ms")
-    succeeded = r.auto.statuses.get("succeeded", 0)
-    report.add(Row("tasks", "  outcomes succeeded", f"{succeeded:,} / {plan.tasks:,}", f"{plan.tasks:,}",
-                   "PASS" if succeeded == plan.tasks else "FAIL"))
-    report.add(Row("tasks", f"POST .../discover over {r.listings:,} listings, 1 client: p50",
-                   f"{r.discover.p(50):.1f} ms"))
-    report.check_max("tasks", "  p99", r.discover.p(99), DISCOVER_P99_MS, ".1f", " ms")
-    report.notes.append(
-        f"tasks: `mm api` + `mm projector` + `mm worker --threads {r.worker_threads}` (PostgreSQL broker) and the stub"
-        f" seller in its own process; auto-task statuses {dict(r.auto.statuses)}, direct {dict(r.direct.statuses)};"
-        f" {plan.tasks_warmup} warm-up calls of each first; catalogue seeded through the services ({r.sellers:,}"
-        f" sellers x {tasks.tasks_seed.NODES_PER_SELLER} capability nodes over {tasks.tasks_seed.CAPABILITIES}"
-        f" names, {r.seed_seconds:.1f} s incl. projection); discover: {r.discover.count} tasks of 5 capabilities"
-        f" (~{r.listings // tasks.tasks_seed.CAPABILITIES} listings each, 100 screened against their inputSchema),"
-        f" statuses {dict(r.discover.statuses)}"
-    )
+    result = await tasks.run(dsn, plan.tasks, plan.tasks_warmup, plan.tasks_listings, plan.tasks_discovers)
+    tasks.add_rows(report, result, plan.tasks, plan.tasks_warmup)
 
 
 Phase = Callable[[Report, str, Plan], Awaitable[None]]
 RUNNERS: dict[str, Phase] = {"store": _store, "http": _http, "catchup": _catchup, "heartbeats": _heartbeats,
-                             "timers": _timers, "commands": _commands, "tasks": _tasks}
+                             "timers": _timers, "commands": _commands, "timetravel": _timetravel,
+                             "tasks": _tasks}
 
 
 async def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,12 @@ PHASES = {
         "timer messages retried or dead-lettered",
         "note: timers worker: one dramatiq.Worker",
     ), r"Expired events: due leases / renewed leases\s+\|\s+50 / 0 \|\s+50 / 0 \| PASS"),
+    "timetravel": ((
+        "GET /health, 1 client: latency p50 / p99 (harness floor)",
+        "GET agent ?version= / ?asOf= of a 1,000-event stream, 1 client",
+        "latency p99, 1 client",
+        "note: timetravel setup",
+    ), r"responses other than 200\s+\|\s+0 \|\s+<= 0 \| PASS"),
     "commands": ((
         "bare Litestar + 1 asyncpg INSERT (baseline), 32 conns",
         "POST /v1/machines, 32 conns",

@@ -60,9 +60,9 @@ class SpyStore(EventStore):
         super().__init__(pool)
         self.loads: list[int] = []
 
-    async def load(self, stream_id: uuid.UUID, after_version: int = 0) -> Any:
+    async def load(self, stream_id: uuid.UUID, after_version: int = 0, to_version: int | None = None) -> Any:
         self.loads.append(after_version)
-        return await super().load(stream_id, after_version)
+        return await super().load(stream_id, after_version, to_version)
 
 
 @pytest.fixture

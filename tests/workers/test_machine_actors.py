@@ -108,3 +108,17 @@ async def test_a_timer_delivered_early_is_resent_delayed_through_the_broker(
     assert enqueues.sent[0] == ("expire_identity_challenge", None)
     [resent] = enqueues.delays("expire_identity_challenge")  # the early delivery came back once, delayed
     assert 0 < resent <= 8_001
+
+
+async def test_the_expiry_carries_the_challenge_requests_correlation_id(c: Container, fresh_database: str) -> None:
+    """A message without correlation_id (sent before the relay added it) takes the triggering event's."""
+    runtime.use_database(fresh_database)
+    ctx = CommandContext(at=datetime.now(UTC), actor="test", account_id=uuid.uuid4(), request_id="req-challenge")
+    machine = (await c.machines.register(ctx, name="m", description="", public_key=KEY, labels={})).machine
+    challenge = (await c.machines.issue_challenge(ctx, machine.id)).machine.challenge
+    assert challenge is not None
+    [issued] = [e for e in await c.store.load(machine.id) if e.type == "machines:Machine.IdentityChallengeIssued"]
+    await expire_challenge_job(str(machine.id), str(challenge["id"]), str(issued.event_id))
+    [expired] = [e for e in await c.store.load(machine.id) if e.type == EXPIRED]
+    assert expired.metadata["correlationId"] == "req-challenge"
+    assert expired.metadata["causationId"] == str(issued.event_id)

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import dramatiq
+import msgspec
 import pytest
 from dramatiq.brokers.stub import StubBroker
 
@@ -52,9 +53,11 @@ async def c(fresh_container: Container) -> AsyncIterator[Container]:
         runtime.use_database(None)
 
 
-async def submit_auto(c: Container, buyer_ids: tuple[uuid.UUID, uuid.UUID], **constraints: object) -> uuid.UUID:
+async def submit_auto(c: Container, buyer_ids: tuple[uuid.UUID, uuid.UUID], request_id: str | None = None,
+                      **constraints: object) -> uuid.UUID:
     account, machine = buyer_ids
-    out = await c.tasks.submit(ctx(account), machine, capability=CAPABILITY, input={"text": "auto"},
+    submitting = msgspec.structs.replace(ctx(account), request_id=request_id)
+    out = await c.tasks.submit(submitting, machine, capability=CAPABILITY, input={"text": "auto"},
                                constraints=Constraints(**constraints), auto=True)  # type: ignore[arg-type]
     return out.task.id
 
@@ -64,14 +67,18 @@ async def test_an_auto_task_runs_from_submission_to_its_outcome(c: Container, fr
     await seller(c, f"{stub.url}/echo", 100)
     manual = await resolved(c, await buyer(c), execute=False)  # not auto: the actors leave it resolved
     await read_models(c)
-    task_id = await submit_auto(c, await buyer(c))
+    task_id = await submit_auto(c, await buyer(c), request_id="req-auto-1")
     async with worker_on(fresh_database, fresh_database, ACTORS, settings=PRIVATE_OK) as (broker, worker):
         worker.start()
         task = await relay_until_finished(c, broker, task_id)
     assert task.status == "succeeded"
-    kinds = [e.type.removeprefix("tasks:Task.") for e in await c.store.load(task_id)]
+    recorded = await c.store.load(task_id)
+    kinds = [e.type.removeprefix("tasks:Task.") for e in recorded]
     assert kinds == ["Submitted", "Discovered", "Resolved", "ExecutionRequested", "RunStarted", "RunFinished",
                      "Succeeded"]
+    # One trace: every step the actor took is caused by the submission and carries its request's correlation id.
+    assert {e.metadata.get("correlationId") for e in recorded} == {"req-auto-1"}
+    assert {e.metadata.get("causationId") for e in recorded[1:]} == {str(recorded[0].event_id)}
     [finished] = await events(c, task_id, "RunFinished")
     assert finished["body"] == {"output": {"text": "auto"}} and stub.stats.total == 1
     assert (await c.tasks.load(manual.id)).status == "resolved"

@@ -1,0 +1,15 @@
+"""Every aggregate kind, imported here so their event topics resolve wherever events are replayed (`mm replay`
+offline has no services to import them). tests/unit/test_aggregate_kinds.py fails when a new one is missing."""
+
+from __future__ import annotations
+
+from eventsourcing.domain import Aggregate
+
+from domain.accounts.aggregate import Account
+from domain.graph.aggregate import MachineGraph
+from domain.machines.aggregate import Machine
+from domain.runtime.agent import MachineAgent
+from domain.runtime.endpoint import RuntimeEndpoint
+from domain.tasks.aggregate import Task
+
+AGGREGATES: tuple[type[Aggregate], ...] = (Account, Machine, RuntimeEndpoint, MachineAgent, MachineGraph, Task)
