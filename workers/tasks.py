@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import dramatiq
 import msgspec
@@ -13,7 +14,7 @@ from app.services.task_discovery import OfferSource, ReputationSource
 from app.services.tasks import TasksService
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
-from domain.tasks.aggregate import EXECUTING
+from domain.tasks.aggregate import EXECUTING, Task
 from domain.tasks.rules import MAX_FALLBACKS, MAX_TIMEOUT_MS
 from workers import runtime
 from workers.runtime import caused_by
@@ -67,15 +68,19 @@ async def execute_job(task_id: str, event_id: str, correlation_id: str | None = 
         await run_task(task.id, await cause_of(event_id, correlation_id), "execute_task")
 
 
-async def run_task(task_id: uuid.UUID, cause: Cause, actor: str) -> None:
+async def run_task(task_id: uuid.UUID, cause: Cause, actor: str,
+                   first: tuple[Task, dict[str, Any] | None] | None = None) -> None:
     """Each run is recorded (RunStarted) before its call and its result after. A redelivery finds the open run
     and re-sends it under the same Idempotency-Key (the run id), or finds it finished and goes on from there.
-    Loops until the task settles or its route is used up."""
+    Loops until the task settles or its route is used up. `first`: the run the caller has just recorded."""
     c, tasks = await runtime.container(), await service()
     while True:
-        # No derived key here: the aggregate hands out an open run again, and a race to start the same
-        # attempt is settled by the stream's version (the loser reloads and gets the winner's run).
-        task, run = await tasks.next_run(context(actor, cause, None), task_id)
+        if first is not None:
+            (task, run), first = first, None
+        else:
+            # No derived key here: the aggregate hands out an open run again, and a race to start the same
+            # attempt is settled by the stream's version (the loser reloads and gets the winner's run).
+            task, run = await tasks.next_run(context(actor, cause, None), task_id)
         if run is None:
             return
         result = await call_seller(c, runtime.outbound(), task, run)

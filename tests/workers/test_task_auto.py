@@ -15,6 +15,7 @@ from dramatiq.brokers.stub import StubBroker
 from app.container import Container
 from app.outbound.stub_seller import StubSeller
 from app.settings import Settings
+from domain.machines.commands import ChangeStatus
 from domain.tasks.commands import Constraints
 from tests.conftest import TEST_SECRET_KEY
 from tests.workers.harness import worker_on
@@ -141,3 +142,18 @@ async def test_a_seller_that_keeps_failing_is_cooled_down_and_skipped_by_resolve
         assert skipped.seller_machine_id == flaky and "cooling down" in skipped.reason
         assert (await relay_until_finished(c, broker, task.id)).status == "succeeded"
     assert stub.stats.total == calls + 1  # only the good seller was called
+
+
+async def test_an_auto_task_of_a_suspended_buyer_fails_on_the_record(c: Container, fresh_database: str,
+                                                                    stub: StubSeller) -> None:
+    runtime.use_database(fresh_database, PRIVATE_OK)
+    await seller(c, f"{stub.url}/echo", 100)
+    await read_models(c)
+    account, machine = await buyer(c)
+    task_id = await submit_auto(c, (account, machine))
+    await c.machines.suspend(ctx(account), machine, ChangeStatus(reason="audit"))
+    event_id = str(uuid.uuid4())
+    for _ in range(2):
+        await advance_job(str(task_id), event_id)
+    [failed] = await events(c, task_id, "Failed")
+    assert failed["code"] == "MACHINE_NOT_ACTIVE" and stub.stats.total == 0
