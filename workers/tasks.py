@@ -57,15 +57,12 @@ async def cause_of(event_id: str, correlation_id: str | None) -> Cause:
 
 
 async def execute_job(task_id: str, event_id: str, correlation_id: str | None = None) -> None:
-    """Sent by the relay for ExecutionRequested. An auto task is left to advance_auto_task, which requested the
-    execution and runs it in the same message (two workers calling one seller for one run would be a waste)."""
+    """Sent by the relay for an ExecutionRequested that a client recorded (advance_auto_task executes what it
+    requests itself, and the relay sends nothing for those)."""
     try:
-        task = await (await service()).load(uuid.UUID(task_id))
+        await run_task(uuid.UUID(task_id), await cause_of(event_id, correlation_id), "execute_task")
     except NotFound:
         log.warning("execute_task: task %s is gone; nothing to do", task_id)
-        return
-    if not task.auto:
-        await run_task(task.id, await cause_of(event_id, correlation_id), "execute_task")
 
 
 async def run_task(task_id: uuid.UUID, cause: Cause, actor: str,

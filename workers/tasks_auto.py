@@ -22,10 +22,11 @@ from domain.machines.errors import MachineNotActivated, MachineNotActive
 from domain.shared.context import CommandContext
 from domain.shared.errors import DomainError, NotFound
 from domain.tasks.aggregate import EXECUTING
+from projections.relay import AUTO_ACTOR
 from workers.tasks import TIME_LIMIT_MS, cause_of, context, run_task, service
 
 log = logging.getLogger("mm.workers.tasks")
-ACTOR = "advance_auto_task"
+ACTOR = AUTO_ACTOR
 
 
 async def advance_job(task_id: str, event_id: str, correlation_id: str | None = None) -> None:

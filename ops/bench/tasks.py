@@ -27,7 +27,7 @@ from app.services.task_waiter import OutcomeWaiter
 from app.settings import Settings
 from ops.bench import tasks_seed
 from ops.bench.commands import _process
-from ops.bench.db import reset, settle
+from ops.bench.db import postmaster, reset, settle, tree_cpu
 from ops.bench.heartbeats import _active_machine
 from ops.bench.http_api import ROOT, _clients, _free_port, fan_out, tenant_key
 from ops.bench.report import Report, Row, rate
@@ -71,6 +71,7 @@ class TasksResult:
     sellers: int
     seed_seconds: float
     worker_threads: int
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU ms per auto task, by process (timed run)
 
 
 @contextmanager
@@ -167,9 +168,12 @@ async def run(dsn: str, tasks: int, warmup: int, listings: int, discovers: int) 
     port, mm = _free_port(), [sys.executable, "-m", "app.cli"]
     with ExitStack() as stack:
         stub = stack.enter_context(_stub_seller())
-        stack.enter_context(_process([*mm, "api", "--port", str(port)], env))
-        stack.enter_context(_process([*mm, "projector"], env))
-        stack.enter_context(_process([*mm, "worker", "--threads", str(WORKER_THREADS)], env))
+        procs = {"api": stack.enter_context(_process([*mm, "api", "--port", str(port)], env)),
+                 "projector": stack.enter_context(_process([*mm, "projector"], env)),
+                 "worker": stack.enter_context(_process([*mm, "worker", "--threads", str(WORKER_THREADS)], env))}
+        pg = await postmaster(dsn)
+        if pg is not None:
+            procs["PostgreSQL (all databases)"] = pg
         c = await Container.open(Settings(secret_key=secret), dsn, min_size=1, max_size=tasks_seed.CONCURRENCY + 2)
         waiter = OutcomeWaiter(c.pool, dsn)
         try:
@@ -186,12 +190,14 @@ async def run(dsn: str, tasks: int, warmup: int, listings: int, discovers: int) 
                 await _direct(stub, warmup)
                 direct = await _direct(stub, tasks)
                 await _auto(clients, waiter, buyer, warmup)
+                before = {name: tree_cpu(p) for name, p in procs.items()}
                 auto = await _auto(clients, waiter, buyer, tasks)
+                cpu_ms = {name: (tree_cpu(p) - before[name]) / tasks * 1000 for name, p in procs.items()}
                 discover = await _discover(clients[0], buyer, discovers)
         finally:
             await waiter.stop()
             await c.close()
-    return TasksResult(direct, auto, discover, listings, sellers, seed_seconds, WORKER_THREADS)
+    return TasksResult(direct, auto, discover, listings, sellers, seed_seconds, WORKER_THREADS, cpu_ms)
 
 
 def add_rows(report: Report, r: TasksResult, count: int, warmup: int) -> None:
@@ -216,5 +222,6 @@ def add_rows(report: Report, r: TasksResult, count: int, warmup: int) -> None:
         f" {tasks_seed.NODES_PER_SELLER} capability nodes over {tasks_seed.CAPABILITIES} names, {r.seed_seconds:.1f} s"
         f" incl. projection); discover: {r.discover.count} tasks of 5 capabilities"
         f" (~{r.listings // tasks_seed.CAPABILITIES} listings each, up to 100 screened against their inputSchema),"
-        f" statuses {dict(r.discover.statuses)}"
+        f" statuses {dict(r.discover.statuses)}; CPU per auto task: "
+        + ", ".join(f"{name} {ms:.1f} ms" for name, ms in r.cpu_ms.items())
     )

@@ -83,6 +83,9 @@ async def test_an_auto_task_runs_from_submission_to_its_outcome(c: Container, fr
     [finished] = await events(c, task_id, "RunFinished")
     assert finished["body"] == {"output": {"text": "auto"}} and stub.stats.total == 1
     assert (await c.tasks.load(manual.id)).status == "resolved"
+    # One message drove the auto task: its own ExecutionRequested sent nothing more (it executes it itself).
+    sent = [r["actor_name"] for r in await c.pool.fetch("SELECT actor_name FROM worker_messages WHERE state = 'done'")]
+    assert sent == ["advance_auto_task"]
 
 
 async def test_an_auto_task_with_no_route_fails_on_the_record(c: Container, fresh_database: str) -> None:
