@@ -72,6 +72,8 @@ class TasksResult:
     seed_seconds: float
     worker_threads: int
     cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU ms per auto task, by process (timed run)
+    direct_one: Timed = field(default_factory=Timed)  # one client at a time: latency without queueing
+    auto_one: Timed = field(default_factory=Timed)
 
 
 @contextmanager
@@ -91,10 +93,10 @@ def _stub_seller() -> Iterator[str]:
             proc.wait(10)
 
 
-async def _direct(url: str, count: int) -> Timed:
-    """The baseline: the same POST (JSON body, Idempotency-Key, bearer) straight to the stub, CLIENTS at once."""
+async def _direct(url: str, count: int, clients: int = CLIENTS) -> Timed:
+    """The baseline: the same POST (JSON body, Idempotency-Key, bearer) straight to the stub, `clients` at once."""
     out = Timed()
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=CLIENTS), timeout=30) as client:
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients), timeout=30) as client:
         async def call(_: object, i: int) -> None:
             started = time.perf_counter()
             r = await client.post(f"{url}/echo", json={"text": f"direct {i}"},
@@ -103,7 +105,7 @@ async def _direct(url: str, count: int) -> Timed:
             out.statuses[str(r.status_code)] += 1
 
         started = time.perf_counter()
-        await fan_out(list(range(CLIENTS)), count, call)
+        await fan_out(list(range(clients)), count, call)
         out.seconds = time.perf_counter() - started
     return out
 
@@ -193,11 +195,15 @@ async def run(dsn: str, tasks: int, warmup: int, listings: int, discovers: int) 
                 before = {name: tree_cpu(p) for name, p in procs.items()}
                 auto = await _auto(clients, waiter, buyer, tasks)
                 cpu_ms = {name: (tree_cpu(p) - before[name]) / tasks * 1000 for name, p in procs.items()}
+                # The pipeline's own latency, without queueing behind 31 other tasks: one at a time.
+                direct_one = await _direct(stub, tasks // 10, clients=1)
+                auto_one = await _auto(clients[:1], waiter, buyer, tasks // 10)
                 discover = await _discover(clients[0], buyer, discovers)
         finally:
             await waiter.stop()
             await c.close()
-    return TasksResult(direct, auto, discover, listings, sellers, seed_seconds, WORKER_THREADS, cpu_ms)
+    return TasksResult(direct, auto, discover, listings, sellers, seed_seconds, WORKER_THREADS, cpu_ms,
+                       direct_one, auto_one)
 
 
 def add_rows(report: Report, r: TasksResult, count: int, warmup: int) -> None:
@@ -209,6 +215,9 @@ def add_rows(report: Report, r: TasksResult, count: int, warmup: int) -> None:
     report.add(Row("tasks", "  latency p50 / p99", f"{r.auto.p(50):.1f} / {r.auto.p(99):.1f} ms"))
     report.check_max("tasks", "  p50 added over the direct call (same run)", r.auto.p(50) - r.direct.p(50),
                      TASKS_ADDED_P50_MS, ".1f", " ms")
+    one = r.auto_one.p(50) - r.direct_one.p(50)
+    report.add(Row("tasks", f"  1 client: p50 added over the direct call ({r.auto_one.count} tasks)",
+                   f"{one:.1f} ms ({r.auto_one.p(50):.1f} - {r.direct_one.p(50):.1f})"))
     succeeded = r.auto.statuses.get("succeeded", 0)
     report.add(Row("tasks", "  outcomes succeeded", f"{succeeded:,} / {count:,}", f"{count:,}",
                    "PASS" if succeeded == count else "FAIL"))

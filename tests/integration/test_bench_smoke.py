@@ -74,8 +74,10 @@ PHASES = {
         "direct POST to the stub seller, 32 at once (baseline)",
         "auto tasks end to end (POST -> outcome visible), 32 at once",
         "p50 added over the direct call (same run)",
+        "1 client: p50 added over the direct call (30 tasks)",
         "POST .../discover over 1,000 listings, 1 client: p50",
         "note: tasks: `mm api` + `mm projector` + `mm worker --threads 32`",
+        "CPU per auto task: api",
     ), r"outcomes succeeded\s+\|\s+300 / 300 \|\s+300 \| PASS"),
 }
 
