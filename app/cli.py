@@ -49,6 +49,12 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
               " with `mm secret-key` and keep it with your other secrets (`mm up` keeps one in MM_DATA_DIR).",
               file=sys.stderr)
         return 2
+    if not settings.audit_public_key_b64:
+        print("mm api: neither MM_AUDIT_PUBLIC_KEY nor MM_AUDIT_SIGNING_KEY is set. The API publishes the audit"
+              " checkpoints' public key at /v1/audit-events/signing-key; give it the public half (the projector"
+              " alone needs the private key; `mm audit new-signing-key` makes one, `mm up` keeps one in"
+              " MM_DATA_DIR).", file=sys.stderr)
+        return 2
     dsn = database_url(settings)
     # Registered here too (idempotently), so the documented variable works without `mm up` or a migrate
     # run that saw it; a database that is unreachable now stops start-up, and the unit restarts it.
@@ -78,8 +84,18 @@ def _stop_cleanly_on_signals() -> None:
     release_stop_signals()
 
 
+def _require_audit_key(settings: Settings, command: str) -> bool:
+    if settings.audit_signing_key:
+        return True
+    print(f"mm {command}: MM_AUDIT_SIGNING_KEY is not set. The audit projection signs its checkpoints with it"
+          " (`mm audit new-signing-key` makes one; `mm up` keeps one in MM_DATA_DIR).", file=sys.stderr)
+    return False
+
+
 def cmd_projector(settings: Settings, _: argparse.Namespace) -> int:
     _stop_cleanly_on_signals()
+    if not _require_audit_key(settings, "projector"):
+        return 2
     from projections.main import run_projector
 
     dsn = database_url(settings)
@@ -119,6 +135,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_projections(settings: Settings, args: argparse.Namespace) -> int:
     from app.cli_projections import rebuild_one, show_status
 
+    if args.action == "rebuild" and args.name == "audit" and not _require_audit_key(settings, "projections"):
+        return 2
     dsn = database_url(settings)
     if args.action == "status":
         return asyncio.run(show_status(settings, dsn))
@@ -151,6 +169,12 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from app.cli_demo import main as demo
 
     return demo(settings, args)
+
+
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from app.cli_audit import run
+
+    return run(settings, args)
 
 
 def cmd_secret_key(settings: Settings, args: argparse.Namespace) -> int:
@@ -195,6 +219,9 @@ def parser() -> argparse.ArgumentParser:
     from app.cli_history import add_history_commands
 
     add_history_commands(sub, database_url)  # replay, events tail, debug bundle
+    from app.cli_audit import add_parsers
+
+    add_parsers(sub).set_defaults(fn=cmd_audit)
     up = sub.add_parser("up", help="migrate, then run api + projector + worker, supervised")
     up.add_argument("--no-worker", action="store_true", help="skip the Dramatiq worker")
     up.set_defaults(fn=cmd_up)

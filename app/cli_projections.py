@@ -34,7 +34,7 @@ async def show_status(settings: Settings, dsn: str) -> int:
 
 
 async def rebuild_one(settings: Settings, dsn: str, name: str) -> int:
-    projections = by_name(read_models())
+    projections = by_name(read_models(settings))
     if name not in projections:
         hint = " (the relay sends messages; replaying it would resend them)" if name == "relay" else ""
         print(f"cannot rebuild {name!r}{hint}; choose one of: {', '.join(sorted(projections))}")

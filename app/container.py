@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from app.audit_sse import sse_frame
+from app.audit_tail import AuditTail
 from app.db import create_pool
 from app.sealing import Sealer
 from app.services.accounts import AccountsService
@@ -43,6 +45,8 @@ class Container:
         # Execute requests wait on task outcomes; the LISTEN connection opens once a DSN is known (open()).
         self.outcomes = OutcomeWaiter(pool, None)
         self.projection_names = projection_names()
+        # Started by the first SSE subscriber; without a DSN to LISTEN on it polls.
+        self.audit_tail = AuditTail(pool, settings.projection_poll_interval_s, sse_frame)
 
     @classmethod
     async def open(cls, settings: Settings, dsn: str, *, stateless_sessions: bool = False,
@@ -51,11 +55,13 @@ class Container:
         container = cls(settings, pool)
         container.credentials.dsn = dsn
         container.outcomes.dsn = dsn
+        container.audit_tail.dsn = dsn
         if container.notifier is not None:
             container.notifier.start()
         return container
 
     async def close(self) -> None:
+        await self.audit_tail.stop()
         await self.credentials.stop()
         await self.outcomes.stop()
         if self.notifier is not None:

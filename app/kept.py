@@ -23,6 +23,13 @@ def secret_key(settings: Settings) -> str:
     return settings.secret_key or _kept(settings, "secret-key", new_secret_key)
 
 
+def audit_signing_key(settings: Settings) -> str:
+    """MM_AUDIT_SIGNING_KEY, else an Ed25519 key generated once and kept (0600) in the data directory."""
+    from projections.audit_chain import new_signing_key
+
+    return settings.audit_signing_key or _kept(settings, "audit-signing-key", lambda: new_signing_key()[0])
+
+
 def _kept(settings: Settings, name: str, make: Callable[[], str]) -> str:
     path = Path(settings.data_dir) / name
     if path.exists():

@@ -57,12 +57,50 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     seller_cooldown_failures: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 3
     seller_cooldown_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 60.0
     seller_latency_window: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    # The platform's Ed25519 audit key (raw 32-byte seed, base64): the projector signs audit checkpoints with
+    # it. API processes need only its public half (MM_AUDIT_PUBLIC_KEY), which they derive from it if given.
+    audit_signing_key: str | None = None
+    audit_public_key: str | None = None
+    # A checkpoint every N records of an account, or once its oldest unsigned record is T seconds of log time
+    # (event occurredAt) old, whichever comes first. Both shape where checkpoints fall, so rebuilds use them too.
+    audit_checkpoint_every: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    audit_checkpoint_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    # Rows per statement of an export: each batch is one short keyset query (see app/api/audit_export.py).
+    audit_export_batch_size: Annotated[int, msgspec.Meta(ge=1, le=50_000)] = 5000
+    # Live stream (SSE): keep-alive comment period, and how many records a slow subscriber may have queued
+    # before it is sent a final `overflow` event naming where to resume.
+    audit_stream_keepalive_s: Annotated[float, msgspec.Meta(gt=0)] = 15.0
+    audit_stream_queue_size: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    # A stream ends after this long with a final `resume` event (clients reconnect with Last-Event-ID), so
+    # long-lived connections spread over API processes as they come and go.
+    audit_stream_max_s: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    # The API key `mm audit export` sends (a client-side setting: the CLI talks to the API over HTTP).
+    api_key: str | None = None
+
+    @property
+    def audit_public_key_b64(self) -> str | None:
+        """The audit key's public half (standard base64), from either variable."""
+        if self.audit_signing_key:
+            from projections.audit_chain import public_key_of
+
+            return public_key_of(self.audit_signing_key)
+        return self.audit_public_key
 
     def __post_init__(self) -> None:
         if self.secret_key is not None:
             from app.sealing import decode_key
 
             decode_key(self.secret_key)  # a malformed key fails at start-up, not at the first credential
+        if self.audit_signing_key is not None or self.audit_public_key is not None:
+            from projections.audit_chain import decode_raw_key, public_key_of
+
+            if self.audit_public_key is not None:
+                decode_raw_key(self.audit_public_key, "MM_AUDIT_PUBLIC_KEY")
+            if self.audit_signing_key is not None:
+                public = public_key_of(self.audit_signing_key)
+                if self.audit_public_key is not None and decode_raw_key(self.audit_public_key, "") != \
+                        decode_raw_key(public, ""):
+                    raise ValueError("MM_AUDIT_PUBLIC_KEY is not the public half of MM_AUDIT_SIGNING_KEY")
         if self.pool_min_size > self.pool_max_size:
             raise ValueError(f"MM_POOL_MIN_SIZE ({self.pool_min_size}) exceeds MM_POOL_MAX_SIZE ({self.pool_max_size})")
 
@@ -112,6 +150,15 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         "MM_SELLER_COOLDOWN_FAILURES": "seller_cooldown_failures",
         "MM_SELLER_COOLDOWN_S": "seller_cooldown_s",
         "MM_SELLER_LATENCY_WINDOW": "seller_latency_window",
+        "MM_AUDIT_SIGNING_KEY": "audit_signing_key",
+        "MM_AUDIT_PUBLIC_KEY": "audit_public_key",
+        "MM_AUDIT_CHECKPOINT_EVERY": "audit_checkpoint_every",
+        "MM_AUDIT_CHECKPOINT_INTERVAL_S": "audit_checkpoint_interval_s",
+        "MM_AUDIT_EXPORT_BATCH_SIZE": "audit_export_batch_size",
+        "MM_AUDIT_STREAM_KEEPALIVE_S": "audit_stream_keepalive_s",
+        "MM_AUDIT_STREAM_QUEUE_SIZE": "audit_stream_queue_size",
+        "MM_AUDIT_STREAM_MAX_S": "audit_stream_max_s",
+        "MM_API_KEY": "api_key",
     }
     for var, field in simple.items():
         if e.get(var):

@@ -12,8 +12,9 @@ import urllib.request
 from collections.abc import Callable
 
 from app.children import Child, say, stop_together
-from app.kept import admin_token, secret_key
+from app.kept import admin_token, audit_signing_key, secret_key
 from app.settings import Settings
+from projections.audit_chain import public_key_of
 
 _TICK_S = 0.2
 
@@ -72,8 +73,13 @@ def run_stack(settings: Settings, args: argparse.Namespace) -> int:
         # MM_ALLOW_PRIVATE_ENDPOINTS (say, off) is kept.
         if not env.get("MM_ALLOW_PRIVATE_ENDPOINTS"):
             env["MM_ALLOW_PRIVATE_ENDPOINTS"] = "true"
+        env.pop("MM_AUDIT_SIGNING_KEY", None)
+        # Only the projector signs audit checkpoints (ARCHITECTURE §10): the API gets the public half alone.
+        signing_key = audit_signing_key(settings)
+        api_env = {**env, "MM_AUDIT_PUBLIC_KEY": public_key_of(signing_key)}
         me = [sys.executable, "-m", "app.cli"]
-        children += [Child("api", [*me, "api"], env), Child("projector", [*me, "projector"], env)]
+        children += [Child("api", [*me, "api"], api_env),
+                     Child("projector", [*me, "projector"], {**env, "MM_AUDIT_SIGNING_KEY": signing_key})]
         if not args.no_worker:
             children.append(Child("worker", [*me, "worker"], env))
         for child in children:

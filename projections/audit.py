@@ -1,4 +1,4 @@
-"""The audit feed: every event, under its public name, with secrets redacted, in log order."""
+"""The audit feed: every event, under its public name, with secrets redacted, in log order, hash-chained."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import asyncpg
 import msgspec
 
 from app.store.types import RecordedEvent
+from projections.audit_chain import Signer, chain_hash, chain_key, cursor_of, sorted_json
+from projections.audit_checkpoints import ChainState
 from projections.audit_names import ENVELOPE_KEYS, REDACTED_KEYS, camel, kebab, public_name
+from projections.audit_reader import AUDIT_CHANNEL
 from projections.base import Tables
 
 _encode = msgspec.json.Encoder().encode
@@ -29,31 +32,61 @@ def subject_of(event: RecordedEvent) -> str:
     return f"{kebab(entity)}:{event.stream_id}"
 
 
-def _row(event: RecordedEvent) -> tuple[Any, ...]:
+def record_of(event: RecordedEvent) -> dict[str, Any]:
+    """The public record (the feed's field names) without its chain fields."""
     d, m = event.data, event.metadata
     machine_id = event.stream_id if event.stream_type == "machines:Machine" else m.get("machineId")
     account_id = m.get("ownerAccountId") or (
         event.stream_id if event.stream_type == "accounts:Account" else m.get("accountId")
     )
     occurred = datetime.fromisoformat(d["timestamp"]) if "timestamp" in d else event.recorded_at
-    return (
-        event.event_id, event.tx_id, event.position, public_name(event.type), occurred,
-        m.get("actor"), account_id, machine_id, subject_of(event), _encode(public_data(d)).decode(),
-        m.get("requestId"), m.get("correlationId"), m.get("causationId"),
-    )
+    # Encoded once, keys sorted: the jsonb column's input, and the hash's canonical form of `data` as is.
+    data = msgspec.Raw(sorted_json(public_data(d)))
+    return {
+        "id": event.event_id, "type": public_name(event.type), "occurredAt": occurred, "actor": m.get("actor"),
+        "accountId": account_id, "machineId": machine_id, "subject": subject_of(event), "data": data,
+        "requestId": m.get("requestId"), "correlationId": m.get("correlationId"),
+        "causationId": m.get("causationId"), "cursor": cursor_of(event.tx_id, event.position),
+    }
 
 
 class AuditProjection:
     name = "audit"
-    tables: tuple[str, ...] = ("audit_events",)
+    tables: tuple[str, ...] = ("audit_events", "audit_chain_heads", "audit_checkpoints")
+    # The runner NOTIFYs it after each batch commits: API processes' live tails (SSE) wake and read the table.
+    notify_channel = AUDIT_CHANNEL
+
+    def __init__(self, signer: Signer | None = None, checkpoint_every: int = 1000,
+                 checkpoint_interval_s: float = 60.0) -> None:
+        # Without a signer (library use in tests) the chain is kept but no checkpoint is written; `mm projector`
+        # and `mm projections rebuild` refuse to run without MM_AUDIT_SIGNING_KEY.
+        self.signer = signer
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval_s = checkpoint_interval_s
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
-        # One pipelined executemany per batch; no ON CONFLICT, so a double application fails loudly.
+        # A few pipelined statements per batch; no ON CONFLICT on the feed, so a double application fails loudly.
         if not events:
             return
+        records = [(e, record_of(e)) for e in events]
+        state = ChainState(t, self.signer, self.checkpoint_every, self.checkpoint_interval_s)
+        await state.load(conn, {chain_key(r["accountId"]) for _, r in records},
+                         max(r["occurredAt"] for _, r in records))
+        rows = []
+        for e, r in records:
+            head = state.head(chain_key(r["accountId"]))
+            r["seq"] = head.seq + 1
+            digest = chain_hash(head.hash, r)
+            rows.append((
+                e.event_id, e.tx_id, e.position, r["type"], r["occurredAt"], r["actor"], r["accountId"],
+                r["machineId"], r["subject"], bytes(r["data"]).decode(), r["requestId"], r["correlationId"],
+                r["causationId"], r["seq"], head.hash, digest,
+            ))
+            state.advance(head, r, digest, e.tx_id, e.position)
         await conn.executemany(
             f"INSERT INTO {t['audit_events']} (id, tx_id, position, type, occurred_at, actor, account_id,"
-            " machine_id, subject, data, request_id, correlation_id, causation_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13)",
-            [_row(e) for e in events],
+            " machine_id, subject, data, request_id, correlation_id, causation_id, seq, prev_hash, hash)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15, $16)",
+            rows,
         )
+        await state.save(conn)

@@ -9,40 +9,134 @@ from typing import Any
 import asyncpg
 import msgspec
 
+# NOTIFYed (by the runner, after each audit batch commits) to wake live tails, which then read the table.
+AUDIT_CHANNEL = "mm_audit"
+
+
+class AuditFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """What the feed, its export and its live stream select; account_id None means every account (admins)."""
+
+    account_id: uuid.UUID | None = None
+    types: list[str] | None = None
+    machine_id: uuid.UUID | None = None
+    subject: str | None = None
+    actor: str | None = None
+    correlation_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def where(self, after: tuple[int, int] | None, upto: tuple[int, int] | None = None) -> tuple[str, list[Any]]:
+        """A WHERE clause naming only the filters in use, so the planner sees a plain keyset range scan."""
+        clauses, args = [], []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        for column, value in (("account_id", self.account_id), ("machine_id", self.machine_id),
+                              ("subject", self.subject), ("actor", self.actor),
+                              ("correlation_id", self.correlation_id)):
+            if value is not None:
+                clauses.append(f"e.{column} = {arg(value)}")
+        if self.types is not None:
+            clauses.append(f"e.type = ANY({arg(self.types)}::text[])")
+        if self.since is not None:
+            clauses.append(f"e.occurred_at >= {arg(self.since)}")
+        if self.until is not None:
+            clauses.append(f"e.occurred_at < {arg(self.until)}")
+        if after is not None:
+            clauses.append(f"(e.tx_id, e.position) > ({arg(after[0])}::bigint, {arg(after[1])}::bigint)")
+        if upto is not None:
+            clauses.append(f"(e.tx_id, e.position) <= ({arg(upto[0])}::bigint, {arg(upto[1])}::bigint)")
+        return " AND ".join(clauses) or "true", args
+
+
+_COLUMNS = (
+    "e.id, e.tx_id, e.position, e.type, e.occurred_at, e.actor, e.account_id, e.machine_id, e.subject,"
+    " e.data::text AS data, e.request_id, e.correlation_id, e.causation_id, e.seq, e.prev_hash, e.hash"
+)
+
+
+def _row(r: asyncpg.Record) -> dict[str, Any]:
+    d = dict(r)
+    d["data"] = msgspec.json.decode(d["data"])
+    return d
+
 
 async def list_audit_events(
-    conn: asyncpg.Pool | asyncpg.Connection,
-    *,
-    account_id: uuid.UUID | None,
-    types: list[str] | None,
-    machine_id: uuid.UUID | None,
-    subject: str | None,
-    actor: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    after: tuple[int, int] | None,
-    limit: int,
-    correlation_id: str | None = None,
+    conn: asyncpg.Pool | asyncpg.Connection, filt: AuditFilter, after: tuple[int, int] | None, limit: int,
 ) -> list[dict[str, Any]]:
+    where, args = filt.where(after)
     rows = await conn.fetch(
-        "SELECT id, tx_id, position, type, occurred_at, actor, account_id, machine_id, subject,"
-        " data::text AS data, request_id, correlation_id, causation_id FROM audit_events"
-        " WHERE ($1::uuid IS NULL OR account_id = $1)"
-        " AND ($2::text[] IS NULL OR type = ANY($2))"
-        " AND ($3::uuid IS NULL OR machine_id = $3)"
-        " AND ($4::text IS NULL OR subject = $4)"
-        " AND ($5::text IS NULL OR actor = $5)"
-        " AND ($6::timestamptz IS NULL OR occurred_at >= $6)"
-        " AND ($7::timestamptz IS NULL OR occurred_at < $7)"
-        " AND ($8::bigint IS NULL OR (tx_id, position) > ($8, $9::bigint))"
-        " AND ($11::text IS NULL OR correlation_id = $11)"
-        " ORDER BY tx_id, position LIMIT $10",
-        account_id, types, machine_id, subject, actor, since, until,
-        after[0] if after else None, after[1] if after else None, limit, correlation_id,
+        f"SELECT {_COLUMNS} FROM audit_events e WHERE {where} ORDER BY e.tx_id, e.position"
+        f" LIMIT {int(limit)}", *args,
     )
-    out = []
-    for r in rows:
-        d = dict(r)
-        d["data"] = msgspec.json.decode(d["data"])
-        out.append(d)
-    return out
+    return [_row(r) for r in rows]
+
+
+async def export_batch(
+    conn: asyncpg.Pool | asyncpg.Connection, filt: AuditFilter, after: tuple[int, int] | None,
+    upto: tuple[int, int], limit: int,
+) -> list[asyncpg.Record]:
+    """One keyset batch for an export: raw records (data as JSON text) with the checkpoint ending at each."""
+    where, args = filt.where(after, upto)
+    return await conn.fetch(
+        f"SELECT {_COLUMNS}, c.seq AS cp_seq, c.at AS cp_at, c.key_id AS cp_key_id, c.signature AS cp_signature"
+        f" FROM audit_events e LEFT JOIN audit_checkpoints c ON c.tx_id = e.tx_id AND c.position = e.position"
+        f" WHERE {where} ORDER BY e.tx_id, e.position LIMIT {int(limit)}", *args,
+    )
+
+
+# The feed's cursor, built by PostgreSQL exactly as app.api.pagination.encode_cursor builds it in Python.
+_CURSOR = ("rtrim(translate(encode(convert_to('[' || {t}.tx_id || ',' || {t}.position || ']', 'UTF8'), 'base64'),"
+           " '+/', '-_'), '=')")
+_UTC = "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+# An export line per row, rendered by PostgreSQL (compact JSON, the feed's field names and order), and the
+# checkpoint line that follows it when one ends at it: the API only joins lines, so an export costs it about
+# what reading one text column costs.
+_LINES = (
+    "SELECT e.tx_id, e.position,"
+    " convert_to(row_to_json(r)::text || COALESCE(E'\\n' || row_to_json(k)::text, '') || E'\\n', 'UTF8') AS lines"
+    " FROM audit_events e LEFT JOIN audit_checkpoints c ON c.tx_id = e.tx_id AND c.position = e.position"
+    " CROSS JOIN LATERAL (SELECT e.id AS \"id\", e.type AS \"type\", " + _UTC.format(c="e.occurred_at")
+    + " AS \"occurredAt\", e.actor AS \"actor\", e.account_id AS \"accountId\", e.machine_id AS \"machineId\","
+    " e.subject AS \"subject\", e.data AS \"data\", e.request_id AS \"requestId\","
+    " e.correlation_id AS \"correlationId\", e.causation_id AS \"causationId\", " + _CURSOR.format(t="e")
+    + " AS \"cursor\", e.seq AS \"seq\", encode(e.prev_hash, 'hex') AS \"prevHash\","
+    " encode(e.hash, 'hex') AS \"hash\") r"
+    " LEFT JOIN LATERAL (SELECT 'checkpoint' AS \"kind\","
+    " NULLIF(c.account_key, '00000000-0000-0000-0000-000000000000') AS \"accountId\", c.seq AS \"count\", "
+    + _CURSOR.format(t="c") + " AS \"lastCursor\", encode(c.last_hash, 'hex') AS \"lastHash\", "
+    + _UTC.format(c="c.at") + " AS \"at\", c.key_id AS \"keyId\","
+    " replace(encode(c.signature, 'base64'), E'\\n', '') AS \"signature\" WHERE c.seq IS NOT NULL) k ON true"
+)
+
+
+async def export_lines(
+    conn: asyncpg.Pool | asyncpg.Connection, filt: AuditFilter, after: tuple[int, int] | None,
+    upto: tuple[int, int], limit: int,
+) -> list[asyncpg.Record]:
+    """One keyset batch for an NDJSON export: (tx_id, position, lines) per record, `lines` the record's line and
+    the line of the checkpoint that ends at it (if any), as UTF-8 bytes with their newlines."""
+    where, args = filt.where(after, upto)
+    return await conn.fetch(f"{_LINES} WHERE {where} ORDER BY e.tx_id, e.position LIMIT {int(limit)}", *args)
+
+
+async def last_position(conn: asyncpg.Pool | asyncpg.Connection) -> tuple[int, int] | None:
+    """Where the feed ends now (one index probe): an export stops here, so a busy feed cannot keep it going."""
+    row = await conn.fetchrow("SELECT tx_id, position FROM audit_events ORDER BY tx_id DESC, position DESC LIMIT 1")
+    return None if row is None else (row["tx_id"], row["position"])
+
+
+async def list_checkpoints(
+    conn: asyncpg.Pool | asyncpg.Connection, account_key: uuid.UUID | None, after: tuple[int, int] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Signed checkpoints in log order (of the record each ends at); account_key None: every account."""
+    return await conn.fetch(
+        "SELECT account_key, seq, tx_id, position, last_hash, at, key_id, signature FROM audit_checkpoints"
+        " WHERE ($1::uuid IS NULL OR account_key = $1)"
+        " AND ($2::bigint IS NULL OR (tx_id, position) > ($2, $3::bigint))"
+        " ORDER BY tx_id, position LIMIT $4",
+        account_key, after[0] if after else None, after[1] if after else None, limit,
+    )

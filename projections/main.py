@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from app.db import create_pool
 from app.settings import Settings
 from app.store.event_store import EventStore
+from projections.audit_upgrade import hash_existing_rows
 from projections.base import Projection
 from projections.registry import read_models
 from projections.relay import RelayProjection
@@ -19,20 +21,29 @@ log = logging.getLogger("mm.projections")
 
 def all_projections(settings: Settings, dsn: str) -> list[Projection]:
     # The relay only builds messages; the broker is chosen in workers.broker, the one place for it.
-    return [*read_models(), RelayProjection(make_broker(settings.broker_url or dsn, settings))]
+    return [*read_models(settings), RelayProjection(make_broker(settings.broker_url or dsn, settings))]
 
 
 async def run_projector(settings: Settings, dsn: str, stop: asyncio.Event) -> None:
     projections = all_projections(settings, dsn)
     # Each projection holds one connection (its leader lock, on which it also applies its batches), plus
     # the listener and one spare: a smaller pool would leave a projection waiting for a connection forever.
-    pool = await create_pool(dsn, settings, min_size=2, max_size=len(projections) + 2)
+    # Two more for a one-off audit upgrade (its lock session and the rebuild's own connection).
+    pool = await create_pool(dsn, settings, min_size=2, max_size=len(projections) + 4)
     try:
         runner = ProjectionRunner(
             pool, EventStore(pool), projections,
             batch_size=settings.projection_batch_size, poll_interval=settings.projection_poll_interval_s,
         )
         log.info("projector running: %s", ", ".join(p.name for p in runner.projections))
-        await runner.run(stop)
+        audit = next(p for p in projections if p.name == "audit")
+        # Beside the runner, not before it: the other projections need not wait for the audit replay.
+        upgrade = asyncio.create_task(hash_existing_rows(pool, runner.store, audit, settings.projection_batch_size))
+        try:
+            await runner.run(stop)
+        finally:
+            upgrade.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upgrade
     finally:
         await pool.close()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from app.settings import Settings
 from projections.accounts import AccountsProjection
 from projections.audit import AuditProjection
+from projections.audit_chain import Signer
 from projections.base import Projection
 from projections.catalogue import CatalogueProjection
 from projections.graph import GraphProjection
@@ -14,10 +16,19 @@ from projections.seller_stats import SellerStatsProjection
 from projections.tasks import TasksProjection
 
 
-def read_models() -> list[Projection]:
-    """Projections that only write rows (the relay, which enqueues work, is added by the worker side)."""
-    return [AccountsProjection(), MachinesProjection(), RuntimeProjection(), GraphProjection(), AuditProjection(),
-            CatalogueProjection(), SellerStatsProjection(), TasksProjection()]
+def read_models(settings: Settings | None = None) -> list[Projection]:
+    """Projections that only write rows (the relay, which enqueues work, is added by the worker side).
+
+    The audit projection signs checkpoints only with `settings` that hold MM_AUDIT_SIGNING_KEY."""
+    return [AccountsProjection(), MachinesProjection(), RuntimeProjection(), GraphProjection(),
+            audit_projection(settings), CatalogueProjection(), SellerStatsProjection(), TasksProjection()]
+
+
+def audit_projection(settings: Settings | None) -> AuditProjection:
+    if settings is None:
+        return AuditProjection()
+    signer = Signer(settings.audit_signing_key) if settings.audit_signing_key else None
+    return AuditProjection(signer, settings.audit_checkpoint_every, settings.audit_checkpoint_interval_s)
 
 
 def by_name(projections: list[Projection]) -> dict[str, Projection]:

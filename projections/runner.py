@@ -82,6 +82,10 @@ async def apply_batch(
                     conn, checkpoint_name, after, last.log_position, len(events), last.recorded_at
                 ):
                     raise _Moved  # rolls our rows back
+            if (channel := getattr(projection, "notify_channel", None)) is not None:
+                # After the commit, in a statement of its own: a NOTIFY inside the batch would hold the batch's
+                # xid (and every log reader's horizon) while it queues for PostgreSQL's global notify lock.
+                await conn.execute(f"NOTIFY {channel}")
             return len(events)
         except _Moved:
             # Another writer (a second `catch_up` beside the leader) applied these events first: take the

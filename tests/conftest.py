@@ -15,10 +15,15 @@ from app.migrate import create_database, drop_database
 from app.sealing import new_secret_key
 from app.settings import Settings
 from app.store.event_store import EventStore
+from projections.audit_chain import new_signing_key
 
 ROOT = Path(__file__).resolve().parent.parent
 # Seals runtime-endpoint credentials in every test container (and the API processes tests start).
 TEST_SECRET_KEY = new_secret_key()
+# The platform audit key: every `mm api` and `mm projector` a test starts inherits it from the environment,
+# as an operator sets it once for all their services (`mm up` keeps one in its data directory instead).
+TEST_AUDIT_KEY, TEST_AUDIT_PUBLIC = new_signing_key()
+os.environ["MM_AUDIT_SIGNING_KEY"] = TEST_AUDIT_KEY
 
 
 def _server_url() -> str:

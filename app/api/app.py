@@ -16,7 +16,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.accounts import AccountsController
 from app.api.agents import AgentsController, HeartbeatController
-from app.api.audit import AuditController
+from app.api.audit_routes import AUDIT_CONTROLLERS
 from app.api.catalogue import CatalogueController
 from app.api.docs_ui import assets_router, render_plugins
 from app.api.graph import GraphController
@@ -102,7 +102,7 @@ def create_app(settings: Settings, container: Container | None = None,
     origins = list(settings.cors_origins)
     app = Litestar(
         route_handlers=[MachinesController, RuntimeEndpointsController, AgentsController, HeartbeatController,
-                        GraphController, AccountsController, AuditController, CatalogueController, TasksController,
+                        GraphController, AccountsController, *AUDIT_CONTROLLERS, CatalogueController, TasksController,
                         TaskExecutionController, TaskHistoryController, RunsController, health, ready,
                         metrics, openapi_json, assets_router(), StreamsController, TracesController],
         exception_handlers={Exception: handle_exception},

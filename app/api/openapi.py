@@ -45,6 +45,7 @@ def finish_openapi(app: Litestar) -> dict[str, Any]:
         handler = handlers.get(operation.get("operationId", ""))
         if handler is not None:
             _exact_parameters(operation, handler)
+            _content(operation, handler)
         _common_problems(operation)
         add_headers(operation, method, handler)
     _add_links(document)
@@ -79,6 +80,7 @@ def _exact_components(document: dict[str, Any], handlers: typing.Iterable[HTTPRo
         # Extra success bodies a handler documents (execute's 202) are the server's types too.
         for spec in (handler.responses or {}).values():
             found.update(_types_in(spec.data_container))
+        found.update(handler.opt.get("openapi_components", ()))  # schemas of streamed bodies (see _content)
     ordered = sorted(found, key=lambda t: (t.__module__, t.__qualname__))
     _, components = msgspec.json.schema_components(ordered, ref_template=_REF)
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
@@ -104,6 +106,12 @@ def _exact_parameters(operation: dict[str, Any], handler: HTTPRouteHandler) -> N
         if parameter["in"] == "query" and "array" in json.dumps(exact):
             parameter["explode"], parameter["style"] = True, "form"
         parameter["schema"] = exact
+
+
+def _content(operation: dict[str, Any], handler: HTTPRouteHandler) -> None:
+    """A handler that streams (Litestar documents a `Stream` as an untyped string) names its media types."""
+    for status, content in handler.opt.get("openapi_content", {}).items():
+        operation["responses"][status]["content"] = content
 
 
 def _msgspec_meta(raw: Any) -> list[msgspec.Meta]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from litestar.handlers import HTTPRouteHandler
 
-IF_MATCH, MIN_POSITION, PREFER = "If-Match", "X-Min-Position", "Prefer"
+IF_MATCH, MIN_POSITION, PREFER, LAST_EVENT_ID = "If-Match", "X-Min-Position", "Prefer", "Last-Event-ID"
 ETAG, LOG_POSITION, LOCATION, CACHE_CONTROL = "ETag", "X-Log-Position", "Location", "Cache-Control"
 PREFERENCE_APPLIED = "Preference-Applied"
 AS_OF_VERSION = "X-As-Of-Version"
@@ -32,6 +32,10 @@ REQUEST_HEADERS: dict[str, dict[str, Any]] = {
         "description": "RFC 7240. `wait=N`: wait up to N seconds (default 30, at most 120) for the outcome before"
                        " answering 202; `respond-async`: answer 202 at once. Other preferences are ignored.",
         "schema": {"type": "string"}, "example": "wait=10"},  # unrecognised preferences are ignored, never refused
+    LAST_EVENT_ID: {
+        "description": "Resume a stream strictly after the record with this cursor (the last `id:` received);"
+                       " EventSource clients send it when they reconnect.",
+        "schema": {"type": "string", "maxLength": 512}, "example": "WzEyMzQsNTY3OF0"},
 }
 _IDEMPOTENCY_KEY = {
     "description": "Makes the POST safe to retry: a repeat with the same key and body returns the first answer"

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import urlsplit
 
-from ops.bench import catchup, commands, heartbeats, http_api, store, tasks, time_travel, timers
+from ops.bench import catchup, commands, export, heartbeats, http_api, store, tasks, time_travel, timers
 from ops.bench.db import bench_database, describe, server_facts, server_url
 from ops.bench.report import Report, Row, rate
 
-PHASES = ("store", "http", "catchup", "heartbeats", "timers", "commands", "timetravel", "tasks")
+PHASES = ("store", "http", "catchup", "heartbeats", "timers", "commands", "timetravel", "export", "tasks")
 STORE_RATIO_TARGET = 0.70
 # Catch-up from zero as a fraction of the runner's no-op floor (same runner, batch size and log, same run).
 # 0.20: a projection's own work may cost at most four times what the runner spends reading, decoding and
@@ -29,6 +29,9 @@ CATCHUP_RATIO_TARGETS = {"machines": 0.20, "audit": 0.20}
 COMMANDS_RATIO_TARGET, COMMANDS_P99_MS, COMMANDS_LIVE_CPU_RATIO, COMMANDS_LAG_P99_MS = 0.50, 50.0, 3.0, 100.0
 # Issue 11: a time-travel GET of a 1,000-event stream (with snapshots), one request at a time.
 TIMETRAVEL_P99_MS = 20.0
+# Issue 10: NDJSON export over HTTP at least 150,000 rows/s and half the raw server-side cursor (same run); the
+# API's memory flat (peak growth of the full export within this of a tenth of it); SSE p99 delivery lag.
+EXPORT_RATE, EXPORT_RATIO, EXPORT_RSS_SLACK_MIB, SSE_P99_MS = 150_000, 0.50, 16.0, 250.0
 # The requirement: 10,000 agents each beating every 30 s must be sustainable.
 REQUIRED_AGENTS, BEAT_SECONDS = 10_000, 30
 
@@ -52,6 +55,10 @@ class Plan:
     # Heartbeat agents (on agents // 10 machines), beaten round-robin: more than the connections, so no two
     # beats of one agent are in flight at once (they would conflict: 409).
     commands_agents: int
+    export_rows: int
+    sse_subscribers: int
+    sse_rate: float  # events/s appended while the subscribers follow
+    sse_seconds: float
     tasks: int  # auto tasks timed (and as many direct calls)
     tasks_warmup: int
     tasks_listings: int  # the catalogue discovery runs over
@@ -61,12 +68,13 @@ class Plan:
 FULL = Plan(store_seconds=5.0, store_warmup=1.0, store_rounds=5, http_requests=3_000, http_warmup=200,
             catchup_events=100_000, heartbeat_machines=100, heartbeat_agents=1_000, heartbeat_requests=5_000,
             timer_relay=5_000, timer_renewed=5_000, timer_expiring=500, commands_seconds=10.0,
-            commands_rounds=3, commands_agents=500, tasks=3_000, tasks_warmup=300, tasks_listings=10_000,
-            tasks_discovers=500)
+            commands_rounds=3, commands_agents=500, export_rows=200_000, sse_subscribers=1_000, sse_rate=1_000,
+            sse_seconds=10.0, tasks=3_000, tasks_warmup=300, tasks_listings=10_000, tasks_discovers=500)
 QUICK = Plan(store_seconds=2.0, store_warmup=0.3, store_rounds=2, http_requests=500, http_warmup=50,
              catchup_events=10_000, heartbeat_machines=10, heartbeat_agents=100, heartbeat_requests=500,
              timer_relay=500, timer_renewed=500, timer_expiring=50, commands_seconds=2.0, commands_rounds=1,
-             commands_agents=100, tasks=300, tasks_warmup=64, tasks_listings=1_000, tasks_discovers=100)
+             commands_agents=100, export_rows=20_000, sse_subscribers=50, sse_rate=200, sse_seconds=3.0, tasks=300,
+             tasks_warmup=64, tasks_listings=1_000, tasks_discovers=100)
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -249,6 +257,37 @@ async def _timetravel(report: Report, dsn: str, plan: Plan) -> None:
     time_travel.add_rows(report, await time_travel.run(dsn, plan.http_requests, plan.http_warmup), TIMETRAVEL_P99_MS)
 
 
+async def _export(report: Report, dsn: str, plan: Plan) -> None:
+    r = await export.run(dsn, plan.export_rows, plan.sse_subscribers, plan.sse_rate, plan.sse_seconds)
+    report.add(Row("export", "audit feed (rows, 50 accounts)", f"{r.rows:,} rows"))
+    report.add(Row("export", "audit projection catch-up (chain + signed checkpoints)", f"{rate(r.project.rate)} ev/s"))
+    report.add(Row("export", "asyncpg server-side cursor + JSON decode (baseline)", f"{rate(r.baseline.rate)} rows/s"))
+    nd = r.formats["ndjson"]
+    report.check("export", "GET /v1/audit-events/export ndjson over HTTP", nd.rate, EXPORT_RATE, ",.0f", " rows/s")
+    report.check("export", "ratio ndjson / baseline (same run)", nd.rate / r.baseline.rate, EXPORT_RATIO, ".2f")
+    for fmt in ("csv", "cloudevents"):
+        report.add(Row("export", f"  {fmt} over HTTP", f"{rate(r.formats[fmt].rate)} rows/s"))
+    report.check_max("export", "API peak RSS growth, full export minus a tenth of it", nd.peak_rss_growth_mib
+                     - r.small_growth_mib, EXPORT_RSS_SLACK_MIB, ".1f", " MiB")
+    if r.sse is not None:
+        s = r.sse
+        label = f"SSE delivery lag p99, {s.subscribers:,} subscribers at {s.target_rate:,.0f} ev/s"
+        report.check_max("export", label, s.p(99), SSE_P99_MS, ".0f", " ms")
+        expected = s.sent * s.subscribers
+        report.check("export", "SSE records delivered / sent x subscribers", s.received_events / expected
+                     if expected else 0.0, 1.0, ".3f")
+        report.notes.append(
+            f"export SSE: {s.sent:,} events in {s.seconds:.1f} s ({s.sent / s.seconds:,.0f}/s) appended 1 per 10 ms"
+            f" tick in small transactions while `mm projector` followed live; lag = first record of each received"
+            f" chunk, from its append's commit to its arrival at a raw-socket client (all subscribers in one"
+            f" process: the client's CPU counts); p50 {s.p(50):.0f} ms, p99 {s.p(99):.0f} ms over"
+            f" {len(s.lags_ms):,} chunks")
+    report.notes.append(
+        f"export: full ndjson {nd.rows:,} lines in {nd.seconds:.2f} s, API RSS peak +{nd.peak_rss_growth_mib:.1f} MiB"
+        f" (a tenth of it: +{r.small_growth_mib:.1f} MiB); baseline {r.baseline.rows:,} rows in"
+        f" {r.baseline.seconds:.2f} s; `mm api` process, one httpx client counting lines")
+
+
 async def _tasks(report: Report, dsn: str, plan: Plan) -> None:
     result = await tasks.run(dsn, plan.tasks, plan.tasks_warmup, plan.tasks_listings, plan.tasks_discovers)
     tasks.add_rows(report, result, plan.tasks, plan.tasks_warmup)
@@ -257,7 +296,7 @@ async def _tasks(report: Report, dsn: str, plan: Plan) -> None:
 Phase = Callable[[Report, str, Plan], Awaitable[None]]
 RUNNERS: dict[str, Phase] = {"store": _store, "http": _http, "catchup": _catchup, "heartbeats": _heartbeats,
                              "timers": _timers, "commands": _commands, "timetravel": _timetravel,
-                             "tasks": _tasks}
+                             "export": _export, "tasks": _tasks}
 
 
 async def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from ops.bench import bare, wrk
 from ops.bench.db import reset
 from ops.bench.heartbeats import HEARTBEAT, _active_machine, _enroll
 from ops.bench.http_api import ROOT, _clients, _free_port, fan_out, machine_body, stop_process, tenant_key
+from projections.audit_chain import new_signing_key
 
 CONNECTIONS = 32
 _LAG_SQL = """
@@ -203,7 +204,7 @@ async def run(dsn: str, seconds: float, rounds: int, machines: int, agents: int)
         await conn.execute(bare.CREATE)
         key = await tenant_key(dsn)
         env = {**os.environ, "MM_DATABASE_URL": dsn, "MM_BROKER_URL": dsn, "MM_LOG_LEVEL": "WARNING",
-               "MM_SECRET_KEY": new_secret_key()}
+               "MM_SECRET_KEY": new_secret_key(), "MM_AUDIT_SIGNING_KEY": new_signing_key()[0]}
         env.pop("MM_ADMIN_TOKEN", None)
         bare_port, api_port = _free_port(), _free_port()
         mm = [sys.executable, "-m", "app.cli"]

@@ -17,16 +17,16 @@ from app.settings import Settings
 from domain.shared.context import CommandContext
 from projections.registry import read_models
 from projections.runner import ProjectionRunner
-from tests.conftest import TEST_SECRET_KEY
+from tests.conftest import TEST_AUDIT_KEY, TEST_SECRET_KEY
 
 ADMIN_TOKEN = "mm_test_admin_" + uuid.uuid4().hex
 
 
 @pytest.fixture(scope="session")
 async def container(database_url: str) -> AsyncIterator[Container]:
-    settings = Settings(projection_poll_interval_s=0.05, secret_key=TEST_SECRET_KEY)
+    settings = Settings(projection_poll_interval_s=0.05, secret_key=TEST_SECRET_KEY, audit_signing_key=TEST_AUDIT_KEY)
     c = await Container.open(settings, database_url, min_size=2, max_size=20)
-    runner = ProjectionRunner(c.pool, c.store, read_models(), poll_interval=0.05)
+    runner = ProjectionRunner(c.pool, c.store, read_models(settings), poll_interval=0.05)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     ctx = CommandContext(at=datetime.now(UTC), actor="system:test-bootstrap")

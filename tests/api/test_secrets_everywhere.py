@@ -32,7 +32,7 @@ from domain.shared.context import CommandContext
 from projections.registry import read_models
 from projections.runner import ProjectionRunner
 from tests.api.helpers import active_machine
-from tests.conftest import ROOT, TEST_SECRET_KEY
+from tests.conftest import ROOT, TEST_AUDIT_KEY, TEST_SECRET_KEY
 
 HEARTBEAT = "/v1/machine-agents/heartbeat"
 BEATS = 22  # past SNAPSHOT_EVERY (20) of the agent and its endpoint, so both streams have a snapshot row
@@ -244,10 +244,12 @@ async def test_no_secret_is_in_any_table_or_log(fresh_database: str, caplog: pyt
                                                 seller: StubSeller) -> None:
     caplog.set_level(logging.DEBUG)
     found = {"admin key": "mm_test_admin_" + secrets.token_urlsafe(32)}
-    settings = Settings(projection_poll_interval_s=0.05, secret_key=TEST_SECRET_KEY, log_level="DEBUG")
+    # Checkpoints every 5 records, so the audit projection's signed checkpoints are among the tables scanned.
+    settings = Settings(projection_poll_interval_s=0.05, secret_key=TEST_SECRET_KEY, log_level="DEBUG",
+                        audit_signing_key=TEST_AUDIT_KEY, audit_checkpoint_every=5)
     # The runner holds two connections per projection (lock, work) and one to listen; the app needs the rest.
     c = await Container.open(settings, fresh_database, min_size=2, max_size=20)
-    runner = ProjectionRunner(c.pool, c.store, read_models(), poll_interval=0.05)
+    runner = ProjectionRunner(c.pool, c.store, read_models(settings), poll_interval=0.05)
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
     try:

@@ -26,7 +26,8 @@ def api_server(server_url: str) -> Iterator[dict[str, Any]]:
     url = asyncio.run(create_database(server_url, "mm_contract"))
     asyncio.run(bootstrap_admin_key(url, admin_key, "system:contract-test"))
     env = {"MM_DATABASE_URL": url, "MM_PROJECTION_POLL_INTERVAL_S": "0.05", "MM_SECRET_KEY": TEST_SECRET_KEY,
-           "MM_READ_YOUR_WRITES_TIMEOUT_S": "10"}  # a loaded box: reads after writes wait, not 503
+           "MM_READ_YOUR_WRITES_TIMEOUT_S": "10",  # a loaded box: reads after writes wait, not 503
+           "MM_AUDIT_STREAM_MAX_S": "0.3"}  # an SSE stream ends (with its `resume` event) so a case can finish
     try:
         with mm_processes(["api", "projector"], env, free_port()) as base:
             yield {"base": base, "admin_key": admin_key}

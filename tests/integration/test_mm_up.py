@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from projections.audit_chain import public_key_of
 from tests.integration.proc_tools import cleanup, lease_expires_through_the_whole_stack, tree
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +31,7 @@ def test_mm_up_serves_projects_and_stops_on_ctrl_c(fresh_database_sync: str, tmp
     port = _free_port()
     env = {**os.environ, "MM_DATABASE_URL": fresh_database_sync, "MM_PORT": str(port), "MM_DATA_DIR": str(tmp_path),
            "MM_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+    env.pop("MM_AUDIT_SIGNING_KEY", None)  # so `mm up` keeps one of its own
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "up"], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     banner: list[str] = []
@@ -47,7 +49,12 @@ def test_mm_up_serves_projects_and_stops_on_ctrl_c(fresh_database_sync: str, tmp
         assert key == (tmp_path / "admin-token").read_text().strip()
         assert (tmp_path / "admin-token").stat().st_mode & 0o777 == 0o600
         assert (tmp_path / "secret-key").stat().st_mode & 0o777 == 0o600  # seals endpoint credentials
+        assert (tmp_path / "audit-signing-key").stat().st_mode & 0o777 == 0o600  # signs audit checkpoints
         base = f"http://127.0.0.1:{port}"
+        published = httpx.get(base + "/v1/audit-events/signing-key", headers={"X-Api-Key": key}).json()
+        assert published["publicKey"] == public_key_of((tmp_path / "audit-signing-key").read_text().strip())
+        api = next(p for p in tree(proc.pid) if "api" in p.cmdline() and "app.cli" in p.cmdline())
+        assert "MM_AUDIT_SIGNING_KEY" not in api.environ() and api.environ()["MM_AUDIT_PUBLIC_KEY"]  # §10
         # The printed key works the moment the banner shows it: authentication never waits for a projection.
         r = httpx.post(base + "/v1/accounts", json={"name": "up"}, headers={"X-Api-Key": key})
         assert r.status_code == 201, r.text

@@ -1,0 +1,277 @@
+"""Phase `export`: the audit feed exported over HTTP against a raw server-side cursor, and the SSE fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+import msgspec
+import psutil
+
+from app.db import create_pool
+from app.sealing import new_secret_key
+from app.services.accounts import bootstrap_admin_key
+from app.settings import Settings
+from app.store.event_store import EventStore
+from app.store.notifier import Notifier
+from app.store.types import LogPosition, NewEvent
+from ops.bench.db import reset, settle
+from ops.bench.http_api import ROOT, _free_port, stop_process
+from projections.audit_chain import new_signing_key, public_key_of
+from projections.registry import audit_projection
+from projections.runner import ProjectionRunner
+
+ACCOUNTS = 50
+CHUNK = 1_000
+
+
+@dataclass
+class Rate:
+    rows: int
+    seconds: float
+    peak_rss_growth_mib: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class ExportResult:
+    rows: int
+    project: Rate
+    baseline: Rate
+    formats: dict[str, Rate] = field(default_factory=dict)
+    small_growth_mib: float = 0.0  # the same export of a tenth of the rows: flat memory means about the same
+    sse: SseResult | None = None
+
+
+@dataclass
+class SseResult:
+    subscribers: int
+    target_rate: float
+    sent: int
+    seconds: float
+    lags_ms: list[float]
+    received_events: int
+
+    def p(self, q: float) -> float:
+        ordered = sorted(self.lags_ms)
+        return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered)) - 1))] if ordered else float("nan")
+
+
+def _event(account: str, machine: uuid.UUID, version: int, at: datetime, i: int) -> NewEvent:
+    return NewEvent(event_id=uuid.uuid4(), stream_id=machine, stream_type="machines:Machine", version=version,
+                    type="machines:Machine.ProfileRevised",
+                    data={"timestamp": at.isoformat(), "name": f"machine-{i}", "labels": {"team": "bench", "n": i},
+                          "description": "a machine in the export benchmark"},
+                    metadata={"ownerAccountId": account, "actor": f"api-key:{uuid.uuid4()}",
+                              "requestId": f"req-{i}", "correlationId": f"corr-{i}"})
+
+
+async def _load(store: EventStore, rows: int) -> None:
+    accounts = [str(uuid.uuid4()) for _ in range(ACCOUNTS)]
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    for start in range(0, rows, CHUNK):
+        machine = uuid.uuid4()
+        account = accounts[(start // CHUNK) % ACCOUNTS]
+        await store.append([_event(account, machine, v + 1, at + timedelta(milliseconds=start + v), start + v)
+                            for v in range(min(CHUNK, rows - start))])
+
+
+async def _project(pool: asyncpg.Pool, store: EventStore, settings: Settings) -> Rate:
+    runner = ProjectionRunner(pool, store, [audit_projection(settings)], batch_size=500)
+    target = await pool.fetchrow("SELECT tx_id::text::bigint AS t, position AS p FROM events"
+                                 " ORDER BY tx_id DESC, position DESC LIMIT 1")
+    started, applied = time.perf_counter(), 0
+    while True:  # another database's open transaction may hold the horizon back: pass again
+        applied += await runner.catch_up(runner.projections[0])
+        at = await pool.fetchrow("SELECT tx_id, position FROM projection_checkpoints WHERE name = 'audit'")
+        if at is not None and LogPosition(at["tx_id"], at["position"]) >= LogPosition(target["t"], target["p"]):
+            return Rate(applied, time.perf_counter() - started)
+        await asyncio.sleep(0.05)
+
+
+async def _baseline(dsn: str) -> Rate:
+    """The same rows, columns and order through one asyncpg server-side cursor, JSON decoded: the floor."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        started, n = time.perf_counter(), 0
+        async with conn.transaction():
+            async for r in conn.cursor(
+                "SELECT id, tx_id, position, type, occurred_at, actor, account_id, machine_id, subject,"
+                " data::text AS data, request_id, correlation_id, causation_id, seq, prev_hash, hash"
+                " FROM audit_events ORDER BY tx_id, position", prefetch=5_000,
+            ):
+                msgspec.json.decode(r["data"])
+                n += 1
+        return Rate(n, time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+async def _rss_sampler(proc: psutil.Process, peak: list[int], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(psutil.Error):
+            peak[0] = max(peak[0], proc.memory_info().rss)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.02)
+
+
+async def _download(base: str, key: str, proc: psutil.Process, fmt: str, **params: str) -> Rate:
+    before = proc.memory_info().rss
+    peak, stop = [before], asyncio.Event()
+    sampler = asyncio.create_task(_rss_sampler(proc, peak, stop))
+    lines = 0
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0)) as client:
+        started = time.perf_counter()
+        async with client.stream("GET", base + "/v1/audit-events/export", params={"format": fmt, **params},
+                                 headers={"Authorization": f"Bearer {key}"}) as r:
+            r.raise_for_status()
+            async for chunk in r.aiter_raw():
+                lines += chunk.count(b"\n")
+        seconds = time.perf_counter() - started
+    stop.set()
+    await sampler
+    return Rate(lines, seconds, (peak[0] - before) / 2**20)
+
+
+@contextmanager
+def _mm(command: str, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", command], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+async def _healthy(base: str, proc: subprocess.Popen[bytes]) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise RuntimeError(f"mm api exited with {proc.returncode}")
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get(base + "/health")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise TimeoutError("mm api did not become healthy")
+
+
+async def run(dsn: str, rows: int, subscribers: int, sse_rate: float, sse_seconds: float) -> ExportResult:
+    await reset(dsn)
+    signing, _ = new_signing_key()
+    settings = Settings(audit_signing_key=signing)
+    pool = await create_pool(dsn, settings, min_size=1, max_size=8)
+    try:
+        store = EventStore(pool)
+        await _load(store, rows)
+        project = await _project(pool, store, settings)
+        key = "mm_bench_admin_" + uuid.uuid4().hex
+        await bootstrap_admin_key(dsn, key, "system:bench")
+        async with pool.acquire() as conn:
+            await settle(conn)
+        baseline = await _baseline(dsn)
+        port = _free_port()
+        env = {**os.environ, "MM_DATABASE_URL": dsn, "MM_LOG_LEVEL": "WARNING", "MM_PORT": str(port),
+               "MM_SECRET_KEY": new_secret_key(), "MM_AUDIT_PUBLIC_KEY": public_key_of(signing),
+               "MM_AUDIT_SIGNING_KEY": ""}
+        env.pop("MM_ADMIN_TOKEN", None)
+        base = f"http://127.0.0.1:{port}"
+        with _mm("api", env) as api:
+            await _healthy(base, api)
+            proc = psutil.Process(api.pid)
+            await _download(base, key, proc, "ndjson", type="no.such-type")  # warm-up
+            small = await _download(base, key, proc, "ndjson", until="2026-01-01T00:00:20Z")
+            result = ExportResult(rows, project, baseline, small_growth_mib=small.peak_rss_growth_mib)
+            for fmt in ("ndjson", "csv", "cloudevents"):
+                result.formats[fmt] = await _download(base, key, proc, fmt)
+            if subscribers:
+                # Appends NOTIFY as the API's do (coalesced, outside the transaction): the projector and the
+                # API's audit tail wake on it.
+                notifier = Notifier(pool)
+                notifier.start()
+                try:
+                    with _mm("projector", {**env, "MM_AUDIT_SIGNING_KEY": signing}):
+                        result.sse = await _sse(base, key, EventStore(pool, notifier), subscribers, sse_rate,
+                                                sse_seconds)
+                finally:
+                    await notifier.stop()
+        return result
+    finally:
+        await pool.close()
+
+
+def _tx_of(cursor: bytes) -> int:
+    text = cursor.decode()
+    return int(json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))[0])
+
+
+async def _subscriber(host: str, port: int, key: str, committed: dict[int, float], lags: list[float],
+                      counts: list[int], ready: asyncio.Event, stop: asyncio.Event) -> None:
+    """A raw HTTP/1.1 SSE client: per chunk it times the first record (the one that waited longest)."""
+    reader, writer = await asyncio.open_connection(host, port, limit=2**22)
+    writer.write(f"GET /v1/audit-events/stream HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+                 "Accept: text/event-stream\r\n\r\n".encode())
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+        ready.set()
+        while not stop.is_set():
+            chunk = await reader.read(2**20)
+            if not chunk:
+                return
+            now = time.perf_counter()
+            counts[0] += chunk.count(b"\nevent: ")
+            at = chunk.find(b"id: ")
+            if at >= 0 and chunk.find(b"\nevent: ", at) > 0:
+                end = chunk.find(b"\n", at)
+                sent = committed.get(_tx_of(chunk[at + 4:end]))
+                if sent is not None:
+                    lags.append((now - sent) * 1000)
+    finally:
+        writer.close()
+
+
+async def _sse(base: str, key: str, store: EventStore, subscribers: int, rate_: float, seconds: float) -> SseResult:
+    host, port = "127.0.0.1", int(base.rsplit(":", 1)[1])
+    committed: dict[int, float] = {}
+    lags: list[float] = []
+    counts = [0]
+    stop = asyncio.Event()
+    readies = [asyncio.Event() for _ in range(subscribers)]
+    tasks = [asyncio.create_task(_subscriber(host, port, key, committed, lags, counts, r, stop)) for r in readies]
+    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
+    await asyncio.sleep(1.0)
+    # One append every 10 ms carrying rate/100 events: each append's tx_id is timed when its commit returns.
+    per_tick, tick = max(1, round(rate_ / 100)), 0.01
+    account, machine, version, sent = str(uuid.uuid4()), uuid.uuid4(), 0, 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        events = []
+        for _ in range(per_tick):
+            version += 1
+            events.append(_event(account, machine, version, datetime.now(UTC), version))
+        result = await store.append(events)
+        committed[result.last.tx_id] = time.perf_counter()
+        sent += per_tick
+        await asyncio.sleep(max(0.0, started + sent / (per_tick / tick) - time.perf_counter()))
+    elapsed = time.perf_counter() - started
+    await asyncio.sleep(2.0)  # the last ones arrive
+    stop.set()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return SseResult(subscribers, rate_, sent, elapsed, lags, counts[0])

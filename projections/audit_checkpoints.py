@@ -1,0 +1,107 @@
+"""Chain heads and signed checkpoints of the audit projection, decided per event so rebuilds reproduce them.
+
+A checkpoint is signed after every `every` records of an account, and whenever an account's oldest unsigned
+record is `interval_s` older than the event being applied. Both triggers read the log (counts, occurredAt),
+never the wall clock or batch boundaries, so a replay with other batch sizes signs the very same checkpoints.
+"""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from projections.audit_chain import GENESIS, NO_ACCOUNT, Checkpoint, Signer, cursor_of, utc_text
+from projections.base import Tables
+
+
+@dataclass
+class Head:
+    account_key: uuid.UUID
+    seq: int = 0
+    hash: bytes = GENESIS
+    tx_id: int = 0
+    position: int = 0
+    checkpointed_seq: int = 0
+    pending_since: datetime | None = None
+
+
+class ChainState:
+    """The heads a batch touches, advanced in memory event by event, then written back in two statements."""
+
+    def __init__(self, t: Tables, signer: Signer | None, every: int, interval_s: float) -> None:
+        self.t, self.signer, self.every = t, signer, every
+        self.interval = timedelta(seconds=interval_s)
+        self.heads: dict[uuid.UUID, Head] = {}
+        self._due: list[tuple[datetime, uuid.UUID]] = []  # (pending_since, account): a min-heap, lazily pruned
+        self._dirty: set[uuid.UUID] = set()
+        self.checkpoints: list[tuple[Any, ...]] = []
+
+    async def load(self, conn: asyncpg.Connection, keys: set[uuid.UUID], latest: datetime) -> None:
+        """The batch's accounts, plus every account whose unsigned records fall due before `latest`."""
+        rows = await conn.fetch(
+            "SELECT account_key, seq, hash, tx_id, position, checkpointed_seq, pending_since"
+            f" FROM {self.t['audit_chain_heads']}"
+            " WHERE account_key = ANY($1::uuid[]) OR pending_since <= $2",
+            list(keys), latest - self.interval,
+        )
+        for r in rows:
+            head = Head(**dict(r))
+            self.heads[head.account_key] = head
+            if head.pending_since is not None:
+                heapq.heappush(self._due, (head.pending_since, head.account_key))
+
+    def head(self, key: uuid.UUID) -> Head:
+        if key not in self.heads:
+            self.heads[key] = Head(account_key=key)
+        return self.heads[key]
+
+    def advance(self, head: Head, record: dict[str, Any], digest: bytes, tx_id: int, position: int) -> None:
+        at: datetime = record["occurredAt"]
+        head.seq, head.hash, head.tx_id, head.position = record["seq"], digest, tx_id, position
+        self._dirty.add(head.account_key)
+        if head.pending_since is None:
+            head.pending_since = at
+            heapq.heappush(self._due, (at, head.account_key))
+        if head.seq - head.checkpointed_seq >= self.every:
+            self._checkpoint(head, at)
+        while self._due and self._due[0][0] <= at - self.interval:
+            since, key = heapq.heappop(self._due)
+            due = self.heads[key]
+            if due.pending_since == since:  # else a stale entry: signed since, or pending anew
+                self._checkpoint(due, at)
+
+    def _checkpoint(self, head: Head, at: datetime) -> None:
+        head.checkpointed_seq, head.pending_since = head.seq, None
+        self._dirty.add(head.account_key)
+        if self.signer is None:
+            return
+        signed = self.signer.sign(Checkpoint(
+            account_id=None if head.account_key == NO_ACCOUNT else head.account_key, count=head.seq,
+            last_cursor=cursor_of(head.tx_id, head.position), last_hash=head.hash.hex(), at=utc_text(at),
+            key_id=self.signer.key_id,
+        ))
+        self.checkpoints.append((head.account_key, head.seq, head.tx_id, head.position, head.hash, at,
+                                 signed.key_id, signed.signature))
+
+    async def save(self, conn: asyncpg.Connection) -> None:
+        if self._dirty:
+            await conn.executemany(
+                f"INSERT INTO {self.t['audit_chain_heads']} AS h (account_key, seq, hash, tx_id, position,"
+                " checkpointed_seq, pending_since) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                " ON CONFLICT (account_key) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash,"
+                " tx_id = EXCLUDED.tx_id, position = EXCLUDED.position,"
+                " checkpointed_seq = EXCLUDED.checkpointed_seq, pending_since = EXCLUDED.pending_since",
+                [(h.account_key, h.seq, h.hash, h.tx_id, h.position, h.checkpointed_seq, h.pending_since)
+                 for h in (self.heads[k] for k in sorted(self._dirty))],
+            )
+        if self.checkpoints:
+            await conn.executemany(
+                f"INSERT INTO {self.t['audit_checkpoints']} (account_key, seq, tx_id, position, last_hash, at,"
+                " key_id, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, decode($8, 'base64'))",
+                self.checkpoints,
+            )
