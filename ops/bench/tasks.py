@@ -26,11 +26,12 @@ from app.sealing import new_secret_key
 from app.services.task_waiter import OutcomeWaiter
 from app.settings import Settings
 from ops.bench import tasks_seed
-from ops.bench.commands import _process
+from ops.bench.commands import _process, _wait_healthy_or_404
 from ops.bench.db import postmaster, reset, settle, tree_cpu
 from ops.bench.heartbeats import _active_machine
 from ops.bench.http_api import ROOT, _clients, _free_port, fan_out, tenant_key
 from ops.bench.report import Report, Row, rate
+from projections.audit_chain import new_signing_key
 
 # Issue 7: auto tasks end to end, 32 at once, at least 150/s and p50 at most 25 ms over a direct call to the same
 # stub seller (same run); discovery over a catalogue of 10,000 listings: p99 within 20 ms.
@@ -165,7 +166,7 @@ async def run(dsn: str, tasks: int, warmup: int, listings: int, discovers: int) 
     await reset(dsn)
     key, secret = await tenant_key(dsn), new_secret_key()
     env = {**os.environ, "MM_DATABASE_URL": dsn, "MM_BROKER_URL": dsn, "MM_LOG_LEVEL": "WARNING",
-           "MM_SECRET_KEY": secret, "MM_ALLOW_PRIVATE_ENDPOINTS": "true"}
+           "MM_SECRET_KEY": secret, "MM_ALLOW_PRIVATE_ENDPOINTS": "true", "MM_AUDIT_SIGNING_KEY": new_signing_key()[0]}
     env.pop("MM_ADMIN_TOKEN", None)
     port, mm = _free_port(), [sys.executable, "-m", "app.cli"]
     with ExitStack() as stack:
@@ -183,6 +184,7 @@ async def run(dsn: str, tasks: int, warmup: int, listings: int, discovers: int) 
             sellers = await tasks_seed.catalogue(c, uuid.uuid4(), f"{stub}/echo", listings)
             await tasks_seed.seller(c, uuid.uuid4(), "bench-echo-seller", f"{stub}/echo", [(ECHO, 10)])
             async with _clients(port, key, CLIENTS) as clients:
+                await _wait_healthy_or_404(clients[0])
                 await _listed(clients[0], tasks_seed.capability(0), min(100, listings // tasks_seed.CAPABILITIES))
                 await _listed(clients[0], ECHO, 1)
                 seed_seconds = time.perf_counter() - seeded
