@@ -165,6 +165,12 @@ def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(admin(settings, database_url(settings), args))
 
 
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from app.cli_demo import main as demo
+
+    return demo(settings, args)
+
+
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     from app.cli_audit import run
 
@@ -219,6 +225,10 @@ def parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="migrate, then run api + projector + worker, supervised")
     up.add_argument("--no-worker", action="store_true", help="skip the Dramatiq worker")
     up.set_defaults(fn=cmd_up)
+    demo = sub.add_parser("demo", help="drive a task end to end against a running stack (make run)")
+    demo.add_argument("--base", help="the stack's base URL (default http://MM_HOST:MM_PORT)")
+    demo.add_argument("--admin-key", help="an admin key (default MM_ADMIN_TOKEN, else the one mm up keeps)")
+    demo.set_defaults(fn=cmd_demo)
     return p
 
 

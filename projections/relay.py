@@ -40,7 +40,23 @@ def _runtime_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any]
 
 
 _LEASED = ("runtime:RuntimeEndpoint.Opened", "runtime:RuntimeEndpoint.Upserted")
-ROUTES: list[Route] = [_machine_routes, _runtime_routes]
+
+
+def _task_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any], datetime | None]]:
+    """An auto task is driven from its submission to its outcome by one message (see workers/tasks_auto.py),
+    which executes what it requested itself; any other execution request gets one message."""
+    kwargs = {"task_id": str(event.stream_id)}
+    if event.type == "tasks:Task.Submitted" and event.data.get("auto"):
+        return [("tasks", AUTO_ACTOR, kwargs, None)]
+    if event.type == "tasks:Task.ExecutionRequested" and event.metadata.get("actor") != f"worker:{AUTO_ACTOR}":
+        return [("tasks", "execute_task", kwargs, None)]
+    return []
+
+
+AUTO_ACTOR = "advance_auto_task"
+
+
+ROUTES: list[Route] = [_machine_routes, _runtime_routes, _task_routes]
 
 
 class RelayProjection:

@@ -9,17 +9,25 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Middleware
 
 from app.container import Container
-from app.settings import get_settings
+from app.outbound import OutboundClient, close_shared_client, configure_shared_client, shared_client
+from app.settings import Settings, get_settings
 
 _container: Container | None = None
 _lock: asyncio.Lock | None = None
 _dsn_override: str | None = None
+_settings_override: Settings | None = None
 
 
-def use_database(dsn: str | None) -> None:
-    """Point actors at a specific database (tests; `mm up` passes MM_DATABASE_URL instead)."""
-    global _dsn_override, _container, _lock
-    _dsn_override, _container, _lock = dsn, None, None
+def use_database(dsn: str | None, settings: Settings | None = None) -> None:
+    """Point actors at a specific database, and optionally settings (tests; `mm up` passes the environment).
+    The outbound client follows the settings' MM_ALLOW_PRIVATE_ENDPOINTS (None: the environment's)."""
+    global _dsn_override, _settings_override, _container, _lock
+    _dsn_override, _settings_override, _container, _lock = dsn, settings, None, None
+    configure_shared_client(allow_private=settings.allow_private_endpoints if settings is not None else None)
+
+
+def settings() -> Settings:
+    return _settings_override or get_settings()
 
 
 async def container() -> Container:
@@ -30,13 +38,18 @@ async def container() -> Container:
         _lock = asyncio.Lock()
     async with _lock:
         if _container is None:
-            settings = get_settings()
-            dsn = _dsn_override or settings.database_url
+            dsn = _dsn_override or settings().database_url
             if not dsn:
                 raise RuntimeError("workers need MM_DATABASE_URL (mm up and mm worker set it)")
-            # A small pool: actors are short and the worker's thread count bounds concurrency anyway.
-            _container = await Container.open(settings, dsn, min_size=1, max_size=4)
+            # A small pool: actors hold a connection only per statement (a task's executor releases it while
+            # the seller answers). Actors never LISTEN, lock or SET on it: released connections skip the reset.
+            _container = await Container.open(settings(), dsn, stateless_sessions=True, min_size=1, max_size=8)
     return _container
+
+
+def outbound() -> OutboundClient:
+    """The process's outbound client for calls to sellers (app.outbound.shared)."""
+    return shared_client()
 
 
 async def close() -> None:
@@ -44,6 +57,7 @@ async def close() -> None:
     if _container is not None:
         await _container.close()
         _container = None
+    await close_shared_client()
 
 
 async def caused_by(c: Container, event_id: str, correlation_id: str | None) -> str | None:
@@ -57,9 +71,10 @@ async def caused_by(c: Container, event_id: str, correlation_id: str | None) -> 
 
 
 class CloseContainer(Middleware):
-    """Closes the container's pool on the event-loop thread before Dramatiq stops that loop."""
+    """Closes the container's pool (and the outbound connections) on the event-loop thread before Dramatiq
+    stops that loop."""
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         loop_thread = get_event_loop_thread()
-        if loop_thread is not None and _container is not None:
+        if loop_thread is not None:
             loop_thread.run_coroutine(close())

@@ -15,13 +15,15 @@ from app.services.task_discovery import OfferSource, ReputationSource, screen
 from app.services.task_policies import policy_screen, task_action
 from app.store.repository import Repository
 from app.store.types import AppendResult, LogPosition
+from domain.policies.errors import PolicyDenied
 from domain.policies.values import ActionKind
 from domain.runtime.endpoint import endpoint_id
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
 from domain.shared.ids import derived_id, new_id
-from domain.tasks.aggregate import CANCELLED, FAILED, RESOLVED, Task
+from domain.tasks.aggregate import CANCELLED, DISCOVERED, EXECUTING, FAILED, FINISHED, QUEUED, RESOLVED, Task
 from domain.tasks.commands import Candidate, Constraints, CreateTask, RunResult, StartRun
+from domain.tasks.errors import NoRoute
 from domain.tasks.scoring import Ranking, rank
 
 # Enough attempts for 64 concurrent commits on one budget to each be judged on fresh state (see the test).
@@ -163,12 +165,50 @@ class TasksService:
         box: dict[str, Any] = {}
 
         async def decide(ctx: CommandContext, task: Task) -> None:
-            attempt = len(task.runs) + 1
-            step = task.route["steps"][attempt - 1] if task.route and attempt <= len(task.route["steps"]) else None
-            endpoint = endpoint_id(step.seller_machine_id, step.provider_key) if step is not None else None
-            # The run id derives from the task and attempt: a retried command lands on the same run.
-            cmd = StartRun(run_id=derived_id("run", task.id, attempt), endpoint_id=endpoint)
-            box["run"] = task.next_run(cmd, ctx.at)
+            box["run"] = _next_run(ctx, task)
+
+        outcome = await self._change(ctx, task_id, decide)
+        return outcome.task, box.get("run")
+
+    async def advance_auto(self, ctx: CommandContext, task_id: uuid.UUID) -> tuple[Task, dict[str, Any] | None]:
+        """An auto task's steps from where its stream stands up to its next run, decided one after the other on
+        one load and recorded in one append: discover, resolve, request execution, start the run (before any
+        call). NO_ROUTE fails the task in that same append. Raises MACHINE_NOT_ACTIVE/ACTIVATED for the caller
+        to record. Returns the task and the run to call (None: a manual task, or nothing left to run)."""
+        box: dict[str, Any] = {}
+
+        async def decide(ctx: CommandContext, task: Task) -> list[Aggregate]:
+            box["run"] = None
+            if not task.auto or task.status in FINISHED:
+                return []
+            extras: list[Aggregate] = []
+            if task.status != EXECUTING:  # a run under way goes on, as a client's execute would
+                labels = (await self.machines.require_operational(ctx, task.machine_id)).labels
+                was_resolved = task.status == RESOLVED
+                if task.status == QUEUED:
+                    await self._discover(ctx, task, labels)
+                try:
+                    if task.status == DISCOVERED:
+                        try:
+                            ranking = await self._rank(task)
+                            steps = task.plan_route(ranking)
+                        except NoRoute as exc:
+                            task.give_up(NoRoute.code, exc.detail, ctx.at)
+                            return []
+                        # Policies judge an auto task's resolve as they judge a client's: the spend reservation
+                        # is saved with the route, and a refusal fails the task on the record.
+                        extras += await self._authorize(ctx, "resolve", task, labels, steps[0])
+                        task.resolve(derived_id("route", task.id, task.version), ranking, ctx.at)
+                    if was_resolved and task.route is not None:
+                        # Resolved earlier (not in this decision): judged again at execution, as for a client.
+                        extras += await self._authorize(ctx, "execute", task, labels, task.route["steps"][0])
+                except PolicyDenied as exc:  # already recorded as policy.denied by the guard
+                    task.give_up(PolicyDenied.code, exc.detail, ctx.at)
+                    return []
+                if task.status == RESOLVED:
+                    task.request_execution(ctx.at)
+            box["run"] = _next_run(ctx, task)
+            return extras
 
         outcome = await self._change(ctx, task_id, decide)
         return outcome.task, box.get("run")
@@ -202,3 +242,11 @@ class TasksService:
             return TaskOutcome(task, result)
 
         return await retry_conflicts(attempt, attempts=attempts, jitter_s=BUDGET_JITTER_S if attempts > RETRIES else 0)
+
+
+def _next_run(ctx: CommandContext, task: Task) -> dict[str, Any] | None:
+    attempt = len(task.runs) + 1
+    step = task.route["steps"][attempt - 1] if task.route and attempt <= len(task.route["steps"]) else None
+    endpoint = endpoint_id(step.seller_machine_id, step.provider_key) if step is not None else None
+    # The run id derives from the task and attempt: a retried command lands on the same run.
+    return task.next_run(StartRun(run_id=derived_id("run", task.id, attempt), endpoint_id=endpoint), ctx.at)

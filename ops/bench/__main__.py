@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import urlsplit
 
-from ops.bench import catchup, commands, export, heartbeats, http_api, policies, store, time_travel, timers
+from ops.bench import catchup, commands, export, heartbeats, http_api, policies, store, tasks, time_travel, timers
 from ops.bench.db import bench_database, describe, server_facts, server_url
 from ops.bench.report import Report, Row, rate
 
-PHASES = ("store", "http", "catchup", "heartbeats", "timers", "commands", "timetravel", "export", "policies")
+PHASES = ("store", "http", "catchup", "heartbeats", "timers", "commands", "timetravel", "export", "policies",
+          "tasks")
 STORE_RATIO_TARGET = 0.70
 # Catch-up from zero as a fraction of the runner's no-op floor (same runner, batch size and log, same run).
 # 0.20: a projection's own work may cost at most four times what the runner spends reading, decoding and
@@ -61,17 +62,22 @@ class Plan:
     sse_subscribers: int
     sse_rate: float  # events/s appended while the subscribers follow
     sse_seconds: float
+    tasks: int  # auto tasks timed (and as many direct calls)
+    tasks_warmup: int
+    tasks_listings: int  # the catalogue discovery runs over
+    tasks_discovers: int
 
 
 FULL = Plan(store_seconds=5.0, store_warmup=1.0, store_rounds=5, http_requests=3_000, http_warmup=200,
             catchup_events=100_000, heartbeat_machines=100, heartbeat_agents=1_000, heartbeat_requests=5_000,
             timer_relay=5_000, timer_renewed=5_000, timer_expiring=500, commands_seconds=10.0,
             commands_rounds=3, commands_agents=500, export_rows=200_000, sse_subscribers=1_000, sse_rate=1_000,
-            sse_seconds=10.0)
+            sse_seconds=10.0, tasks=3_000, tasks_warmup=300, tasks_listings=10_000, tasks_discovers=500)
 QUICK = Plan(store_seconds=2.0, store_warmup=0.3, store_rounds=2, http_requests=500, http_warmup=50,
              catchup_events=10_000, heartbeat_machines=10, heartbeat_agents=100, heartbeat_requests=500,
              timer_relay=500, timer_renewed=500, timer_expiring=50, commands_seconds=2.0, commands_rounds=1,
-             commands_agents=100, export_rows=20_000, sse_subscribers=50, sse_rate=200, sse_seconds=3.0)
+             commands_agents=100, export_rows=20_000, sse_subscribers=50, sse_rate=200, sse_seconds=3.0, tasks=300,
+             tasks_warmup=64, tasks_listings=1_000, tasks_discovers=100)
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -285,6 +291,11 @@ async def _export(report: Report, dsn: str, plan: Plan) -> None:
         f" {r.baseline.seconds:.2f} s; `mm api` process, one httpx client counting lines")
 
 
+async def _tasks(report: Report, dsn: str, plan: Plan) -> None:
+    result = await tasks.run(dsn, plan.tasks, plan.tasks_warmup, plan.tasks_listings, plan.tasks_discovers)
+    tasks.add_rows(report, result, plan.tasks, plan.tasks_warmup)
+
+
 Phase = Callable[[Report, str, Plan], Awaitable[None]]
 async def _policies(report: Report, dsn: str, plan: Plan) -> None:
     policies.add_rows(report, await policies.run(dsn, plan.http_requests), POLICIES_ADDED_P50_MS)
@@ -292,7 +303,7 @@ async def _policies(report: Report, dsn: str, plan: Plan) -> None:
 
 RUNNERS: dict[str, Phase] = {"store": _store, "http": _http, "catchup": _catchup, "heartbeats": _heartbeats,
                              "timers": _timers, "commands": _commands, "timetravel": _timetravel,
-                             "export": _export, "policies": _policies}
+                             "export": _export, "policies": _policies, "tasks": _tasks}
 
 
 async def main(argv: list[str] | None = None) -> int:

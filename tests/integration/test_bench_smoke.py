@@ -70,6 +70,15 @@ PHASES = {
         "ratio projector CPU live / catch-up",
         "projection lag p99 under load (all projections)",
     ), r"note: commands: load generator wrk \(/\S+, (found on PATH|installed now with apt-get)\)"),
+    "tasks": ((
+        "direct POST to the stub seller, 32 at once (baseline)",
+        "auto tasks end to end (POST -> outcome visible), 32 at once",
+        "p50 added over the direct call (same run)",
+        "1 client: p50 added over the direct call (30 tasks)",
+        "POST .../discover over 1,000 listings, 1 client: p50",
+        "note: tasks: `mm api` + `mm projector` + `mm worker --threads 32`",
+        "CPU per auto task: api",
+    ), r"outcomes succeeded\s+\|\s+300 / 300 \|\s+300 \| PASS"),
 }
 
 

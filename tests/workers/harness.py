@@ -18,6 +18,7 @@ from dramatiq.middleware import Middleware
 from dramatiq.middleware.asyncio import AsyncIO
 
 from app.container import Container
+from app.settings import Settings
 from projections import checkpoints
 from projections.relay import RelayProjection
 from projections.runner import ProjectionRunner
@@ -54,14 +55,15 @@ def broker_url_for(kind: str, dsn: str) -> str:
 
 
 @asynccontextmanager
-async def worker_on(broker_url: str, dsn: str, actors: list[Any], *, private_queues: bool = False
-                    ) -> AsyncIterator[tuple[dramatiq.Broker, dramatiq.Worker]]:
+async def worker_on(broker_url: str, dsn: str, actors: list[Any], *, private_queues: bool = False,
+                    settings: Settings | None = None) -> AsyncIterator[tuple[dramatiq.Broker, dramatiq.Worker]]:
     """Binds `actors` to a fresh broker for `broker_url` and yields it with a worker not yet started
     (so a test can enqueue first); stops both afterwards.
 
     `private_queues` moves the actors to queues of their own for the test (deleted afterwards): RabbitMQ is
     shared by everything on this host, and another run's worker or flush on `machines` would take our
     messages. Only for tests that send directly: the relay addresses the actors' real queues.
+    `settings` replace the environment's for the actors' container and outbound client.
     """
     broker = make_broker(broker_url)
     broker.add_middleware(AsyncIO())
@@ -72,7 +74,7 @@ async def worker_on(broker_url: str, dsn: str, actors: list[Any], *, private_que
         if private_queues:
             a.queue_name = f"{a.queue_name}_{uuid.uuid4().hex[:12]}"
         broker.declare_actor(a)
-    runtime.use_database(dsn)
+    runtime.use_database(dsn, settings)
     broker.flush_all()
     worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
     try:

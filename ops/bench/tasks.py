@@ -1,0 +1,238 @@
+"""Phase `tasks`: auto tasks end to end through `mm api` + `mm projector` + `mm worker` and a stub seller, against
+a direct POST to the same stub (the baseline, same run); then discovery over a catalogue of N listings.
+
+An auto task's path: POST /tasks (API) -> relay -> discover actor -> relay -> resolve actor -> relay -> request
+execution actor -> relay -> execute actor (RunStarted, the call, RunFinished + Succeeded) -> tasks projection ->
+outcome row (NOTIFY). "Visible" is that row, read by an OutcomeWaiter as the execute route reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+
+import httpx
+
+from app.container import Container
+from app.sealing import new_secret_key
+from app.services.task_waiter import OutcomeWaiter
+from app.settings import Settings
+from ops.bench import tasks_seed
+from ops.bench.commands import _process, _wait_healthy_or_404
+from ops.bench.db import postmaster, reset, settle, tree_cpu
+from ops.bench.heartbeats import _active_machine
+from ops.bench.http_api import ROOT, _clients, _free_port, fan_out, tenant_key
+from ops.bench.report import Report, Row, rate
+from projections.audit_chain import new_signing_key
+
+# Issue 7: auto tasks end to end, 32 at once, at least 150/s and p50 at most 25 ms over a direct call to the same
+# stub seller (same run); discovery over a catalogue of 10,000 listings: p99 within 20 ms.
+TASKS_RATE, TASKS_ADDED_P50_MS, DISCOVER_P99_MS = 150.0, 25.0, 20.0
+CLIENTS = 32
+WORKER_THREADS = 32  # executions wait on the network: the worker's threads bound how many run at once
+ECHO = "bench-echo"
+
+
+@dataclass
+class Timed:
+    latencies: list[float] = field(default_factory=list)  # seconds
+    seconds: float = 0.0
+    statuses: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def count(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds else 0.0
+
+    def p(self, q: float) -> float:
+        """Nearest-rank percentile in milliseconds."""
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, max(0, int(q / 100 * len(ordered) + 0.5) - 1))] * 1000
+
+
+@dataclass
+class TasksResult:
+    direct: Timed
+    auto: Timed
+    discover: Timed
+    listings: int
+    sellers: int
+    seed_seconds: float
+    worker_threads: int
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU ms per auto task, by process (timed run)
+    direct_one: Timed = field(default_factory=Timed)  # one client at a time: latency without queueing
+    auto_one: Timed = field(default_factory=Timed)
+
+
+@contextmanager
+def _stub_seller() -> Iterator[str]:
+    """The stub seller in a process of its own (its first line is its URL), so it does not share our GIL."""
+    proc = subprocess.Popen([sys.executable, "-m", "app.outbound.stub_seller"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+async def _direct(url: str, count: int, clients: int = CLIENTS) -> Timed:
+    """The baseline: the same POST (JSON body, Idempotency-Key, bearer) straight to the stub, `clients` at once."""
+    out = Timed()
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients), timeout=30) as client:
+        async def call(_: object, i: int) -> None:
+            started = time.perf_counter()
+            r = await client.post(f"{url}/echo", json={"text": f"direct {i}"},
+                                  headers={"Idempotency-Key": str(uuid.uuid4()), "Authorization": "Bearer t"})
+            out.latencies.append(time.perf_counter() - started)
+            out.statuses[str(r.status_code)] += 1
+
+        started = time.perf_counter()
+        await fan_out(list(range(clients)), count, call)
+        out.seconds = time.perf_counter() - started
+    return out
+
+
+async def _auto(clients: list[httpx.AsyncClient], waiter: OutcomeWaiter, buyer: str, count: int) -> Timed:
+    """CLIENTS buyers' requests at once: POST an auto task, then wait until its outcome row exists."""
+    out = Timed()
+
+    async def one(client: httpx.AsyncClient, i: int) -> None:
+        started = time.perf_counter()
+        r = await client.post(f"/v1/machines/{buyer}/tasks", json={
+            "capability": ECHO, "input": {"text": f"task {i}"}, "auto": True,
+            "constraints": {"strategy": "cheapest", "timeoutMs": 10_000}})
+        if r.status_code != 201:
+            out.statuses[f"POST {r.status_code}"] += 1
+            return
+        row = await waiter.wait(uuid.UUID(r.json()["id"]), 60)
+        out.latencies.append(time.perf_counter() - started)
+        out.statuses["timeout" if row is None else str(row["status"])] += 1
+
+    started = time.perf_counter()
+    await fan_out(clients, count, one)
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+async def _discover(client: httpx.AsyncClient, buyer: str, count: int) -> Timed:
+    """POST .../discover on queued tasks for one capability of the seeded catalogue, one at a time."""
+    ids = []
+    for i in range(count):
+        r = await client.post(f"/v1/machines/{buyer}/tasks", json={
+            "capability": tasks_seed.capability(i % 5), "input": {"text": "x"}})
+        ids.append(r.json()["id"])
+    out = Timed()
+    started = time.perf_counter()
+    for task_id in ids:
+        t0 = time.perf_counter()
+        r = await client.post(f"/v1/machines/{buyer}/tasks/{task_id}/discover")
+        out.latencies.append(time.perf_counter() - t0)
+        out.statuses[str(r.status_code)] += 1
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+async def _listed(client: httpx.AsyncClient, capability: str, at_least: int, within: float = 300.0) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        r = await client.get("/v1/catalogue", params={"capability": capability, "limit": 100})
+        if r.status_code == 200 and len(r.json()["data"]) >= at_least:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{capability}: fewer than {at_least} listings in the catalogue after {within:.0f} s")
+        await asyncio.sleep(0.2)
+
+
+async def run(dsn: str, tasks: int, warmup: int, listings: int, discovers: int) -> TasksResult:
+    await reset(dsn)
+    key, secret = await tenant_key(dsn), new_secret_key()
+    env = {**os.environ, "MM_DATABASE_URL": dsn, "MM_BROKER_URL": dsn, "MM_LOG_LEVEL": "WARNING",
+           "MM_SECRET_KEY": secret, "MM_ALLOW_PRIVATE_ENDPOINTS": "true", "MM_AUDIT_SIGNING_KEY": new_signing_key()[0]}
+    env.pop("MM_ADMIN_TOKEN", None)
+    port, mm = _free_port(), [sys.executable, "-m", "app.cli"]
+    with ExitStack() as stack:
+        stub = stack.enter_context(_stub_seller())
+        procs = {"api": stack.enter_context(_process([*mm, "api", "--port", str(port)], env)),
+                 "projector": stack.enter_context(_process([*mm, "projector"], env)),
+                 "worker": stack.enter_context(_process([*mm, "worker", "--threads", str(WORKER_THREADS)], env))}
+        pg = await postmaster(dsn)
+        if pg is not None:
+            procs["PostgreSQL (all databases)"] = pg
+        c = await Container.open(Settings(secret_key=secret), dsn, min_size=1, max_size=tasks_seed.CONCURRENCY + 2)
+        waiter = OutcomeWaiter(c.pool, dsn)
+        try:
+            seeded = time.perf_counter()
+            sellers = await tasks_seed.catalogue(c, uuid.uuid4(), f"{stub}/echo", listings)
+            await tasks_seed.seller(c, uuid.uuid4(), "bench-echo-seller", f"{stub}/echo", [(ECHO, 10)])
+            async with _clients(port, key, CLIENTS) as clients:
+                await _wait_healthy_or_404(clients[0])
+                await _listed(clients[0], tasks_seed.capability(0), min(100, listings // tasks_seed.CAPABILITIES))
+                await _listed(clients[0], ECHO, 1)
+                seed_seconds = time.perf_counter() - seeded
+                buyer = await _active_machine(clients[0], dict(clients[0].headers), 0)
+                async with c.pool.acquire() as conn:
+                    await settle(conn)
+                await _direct(stub, warmup)
+                direct = await _direct(stub, tasks)
+                await _auto(clients, waiter, buyer, warmup)
+                before = {name: tree_cpu(p) for name, p in procs.items()}
+                auto = await _auto(clients, waiter, buyer, tasks)
+                cpu_ms = {name: (tree_cpu(p) - before[name]) / tasks * 1000 for name, p in procs.items()}
+                # The pipeline's own latency, without queueing behind 31 other tasks: one at a time.
+                direct_one = await _direct(stub, tasks // 10, clients=1)
+                auto_one = await _auto(clients[:1], waiter, buyer, tasks // 10)
+                discover = await _discover(clients[0], buyer, discovers)
+        finally:
+            await waiter.stop()
+            await c.close()
+    return TasksResult(direct, auto, discover, listings, sellers, seed_seconds, WORKER_THREADS, cpu_ms,
+                       direct_one, auto_one)
+
+
+def add_rows(report: Report, r: TasksResult, count: int, warmup: int) -> None:
+    c = CLIENTS
+    report.add(Row("tasks", f"direct POST to the stub seller, {c} at once (baseline)", f"{rate(r.direct.rate)} req/s"))
+    report.add(Row("tasks", "  latency p50 / p99", f"{r.direct.p(50):.1f} / {r.direct.p(99):.1f} ms"))
+    report.check("tasks", f"auto tasks end to end (POST -> outcome visible), {c} at once", r.auto.rate, TASKS_RATE,
+                 ",.0f", " tasks/s")
+    report.add(Row("tasks", "  latency p50 / p99", f"{r.auto.p(50):.1f} / {r.auto.p(99):.1f} ms"))
+    report.check_max("tasks", "  p50 added over the direct call (same run)", r.auto.p(50) - r.direct.p(50),
+                     TASKS_ADDED_P50_MS, ".1f", " ms")
+    one = r.auto_one.p(50) - r.direct_one.p(50)
+    report.add(Row("tasks", f"  1 client: p50 added over the direct call ({r.auto_one.count} tasks)",
+                   f"{one:.1f} ms ({r.auto_one.p(50):.1f} - {r.direct_one.p(50):.1f})"))
+    succeeded = r.auto.statuses.get("succeeded", 0)
+    report.add(Row("tasks", "  outcomes succeeded", f"{succeeded:,} / {count:,}", f"{count:,}",
+                   "PASS" if succeeded == count else "FAIL"))
+    report.add(Row("tasks", f"POST .../discover over {r.listings:,} listings, 1 client: p50",
+                   f"{r.discover.p(50):.1f} ms"))
+    report.check_max("tasks", "  p99", r.discover.p(99), DISCOVER_P99_MS, ".1f", " ms")
+    report.notes.append(
+        f"tasks: `mm api` + `mm projector` + `mm worker --threads {r.worker_threads}` (PostgreSQL broker) and the stub"
+        f" seller in its own process; auto-task statuses {dict(r.auto.statuses)}, direct {dict(r.direct.statuses)};"
+        f" {warmup} warm-up calls of each first; catalogue seeded through the services ({r.sellers:,} sellers x"
+        f" {tasks_seed.NODES_PER_SELLER} capability nodes over {tasks_seed.CAPABILITIES} names, {r.seed_seconds:.1f} s"
+        f" incl. projection); discover: {r.discover.count} tasks of 5 capabilities"
+        f" (~{r.listings // tasks_seed.CAPABILITIES} listings each, up to 100 screened against their inputSchema),"
+        f" statuses {dict(r.discover.statuses)}; CPU per auto task: "
+        + ", ".join(f"{name} {ms:.1f} ms" for name, ms in r.cpu_ms.items())
+    )
