@@ -66,8 +66,12 @@ def settings(**overrides: Any) -> Settings:
 @asynccontextmanager
 async def audit_stack(dsn: str, tenants: int = 2, **overrides: Any) -> AsyncIterator[Stack]:
     s = settings(**overrides)
-    container = await Container.open(s, dsn, min_size=1, max_size=10)
-    runner = ProjectionRunner(container.pool, container.store, read_models(s), batch_size=97)
+    models = read_models(s)
+    # A live runner holds one session per projection (its advisory lock, ARCHITECTURE §4): the pool must leave
+    # room for the API's requests beside them, however many read models there are (ten answered no stream once
+    # the ninth projection landed: every connection was a lock session).
+    container = await Container.open(s, dsn, min_size=1, max_size=len(models) + 10)
+    runner = ProjectionRunner(container.pool, container.store, models, batch_size=97)
     token = "mm_audit_admin_" + uuid.uuid4().hex
     await container.accounts.bootstrap_admin(CommandContext(at=datetime.now(UTC), actor="system:test"), token)
     transport = httpx.ASGITransport(app=create_app(s, container=container), raise_app_exceptions=False)
