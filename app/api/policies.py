@@ -13,7 +13,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.api.consistency import etag, expected_version, honour_min_position, read_your_writes, write_headers
 from app.api.context import AUTHENTICATED, Principal, container_of, provide_ctx, provide_principal
-from app.api.openapi_headers import ETAG, IF_MATCH, LOCATION, LOG_POSITION, MIN_POSITION, headers
+from app.api.openapi_headers import AS_OF_VERSION, ETAG, IF_MATCH, LOCATION, LOG_POSITION, MIN_POSITION, headers
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, decode_time_cursor, encode_cursor
 from app.api.policy_views import decision_view, policy_view, row_view, to_rules, to_scope, version_view
 from app.api.problems import ApiError, problems
@@ -29,9 +29,11 @@ from app.api.schemas_policies import (
     PolicyView,
     RevisePolicyRequest,
 )
+from app.api.time_travel import AsOfParam, PointInTime, VersionParam, as_of_headers, load_as_of, point_in_time
 from app.services.policies import Hypothesis, PolicyOutcome
 from app.services.policy_backtest import BacktestResult, run_backtest
 from domain.policies import rules as policy_rules
+from domain.policies.aggregate import Policy
 from domain.policies.commands import RevisePolicy
 from domain.policies.errors import PolicyNotFound
 from domain.policies.values import PolicyVersion
@@ -62,6 +64,19 @@ async def _visible(request: Request[Any, Any, Any], principal: Principal, policy
     if row is None:
         raise PolicyNotFound(f"policy {policy_id} not found")
     return row
+
+
+async def _visible_as_of(request: Request[Any, Any, Any], principal: Principal, policy_id: uuid.UUID,
+                         point: PointInTime) -> Policy:
+    """The policy rebuilt from the log at `point`, visible as GET shows it (own or platform; admins all)."""
+    try:
+        policy = await load_as_of(container_of(request), Policy, policy_id, point, "policy")
+    except NotFound as exc:
+        raise PolicyNotFound(exc.detail) from None
+    # Owner and platform flag are fixed at definition, so the past version answers who may see it as now.
+    if not (principal.is_admin or policy.platform or policy.account_id == principal.account_id):
+        raise PolicyNotFound(f"policy {policy_id} not found")
+    return policy
 
 
 MAX_WINDOW = timedelta(days=31)
@@ -142,11 +157,18 @@ class PoliciesController(Controller):
         next_cursor = encode_cursor(rows[-1]["created_at"].isoformat(), str(rows[-1]["id"])) if more else None
         return PolicyPage(data=[row_view(r) for r in rows], next_cursor=next_cursor)
 
-    @get("/{policy_id:uuid}", operation_id="getPolicy", opt=headers(honours=[MIN_POSITION], sends=[ETAG]),
-         summary="Get a policy (its current version)", responses=problems(400, 401, 404, 503))
+    @get("/{policy_id:uuid}", operation_id="getPolicy",
+         opt=headers(honours=[MIN_POSITION], sends=[ETAG, AS_OF_VERSION]),
+         summary="Get a policy (its current version; or asOf a time / at a version)",
+         responses=problems(400, 401, 404, 422, 503))
     async def get_one(self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
-                      policy_id: FromPath[uuid.UUID]) -> Response[PolicyView]:
+                      policy_id: FromPath[uuid.UUID], as_of: AsOfParam = None,
+                      version: VersionParam = None) -> Response[PolicyView]:
         c = container_of(request)
+        point = point_in_time(as_of, version)
+        if point is not None:
+            policy = await _visible_as_of(request, principal, policy_id, point)
+            return Response(policy_view(policy), headers=as_of_headers(policy.version))
         await honour_min_position(request, c.pool, PROJECTION, c.settings.read_your_writes_timeout_s)
         row = await _visible(request, principal, policy_id)
         return Response(row_view(row), headers={"ETag": etag(row["version"])})

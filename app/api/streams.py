@@ -16,6 +16,7 @@ from app.api.schemas_history import EventMetadataView, StreamEventPage, StreamEv
 from app.api.time_travel import MAX_VERSION
 from app.store.history import History, owner_of
 from app.store.types import RecordedEvent
+from domain.policies.aggregate import Policy
 from domain.shared.errors import NotFound
 from projections.audit import public_data
 from projections.audit_names import public_name
@@ -30,6 +31,14 @@ def event_view(e: RecordedEvent) -> StreamEventView:
                                    correlation_id=m.get("correlationId"), causation_id=m.get("causationId")),
         recorded_at=e.recorded_at, log_position=e.log_position.token(),
     )
+
+
+def readable(principal: Principal, first: RecordedEvent) -> bool:
+    """Owner or admin; a platform policy's history is everyone's, as GET /v1/policies/{id} shows it to all
+    (the flag is fixed at definition, so the first event decides)."""
+    if principal.is_admin or owner_of(first) == principal.account_id:
+        return True
+    return first.stream_type == Policy.TOPIC and first.data.get("platform") is True
 
 
 def _after(cursor: str) -> int:
@@ -47,9 +56,10 @@ class StreamsController(Controller):
 
     @get("/{stream_id:uuid}/events", operation_id="listStreamEvents",
          summary="A stream's events in version order (owner or admin)",
-         description="Every event of one stream (a machine, runtime endpoint, agent, graph or account id) with its"
-                     " public type, data (secrets redacted as in the audit feed), metadata and recorded time."
-                     " Another account's stream is 404.",
+         description="Every event of one stream (a machine, runtime endpoint, agent, graph, task, policy or account"
+                     " id) with its public type, data (secrets redacted as in the audit feed), metadata and recorded"
+                     " time. Another account's stream is 404; platform policies' streams are readable by every"
+                     " account, as the policies are.",
          responses=problems(400, 401, 404))
     async def list_(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal], stream_id: FromPath[uuid.UUID],
@@ -60,7 +70,7 @@ class StreamsController(Controller):
     ) -> StreamEventPage:
         history = History(container_of(request).pool)
         first = await history.first(stream_id)
-        if first is None or not (principal.is_admin or owner_of(first) == principal.account_id):
+        if first is None or not readable(principal, first):
             raise NotFound(f"stream {stream_id} not found")
         start = max(from_version, _after(cursor) + 1) if cursor else from_version
         events = await history.page(stream_id, from_version=start, to_version=to_version, limit=limit + 1)

@@ -12,7 +12,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.api.consistency import etag, honour_min_position, write_headers
 from app.api.context import AUTHENTICATED, container_of, provide_ctx, provide_principal, readable_machine
-from app.api.openapi_headers import ETAG, LOCATION, LOG_POSITION, MIN_POSITION, headers
+from app.api.openapi_headers import AS_OF_VERSION, ETAG, LOCATION, LOG_POSITION, MIN_POSITION, headers
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_time_cursor, encode_cursor
 from app.api.problems import problems
 from app.api.schemas_tasks import (
@@ -26,6 +26,7 @@ from app.api.schemas_tasks import (
     TaskView,
 )
 from app.api.task_views import route_of, route_preview, task_of, task_row
+from app.api.time_travel import AsOfParam, VersionParam, as_of_headers, load_guarded, point_in_time
 from app.services.tasks import TaskOutcome
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
@@ -82,10 +83,20 @@ class TasksController(Controller):
                         next_cursor=encode_cursor(rows[-1]["created_at"].isoformat(), str(rows[-1]["id"]))
                         if more else None)
 
-    @get(_TASK, operation_id="getTask", opt=headers(honours=[MIN_POSITION], sends=[ETAG]), summary="Get a task",
-         responses=problems(400, 401, 404, 409, 503))
+    @get(_TASK, operation_id="getTask", opt=headers(honours=[MIN_POSITION], sends=[ETAG, AS_OF_VERSION]),
+         summary="Get a task (now, or asOf a time / at a version)", responses=problems(400, 401, 404, 409, 422, 503))
     async def get_one(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
-                      machine_id: FromPath[uuid.UUID], task_id: FromPath[uuid.UUID]) -> Response[TaskView]:
+                      machine_id: FromPath[uuid.UUID], task_id: FromPath[uuid.UUID], as_of: AsOfParam = None,
+                      version: VersionParam = None) -> Response[TaskView]:
+        point = point_in_time(as_of, version)
+        if point is not None:
+            c = container_of(request)
+            task = await load_guarded(c, c.machines.require_operational(ctx, machine_id), Task, task_id, point,
+                                      "task")
+            # Buyer machine and account never change, so the past version answers who may see it as now.
+            if task.machine_id != machine_id or (not ctx.is_admin and task.account_id != ctx.account_id):
+                raise NotFound(f"task {task_id} not found")
+            return Response(task_of(task), headers=as_of_headers(task.version))
         await readable_machine(request, ctx, machine_id, "tasks", task_id)
         row = await get_task(container_of(request).pool, machine_id, task_id)
         if row is None:

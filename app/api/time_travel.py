@@ -3,7 +3,7 @@
 One helper for every aggregate kind: a GET handler adds the two query parameters (AsOfParam, VersionParam),
 calls `point_in_time(...)`, and when that is not None answers `await load_as_of(...)` (the repository's
 versioned load: the aggregate's own evolve steps up to that version, from a snapshot at or below it) with
-`as_of_headers(...)`. Tasks, orders and policies join the same way once they exist.
+`as_of_headers(...)`. Tasks and policies have joined (app/api/tasks.py, policies.py); orders join the same way.
 """
 
 from __future__ import annotations
