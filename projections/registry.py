@@ -15,6 +15,7 @@ from projections.relay import RelayProjection
 from projections.runtime import RuntimeProjection
 from projections.seller_stats import SellerStatsProjection
 from projections.tasks import TasksProjection
+from projections.webhooks import WebhooksProjection
 
 
 def read_models(settings: Settings | None = None) -> list[Projection]:
@@ -23,7 +24,7 @@ def read_models(settings: Settings | None = None) -> list[Projection]:
     The audit projection signs checkpoints only with `settings` that hold MM_AUDIT_SIGNING_KEY."""
     return [AccountsProjection(), MachinesProjection(), RuntimeProjection(), GraphProjection(),
             audit_projection(settings), CatalogueProjection(), SellerStatsProjection(), TasksProjection(),
-            PoliciesProjection()]
+            PoliciesProjection(), WebhooksProjection()]
 
 
 def audit_projection(settings: Settings | None) -> AuditProjection:
