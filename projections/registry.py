@@ -15,6 +15,7 @@ from projections.relay import RelayProjection
 from projections.runtime import RuntimeProjection
 from projections.seller_stats import SellerStatsProjection
 from projections.tasks import TasksProjection
+from projections.webhook_fanout import WebhookFanoutProjection
 from projections.webhooks import WebhooksProjection
 
 
@@ -40,4 +41,4 @@ def by_name(projections: list[Projection]) -> dict[str, Projection]:
 
 def projection_names() -> list[str]:
     """Every projection the projector runs, the relay included (status, readiness, metrics list them all)."""
-    return sorted([*(p.name for p in read_models()), RelayProjection.name])
+    return sorted([*(p.name for p in read_models()), RelayProjection.name, WebhookFanoutProjection.name])
