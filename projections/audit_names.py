@@ -53,6 +53,7 @@ PUBLIC_NAMES: dict[str, str] = {
     "webhooks:WebhookEndpoint.Revised": "webhook-endpoint.updated",
     "webhooks:WebhookEndpoint.SecretRotated": "webhook-endpoint.secret-rotated",
     "webhooks:WebhookEndpoint.DisabledForFailures": "webhook-endpoint.disabled",
+    "webhooks:WebhookEndpoint.DeliveryRetryRequested": "webhook-endpoint.delivery-retry-requested",
     "webhooks:WebhookEndpoint.Deleted": "webhook-endpoint.deleted",
 }
 

@@ -45,5 +45,7 @@ class WebhooksProjection:
             elif kind == "DisabledForFailures":
                 await conn.execute(f"UPDATE {table} SET enabled = false, version = $2, updated_at = $3"
                                    " WHERE id = $1", event.stream_id, event.version, at)
+            elif kind == "DeliveryRetryRequested":  # changes no field shown, but the version (the ETag)
+                await conn.execute(f"UPDATE {table} SET version = $2 WHERE id = $1", event.stream_id, event.version)
             elif kind == "Deleted":
                 await conn.execute(f"DELETE FROM {table} WHERE id = $1", event.stream_id)

@@ -33,9 +33,12 @@ def _wake(endpoint_id: str, delay_ms: int) -> None:
     drain_webhook_endpoint.send_with_options(kwargs={"endpoint_id": endpoint_id}, delay=delay_ms)
 
 
-async def drain_job(endpoint_id: str, **_: Any) -> None:
+async def drain_job(endpoint_id: str, retry_delivery_id: str | None = None, **_: Any) -> None:
+    """`retry_delivery_id` (a client's retry, via the relay) makes that delivery due now before draining."""
     c, s = await runtime.container(), runtime.settings()
     eid, holder = uuid.UUID(endpoint_id), uuid.uuid4()
+    if retry_delivery_id is not None:
+        await store.retry_now(c.pool, eid, uuid.UUID(retry_delivery_id))
     if not await store.take_lease(c.pool, eid, holder, LEASE_S):
         return  # another drainer holds it and will see everything pending, this wake-up's rows included
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -60,4 +60,35 @@ class WebhookEndpointPage(msgspec.Struct, rename="camel", frozen=True):
     """One page of a list; nextCursor fetches the next (null on the last page)."""
 
     data: list[WebhookEndpointView]
+    next_cursor: str | None = None
+
+
+class DeliveryAttemptView(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    attempt: int
+    at: UtcTime
+    status_code: Annotated[int | None, msgspec.Meta(description="the receiver's HTTP status; null: no answer")]
+    error_class: Annotated[str | None, msgspec.Meta(
+        description="null when delivered; http-status, or the outbound error (connect, timeout, ssrf-refused...)")]
+    duration_ms: int
+
+
+class WebhookDeliveryView(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
+    id: Annotated[uuid.UUID, msgspec.Meta(description="also the Idempotency-Key the receiver is sent")]
+    endpoint_id: uuid.UUID
+    event_id: Annotated[uuid.UUID, msgspec.Meta(description="the audit record's id (the CloudEvent's id)")]
+    type: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: UtcTime | None
+    last_status: int | None
+    last_error: str | None
+    created_at: UtcTime
+    delivered_at: UtcTime | None
+    attempt_log: list[DeliveryAttemptView]
+
+
+class WebhookDeliveryPage(msgspec.Struct, rename="camel", frozen=True):
+    """One page of a list; nextCursor fetches the next (null on the last page)."""
+
+    data: list[WebhookDeliveryView]
     next_cursor: str | None = None

@@ -112,6 +112,15 @@ class WebhooksService:
 
         return await retry_conflicts(attempt, expected_version)
 
+    async def request_delivery_retry(self, ctx: CommandContext, endpoint_id: uuid.UUID,
+                                     delivery_id: uuid.UUID) -> WebhookOutcome:
+        async def attempt() -> WebhookOutcome:
+            endpoint = await self.get(ctx, endpoint_id)
+            endpoint.request_delivery_retry(delivery_id, ctx.at)
+            return WebhookOutcome(endpoint, await self.repo.save(endpoint, ctx))
+
+        return await retry_conflicts(attempt)
+
     async def disable_for_failures(self, ctx: CommandContext, endpoint_id: uuid.UUID, reason: str) -> None:
         async def attempt() -> None:
             endpoint = await self.load(endpoint_id)

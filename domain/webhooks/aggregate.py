@@ -70,6 +70,12 @@ class WebhookEndpoint(Aggregate):
         def apply(self, aggregate: Any) -> None:
             aggregate.enabled = False
 
+    class DeliveryRetryRequested(Aggregate.Event):
+        """Public name webhook-endpoint.delivery-retry-requested: a client asked for one delivery again now."""
+
+        TOPIC = "webhooks:WebhookEndpoint.DeliveryRetryRequested"
+        delivery_id: uuid.UUID
+
     class Deleted(Aggregate.Event):
         """Public name webhook-endpoint.deleted."""
 
@@ -118,6 +124,11 @@ class WebhookEndpoint(Aggregate):
         """A no-op on an endpoint already disabled or deleted (the failing delivery may race a client)."""
         if self.enabled and not self.deleted:
             self.trigger_event(self.DisabledForFailures, timestamp=at, reason=reason)
+
+    def request_delivery_retry(self, delivery_id: uuid.UUID, at: Any) -> None:
+        """The delivery's existence and state are the work list's (checked by the service); this records intent."""
+        self._live()
+        self.trigger_event(self.DeliveryRetryRequested, timestamp=at, delivery_id=delivery_id)
 
     def delete(self, at: Any) -> None:
         self._live()

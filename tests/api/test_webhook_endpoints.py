@@ -161,3 +161,60 @@ async def test_lists_page_with_cursors_and_filter_on_enabled(client: httpx.Async
 
 async def test_without_credentials_is_401(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get(BASE), 401, "UNAUTHORIZED")
+
+
+# --- deliveries ----------------------------------------------------------------------------------
+
+
+async def fan_out(container: Any, endpoint_id: str) -> None:
+    """What the projector's fan-out does for these events (the API fixture runs read models only)."""
+    from projections.webhook_fanout import WebhookFanoutProjection
+
+    events = await container.store.load(uuid.UUID(endpoint_id))
+    async with container.pool.acquire() as conn, conn.transaction():
+        await WebhookFanoutProjection(None).apply_many(conn, events, {})
+
+
+async def test_deliveries_list_with_attempts_pages_and_retry(client: httpx.AsyncClient, tenant: dict[str, Any],
+                                                            container: Any) -> None:
+    r = await create(client, tenant["headers"], types=["webhook-endpoint.*"])
+    path = r.headers["location"]
+    for n in range(2):
+        u = await client.patch(path, json={"description": f"d{n}"}, headers=tenant["headers"])
+        assert u.status_code == 200
+    await fan_out(container, r.json()["id"])
+    h = fresh(tenant["headers"], u)
+    listed = await client.get(f"{path}/deliveries", headers=h)
+    assert listed.status_code == 200, listed.text
+    data = listed.json()["data"]
+    assert [d["type"] for d in data] == ["webhook-endpoint.created"] + ["webhook-endpoint.updated"] * 2
+    assert all(d["status"] == "pending" and d["attempts"] == 0 and d["attemptLog"] == [] for d in data)
+    seen, pages = await walk_pages(client, f"{path}/deliveries", h, 2)
+    assert seen == [d["id"] for d in data] and pages == 2
+    first = data[0]["id"]
+    retried = await client.post(f"{path}/deliveries/{first}/retry", headers=tenant["headers"])
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["id"] == first and "x-log-position" in retried.headers
+    feed = await audit_feed(client, tenant["headers"], retried, type="webhook-endpoint.delivery-retry-requested")
+    assert [e["data"]["deliveryId"] for e in feed] == [first]
+    got = await client.get(path, headers=fresh(tenant["headers"], retried))
+    assert got.headers["etag"] == '"4"'  # the retry request is a version of the endpoint
+    await container.pool.execute("UPDATE webhook_deliveries SET status = 'delivered' WHERE id = $1", uuid.UUID(first))
+    assert_problem(await client.post(f"{path}/deliveries/{first}/retry", headers=tenant["headers"]), 409,
+                   "INVALID_STATE_TRANSITION")
+    assert_problem(await client.post(f"{path}/deliveries/{uuid.uuid4()}/retry", headers=tenant["headers"]), 404,
+                   "NOT_FOUND")
+    assert_problem(await client.get(f"{path}/deliveries", params={"cursor": "x"}, headers=h), 400,
+                   "VALIDATION_ERROR")
+
+
+async def test_another_accounts_deliveries_are_404(client: httpx.AsyncClient, tenant: dict[str, Any],
+                                                   admin: dict[str, str]) -> None:
+    r = await create(client, tenant["headers"])
+    path = r.headers["location"]
+    other = await client.post("/v1/accounts", json={"name": "other"}, headers=admin)
+    oh = {"Authorization": f"Bearer {other.json()['apiKey']['key']}"}
+    assert_problem(await client.get(f"{path}/deliveries", headers=fresh(oh, r)), 404, "NOT_FOUND")
+    assert_problem(await client.post(f"{path}/deliveries/{uuid.uuid4()}/retry", headers=oh), 404, "NOT_FOUND")
+    assert_problem(await client.get(f"{BASE}/{uuid.uuid4()}/deliveries", headers=tenant["headers"]), 404,
+                   "NOT_FOUND")

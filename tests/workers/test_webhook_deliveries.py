@@ -26,7 +26,7 @@ from projections.audit import AuditProjection
 from projections.runner import ProjectionRunner
 from projections.webhook_fanout import WebhookFanoutProjection
 from tests.conftest import TEST_SECRET_KEY
-from tests.workers.harness import eventually, worker_on
+from tests.workers.harness import eventually, relay_through, worker_on
 from workers import runtime
 
 dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq pick a default broker here
@@ -162,3 +162,28 @@ async def test_an_endpoint_failing_longer_than_the_span_is_disabled_with_an_audi
     assert row["status"] == "failed" and row["attempts"] >= 2 and stub.stats.total == row["attempts"]
     types = [e.type for e in await c.store.load(eid)]
     assert types[-1] == "webhooks:WebhookEndpoint.DisabledForFailures"
+
+
+async def test_a_clients_retry_goes_through_the_relay_and_sends_a_failed_delivery_again(
+    c: Container, fresh_database: str, stub: StubSeller
+) -> None:
+    short = Settings(secret_key=TEST_SECRET_KEY, allow_private_endpoints=True, webhook_backoff_base_s=0.1,
+                     webhook_backoff_max_s=0.2, webhook_retry_span_s=0.3)
+    made = await c.webhooks.register(ctx(), url=f"{stub.url}/status/500", types=["webhook-endpoint.created"],
+                                     description="", enabled=True)
+    eid = made.endpoint.id
+    async with worker_on(fresh_database, fresh_database, [drain_webhook_endpoint], settings=short) as (broker, w):
+        w.start()
+        await project(c, broker)
+
+        async def failed() -> bool:
+            return [r["status"] for r in await delivered(c, eid)] == ["failed"]
+        assert await eventually(failed, 20)
+        # The receiver is fixed and the endpoint enabled again; the client retries the failed delivery.
+        await c.webhooks.revise(ctx(), eid, ReviseWebhookEndpoint(url=f"{stub.url}/echo", enabled=True), None)
+        [row] = await delivered(c, eid)
+        outcome = await c.webhooks.request_delivery_retry(ctx(), eid, row["id"])
+        assert outcome.position is not None
+        await relay_through(c, broker, eid)
+        assert await eventually(lambda: _all_delivered(c, eid, 1), 20)
+    assert stub.stats.requests[-1]["path"] == "/echo" and stub.stats.calls(str(row["id"])) == row["attempts"] + 1
