@@ -12,7 +12,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app.api.consistency import etag, expected_version, honour_min_position, read_your_writes, write_headers
 from app.api.context import AUTHENTICATED, Principal, container_of, provide_ctx, provide_principal
-from app.api.openapi_headers import ETAG, IF_MATCH, LOCATION, LOG_POSITION, MIN_POSITION, headers
+from app.api.openapi_headers import CACHE_CONTROL, ETAG, IF_MATCH, LOCATION, LOG_POSITION, MIN_POSITION, headers
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_time_cursor, encode_cursor
 from app.api.problems import problems
 from app.api.schemas_webhooks import (
@@ -44,6 +44,9 @@ def _respond(outcome: WebhookOutcome, status: int = 200, **extra: str) -> Respon
     e = outcome.endpoint
     body: Any = (WebhookEndpointSecretView(**_fields(e), secret=outcome.secret) if outcome.secret is not None
                  else WebhookEndpointView(**_fields(e)))
+    if outcome.secret is not None:
+        # Shown once: never cached, and kept sealed in the idempotency store for a retry's replay.
+        extra["Cache-Control"] = "no-store"
     return Response(body, status_code=status, headers=write_headers(e.version, outcome.position, **extra))
 
 
@@ -57,7 +60,8 @@ class WebhookEndpointsController(Controller):
     security = AUTHENTICATED
     dependencies = {"principal": Provide(provide_principal), "ctx": Provide(provide_ctx)}
 
-    @post("/", operation_id="createWebhookEndpoint", opt=headers(sends=[ETAG, LOG_POSITION, LOCATION]),
+    @post("/", operation_id="createWebhookEndpoint",
+          opt=headers(sends=[ETAG, LOG_POSITION, LOCATION, CACHE_CONTROL]),
           status_code=201, summary="Register a webhook endpoint",
           description="Audit events of your account whose type matches `types` are POSTed to `url` as CloudEvents,"
                       " signed with `MM-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, t + \".\" + body)>`. The"
@@ -121,7 +125,7 @@ class WebhookEndpointsController(Controller):
         return Response(None, status_code=204, headers=write_headers(None, outcome.position))
 
     @post("/{endpoint_id:uuid}/rotate-secret", operation_id="rotateWebhookEndpointSecret", status_code=200,
-          opt=headers(honours=[IF_MATCH], sends=[ETAG, LOG_POSITION]),
+          opt=headers(honours=[IF_MATCH], sends=[ETAG, LOG_POSITION, CACHE_CONTROL]),
           summary="Rotate the signing secret (the new one is shown once)",
           description="The previous secret stays valid for 24 hours: meanwhile every delivery carries two `v1=`"
                       " signatures, by the new secret and by the old one.",

@@ -26,7 +26,7 @@ async def test_create_shows_the_secret_once_and_reads_never_do(client: httpx.Asy
     r = await create(client, tenant["headers"], types=["market.*", "task.created", "market.*"],
                      description="ops")
     body = r.json()
-    assert body["secret"].startswith("whsec_") and len(body["secret"]) > 30
+    assert body["secret"].startswith("whsec_") and len(body["secret"]) > 30 and r.headers["cache-control"] == "no-store"
     assert body["accountId"] == tenant["id"] and body["enabled"] is True and body["version"] == 1
     assert body["types"] == ["market.*", "task.created"] and body["description"] == "ops"
     assert r.headers["location"] == f"{BASE}/{body['id']}" and r.headers["etag"] == '"1"'
