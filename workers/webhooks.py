@@ -27,6 +27,8 @@ from workers import runtime
 log = logging.getLogger("mm.workers")
 LEASE_S = 60.0
 AUDIT_LAG_RETRY_MS = 500
+# Deliveries per message: a long backlog is drained by a chain of messages, each well inside time_limit.
+MAX_PER_RUN = 100
 
 
 def _wake(endpoint_id: str, delay_ms: int) -> None:
@@ -42,7 +44,7 @@ async def drain_job(endpoint_id: str, retry_delivery_id: str | None = None, **_:
     if not await store.take_lease(c.pool, eid, holder, LEASE_S):
         return  # another drainer holds it and will see everything pending, this wake-up's rows included
     try:
-        while True:
+        for _run in range(MAX_PER_RUN):
             d = await store.next_pending(c.pool, eid)
             if d is None:
                 return
@@ -60,6 +62,8 @@ async def drain_job(endpoint_id: str, retry_delivery_id: str | None = None, **_:
             if not await _attempt(c, s, d, endpoint, body, endpoint_id):
                 return
             await store.take_lease(c.pool, eid, holder, LEASE_S)  # renew between deliveries
+        else:
+            _wake(endpoint_id, 0)  # more may be pending: the next message goes on after this one releases
     finally:
         await store.release_lease(c.pool, eid, holder)
 
