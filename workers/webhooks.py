@@ -27,6 +27,7 @@ from workers import runtime
 log = logging.getLogger("mm.workers")
 LEASE_S = 60.0
 AUDIT_LAG_RETRY_MS = 500
+LEASE_BUSY_RETRY_MS = 1000
 # Deliveries per message: a long backlog is drained by a chain of messages, each well inside time_limit.
 MAX_PER_RUN = 100
 
@@ -42,7 +43,10 @@ async def drain_job(endpoint_id: str, retry_delivery_id: str | None = None, **_:
     if retry_delivery_id is not None:
         await store.retry_now(c.pool, eid, uuid.UUID(retry_delivery_id))
     if not await store.take_lease(c.pool, eid, holder, LEASE_S):
-        return  # another drainer holds it and will see everything pending, this wake-up's rows included
+        # Another drainer holds it. It may be past its last look at the work list (about to release), so this
+        # wake-up is not dropped: it comes back shortly and drains whatever that one left.
+        _wake(endpoint_id, LEASE_BUSY_RETRY_MS)
+        return
     try:
         for _run in range(MAX_PER_RUN):
             d = await store.next_pending(c.pool, eid)
