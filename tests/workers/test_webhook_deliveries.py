@@ -187,3 +187,20 @@ async def test_a_clients_retry_goes_through_the_relay_and_sends_a_failed_deliver
         await relay_through(c, broker, eid)
         assert await eventually(lambda: _all_delivered(c, eid, 1), 20)
     assert stub.stats.requests[-1]["path"] == "/echo" and stub.stats.calls(str(row["id"])) == row["attempts"] + 1
+
+
+def test_the_worker_entry_module_declares_the_drain_actor_on_queue_webhooks(database_url: str) -> None:
+    """`mm worker` imports workers.actors: without the import there, nothing would ever drain (own process:
+    importing it here would replace this test process's broker)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import workers.actors as a; b = a.broker;"
+            " print(b.get_actor('drain_webhook_endpoint').queue_name, 'webhooks' in b.get_declared_queues())")
+    env = {**os.environ, "MM_DATABASE_URL": database_url, "MM_SECRET_KEY": TEST_SECRET_KEY}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.split() == ["webhooks", "True"], out.stderr
