@@ -204,3 +204,27 @@ def test_the_worker_entry_module_declares_the_drain_actor_on_queue_webhooks(data
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.split() == ["webhooks", "True"], out.stderr
+
+
+async def test_fan_out_follows_the_log_account_types_enabled_and_deleted(c: Container) -> None:
+    """An endpoint gets its own account's matching records recorded while it is registered and enabled."""
+    other = CommandContext(at=datetime.now(UTC), actor="test", account_id=uuid.uuid4())
+    made = await c.webhooks.register(ctx(), url="https://h.example/x", types=["webhook-endpoint.updated"],
+                                     description="", enabled=True)
+    eid = made.endpoint.id
+    theirs = await c.webhooks.register(other, url="https://h.example/y", types=["*"], description="", enabled=True)
+    await c.webhooks.revise(other, theirs.endpoint.id, ReviseWebhookEndpoint(description="not ours"), None)
+    await c.webhooks.revise(ctx(), eid, ReviseWebhookEndpoint(description="one"), None)  # delivered
+    await c.webhooks.revise(ctx(), eid, ReviseWebhookEndpoint(enabled=False), None)  # disabled: not delivered
+    await c.webhooks.revise(ctx(), eid, ReviseWebhookEndpoint(description="two"), None)  # disabled: none
+    await c.webhooks.revise(ctx(), eid, ReviseWebhookEndpoint(enabled=True), None)  # delivered
+    await c.webhooks.delete(ctx(), eid, None)
+    await project(c, None)
+    rows = await delivered(c, eid)
+    assert [r["type"] for r in rows] == ["webhook-endpoint.updated"] * 2
+    events = {e.event_id: e for e in await c.store.load(eid)}
+    got = await c.pool.fetch("SELECT event_id FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY tx_id, position",
+                             eid)
+    assert [events[r["event_id"]].data["description"] for r in got] == ["one", "two"]
+    assert [events[r["event_id"]].data["enabled"] for r in got] == [True, True]
+    assert await c.pool.fetchval("SELECT count(*) FROM webhook_subscriptions WHERE endpoint_id = $1", eid) == 0
