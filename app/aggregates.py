@@ -14,6 +14,7 @@ from domain.policies.decision import PolicyDecision
 from domain.runtime.agent import MachineAgent
 from domain.runtime.endpoint import RuntimeEndpoint
 from domain.tasks.aggregate import Task
+from domain.webhooks.aggregate import WebhookEndpoint
 
 AGGREGATES: tuple[type[Aggregate], ...] = (Account, Machine, RuntimeEndpoint, MachineAgent, MachineGraph, Task,
-                                           Policy, PolicyDecision, SpendBudget)
+                                           Policy, PolicyDecision, SpendBudget, WebhookEndpoint)

@@ -19,6 +19,7 @@ from app.services.runtime import RuntimeService
 from app.services.task_sources import CatalogueOffers, SellerReputation
 from app.services.task_waiter import OutcomeWaiter
 from app.services.tasks import TasksService
+from app.services.webhooks import WebhooksService
 from app.settings import Settings
 from app.store.credential_cache import CredentialCache
 from app.store.credentials import ApiKeyCredentials
@@ -50,6 +51,7 @@ class Container:
         # Execute requests wait on task outcomes; the LISTEN connection opens once a DSN is known (open()).
         self.outcomes = OutcomeWaiter(pool, None)
         self.policies = PoliciesService(self.repo, self.machines, PolicyRows(pool), SellerRows(pool), self.guard)
+        self.webhooks = WebhooksService(self.repo, self.sealer)
         self.projection_names = projection_names()
         # Started by the first SSE subscriber; without a DSN to LISTEN on it polls.
         self.audit_tail = AuditTail(pool, settings.projection_poll_interval_s, sse_frame)

@@ -74,6 +74,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # A stream ends after this long with a final `resume` event (clients reconnect with Last-Event-ID), so
     # long-lived connections spread over API processes as they come and go.
     audit_stream_max_s: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    # Webhook deliveries: a failing delivery is retried with exponential backoff (base doubling, capped per step,
+    # full jitter) for at most webhook_retry_span_s after its first failure; an endpoint whose deliveries keep
+    # failing longer than that is disabled (with a webhook-endpoint.disabled audit event). Tests use seconds.
+    webhook_retry_span_s: Annotated[float, msgspec.Meta(gt=0)] = 3 * 86_400.0
+    webhook_backoff_base_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    webhook_backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 6 * 3600.0
+    webhook_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 10.0
     # The API key `mm audit export` sends (a client-side setting: the CLI talks to the API over HTTP).
     api_key: str | None = None
 
@@ -158,6 +165,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         "MM_AUDIT_STREAM_KEEPALIVE_S": "audit_stream_keepalive_s",
         "MM_AUDIT_STREAM_QUEUE_SIZE": "audit_stream_queue_size",
         "MM_AUDIT_STREAM_MAX_S": "audit_stream_max_s",
+        "MM_WEBHOOK_RETRY_SPAN_S": "webhook_retry_span_s",
+        "MM_WEBHOOK_BACKOFF_BASE_S": "webhook_backoff_base_s",
+        "MM_WEBHOOK_BACKOFF_MAX_S": "webhook_backoff_max_s",
+        "MM_WEBHOOK_TIMEOUT_S": "webhook_timeout_s",
         "MM_API_KEY": "api_key",
     }
     for var, field in simple.items():

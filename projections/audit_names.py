@@ -49,10 +49,17 @@ PUBLIC_NAMES: dict[str, str] = {
     "policies:SpendBudget.Opened": "policy.budget-opened",
     "policies:SpendBudget.Reserved": "policy.budget-reserved",
     "policies:SpendBudget.Released": "policy.budget-released",
+    "webhooks:WebhookEndpoint.Registered": "webhook-endpoint.created",
+    "webhooks:WebhookEndpoint.Revised": "webhook-endpoint.updated",
+    "webhooks:WebhookEndpoint.SecretRotated": "webhook-endpoint.secret-rotated",
+    "webhooks:WebhookEndpoint.DisabledForFailures": "webhook-endpoint.disabled",
+    "webhooks:WebhookEndpoint.DeliveryRetryRequested": "webhook-endpoint.delivery-retry-requested",
+    "webhooks:WebhookEndpoint.Deleted": "webhook-endpoint.deleted",
 }
 
 # Secrets and their digests are kept out of the feed (it is exported to operators and tenants).
-REDACTED_KEYS = frozenset({"key_hash", "token_hash", "auth_token", "secret", "nonce"})
+REDACTED_KEYS = frozenset({"key_hash", "token_hash", "auth_token", "secret", "nonce",
+                           "sealed_secret", "previous_sealed_secret"})
 
 # Envelope fields that are columns of their own, not part of the public data.
 ENVELOPE_KEYS = frozenset({"timestamp", "originator_topic"})

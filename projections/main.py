@@ -14,6 +14,7 @@ from projections.base import Projection
 from projections.registry import read_models
 from projections.relay import RelayProjection
 from projections.runner import ProjectionRunner
+from projections.webhook_fanout import WebhookFanoutProjection
 from workers.broker import make_broker
 
 log = logging.getLogger("mm.projections")
@@ -21,7 +22,8 @@ log = logging.getLogger("mm.projections")
 
 def all_projections(settings: Settings, dsn: str) -> list[Projection]:
     # The relay only builds messages; the broker is chosen in workers.broker, the one place for it.
-    return [*read_models(settings), RelayProjection(make_broker(settings.broker_url or dsn, settings))]
+    broker = make_broker(settings.broker_url or dsn, settings)
+    return [*read_models(settings), RelayProjection(broker), WebhookFanoutProjection(broker)]
 
 
 async def run_projector(settings: Settings, dsn: str, stop: asyncio.Event) -> None:

@@ -15,6 +15,8 @@ from projections.relay import RelayProjection
 from projections.runtime import RuntimeProjection
 from projections.seller_stats import SellerStatsProjection
 from projections.tasks import TasksProjection
+from projections.webhook_fanout import WebhookFanoutProjection
+from projections.webhooks import WebhooksProjection
 
 
 def read_models(settings: Settings | None = None) -> list[Projection]:
@@ -23,7 +25,7 @@ def read_models(settings: Settings | None = None) -> list[Projection]:
     The audit projection signs checkpoints only with `settings` that hold MM_AUDIT_SIGNING_KEY."""
     return [AccountsProjection(), MachinesProjection(), RuntimeProjection(), GraphProjection(),
             audit_projection(settings), CatalogueProjection(), SellerStatsProjection(), TasksProjection(),
-            PoliciesProjection()]
+            PoliciesProjection(), WebhooksProjection()]
 
 
 def audit_projection(settings: Settings | None) -> AuditProjection:
@@ -39,4 +41,4 @@ def by_name(projections: list[Projection]) -> dict[str, Projection]:
 
 def projection_names() -> list[str]:
     """Every projection the projector runs, the relay included (status, readiness, metrics list them all)."""
-    return sorted([*(p.name for p in read_models()), RelayProjection.name])
+    return sorted([*(p.name for p in read_models()), RelayProjection.name, WebhookFanoutProjection.name])

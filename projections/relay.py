@@ -56,7 +56,20 @@ def _task_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any], d
 AUTO_ACTOR = "advance_auto_task"
 
 
-ROUTES: list[Route] = [_machine_routes, _runtime_routes, _task_routes]
+def _webhook_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any], datetime | None]]:
+    """A client's retry, and an endpoint enabled again, wake its drainer (new deliveries are woken by the
+    fan-out projection, projections/webhook_fanout.py)."""
+    kwargs: dict[str, Any] = {"endpoint_id": str(event.stream_id)}
+    if event.type == "webhooks:WebhookEndpoint.DeliveryRetryRequested":
+        return [("webhooks", "drain_webhook_endpoint", {**kwargs, "retry_delivery_id": str(event.data["delivery_id"])},
+                 None)]
+    if event.type == "webhooks:WebhookEndpoint.Revised" and event.data["enabled"] and "enabled" in event.data[
+            "changed"]:
+        return [("webhooks", "drain_webhook_endpoint", kwargs, None)]
+    return []
+
+
+ROUTES: list[Route] = [_machine_routes, _runtime_routes, _task_routes, _webhook_routes]
 
 
 class RelayProjection:

@@ -32,6 +32,8 @@ from app.api.system import health, metrics, observe, openapi_json, ready
 from app.api.task_execute import TaskExecutionController
 from app.api.tasks import TasksController
 from app.api.traces import TracesController
+from app.api.webhook_deliveries import WebhookDeliveriesController
+from app.api.webhooks import WebhookEndpointsController
 from app.container import Container
 from app.settings import Settings
 
@@ -105,7 +107,8 @@ def create_app(settings: Settings, container: Container | None = None,
         route_handlers=[MachinesController, RuntimeEndpointsController, AgentsController, HeartbeatController,
                         GraphController, AccountsController, *AUDIT_CONTROLLERS, CatalogueController, TasksController,
                         TaskExecutionController, TaskHistoryController, RunsController, PoliciesController, health,
-                        ready, metrics, openapi_json, assets_router(), StreamsController, TracesController],
+                        ready, metrics, openapi_json, assets_router(), StreamsController, TracesController,
+                        WebhookEndpointsController, WebhookDeliveriesController],
         exception_handlers={Exception: handle_exception},
         middleware=[idempotency_middleware],
         lifespan=[lifespan],

@@ -1,4 +1,5 @@
-"""No secret a flow creates (the admin key, tenant API keys, agent tokens, endpoint authTokens) appears anywhere it
+"""No secret a flow creates (the admin key, tenant API keys, agent tokens, endpoint authTokens,
+webhook signing secrets) appears anywhere it
 could leak to: any row of any table (every event's data and metadata, every snapshot, idempotency_keys, every read
 model, the broker's messages), the in-process app's log records at DEBUG, or a projector's, worker's (which
 unseals an endpoint's token to call its seller) or rebuild's output."""
@@ -177,6 +178,16 @@ async def _flow(client: httpx.AsyncClient, admin: dict[str, str], c: Container,
     policy = await client.post("/v1/policies", headers=h, json={
         "name": "caps", "rules": [{"type": "capabilities", "deny": ["translate"]}]})
     assert policy.status_code == 201, policy.text
+    hook = await client.post("/v1/webhook-endpoints", headers={**h, "Idempotency-Key": f"hook-{uuid.uuid4()}"},
+                             json={"url": "https://hooks.example.net/mm", "types": ["*"]})
+    assert hook.status_code == 201, hook.text
+    hook_path = hook.headers["location"]
+    found["webhook secret"] = hook.json()["secret"]
+    rotated = await client.post(f"{hook_path}/rotate-secret", headers=h)
+    assert rotated.status_code == 200, rotated.text
+    found["webhook secret rotated"] = rotated.json()["secret"]
+    for path in (hook_path, "/v1/webhook-endpoints", f"{hook_path}/deliveries"):
+        quiet.append(await client.get(path, headers=h))
 
     endpoints = f"/v1/machines/{mid}/runtime-endpoints"
     for n in (1, 2):  # set, then rotate: both tokens were secrets once

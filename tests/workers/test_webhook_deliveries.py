@@ -1,0 +1,230 @@
+"""Webhook deliveries through the real PostgreSQL broker to a real local receiver (the stub seller): signed
+CloudEvents bodies, retries after 5xx, in order, no double on redelivery, both secrets during a rotation, and an
+endpoint failing past the retry span disabled with an audit event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import dramatiq
+import pytest
+from dramatiq.brokers.stub import StubBroker
+
+from app.container import Container
+from app.outbound.stub_seller import StubSeller
+from app.settings import Settings
+from domain.shared.context import CommandContext
+from domain.webhooks.commands import ReviseWebhookEndpoint
+from domain.webhooks.signing import verify
+from projections.audit import AuditProjection
+from projections.runner import ProjectionRunner
+from projections.webhook_fanout import WebhookFanoutProjection
+from tests.conftest import TEST_SECRET_KEY
+from tests.workers.harness import eventually, relay_through, worker_on
+from workers import runtime
+
+dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq pick a default broker here
+from workers.webhooks import drain_webhook_endpoint  # noqa: E402
+
+FAST = Settings(secret_key=TEST_SECRET_KEY, allow_private_endpoints=True, webhook_backoff_base_s=0.1,
+                webhook_backoff_max_s=0.3, webhook_retry_span_s=3600)
+ACCOUNT = uuid.uuid4()
+
+
+def ctx() -> CommandContext:
+    return CommandContext(at=datetime.now(UTC), actor="test", account_id=ACCOUNT)
+
+
+@pytest.fixture
+def stub() -> Iterator[StubSeller]:
+    with StubSeller() as s:
+        yield s
+
+
+@pytest.fixture
+async def c(fresh_container: Container) -> AsyncIterator[Container]:
+    try:
+        yield fresh_container
+    finally:
+        await runtime.close()
+        runtime.use_database(None)
+
+
+async def project(c: Container, broker: dramatiq.Broker | None) -> None:
+    """The audit projection (the bodies) and the fan-out (the deliveries, and wake-ups through `broker`)."""
+    runner = ProjectionRunner(c.pool, c.store, [])
+    for p in (AuditProjection(), WebhookFanoutProjection(broker)):
+        await runner.catch_up(p)
+
+
+async def delivered(c: Container, endpoint_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = await c.pool.fetch("SELECT id, type, status, attempts FROM webhook_deliveries WHERE endpoint_id = $1"
+                              " ORDER BY tx_id, position", endpoint_id)
+    return [dict(r) for r in rows]
+
+
+def bodies(stub: StubSeller) -> list[tuple[dict[str, Any], dict[str, Any], bytes]]:
+    return [(json.loads(r["body"]), r["headers"], r["body"]) for r in stub.stats.requests]
+
+
+async def test_signed_in_order_retried_after_503s_never_doubled_and_both_secrets_during_rotation(
+    c: Container, fresh_database: str, stub: StubSeller
+) -> None:
+    made = await c.webhooks.register(ctx(), url=f"{stub.url}/flaky/2", types=["webhook-endpoint.*"],
+                                     description="", enabled=True)
+    old_secret, eid = made.secret, made.endpoint.id
+    assert old_secret is not None
+    await c.webhooks.revise(ctx(), eid, ReviseWebhookEndpoint(description="second"), None)
+    async with worker_on(fresh_database, fresh_database, [drain_webhook_endpoint], settings=FAST) as (broker, w):
+        w.start()
+        await project(c, broker)
+        assert await eventually(lambda: _all_delivered(c, eid, 2), 20)
+        got = bodies(stub)
+        # Each delivery got two 503s (flaky/2 counts per Idempotency-Key), then 200; the second waited for the
+        # first (order per endpoint).
+        assert [b["type"] for b, _, _ in got] == ["webhook-endpoint.created"] * 3 + ["webhook-endpoint.updated"] * 3
+        rows = await delivered(c, eid)
+        assert [(r["status"], r["attempts"]) for r in rows] == [("delivered", 3), ("delivered", 3)]
+        for body, headers, raw in got:
+            assert headers["idempotency-key"] in {str(r["id"]) for r in rows}
+            assert headers["content-type"] == "application/cloudevents+json"
+            assert verify(headers["mm-signature"], old_secret, raw, int(time.time()))
+            assert body["specversion"] == "1.0" and body["source"] and body["data"]["accountId"] == str(ACCOUNT)
+            assert "mmseal" not in raw.decode() and old_secret not in raw.decode()
+        # Redelivery: the fan-out applied again and wake-ups sent again change nothing.
+        async with c.pool.acquire() as conn, conn.transaction():
+            await WebhookFanoutProjection(broker).apply_many(conn, await c.store.load(eid), {})
+        for _ in range(3):
+            drain_webhook_endpoint.send(str(eid))
+        await _settle(c, eid)
+        assert len(stub.stats.requests) == 6
+        # Rotation: the next delivery carries two v1 signatures, one per secret; each verifies alone.
+        rotated = await c.webhooks.rotate_secret(ctx(), eid, None)
+        assert rotated.secret is not None and rotated.secret != old_secret
+        await project(c, broker)
+        assert await eventually(lambda: _all_delivered(c, eid, 3), 20)
+        body, headers, raw = bodies(stub)[-1]
+        assert body["type"] == "webhook-endpoint.secret-rotated"
+        assert headers["mm-signature"].count("v1=") == 2
+        now = int(time.time())
+        assert verify(headers["mm-signature"], rotated.secret, raw, now)
+        assert verify(headers["mm-signature"], old_secret, raw, now)
+        assert not verify(headers["mm-signature"], "whsec_wrong", raw, now)
+
+
+async def _all_delivered(c: Container, eid: uuid.UUID, n: int) -> bool:
+    rows = await delivered(c, eid)
+    return len(rows) == n and all(r["status"] == "delivered" for r in rows)
+
+
+async def _settle(c: Container, eid: uuid.UUID) -> None:
+    """Until no drainer holds the endpoint (the wake-ups above have run)."""
+    async def idle() -> bool:
+        return await c.pool.fetchval("SELECT count(*) FROM webhook_endpoint_leases WHERE endpoint_id = $1",
+                                     eid) == 0
+    await asyncio.sleep(1.0)
+    assert await eventually(idle, 10)
+
+
+async def test_a_redelivered_fan_out_batch_writes_no_second_delivery(c: Container, stub: StubSeller) -> None:
+    made = await c.webhooks.register(ctx(), url=f"{stub.url}/echo", types=["*"], description="", enabled=True)
+    events = await c.store.load(made.endpoint.id)
+    projection = WebhookFanoutProjection(None)
+    for _ in range(2):
+        async with c.pool.acquire() as conn, conn.transaction():
+            await projection.apply_many(conn, events, {})
+    assert len(await delivered(c, made.endpoint.id)) == 1
+
+
+async def test_an_endpoint_failing_longer_than_the_span_is_disabled_with_an_audit_event(
+    c: Container, fresh_database: str, stub: StubSeller
+) -> None:
+    short = Settings(secret_key=TEST_SECRET_KEY, allow_private_endpoints=True, webhook_backoff_base_s=0.1,
+                     webhook_backoff_max_s=0.2, webhook_retry_span_s=0.5)
+    made = await c.webhooks.register(ctx(), url=f"{stub.url}/status/500", types=["*"], description="",
+                                     enabled=True)
+    eid = made.endpoint.id
+    async with worker_on(fresh_database, fresh_database, [drain_webhook_endpoint], settings=short) as (broker, w):
+        w.start()
+        await project(c, broker)
+
+        async def disabled() -> bool:
+            e = await c.webhooks.load(eid)
+            return e is not None and not e.enabled
+        assert await eventually(disabled, 20)
+    [row] = await delivered(c, eid)
+    assert row["status"] == "failed" and row["attempts"] >= 2 and stub.stats.total == row["attempts"]
+    types = [e.type for e in await c.store.load(eid)]
+    assert types[-1] == "webhooks:WebhookEndpoint.DisabledForFailures"
+
+
+async def test_a_clients_retry_goes_through_the_relay_and_sends_a_failed_delivery_again(
+    c: Container, fresh_database: str, stub: StubSeller
+) -> None:
+    short = Settings(secret_key=TEST_SECRET_KEY, allow_private_endpoints=True, webhook_backoff_base_s=0.1,
+                     webhook_backoff_max_s=0.2, webhook_retry_span_s=0.3)
+    made = await c.webhooks.register(ctx(), url=f"{stub.url}/status/500", types=["webhook-endpoint.created"],
+                                     description="", enabled=True)
+    eid = made.endpoint.id
+    async with worker_on(fresh_database, fresh_database, [drain_webhook_endpoint], settings=short) as (broker, w):
+        w.start()
+        await project(c, broker)
+
+        async def failed() -> bool:
+            return [r["status"] for r in await delivered(c, eid)] == ["failed"]
+        assert await eventually(failed, 20)
+        # The receiver is fixed and the endpoint enabled again; the client retries the failed delivery.
+        await c.webhooks.revise(ctx(), eid, ReviseWebhookEndpoint(url=f"{stub.url}/echo", enabled=True), None)
+        [row] = await delivered(c, eid)
+        outcome = await c.webhooks.request_delivery_retry(ctx(), eid, row["id"])
+        assert outcome.position is not None
+        await relay_through(c, broker, eid)
+        assert await eventually(lambda: _all_delivered(c, eid, 1), 20)
+    assert stub.stats.requests[-1]["path"] == "/echo" and stub.stats.calls(str(row["id"])) == row["attempts"] + 1
+
+
+def test_the_worker_entry_module_declares_the_drain_actor_on_queue_webhooks(database_url: str) -> None:
+    """`mm worker` imports workers.actors: without the import there, nothing would ever drain (own process:
+    importing it here would replace this test process's broker)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import workers.actors as a; b = a.broker;"
+            " print(b.get_actor('drain_webhook_endpoint').queue_name, 'webhooks' in b.get_declared_queues())")
+    env = {**os.environ, "MM_DATABASE_URL": database_url, "MM_SECRET_KEY": TEST_SECRET_KEY}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.split() == ["webhooks", "True"], out.stderr
+
+
+async def test_fan_out_follows_the_log_account_types_enabled_and_deleted(c: Container) -> None:
+    """An endpoint gets its own account's matching records recorded while it is registered and enabled."""
+    other = CommandContext(at=datetime.now(UTC), actor="test", account_id=uuid.uuid4())
+    made = await c.webhooks.register(ctx(), url="https://h.example/x", types=["webhook-endpoint.updated"],
+                                     description="", enabled=True)
+    eid = made.endpoint.id
+    theirs = await c.webhooks.register(other, url="https://h.example/y", types=["*"], description="", enabled=True)
+    await c.webhooks.revise(other, theirs.endpoint.id, ReviseWebhookEndpoint(description="not ours"), None)
+    await c.webhooks.revise(ctx(), eid, ReviseWebhookEndpoint(description="one"), None)  # delivered
+    await c.webhooks.revise(ctx(), eid, ReviseWebhookEndpoint(enabled=False), None)  # disabled: not delivered
+    await c.webhooks.revise(ctx(), eid, ReviseWebhookEndpoint(description="two"), None)  # disabled: none
+    await c.webhooks.revise(ctx(), eid, ReviseWebhookEndpoint(enabled=True), None)  # delivered
+    await c.webhooks.delete(ctx(), eid, None)
+    await project(c, None)
+    rows = await delivered(c, eid)
+    assert [r["type"] for r in rows] == ["webhook-endpoint.updated"] * 2
+    events = {e.event_id: e for e in await c.store.load(eid)}
+    got = await c.pool.fetch("SELECT event_id FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY tx_id, position",
+                             eid)
+    assert [events[r["event_id"]].data["description"] for r in got] == ["one", "two"]
+    assert [events[r["event_id"]].data["enabled"] for r in got] == [True, True]
+    assert await c.pool.fetchval("SELECT count(*) FROM webhook_subscriptions WHERE endpoint_id = $1", eid) == 0
