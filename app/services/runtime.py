@@ -54,6 +54,10 @@ class RuntimeService:
                          expected_version: int | None = None) -> EndpointOutcome:
         machine = await self.machines.require_operational(ctx, machine_id)
         key = rules.provider_key(provider_key)
+        # The request's own checks come before its preconditions (RFC 9110 §13.2.2): a stale If-Match on an
+        # invalid body answers what is wrong with the body, not 412 (a retry with a fresh ETag would fail anyway).
+        rules.check_url(url)
+        rules.check_metadata(dict(metadata))
 
         async def attempt() -> EndpointOutcome:
             endpoint = await self.load(machine_id, key)

@@ -121,6 +121,9 @@ async def test_if_match_guards_put_and_delete(client: httpx.AsyncClient, tenant:
                                     json={"url": "https://a.example"}), 412, "PRECONDITION_FAILED")
     assert_problem(await client.delete(f"{BASE.format(mid)}/svc", headers={**h, "If-Match": '"7"'}),
                    412, "PRECONDITION_FAILED")
+    # A body that is wrong in itself is refused as such before the precondition is judged (RFC 9110 §13.2.2).
+    bad = await client.put(f"{BASE.format(mid)}/svc", headers={**h, "If-Match": '"7"'}, json={"url": "ftp://x"})
+    assert bad.status_code in (400, 422) and bad.json()["code"] == "VALIDATION_ERROR", bad.text
     ok = await client.put(f"{BASE.format(mid)}/svc", headers={**h, "If-Match": r.headers["etag"]},
                           json={"url": "https://a.example"})
     assert ok.status_code == 200, ok.text
