@@ -31,8 +31,11 @@ def provider_key(raw: str) -> str:
     return key
 
 
-def check_url(url: str) -> None:
-    """http(s) only, with a host, without credentials, of bounded length: the executor will call it."""
+def check_url(url: str, credentials_hint: str = "; send them as authToken") -> None:
+    """http(s) only, with a host, without credentials, of bounded length: an outbound call will go there.
+
+    Every URL the platform will call (runtime endpoints, webhook endpoints) is checked here; `credentials_hint`
+    says where the caller's credentials belong instead."""
     if len(url) > MAX_URL_LENGTH:
         raise ValidationFailed(f"url must be at most {MAX_URL_LENGTH} characters", field="url")
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
@@ -45,7 +48,7 @@ def check_url(url: str) -> None:
     if parts.scheme.lower() not in ("http", "https"):
         raise ValidationFailed("url must use http or https", field="url")
     if parts.username is not None or parts.password is not None:
-        raise ValidationFailed("url must not carry credentials; send them as authToken", field="url")
+        raise ValidationFailed(f"url must not carry credentials{credentials_hint}", field="url")
     host = parts.hostname
     if not host:
         raise ValidationFailed("url must name a host", field="url")
