@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import dramatiq
-import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from app.container import Container
@@ -20,21 +19,11 @@ from projections.catalogue_reader import get_listing
 from projections.runner import ProjectionRunner
 from tests.journeys import enrolled_agent, operational_machine
 from tests.workers.harness import eventually, relay_through, worker_on
-from workers import runtime
 
 dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq pick a default broker here
 from workers.runtime_leases import expire_runtime_endpoint_lease  # noqa: E402
 
 CAP = {"name": "render", "price": {"amount": 5, "currency": "USD"}, "providerKey": "gpu"}
-
-
-@pytest.fixture
-async def c(fresh_container: Container) -> AsyncIterator[Container]:
-    try:
-        yield fresh_container
-    finally:
-        await runtime.close()
-        runtime.use_database(None)
 
 
 def _ctx(account_id: uuid.UUID | None = None) -> CommandContext:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import dramatiq
@@ -22,15 +21,6 @@ dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq p
 from workers.runtime_leases import expire_lease_job, expire_runtime_endpoint_lease  # noqa: E402
 
 EXPIRED = "runtime:RuntimeEndpoint.Expired"
-
-
-@pytest.fixture
-async def c(fresh_container: Container) -> AsyncIterator[Container]:
-    try:
-        yield fresh_container
-    finally:
-        await runtime.close()
-        runtime.use_database(None)
 
 
 def _ctx(account_id: uuid.UUID | None = None) -> CommandContext:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import dramatiq
@@ -29,21 +28,6 @@ from workers.tasks_auto import advance_auto_task  # noqa: E402
 ACTORS = [execute_task, advance_auto_task]
 PRIVATE_OK = Settings(secret_key=TEST_SECRET_KEY, allow_private_endpoints=True)
 ADMIN = CommandContext(at=datetime.now(UTC), actor="test", is_admin=True)
-
-
-@pytest.fixture
-def stub() -> Iterator[StubSeller]:
-    with StubSeller() as s:
-        yield s
-
-
-@pytest.fixture
-async def c(fresh_container: Container) -> AsyncIterator[Container]:
-    try:
-        yield fresh_container
-    finally:
-        await runtime.close()
-        runtime.use_database(None)
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "rabbitmq"])

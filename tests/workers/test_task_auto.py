@@ -5,11 +5,9 @@ seller cooled down by resolve."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 
 import dramatiq
 import msgspec
-import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from app.container import Container
@@ -42,21 +40,6 @@ from workers.tasks_auto import advance_auto_task, advance_job  # noqa: E402
 
 ACTORS = [execute_task, advance_auto_task]
 PRIVATE_OK = Settings(secret_key=TEST_SECRET_KEY, allow_private_endpoints=True)
-
-
-@pytest.fixture
-def stub() -> Iterator[StubSeller]:
-    with StubSeller() as s:
-        yield s
-
-
-@pytest.fixture
-async def c(fresh_container: Container) -> AsyncIterator[Container]:
-    try:
-        yield fresh_container
-    finally:
-        await runtime.close()
-        runtime.use_database(None)
 
 
 async def submit_auto(c: Container, buyer_ids: tuple[uuid.UUID, uuid.UUID], request_id: str | None = None,

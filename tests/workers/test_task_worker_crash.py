@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -22,12 +22,6 @@ from tests.workers.tasks_market import buyer, events, resolved, seller
 from workers.broker import make_broker
 
 LEASE_S = 2.0  # the killed worker's claim runs out this long after its last renewal
-
-
-@pytest.fixture
-def stub() -> Iterator[StubSeller]:
-    with StubSeller() as s:
-        yield s
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ the heartbeat, the relay's timer and the expiry, all under the heartbeat request
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import dramatiq
@@ -19,19 +18,9 @@ from domain.runtime.endpoint import endpoint_id
 from domain.shared.context import CommandContext
 from tests.journeys import enrolled_agent, operational_machine
 from tests.workers.harness import broker_url_for, eventually, relay_through, worker_on
-from workers import runtime
 
 dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq pick a default broker here
 from workers.runtime_leases import expire_runtime_endpoint_lease  # noqa: E402
-
-
-@pytest.fixture
-async def c(fresh_container: Container) -> AsyncIterator[Container]:
-    try:
-        yield fresh_container
-    finally:
-        await runtime.close()
-        runtime.use_database(None)
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "rabbitmq"])

@@ -8,12 +8,10 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
-import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from app.container import Container
@@ -27,7 +25,6 @@ from projections.runner import ProjectionRunner
 from projections.webhook_fanout import WebhookFanoutProjection
 from tests.conftest import TEST_SECRET_KEY
 from tests.workers.harness import eventually, relay_through, worker_on
-from workers import runtime
 
 dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq pick a default broker here
 from workers.webhooks import drain_webhook_endpoint  # noqa: E402
@@ -39,21 +36,6 @@ ACCOUNT = uuid.uuid4()
 
 def ctx() -> CommandContext:
     return CommandContext(at=datetime.now(UTC), actor="test", account_id=ACCOUNT)
-
-
-@pytest.fixture
-def stub() -> Iterator[StubSeller]:
-    with StubSeller() as s:
-        yield s
-
-
-@pytest.fixture
-async def c(fresh_container: Container) -> AsyncIterator[Container]:
-    try:
-        yield fresh_container
-    finally:
-        await runtime.close()
-        runtime.use_database(None)
 
 
 async def project(c: Container, broker: dramatiq.Broker | None) -> None:
