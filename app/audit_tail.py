@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import asyncpg
 
+from app.store.listening import listen_forever
 from projections.audit_reader import AUDIT_CHANNEL as CHANNEL
 from projections.audit_reader import AuditFilter, export_batch, last_position
 
@@ -127,23 +128,9 @@ class AuditTail:
         return read
 
     async def _listen(self, dsn: str) -> None:
-        wake: Callable[..., None] = lambda *_: self._wake.set()  # noqa: E731
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(dsn)
-                closed = asyncio.Event()
-                conn.add_termination_listener(lambda _c, ended=closed: ended.set())
-                await conn.add_listener(CHANNEL, wake)
-                self._wake.set()  # anything committed while not listening
-                await closed.wait()
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-                log.warning("audit tail listener: %s; reconnecting", exc)
-            finally:
-                if conn is not None and not conn.is_closed():
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-            await asyncio.sleep(min(self.poll_s, 1.0))
+        # On (re)connect the tail reads at once: anything committed while not listening.
+        await listen_forever(dsn, CHANNEL, lambda *_: self._wake.set(), log=log, name="audit tail listener",
+                             retry_s=min(self.poll_s, 1.0), on_up=self._wake.set)
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from app.store.listening import listen_forever
 from projections.tasks import OUTCOMES_CHANNEL
 from projections.tasks_reader import get_outcome
 
@@ -79,24 +80,15 @@ class OutcomeWaiter:
             self._task = asyncio.create_task(self._listen(self.dsn), name="task-outcome-listener")
 
     async def _listen(self, dsn: str) -> None:
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(dsn)
-                await conn.add_listener(OUTCOMES_CHANNEL, self._wake)
-                closed = asyncio.Event()
-                conn.add_termination_listener(lambda _c, ended=closed: ended.set())
-                self._listening = True
-                self._wake_all()  # anything written while not listening is read now
-                await closed.wait()
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-                log.warning("task outcome listener: %s; reconnecting", exc)
-            finally:
-                self._listening = False
-                if conn is not None and not conn.is_closed():
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-            await asyncio.sleep(_RETRY_S)
+        await listen_forever(dsn, OUTCOMES_CHANNEL, self._wake, log=log, name="task outcome listener",
+                             retry_s=_RETRY_S, on_up=self._up, on_down=self._down)
+
+    def _up(self) -> None:
+        self._listening = True
+        self._wake_all()  # anything written while not listening is read now
+
+    def _down(self) -> None:
+        self._listening = False
 
     async def stop(self) -> None:
         if self._task is not None:

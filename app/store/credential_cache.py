@@ -21,6 +21,7 @@ import asyncpg
 
 from app.store.credentials import LOOKUP_SQL
 from app.store.credentials import REVOKED_CHANNEL as CHANNEL
+from app.store.listening import listen_forever
 
 log = logging.getLogger("mm.auth")
 _RETRY_S = 1.0
@@ -68,25 +69,16 @@ class CredentialCache:
             self._task = asyncio.create_task(self._listen(self.dsn), name="credential-cache-listener")
 
     async def _listen(self, dsn: str) -> None:
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(dsn)
-                await conn.add_listener(CHANNEL, self.invalidate)
-                closed = asyncio.Event()
-                conn.add_termination_listener(lambda _c, ended=closed: ended.set())
-                self.invalidate()  # anything revoked while not listening
-                self._listening = True
-                await closed.wait()
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-                log.warning("credential cache listener: %s; reconnecting", exc)
-            finally:
-                self._listening = False
-                self.invalidate()
-                if conn is not None and not conn.is_closed():
-                    with contextlib.suppress(Exception):
-                        await conn.close()
-            await asyncio.sleep(_RETRY_S)
+        await listen_forever(dsn, CHANNEL, self.invalidate, log=log, name="credential cache listener",
+                             retry_s=_RETRY_S, on_up=self._up, on_down=self._down)
+
+    def _up(self) -> None:
+        self.invalidate()  # anything revoked while not listening
+        self._listening = True
+
+    def _down(self) -> None:
+        self._listening = False
+        self.invalidate()
 
     async def stop(self) -> None:
         if self._task is not None:
