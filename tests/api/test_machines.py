@@ -226,6 +226,9 @@ async def test_patch_with_stale_if_match_is_412(client: httpx.AsyncClient, tenan
     p = await client.patch(f"/v1/machines/{mid}", json={"name": "two"}, headers={**h, "If-Match": stale})
     body = assert_problem(p, 412, "PRECONDITION_FAILED")
     assert body["extra"]["currentVersion"] == 2
+    # A body that is wrong in itself is refused as such before the precondition is judged (RFC 9110 §13.2.2).
+    bad = await client.patch(f"/v1/machines/{mid}", json={"name": "   "}, headers={**h, "If-Match": stale})
+    assert bad.status_code in (400, 422) and bad.json()["code"] == "VALIDATION_ERROR", bad.text
 
 
 @pytest.mark.parametrize("if_match", ["abc", '"1', "1.5", "W/", '"-1"'])
