@@ -18,7 +18,7 @@ from app.api.accounts import AccountsController
 from app.api.agents import AgentsController, HeartbeatController
 from app.api.audit_routes import AUDIT_CONTROLLERS
 from app.api.catalogue import CatalogueController
-from app.api.docs_ui import assets_router, render_plugins
+from app.api.docs_ui import assets_router, docs_router, render_plugins
 from app.api.graph import GraphController
 from app.api.machines import MachinesController
 from app.api.middleware import header_limit_middleware, idempotency_middleware, request_id_middleware
@@ -118,6 +118,7 @@ def create_app(settings: Settings, container: Container | None = None,
             version="0.1.0",
             description="Event-sourced marketplace where machines register, prove identity and trade work.",
             path="/docs",
+            openapi_router=docs_router(),
             render_plugins=render_plugins(),
             components=Components(security_schemes={
                 "bearer": SecurityScheme(type="http", scheme="bearer", description="API key as a bearer token"),

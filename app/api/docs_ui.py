@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from litestar import Router
+from litestar import Router, get
+from litestar._openapi.plugin import handle_schema_path_not_found
 from litestar.datastructures import CacheControlHeader
+from litestar.exceptions import NotFoundException
 from litestar.openapi.plugins import OpenAPIRenderPlugin, ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 
@@ -41,3 +44,22 @@ def assets_router() -> Router:
     return create_static_files_router(
         path=ASSETS_PATH, directories=[STATIC_DIR], name="docs-assets", include_in_schema=False,
         cache_control=CacheControlHeader(public=True, max_age=365 * 24 * 3600, immutable=True))
+
+
+@get(["/{path:str}"], sync_to_thread=False, include_in_schema=False)
+def _unknown_docs_page(path: str) -> None:
+    raise NotFoundException(f"no docs page at /docs/{path.lstrip('/')}")
+
+
+class DocsRouter(Router):
+    """The /docs router, with Litestar's HTML 404 page for unknown docs paths swapped for our problem+json 404:
+    every 4xx of this API is a problem with a code, including /docs/<anything>."""
+
+    def register(self, value: Any) -> Any:
+        if getattr(value, "fn", None) is handle_schema_path_not_found:
+            value = _unknown_docs_page
+        return super().register(value)
+
+
+def docs_router() -> Router:
+    return DocsRouter("/docs", route_handlers=[], include_in_schema=False, dto=None, return_dto=None)

@@ -68,3 +68,11 @@ async def test_assets_stay_out_of_the_schema_and_unknown_ones_are_problems(docs_
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
     escape = await docs_client.get(f"{ASSETS_PATH}/{SWAGGER_UI}/..%2F..%2Fdocs_ui.py")
     assert escape.status_code == 404 and "STATIC_DIR" not in escape.text
+
+
+@pytest.mark.parametrize("path", ["/docs/x", "/docs/nested/page", "/docs/openapi.yaml"])
+async def test_an_unknown_docs_path_is_a_problem_not_an_html_page(docs_client: httpx.AsyncClient, path: str) -> None:
+    # Litestar answers these with its own HTML 404 page; every 4xx here is problem+json with a code.
+    r = await docs_client.get(path)
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", r.text
+    assert r.json()["code"] == "NOT_FOUND"
