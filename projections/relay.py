@@ -72,11 +72,19 @@ def _webhook_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any]
 ROUTES: list[Route] = [_machine_routes, _runtime_routes, _task_routes, _webhook_routes]
 
 
+# Every event type some route above may answer with a message (the runner skips the relay's transaction for
+# a batch of none of these): keep it in step with ROUTES (tests/unit/test_relay_prefixes.py checks it).
+PREFIXES = ("machines:Machine.IdentityChallengeIssued", *_LEASED, "tasks:Task.Submitted",
+            "tasks:Task.ExecutionRequested", "webhooks:WebhookEndpoint.DeliveryRetryRequested",
+            "webhooks:WebhookEndpoint.Revised")
+
+
 class RelayProjection:
     """At-least-once hand-off: a crash between enqueue and checkpoint re-sends the same message id,
     which the broker (PostgreSQL) or the idempotent actor (any broker) absorbs."""
 
     name = "relay"
+    prefixes = PREFIXES
     tables: tuple[str, ...] = ()
 
     def __init__(self, broker: dramatiq.Broker, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:

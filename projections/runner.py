@@ -16,7 +16,7 @@ from app.store.event_store import EventStore
 from app.store.notifier import CHANNEL
 from app.store.types import LogPosition, RecordedEvent
 from projections import checkpoints
-from projections.base import Projection, Tables, live_tables
+from projections.base import Projection, Tables, live_tables, reads
 
 log = logging.getLogger("mm.projections")
 
@@ -111,6 +111,13 @@ async def apply_events_from(
     The checkpoint's UPDATE comes last, as in `apply_batch`, and for the same reason.
     """
     last = events[-1]
+    if not any(reads(projection, e) for e in events):
+        # Nothing here for this projection: no transaction, only the checkpoint moves (one statement).
+        if not await checkpoints.advance_from(
+            conn, projection.name, at, last.log_position, len(events), last.recorded_at
+        ):
+            return await _checkpoint(conn, projection.name)
+        return last.log_position
     try:
         async with conn.transaction():
             await apply_events(conn, projection, tables, events)
