@@ -23,12 +23,15 @@ log = logging.getLogger("mm.projections")
 # Retries after a wake-up that found nothing yet: the writer has committed, but an older open
 # transaction still holds the visibility horizon back for a few milliseconds.
 _SETTLE_DELAYS = (0.002, 0.005, 0.01, 0.02, 0.05)
-# Under a steady stream of commits every NOTIFY would start a transaction that finds a handful of events, and
-# the per-transaction work (checkpoint lock, read, commit) would dwarf the projection's own (measured in
-# ops/bench `commands`: 5x the CPU per event of catch-up). So a projection that has just applied some events
-# lets the next ones accumulate for up to this long before its next batch. An idle projection answers a
-# wake-up at once; a full batch (catching up) is followed at once too.
+# Under a steady stream of commits every NOTIFY would start a round of reads and transactions that finds a
+# handful of events, and the per-round work (the read, each projection's commit) would dwarf the projections'
+# own (measured in ops/bench `commands`: 5x the CPU per event of catch-up). So after a read that found some
+# events the next one waits, for up to this long, letting the next events accumulate. The wait grows with
+# what the last read found (the full window from COALESCE_EVENTS on): one or two events (a lone client, a
+# task's steps) wait a few ms; a busy log waits the full window. An idle log (the last read found nothing)
+# is read at once on a wake-up; a full batch (catching up) is followed at once too.
 COALESCE_S = 0.025
+COALESCE_EVENTS = 8
 
 
 # After a failure, try again this soon (or at the poll interval, if shorter): a restarted server is back in
@@ -178,6 +181,7 @@ class _Feed:
         self.reads = 0  # log reads made (tests count them)
         self._reading: asyncio.Future[int] | None = None
         self._found_at = -math.inf  # when the last read that found some (not a full batch of) events started
+        self._pause = 0.0  # how long after that the next read may start
         self._conn: asyncpg.pool.PoolConnectionProxy | None = None
 
     def after(self, at: LogPosition, limit: int) -> list[RecordedEvent] | None:
@@ -200,10 +204,11 @@ class _Feed:
     async def read(self, settle: bool = False) -> int:
         """Read what follows `head` into the window; callers arriving meanwhile share the one read in flight.
 
-        After a read that found some events, the next waits until `coalesce` after that read began, so under a
-        steady stream of commits each read takes what has arrived meanwhile. After a read that found nothing
-        (idle), or a full batch (catching up), the next one starts at once. `settle`: a wake-up found nothing
-        yet, because an older open transaction still held the visibility horizon back: retry a few times soon.
+        After a read that found some events, the next waits until up to `coalesce` after that read began (see
+        COALESCE_S), so under a steady stream of commits each read takes what has arrived meanwhile. After a
+        read that found nothing (idle), or a full batch (catching up), the next one starts at once. `settle`: a
+        wake-up found nothing yet, because an older open transaction still held the visibility horizon back:
+        retry a few times soon.
         """
         if self._reading is not None:
             return await asyncio.shield(self._reading)
@@ -227,7 +232,7 @@ class _Feed:
 
     async def _read(self, settle: bool) -> int:
         loop = asyncio.get_running_loop()
-        pause = self._found_at + self.coalesce - loop.time()
+        pause = self._found_at + self._pause - loop.time()
         if pause > 0:
             await asyncio.sleep(pause)
         started = loop.time()
@@ -238,6 +243,7 @@ class _Feed:
             if n := await self._read_once():
                 break
         self._found_at = started if 0 < n < self.batch_size else -math.inf
+        self._pause = self.coalesce * min(1.0, n / COALESCE_EVENTS)
         return n
 
     async def _read_once(self) -> int:
