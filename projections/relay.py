@@ -131,6 +131,11 @@ class Planned(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def planned_messages(event: RecordedEvent) -> list[Planned]:
+    if not event.type.startswith(PREFIXES):
+        return []  # most events of a batch: no route to ask, no envelope to build
+    routed = [(index, job) for route in ROUTES for index, job in enumerate(route(event))]
+    if not routed:
+        return []
     # The actor's commands take the triggering event as their causation and its correlation id as theirs, so
     # everything one request set off, however many hops later, shares that request's correlation id.
     envelope = {"event_id": str(event.event_id)}
@@ -139,6 +144,5 @@ def planned_messages(event: RecordedEvent) -> list[Planned]:
     return [
         Planned(queue=queue, actor=actor, kwargs={**kwargs, **envelope}, not_before=not_before,
                 message_id=str(derived_id("relay", event.event_id, actor, index)))
-        for route in ROUTES
-        for index, (queue, actor, kwargs, not_before) in enumerate(route(event))
+        for index, (queue, actor, kwargs, not_before) in routed
     ]
