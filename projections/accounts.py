@@ -15,6 +15,7 @@ P = "accounts:Account."
 
 class AccountsProjection:
     name = "accounts"
+    prefixes = (P,)
     tables: tuple[str, ...] = ("accounts_view", "api_keys_view")
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:

@@ -28,6 +28,14 @@ class Projection(Protocol):
         """
 
 
+def reads(projection: Projection, event: RecordedEvent) -> bool:
+    """Whether `projection` may do anything for `event`. A projection may declare `prefixes`, the event types
+    (or prefixes of them) it reads; the runner skips its batch transaction for a batch of none of those
+    (moving only its checkpoint). Without `prefixes` it reads every event."""
+    prefixes: tuple[str, ...] | None = getattr(projection, "prefixes", None)
+    return prefixes is None or event.type.startswith(prefixes)
+
+
 def live_tables(projection: Projection) -> dict[str, str]:
     return {name: name for name in projection.tables}
 

@@ -77,6 +77,7 @@ class CatalogueProjection:
     refreshed from them after every batch, for every machine the batch touched, whatever the events' order."""
 
     name = "catalogue"
+    prefixes = (MACHINE, ENDPOINT, GRAPH)
     tables: tuple[str, ...] = ("catalogue_listings", "catalogue_machines", "catalogue_endpoints")
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:

@@ -71,6 +71,7 @@ class _Rows:
 
 class GraphProjection:
     name = "graph"
+    prefixes = (P,)
     tables: tuple[str, ...] = ("graph_nodes_view", "graph_edges_view")
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:

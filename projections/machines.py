@@ -20,6 +20,7 @@ _COLUMNS = ("name", "description", "labels", "status", "identity_verified_at")
 
 class MachinesProjection:
     name = "machines"
+    prefixes = (P,)
     tables: tuple[str, ...] = ("machines_view",)
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:

@@ -28,6 +28,7 @@ def _definition(d: dict[str, Any]) -> dict[str, Any]:
 
 class PoliciesProjection:
     name = "policies"
+    prefixes = (P,)
     tables: tuple[str, ...] = ("policies_view", "policy_versions_view")
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:

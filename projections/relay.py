@@ -72,11 +72,19 @@ def _webhook_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any]
 ROUTES: list[Route] = [_machine_routes, _runtime_routes, _task_routes, _webhook_routes]
 
 
+# Every event type some route above may answer with a message (the runner skips the relay's transaction for
+# a batch of none of these): keep it in step with ROUTES (tests/unit/test_relay_prefixes.py checks it).
+PREFIXES = ("machines:Machine.IdentityChallengeIssued", *_LEASED, "tasks:Task.Submitted",
+            "tasks:Task.ExecutionRequested", "webhooks:WebhookEndpoint.DeliveryRetryRequested",
+            "webhooks:WebhookEndpoint.Revised")
+
+
 class RelayProjection:
     """At-least-once hand-off: a crash between enqueue and checkpoint re-sends the same message id,
     which the broker (PostgreSQL) or the idempotent actor (any broker) absorbs."""
 
     name = "relay"
+    prefixes = PREFIXES
     tables: tuple[str, ...] = ()
 
     def __init__(self, broker: dramatiq.Broker, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
@@ -123,6 +131,11 @@ class Planned(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def planned_messages(event: RecordedEvent) -> list[Planned]:
+    if not event.type.startswith(PREFIXES):
+        return []  # most events of a batch: no route to ask, no envelope to build
+    routed = [(index, job) for route in ROUTES for index, job in enumerate(route(event))]
+    if not routed:
+        return []
     # The actor's commands take the triggering event as their causation and its correlation id as theirs, so
     # everything one request set off, however many hops later, shares that request's correlation id.
     envelope = {"event_id": str(event.event_id)}
@@ -131,6 +144,5 @@ def planned_messages(event: RecordedEvent) -> list[Planned]:
     return [
         Planned(queue=queue, actor=actor, kwargs={**kwargs, **envelope}, not_before=not_before,
                 message_id=str(derived_id("relay", event.event_id, actor, index)))
-        for route in ROUTES
-        for index, (queue, actor, kwargs, not_before) in enumerate(route(event))
+        for index, (queue, actor, kwargs, not_before) in routed
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import math
@@ -15,19 +16,22 @@ from app.store.event_store import EventStore
 from app.store.notifier import CHANNEL
 from app.store.types import LogPosition, RecordedEvent
 from projections import checkpoints
-from projections.base import Projection, Tables, live_tables
+from projections.base import Projection, Tables, live_tables, reads
 
 log = logging.getLogger("mm.projections")
 
 # Retries after a wake-up that found nothing yet: the writer has committed, but an older open
 # transaction still holds the visibility horizon back for a few milliseconds.
 _SETTLE_DELAYS = (0.002, 0.005, 0.01, 0.02, 0.05)
-# Under a steady stream of commits every NOTIFY would start a transaction that finds a handful of events, and
-# the per-transaction work (checkpoint lock, read, commit) would dwarf the projection's own (measured in
-# ops/bench `commands`: 5x the CPU per event of catch-up). So a projection that has just applied some events
-# lets the next ones accumulate for up to this long before its next batch. An idle projection answers a
-# wake-up at once; a full batch (catching up) is followed at once too.
+# Under a steady stream of commits every NOTIFY would start a round of reads and transactions that finds a
+# handful of events, and the per-round work (the read, each projection's commit) would dwarf the projections'
+# own (measured in ops/bench `commands`: 5x the CPU per event of catch-up). So after a read that found some
+# events the next one waits, for up to this long, letting the next events accumulate. The wait grows with
+# what the last read found (the full window from COALESCE_EVENTS on): one or two events (a lone client, a
+# task's steps) wait a few ms; a busy log waits the full window. An idle log (the last read found nothing)
+# is read at once on a wake-up; a full batch (catching up) is followed at once too.
 COALESCE_S = 0.025
+COALESCE_EVENTS = 8
 
 
 # After a failure, try again this soon (or at the poll interval, if shorter): a restarted server is back in
@@ -82,10 +86,7 @@ async def apply_batch(
                     conn, checkpoint_name, after, last.log_position, len(events), last.recorded_at
                 ):
                     raise _Moved  # rolls our rows back
-            if (channel := getattr(projection, "notify_channel", None)) is not None:
-                # After the commit, in a statement of its own: a NOTIFY inside the batch would hold the batch's
-                # xid (and every log reader's horizon) while it queues for PostgreSQL's global notify lock.
-                await conn.execute(f"NOTIFY {channel}")
+            await _committed(conn, projection)
             return len(events)
         except _Moved:
             # Another writer (a second `catch_up` beside the leader) applied these events first: take the
@@ -102,10 +103,180 @@ class _Moved(Exception):
     """The checkpoint moved under this batch."""
 
 
+async def apply_events_from(
+    conn: asyncpg.Connection, projection: Projection, tables: Tables, at: LogPosition,
+    events: Sequence[RecordedEvent],
+) -> LogPosition:
+    """One transaction: write the rows of `events` (the log's next events after `at`, already read) and move
+    the checkpoint from `at` to the last of them, unless something else moved it first (compare-and-set:
+    then the rows roll back). Returns the checkpoint as it now stands, where the next batch starts.
+
+    The checkpoint's UPDATE comes last, as in `apply_batch`, and for the same reason.
+    """
+    last = events[-1]
+    if not any(reads(projection, e) for e in events):
+        # Nothing here for this projection: no transaction, only the checkpoint moves (one statement).
+        if not await checkpoints.advance_from(
+            conn, projection.name, at, last.log_position, len(events), last.recorded_at
+        ):
+            return await _checkpoint(conn, projection.name)
+        return last.log_position
+    try:
+        async with conn.transaction():
+            await apply_events(conn, projection, tables, events)
+            if not await checkpoints.advance_from(
+                conn, projection.name, at, last.log_position, len(events), last.recorded_at
+            ):
+                raise _Moved
+    except _Moved:
+        return await _checkpoint(conn, projection.name)
+    except (asyncpg.IntegrityConstraintViolationError, asyncpg.DeadlockDetectedError):
+        # Our rows collided with another writer's (see apply_batch): fine if it moved the checkpoint.
+        if (now := await _checkpoint(conn, projection.name)) == at:
+            raise
+        return now
+    await _committed(conn, projection)
+    return last.log_position
+
+
+async def _checkpoint(conn: asyncpg.Connection, name: str) -> LogPosition:
+    at = await checkpoints.position(conn, name)
+    if at is None:
+        raise LookupError(f"no checkpoint row for projection {name!r}")
+    return at
+
+
+async def _committed(conn: asyncpg.Connection, projection: Projection) -> None:
+    if (channel := getattr(projection, "notify_channel", None)) is not None:
+        # After the commit, in a statement of its own: a NOTIFY inside the batch would hold the batch's
+        # xid (and every log reader's horizon) while it queues for PostgreSQL's global notify lock.
+        await conn.execute(f"NOTIFY {channel}")
+
+
 async def apply_events(
     conn: asyncpg.Connection, projection: Projection, tables: Tables, events: Sequence[RecordedEvent]
 ) -> None:
     await projection.apply_many(conn, events, tables)
+
+
+class _Feed:
+    """The log as this process has read it, shared by all its projections: one read and one decode per wake-up.
+
+    The window holds every log event in the range (base, head] of the (tx_id, position) order, and nothing
+    else: each read takes the next events after `head` with the store's gap-free rule, so the window is always
+    a contiguous stretch of the log as every reader sees it. A projection whose checkpoint lies in that range
+    takes its next events from here; one behind it (starting, rebuilt, slow) reads the log on its own until it
+    lands in the window again. Each projection still applies in its own transaction with its own
+    compare-and-set checkpoint, so sharing the read changes what is read how often, never what is applied.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, store: EventStore, batch_size: int, coalesce: float,
+                 on_new: Callable[[], None]) -> None:
+        self.pool, self.store, self.batch_size, self.coalesce, self.on_new = pool, store, batch_size, coalesce, on_new
+        # Room for a few batches, so a projection a little slower than the others still reads from here.
+        self.capacity = 4 * batch_size
+        self.events: list[RecordedEvent] = []
+        self.base: LogPosition | None = None
+        self.head: LogPosition | None = None
+        self.reads = 0  # log reads made (tests count them)
+        self._reading: asyncio.Future[int] | None = None
+        self._found_at = -math.inf  # when the last read that found some (not a full batch of) events started
+        self._pause = 0.0  # how long after that the next read may start
+        self._conn: asyncpg.pool.PoolConnectionProxy | None = None
+
+    def after(self, at: LogPosition, limit: int) -> list[RecordedEvent] | None:
+        """The next events after `at` (up to `limit`), or None when `at` lies outside the window."""
+        if self.base is None or self.head is None or not (self.base <= at <= self.head):
+            return None
+        first = bisect.bisect_right(self.events, at, key=_position)
+        return self.events[first:first + limit]
+
+    def join(self, at: LogPosition) -> None:
+        """Start the window at `at` if it holds nothing yet (the first projection to ask, or all have moved on)."""
+        if self.head is None or (not self.events and at > self.head):
+            self.rebase(at)
+
+    def rebase(self, at: LogPosition) -> None:
+        """Drop the window and start it afresh at `at` (a read in flight from the old head is discarded)."""
+        self.events = []
+        self.base = self.head = at
+
+    async def read(self, settle: bool = False) -> int:
+        """Read what follows `head` into the window; callers arriving meanwhile share the one read in flight.
+
+        After a read that found some events, the next waits until up to `coalesce` after that read began (see
+        COALESCE_S), so under a steady stream of commits each read takes what has arrived meanwhile. After a
+        read that found nothing (idle), or a full batch (catching up), the next one starts at once. `settle`: a
+        wake-up found nothing yet, because an older open transaction still held the visibility horizon back:
+        retry a few times soon.
+        """
+        if self._reading is not None:
+            return await asyncio.shield(self._reading)
+        self._reading = asyncio.get_running_loop().create_future()
+        try:
+            n = await self._read(settle)
+        except asyncio.CancelledError:
+            # Only the reader's own task is cancelled: those sharing its read try again, woken at once.
+            self._reading.set_result(0)
+            self.on_new()
+            raise
+        except Exception as exc:
+            self._reading.set_exception(exc)
+            self._reading.exception()  # retrieved: a caller that shares it gets it raised too
+            raise
+        else:
+            self._reading.set_result(n)
+            return n
+        finally:
+            self._reading = None
+
+    async def _read(self, settle: bool) -> int:
+        loop = asyncio.get_running_loop()
+        pause = self._found_at + self._pause - loop.time()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        started = loop.time()
+        n = await self._read_once()
+        for delay in _SETTLE_DELAYS if settle and not n else ():
+            await asyncio.sleep(delay)
+            started = loop.time()
+            if n := await self._read_once():
+                break
+        self._found_at = started if 0 < n < self.batch_size else -math.inf
+        self._pause = self.coalesce * min(1.0, n / COALESCE_EVENTS)
+        return n
+
+    async def _read_once(self) -> int:
+        start = self.head
+        assert start is not None
+        if self._conn is None:
+            self._conn = await self.pool.acquire()
+        try:
+            events = await self.store.read_all(start, self.batch_size, conn=self._conn)
+        except BaseException:
+            await self.close()
+            raise
+        self.reads += 1
+        if self.head is not start:
+            return 0  # rebased meanwhile: these events follow the old head, not the new one
+        if events:
+            self.events.extend(events)
+            self.head = events[-1].log_position
+            if (extra := len(self.events) - self.capacity) > 0:
+                self.base = self.events[extra - 1].log_position
+                del self.events[:extra]
+            self.on_new()
+        return len(events)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(*_CONNECTION_ERRORS):
+                await self.pool.release(conn)
+
+
+def _position(event: RecordedEvent) -> LogPosition:
+    return event.log_position
 
 
 class ProjectionRunner:
@@ -128,7 +299,12 @@ class ProjectionRunner:
         self.dsn = dsn
         self.coalesce = coalesce
         self._wake: dict[str, asyncio.Event] = {p.name: asyncio.Event() for p in self.projections}
+        self.feed = _Feed(pool, store, batch_size, coalesce, self._wake_all)
         self.leading: set[str] = set()
+
+    def _wake_all(self) -> None:
+        for event in self._wake.values():
+            event.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         async with self.pool.acquire() as conn:
@@ -144,6 +320,7 @@ class ProjectionRunner:
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
+            await self.feed.close()
 
     async def catch_up(self, projection: Projection) -> int:
         """Apply everything visible now (used by tests and `mm projections catch-up`)."""
@@ -184,49 +361,56 @@ class ProjectionRunner:
             await self._sleep(stop, min(self.poll_interval, _RETRY_S))
 
     async def _follow(self, conn: asyncpg.Connection, projection: Projection, stop: asyncio.Event) -> None:
-        """Apply batches on `conn`, the session holding the projection's advisory lock, until stopped."""
+        """Apply batches on `conn`, the session holding the projection's advisory lock, until stopped.
+
+        The next events come from the shared feed when this projection's checkpoint lies in its window, else
+        from a read of its own (behind the window: catching up). Each batch is one transaction that writes
+        the rows and moves the checkpoint from where this loop last left it (compare-and-set): if something
+        else moved it meanwhile (a rebuild's swap, a `catch_up` beside the leader), the batch rolls back and
+        the loop goes on from the checkpoint it finds.
+        """
         wake = self._wake[projection.name]
         tables = live_tables(projection)
-
-        async def batch() -> int:
-            return await apply_batch(conn, self.store, projection, tables, projection.name, self.batch_size)
-
-        loop = asyncio.get_running_loop()
+        at = await _checkpoint(conn, projection.name)
         woken = False
-        applied_at = -math.inf  # when the last batch that found some (but not a full batch of) events started
         while not stop.is_set():
-            pause = applied_at + self.coalesce - loop.time()
-            if pause > 0:
-                await asyncio.sleep(pause)
             wake.clear()
-            started = loop.time()
-            if n := await batch():
-                applied_at = started if n < self.batch_size else -math.inf
+            events = await self._next(conn, at, settle=woken)
+            woken = False
+            if events:
+                at = await apply_events_from(conn, projection, tables, at, events)
                 continue
-            applied_at = -math.inf
-            if woken:
-                woken = False
-                if await self._settle(batch):
-                    applied_at = loop.time()
-                    continue
             try:
                 await asyncio.wait_for(wake.wait(), self.poll_interval)
                 woken = True
             except TimeoutError:
                 pass
 
-    @staticmethod
-    async def _settle(batch: Callable[[], Awaitable[int]]) -> bool:
-        for delay in _SETTLE_DELAYS:
-            await asyncio.sleep(delay)
-            if await batch():
-                return True
-        return False
+    async def _next(self, conn: asyncpg.Connection, at: LogPosition, settle: bool) -> list[RecordedEvent]:
+        """The next events after checkpoint `at`: from the feed's window, else from a read of our own."""
+        feed, limit = self.feed, self.batch_size
+        feed.join(at)
+        assert feed.head is not None
+        events = feed.after(at, limit)
+        if events is None and at < feed.head:
+            # Behind the window (starting, rebuilt, or slower than the window is long): catch up alone.
+            return await self.store.read_all(at, limit, conn=conn)
+        if events:
+            return events
+        # At the window's head (or ahead of it): one read for every projection that has got this far.
+        await feed.read(settle)
+        events = feed.after(at, limit)
+        if events is None:
+            # Still ahead: the window trails far behind (a projection catching up started it). Follow the
+            # live end instead; the one behind reads on its own until it lands in the window again.
+            feed.rebase(at)
+            await feed.read()
+            events = feed.after(at, limit)
+        return events or []
 
     async def _listen(self, stop: asyncio.Event) -> None:
         def on_notify(*_: object) -> None:
-            for event in self._wake.values():
-                event.set()
+            self._wake_all()
 
         while not stop.is_set():
             try:

@@ -33,6 +33,7 @@ def _endpoint_state(d: dict[str, Any]) -> dict[str, Any]:
 
 class RuntimeProjection:
     name = "runtime"
+    prefixes = (EP, AG)
     tables: tuple[str, ...] = ("runtime_endpoints_view", "machine_agents_view")
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:

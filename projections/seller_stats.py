@@ -68,6 +68,7 @@ def counts_against_seller(d: dict[str, Any]) -> bool:
 
 class SellerStatsProjection:
     name = "seller_stats"
+    prefixes = (RUN_FINISHED,)
     tables: tuple[str, ...] = ("seller_stats",)
 
     def __init__(self, policy: CooldownPolicy | None = None) -> None:

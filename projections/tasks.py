@@ -84,6 +84,7 @@ OUTCOME_COLUMNS = ("account_id", "machine_id", "capability", "status", "code", "
 
 class TasksProjection:
     name = "tasks"
+    prefixes = (P,)
     tables: tuple[str, ...] = ("tasks_view", "task_routes_view", "task_runs_view", "task_outcomes_view")
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:

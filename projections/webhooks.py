@@ -16,6 +16,7 @@ P = "webhooks:WebhookEndpoint."
 
 class WebhooksProjection:
     name = "webhooks"
+    prefixes = (P,)
     tables: tuple[str, ...] = ("webhook_endpoints_view",)
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
