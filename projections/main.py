@@ -29,9 +29,9 @@ def all_projections(settings: Settings, dsn: str) -> list[Projection]:
 async def run_projector(settings: Settings, dsn: str, stop: asyncio.Event) -> None:
     projections = all_projections(settings, dsn)
     # Each projection holds one connection (its leader lock, on which it also applies its batches), plus
-    # the listener and one spare: a smaller pool would leave a projection waiting for a connection forever.
-    # Two more for a one-off audit upgrade (its lock session and the rebuild's own connection).
-    pool = await create_pool(dsn, settings, min_size=2, max_size=len(projections) + 4)
+    # the listener, the shared feed's log reads and one spare: a smaller pool would leave a projection waiting
+    # for a connection forever. Two more for a one-off audit upgrade (its lock session and the rebuild's own).
+    pool = await create_pool(dsn, settings, min_size=2, max_size=len(projections) + 5)
     try:
         runner = ProjectionRunner(
             pool, EventStore(pool), projections,
