@@ -17,12 +17,12 @@ from app.api.openapi_headers import AS_OF_VERSION, ETAG, IF_MATCH, LOCATION, LOG
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, decode_time_cursor, encode_cursor
 from app.api.policy_views import decision_view, policy_view, row_view, to_rules, to_scope, version_view
 from app.api.problems import ApiError, problems
+from app.api.schemas_decisions import DecisionView
 from app.api.schemas_policies import (
     BacktestRequest,
     BacktestSampleView,
     BacktestView,
     CreatePolicyRequest,
-    DecisionView,
     EvaluateRequest,
     PolicyPage,
     PolicyVersionPage,

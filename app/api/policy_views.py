@@ -7,12 +7,11 @@ from typing import Any
 
 import msgspec
 
+from app.api.schemas_decisions import DecisionView, RuleResultView
 from app.api.schemas_policies import (
-    DecisionView,
     PolicyVersionView,
     PolicyView,
     RuleBody,
-    RuleResultView,
     ScopeBody,
     rules_view,
     scope_view,
