@@ -106,9 +106,3 @@ async def task_history(conn: Conn, account_id: uuid.UUID | None, since: datetime
         " AND ($1::text IS NULL OR metadata->>'ownerAccountId' = $1::text)"
         " ORDER BY tx_id, position LIMIT $4",
         str(account_id) if account_id else None, since, until, limit)
-
-
-async def machine_labels(conn: Conn, machine_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, str]]:
-    rows = await conn.fetch("SELECT id, labels::text AS labels FROM machines_view WHERE id = ANY($1::uuid[])",
-                            machine_ids)
-    return {r["id"]: msgspec.json.decode(r["labels"]) for r in rows}
