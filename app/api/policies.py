@@ -188,7 +188,9 @@ class PoliciesController(Controller):
         return _respond(outcome)
 
     @get("/{policy_id:uuid}/versions", operation_id="listPolicyVersions", opt=headers(honours=[MIN_POSITION]),
-         summary="List every version of a policy", description="Oldest first; version 1 is the definition.",
+         summary="List every version of a policy",
+         description="Oldest first; version 1 is the definition. A platform policy read by an account that is not"
+                     " an admin shows no `actor`.",
          responses=problems(400, 401, 404, 503))
     async def versions(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
@@ -202,7 +204,8 @@ class PoliciesController(Controller):
         await _visible(request, principal, policy_id)
         rows = await list_versions(c.pool, policy_id, after, limit + 1)
         more, rows = len(rows) > limit, rows[:limit]
-        return PolicyVersionPage(data=[version_view(r) for r in rows],
+        theirs = [not principal.is_admin and r["account_id"] != principal.account_id for r in rows]
+        return PolicyVersionPage(data=[version_view(r, hide) for r, hide in zip(rows, theirs, strict=True)],
                                  next_cursor=encode_cursor(rows[-1]["version"]) if more else None)
 
     @post("/evaluate", operation_id="evaluatePolicies", status_code=200, opt=headers(honours=[MIN_POSITION]),
