@@ -75,7 +75,7 @@ class PolicyGuard:
         governing = await self.governing(action)
         counters = await self._counters(action, governing, subject_id)
         decision = evaluate(self._decision_id(ctx, action, subject_id), action, governing, counters.usage)
-        record = PolicyDecision.record(decision, action.account_id, action.machine_id, subject_id, ctx.at)
+        record = PolicyDecision.record(decision, action.account_id, action.machine_id, subject_id, ctx.at, action)
         if decision.effect == DENY:
             assert record is not None and decision.denied_by is not None
             await self.repo.save(record, ctx)

@@ -53,9 +53,16 @@ async def test_each_commands_event_carries_the_decision_that_let_it_through(
         assert (d["action"], d["effect"]) == (action, "would-deny"), (kind, d)
         assert d["policies"] == judged  # the versions judged, platform first, then by age
         # A would-deny is recorded under the same id as the one the task's event carries.
-        (would,) = await container.pool.fetch("SELECT type, data->>'subject_id' AS subject FROM events"
-                                              " WHERE stream_id = $1", uuid.UUID(d["decision_id"]))
+        (would,) = await container.pool.fetch("SELECT type, data->>'subject_id' AS subject, data->'command' AS c,"
+                                              " data->'denied_by' AS by FROM events WHERE stream_id = $1",
+                                              uuid.UUID(d["decision_id"]))
         assert (would["type"], would["subject"]) == ("policies:PolicyDecision.WouldDeny", tid)
+        command, by = msgspec.json.decode(would["c"]), msgspec.json.decode(would["by"])
+        assert (command["kind"], command["capability"], command["machine_id"]) == (action, cap, bid)
+        assert (by["policy_id"], by["policy_version"], by["rule_type"]) == (shadow["id"], 1, "capabilities")
+        assert by["reason"] == f"capability '{cap}' is on the deny list"
+        if action != "create-task":
+            assert command["price"] == {"amount": 200, "currency": "USD"}
         ids.add(d["decision_id"])
     assert len(ids) == 3
     feed = await audit_feed(client, h, created, type="task.created", machineId=bid)

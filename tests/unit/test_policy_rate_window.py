@@ -10,7 +10,9 @@ import msgspec
 
 from app.store.mapper import event_type, rebuild, to_data
 from app.store.types import RecordedEvent
+from domain.policies.decision import PolicyDecision
 from domain.policies.rate_window import RateWindow, bucket_of, window_id
+from domain.policies.values import Action, Decision, RuleResult
 from domain.tasks.aggregate import Task
 from domain.tasks.commands import Constraints, CreateTask, PolicyCheck, PolicyRef
 from domain.tasks.scoring import rank
@@ -76,3 +78,18 @@ def test_the_decisions_travel_in_the_task_events_and_older_events_decode_without
     old.resolve(uuid.uuid4(), rank(cands, {}, "cheapest"), T0)
     legacy = stored(old, "tasks:Task", strip=("decision",))
     assert isinstance(legacy, Task) and legacy.decisions == [] and legacy.status == "resolved"
+
+
+def test_a_recorded_denial_keeps_the_command_and_older_ones_decode_without_it() -> None:
+    result = RuleResult(policy_id=POLICY, policy_version=2, policy_name="p", mode="enforce", rule_index=0,
+                        rule_type="capabilities", outcome="deny", reason="capability 'x' is on the deny list")
+    decision = Decision(decision_id=uuid.uuid4(), action="create-task", effect="deny", denied_by=result,
+                        results=[result])
+    action = Action(kind="create-task", at=T0, account_id=ACCOUNT, machine_id=uuid.uuid4(), capability="x")
+    record = PolicyDecision.record(decision, ACCOUNT, action.machine_id, None, T0, action)
+    assert record is not None and record.id == decision.decision_id
+    again = stored(record, "policies:PolicyDecision")
+    assert isinstance(again, PolicyDecision) and again.command == action and again.denied_by == result
+    old = PolicyDecision.record(decision, ACCOUNT, action.machine_id, None, T0)
+    legacy = stored(old, "policies:PolicyDecision", strip=("command",))
+    assert isinstance(legacy, PolicyDecision) and legacy.command is None and legacy.denials == [result]
