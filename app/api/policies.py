@@ -231,7 +231,9 @@ class PoliciesController(Controller):
           description="Replays the task creations and resolutions recorded in [since, until) (at most 31 days and"
                       " `limit` actions) against the policy's current version, judged as if enforced, with spend and"
                       " rate counters simulated from that history. `rules` / `scope` in the body try a draft"
-                      " instead. Machines are judged with their current labels. Records nothing.",
+                      " instead. A label selector is judged on the labels each machine had when each action happened"
+                      " (its own history), and counters are kept per account over the actions the policy governed,"
+                      " as enforcement keeps them. Records nothing.",
           responses=problems(400, 401, 404, 409, 422))
     async def backtest(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                        policy_id: FromPath[uuid.UUID], data: JSONBody[BacktestRequest]) -> BacktestView:

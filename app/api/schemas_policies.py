@@ -69,7 +69,8 @@ class MinSellerReputationRule(_Body, frozen=True, tag="min-seller-reputation"):
 
 
 class RateLimitRule(_Body, frozen=True, tag="rate-limit"):
-    """At most `tasks` task creations per trailing `perSeconds`, per account."""
+    """At most `tasks` task creations per trailing `perSeconds`, per account, counting only the creations this
+    policy governs (its scope); exact, even under concurrent creates."""
 
     tasks: Annotated[int, msgspec.Meta(ge=1, le=MAX_RATE_TASKS)]
     per_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_PER_SECONDS)]

@@ -4,6 +4,7 @@ Time is cut into buckets of `per_seconds`; bucket b's stream holds the creations
 creation is recorded in its own bucket and the next one). So the trailing window (at - per_seconds, at] of any
 moment in bucket b is read from that one stream, and two creations whose windows overlap always write a stream
 in common: optimistic concurrency on it is what keeps concurrent creates from passing the limit.
+A bucket's stream grows with the creations of two buckets, so loads start from a snapshot (every 100 events).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def window_id(policy_id: uuid.UUID, account_id: uuid.UUID, per_seconds: int, buc
 
 class RateWindow(Aggregate):
     TOPIC = "policies:RateWindow"
+    SNAPSHOT_EVERY = 100
 
     class Created(Aggregate.Created):
         TOPIC = "policies:RateWindow.Created"  # required by eventsourcing once TOPIC is set; never triggered
@@ -49,11 +51,11 @@ class RateWindow(Aggregate):
         at: datetime
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.created[self.task_id] = self.at
+            aggregate.created[str(self.task_id)] = self.at
 
     def __init__(self, policy_id: uuid.UUID, account_id: uuid.UUID, per_seconds: int, bucket: int) -> None:
         self.policy_id, self.account_id, self.per_seconds, self.bucket = policy_id, account_id, per_seconds, bucket
-        self.created: dict[uuid.UUID, datetime] = {}
+        self.created: dict[str, datetime] = {}  # task id (a string: snapshots are JSON) -> when it was created
 
     @classmethod
     def open(cls, policy_id: uuid.UUID, account_id: uuid.UUID, per_seconds: int, bucket: int,
@@ -65,8 +67,9 @@ class RateWindow(Aggregate):
         """Creations since at - per_seconds (exclusive), other than `besides` (a retried command). One recorded
         a moment later than `at` (another server's clock) counts too: it happened."""
         since = at.timestamp() - self.per_seconds
-        return sum(1 for task, t in self.created.items() if task != besides and t.timestamp() > since)
+        skip = str(besides) if besides is not None else None
+        return sum(1 for task, t in self.created.items() if task != skip and t.timestamp() > since)
 
     def count(self, task_id: uuid.UUID, at: datetime) -> None:
-        if task_id not in self.created:
+        if str(task_id) not in self.created:
             self.trigger_event(self.Counted, timestamp=at, task_id=task_id, at=at)

@@ -93,3 +93,4 @@ def test_a_recorded_denial_keeps_the_command_and_older_ones_decode_without_it() 
     old = PolicyDecision.record(decision, ACCOUNT, action.machine_id, None, T0)
     legacy = stored(old, "policies:PolicyDecision", strip=("command",))
     assert isinstance(legacy, PolicyDecision) and legacy.command is None and legacy.denials == [result]
+
