@@ -11,10 +11,11 @@ from domain.machines.aggregate import Machine
 from domain.policies.aggregate import Policy
 from domain.policies.budget import SpendBudget
 from domain.policies.decision import PolicyDecision
+from domain.policies.rate_window import RateWindow
 from domain.runtime.agent import MachineAgent
 from domain.runtime.endpoint import RuntimeEndpoint
 from domain.tasks.aggregate import Task
 from domain.webhooks.aggregate import WebhookEndpoint
 
 AGGREGATES: tuple[type[Aggregate], ...] = (Account, Machine, RuntimeEndpoint, MachineAgent, MachineGraph, Task,
-                                           Policy, PolicyDecision, SpendBudget, WebhookEndpoint)
+                                           Policy, PolicyDecision, SpendBudget, RateWindow, WebhookEndpoint)

@@ -49,6 +49,8 @@ PUBLIC_NAMES: dict[str, str] = {
     "policies:SpendBudget.Opened": "policy.budget-opened",
     "policies:SpendBudget.Reserved": "policy.budget-reserved",
     "policies:SpendBudget.Released": "policy.budget-released",
+    "policies:RateWindow.Opened": "policy.rate-window-opened",
+    "policies:RateWindow.Counted": "policy.rate-counted",
     "webhooks:WebhookEndpoint.Registered": "webhook-endpoint.created",
     "webhooks:WebhookEndpoint.Revised": "webhook-endpoint.updated",
     "webhooks:WebhookEndpoint.SecretRotated": "webhook-endpoint.secret-rotated",

@@ -89,13 +89,6 @@ async def machine_account(conn: Conn, machine_id: uuid.UUID) -> uuid.UUID | None
     return found
 
 
-async def tasks_created_since(conn: Conn, account_id: uuid.UUID, since: datetime) -> int:
-    count: int = await conn.fetchval(
-        "SELECT count(*) FROM tasks_view WHERE account_id = $1 AND created_at > $2", account_id, since)
-    return count
-
-
-
 async def budgets_reserved_by(conn: Conn, task_id: uuid.UUID) -> list[uuid.UUID]:
     """The spend budgets this task ever reserved (read from the log itself, by a partial index: no lag)."""
     rows = await conn.fetch("SELECT DISTINCT stream_id FROM events WHERE type = 'policies:SpendBudget.Reserved'"
@@ -113,9 +106,3 @@ async def task_history(conn: Conn, account_id: uuid.UUID | None, since: datetime
         " AND ($1::text IS NULL OR metadata->>'ownerAccountId' = $1::text)"
         " ORDER BY tx_id, position LIMIT $4",
         str(account_id) if account_id else None, since, until, limit)
-
-
-async def machine_labels(conn: Conn, machine_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, str]]:
-    rows = await conn.fetch("SELECT id, labels::text AS labels FROM machines_view WHERE id = ANY($1::uuid[])",
-                            machine_ids)
-    return {r["id"]: msgspec.json.decode(r["labels"]) for r in rows}

@@ -17,12 +17,12 @@ from app.api.openapi_headers import AS_OF_VERSION, ETAG, IF_MATCH, LOCATION, LOG
 from app.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, decode_time_cursor, encode_cursor
 from app.api.policy_views import decision_view, policy_view, row_view, to_rules, to_scope, version_view
 from app.api.problems import ApiError, problems
+from app.api.schemas_decisions import DecisionView
 from app.api.schemas_policies import (
     BacktestRequest,
     BacktestSampleView,
     BacktestView,
     CreatePolicyRequest,
-    DecisionView,
     EvaluateRequest,
     PolicyPage,
     PolicyVersionPage,
@@ -188,7 +188,9 @@ class PoliciesController(Controller):
         return _respond(outcome)
 
     @get("/{policy_id:uuid}/versions", operation_id="listPolicyVersions", opt=headers(honours=[MIN_POSITION]),
-         summary="List every version of a policy", description="Oldest first; version 1 is the definition.",
+         summary="List every version of a policy",
+         description="Oldest first; version 1 is the definition. A platform policy read by an account that is not"
+                     " an admin shows no `actor`.",
          responses=problems(400, 401, 404, 503))
     async def versions(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal],
@@ -202,7 +204,8 @@ class PoliciesController(Controller):
         await _visible(request, principal, policy_id)
         rows = await list_versions(c.pool, policy_id, after, limit + 1)
         more, rows = len(rows) > limit, rows[:limit]
-        return PolicyVersionPage(data=[version_view(r) for r in rows],
+        theirs = [not principal.is_admin and r["account_id"] != principal.account_id for r in rows]
+        return PolicyVersionPage(data=[version_view(r, hide) for r, hide in zip(rows, theirs, strict=True)],
                                  next_cursor=encode_cursor(rows[-1]["version"]) if more else None)
 
     @post("/evaluate", operation_id="evaluatePolicies", status_code=200, opt=headers(honours=[MIN_POSITION]),
@@ -228,7 +231,9 @@ class PoliciesController(Controller):
           description="Replays the task creations and resolutions recorded in [since, until) (at most 31 days and"
                       " `limit` actions) against the policy's current version, judged as if enforced, with spend and"
                       " rate counters simulated from that history. `rules` / `scope` in the body try a draft"
-                      " instead. Machines are judged with their current labels. Records nothing.",
+                      " instead. A label selector is judged on the labels each machine had when each action happened"
+                      " (its own history), and counters are kept per account over the actions the policy governed,"
+                      " as enforcement keeps them. Records nothing.",
           responses=problems(400, 401, 404, 409, 422))
     async def backtest(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                        policy_id: FromPath[uuid.UUID], data: JSONBody[BacktestRequest]) -> BacktestView:

@@ -7,12 +7,11 @@ from typing import Any
 
 import msgspec
 
+from app.api.schemas_decisions import DecisionView, RuleResultView
 from app.api.schemas_policies import (
-    DecisionView,
     PolicyVersionView,
     PolicyView,
     RuleBody,
-    RuleResultView,
     ScopeBody,
     rules_view,
     scope_view,
@@ -45,10 +44,12 @@ def row_view(r: dict[str, Any]) -> PolicyView:
                       updated_at=r["updated_at"])
 
 
-def version_view(r: dict[str, Any]) -> PolicyVersionView:
+def version_view(r: dict[str, Any], hide_actor: bool = False) -> PolicyVersionView:
+    """`hide_actor`: a platform policy read by another account does not name the admin who changed it."""
     return PolicyVersionView(policy_id=r["policy_id"], version=r["version"], name=r["name"],
                              description=r["description"], scope=scope_view(r["scope"]), mode=r["mode"],
-                             rules=rules_view(r["rules"]), changed=list(r["changed"]), actor=r["actor"],
+                             rules=rules_view(r["rules"]), changed=list(r["changed"]),
+                             actor=None if hide_actor else r["actor"],
                              recorded_at=r["recorded_at"])
 
 

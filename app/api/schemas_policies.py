@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.api.schema_types import NOT_BLANK, UtcTime
+from app.api.schemas_decisions import ActionKind, Mode
 from app.api.schemas_runtime import ProviderKey
 from app.api.schemas_tasks import MoneyBody  # one Money on the wire, whatever the context
 from domain.graph.rules import MAX_NAME
@@ -18,8 +19,6 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NOT_BLA
 Description = Annotated[str, msgspec.Meta(max_length=2000)]
 LabelKey = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$", max_length=63)]
 LabelValue = Annotated[str, msgspec.Meta(max_length=256)]
-Mode = Literal["enforce", "shadow", "disabled"]
-ActionKind = Literal["create-task", "resolve", "execute", "order"]
 
 
 class _Body(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True, kw_only=True,
@@ -70,7 +69,8 @@ class MinSellerReputationRule(_Body, frozen=True, tag="min-seller-reputation"):
 
 
 class RateLimitRule(_Body, frozen=True, tag="rate-limit"):
-    """At most `tasks` task creations per trailing `perSeconds`, per account."""
+    """At most `tasks` task creations per trailing `perSeconds`, per account, counting only the creations this
+    policy governs (its scope); exact, even under concurrent creates."""
 
     tasks: Annotated[int, msgspec.Meta(ge=1, le=MAX_RATE_TASKS)]
     per_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_PER_SECONDS)]
@@ -165,29 +165,6 @@ class EvaluateRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True
     seller_machine_id: uuid.UUID | None = None
     price: MoneyBody | None = None
     provider_key: ProviderKey | None = None
-
-
-class RuleResultView(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
-    policy_id: uuid.UUID
-    policy_version: int
-    policy_name: str
-    mode: Mode
-    rule_index: Annotated[int, msgspec.Meta(description="the rule's place in the policy's rules (from 0)")]
-    rule_type: str
-    outcome: Literal["pass", "deny", "not-applicable"]
-    reason: str
-
-
-class DecisionView(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
-    decision_id: uuid.UUID
-    action: ActionKind
-    effect: Annotated[Literal["allow", "deny", "would-deny"], msgspec.Meta(
-        description="deny: an enforced policy refuses; would-deny: only shadow policies would")]
-    denied_by: Annotated[RuleResultView | None, msgspec.Meta(
-        description="the first enforced deny (for would-deny, the first shadow deny)")]
-    results: Annotated[list[RuleResultView], msgspec.Meta(
-        description="every rule of every policy governing the machine, platform policies first")]
-    evaluated_at: UtcTime
 
 
 def rules_view(rules: object) -> list[RuleBody]:

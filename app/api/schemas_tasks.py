@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import msgspec
 
 from app.api.schema_types import NOT_BLANK, UtcTime
+from app.api.schemas_decisions import DecisionView
 from domain.graph.rules import MAX_AMOUNT, MAX_NAME
 from domain.shared.money import Money
 from domain.tasks import rules
@@ -218,6 +219,9 @@ class RouteView(msgspec.Struct, rename="camel", frozen=True):
     steps: list[CandidateView]  # the chosen candidate, then the fallbacks in order
     explanation: Explanation
     created_at: UtcTime | None
+    policy: Annotated[DecisionView | None, msgspec.Meta(
+        description="dry run only: the policies' decision on the chosen seller, as resolve would take it"
+                    " (allow or would-deny; a refusal answers 403 POLICY_DENIED). Nothing is recorded.")] = None
 
 
 class RoutePage(msgspec.Struct, rename="camel", frozen=True):

@@ -22,8 +22,9 @@ from projections.audit import public_data
 from projections.audit_names import public_name
 
 
-def event_view(e: RecordedEvent) -> StreamEventView:
-    m = e.metadata
+def event_view(e: RecordedEvent, anonymous: bool = False) -> StreamEventView:
+    """`anonymous`: who acted (actor, account, request and trace ids) is not the reader's to see."""
+    m = {} if anonymous else e.metadata
     return StreamEventView(
         id=e.event_id, stream_id=e.stream_id, version=e.version, type=public_name(e.type),
         data=public_data(e.data),
@@ -59,7 +60,8 @@ class StreamsController(Controller):
          description="Every event of one stream (a machine, runtime endpoint, agent, graph, task, policy or account"
                      " id) with its public type, data (secrets redacted as in the audit feed), metadata and recorded"
                      " time. Another account's stream is 404; platform policies' streams are readable by every"
-                     " account, as the policies are.",
+                     " account, as the policies are, without who acted (metadata fields null) unless the reader"
+                     " is an admin or the owner.",
          responses=problems(400, 401, 404))
     async def list_(
         self, request: Request[Any, Any, Any], principal: NamedDependency[Principal], stream_id: FromPath[uuid.UUID],
@@ -75,5 +77,7 @@ class StreamsController(Controller):
         start = max(from_version, _after(cursor) + 1) if cursor else from_version
         events = await history.page(stream_id, from_version=start, to_version=to_version, limit=limit + 1)
         more = len(events) > limit
-        views = [event_view(e) for e in events[:limit]]
+        # Another account reading a platform policy sees what changed, not which admin (or request) changed it.
+        anonymous = not principal.is_admin and owner_of(first) != principal.account_id
+        views = [event_view(e, anonymous) for e in events[:limit]]
         return StreamEventPage(data=views, next_cursor=encode_cursor(views[-1].version) if more else None)

@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from app.api.policy_views import decision_view
 from app.api.schemas_tasks import (
     CandidateView,
     ConstraintsView,
@@ -80,7 +81,7 @@ def route_preview(p: RoutePreview) -> RouteView:
         explanation=Explanation(ranked=[ScoredView.of(s) for s in p.ranking.ranked],
                                 excluded=[DroppedView.of(d) for d in p.ranking.excluded],
                                 dropped=[DroppedView.of(d) for d in p.task.dropped]),
-        created_at=None)
+        created_at=None, policy=decision_view(p.decision, p.evaluated_at) if p.decision and p.evaluated_at else None)
 
 
 def route_row(r: dict[str, Any]) -> RouteView:

@@ -136,7 +136,9 @@ class TasksController(Controller):
                       " candidate and up to `fallbacks` more, and the explanation: every candidate's rank, score,"
                       " features and reason, the excluded ones and discovery's drops. 409 NO_ROUTE when no"
                       " candidate is left (the detail names the drops). `?dryRun=true` answers 200 with the route"
-                      " it would record, recording nothing. 403 POLICY_DENIED when an enforced policy refuses the"
+                      " it would record and the policies' decision on it (`policy`), recording nothing; a dry run"
+                      " that an enforced policy would refuse answers 403 POLICY_DENIED as resolve would, with no"
+                      " decisionId (nothing recorded). 403 POLICY_DENIED when an enforced policy refuses the"
                       " chosen seller (policyId, rule, reason, decisionId in the problem).",
           responses={**problems(400, 401, 403, 404, 409, 422),
                      200: ResponseSpec(data_container=RouteView,

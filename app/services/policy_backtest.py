@@ -1,18 +1,27 @@
-"""Backtest a policy (saved or draft) over the recorded task history of a time window, from the event log."""
+"""Backtest a policy (saved or draft) over the recorded task history of a time window, from the event log.
+
+A label selector is judged on the labels each machine had when each replayed action happened: the machines'
+own streams, folded by the Machine aggregate (time travel), not the machines read model as it is now.
+"""
 
 from __future__ import annotations
 
 import uuid
+from bisect import bisect_right
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import msgspec
 
+from app.store.event_store import COLUMNS, row_to_event
+from app.store.mapper import to_domain_event
+from app.store.repository import stream_type_of
+from domain.machines.aggregate import Machine
 from domain.policies.backtest import Replayed, Report, backtest
 from domain.policies.values import Action, PolicyVersion, Reputation, Seller
 from domain.shared.money import Money
-from projections.policies_reader import machine_labels, task_history
+from projections.policies_reader import task_history
 
 
 class BacktestResult:
@@ -22,18 +31,17 @@ class BacktestResult:
 
 async def run_backtest(pool: asyncpg.Pool, policy: PolicyVersion, since: datetime, until: datetime,
                        limit: int) -> BacktestResult:
-    """Machines are judged with their current labels (label history is not replayed)."""
     rows = await task_history(pool, None if policy.platform else policy.account_id, since, until, limit + 1)
     truncated, rows = len(rows) > limit, rows[:limit]
     machines = list({uuid.UUID(r["machine_id"]) for r in rows if r["machine_id"]})
-    labels = await machine_labels(pool, machines) if machines else {}
+    labels = await label_history(pool, machines, until)
     history = []
     for row in rows:
         d: dict[str, Any] = msgspec.json.decode(row["data"])
         task_id, machine_id = row["stream_id"], uuid.UUID(row["machine_id"])
         at = datetime.fromisoformat(d["timestamp"])
         base = Action(kind="create-task", at=at, account_id=uuid.UUID(row["account_id"]), machine_id=machine_id,
-                      labels=labels.get(machine_id, {}))
+                      labels=labels.at(machine_id, at))
         if row["type"].endswith(".Submitted"):
             history.append(Replayed(task_id=task_id, action=msgspec.structs.replace(base,
                                                                                     capability=d["capability"])))
@@ -46,3 +54,36 @@ async def run_backtest(pool: asyncpg.Pool, policy: PolicyVersion, since: datetim
             price=Money(step["price"]["amount"], step["price"]["currency"]),
             reputation=Reputation(runs=record.get("runs", 0), success_rate=record.get("success_rate")))))
     return BacktestResult(backtest(policy, history), len(rows), truncated)
+
+
+class LabelHistory:
+    """Each machine's labels from each change on: (times, labels) per machine, in time order."""
+
+    def __init__(self, changes: dict[uuid.UUID, tuple[list[datetime], list[dict[str, str]]]]) -> None:
+        self.changes = changes
+
+    def at(self, machine_id: uuid.UUID, at: datetime) -> dict[str, str]:
+        times, labels = self.changes.get(machine_id, ([], []))
+        i = bisect_right(times, at) - 1
+        return labels[max(i, 0)] if labels else {}
+
+
+async def label_history(pool: asyncpg.Pool, machine_ids: list[uuid.UUID], until: datetime) -> LabelHistory:
+    """The machines' streams up to `until`, folded event by event by the aggregate, noting each label change."""
+    changes: dict[uuid.UUID, tuple[list[datetime], list[dict[str, str]]]] = {}
+    if not machine_ids:
+        return LabelHistory(changes)
+    rows = await pool.fetch(f"SELECT {COLUMNS} FROM events WHERE stream_id = ANY($1::uuid[]) AND stream_type = $2"
+                            " AND recorded_at < $3 ORDER BY stream_id, version",
+                            machine_ids, stream_type_of(Machine), until)
+    machine: Any = None
+    for row in rows:
+        event = row_to_event(row)
+        if machine is None or machine.id != event.stream_id:
+            machine = None
+        machine = to_domain_event(event).mutate(machine)
+        times, labels = changes.setdefault(event.stream_id, ([], []))
+        if not labels or labels[-1] != machine.labels:
+            times.append(machine.modified_on)
+            labels.append(dict(machine.labels))
+    return LabelHistory(changes)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 import asyncpg
 
@@ -37,9 +36,6 @@ class SellerRows:
 class UsageRows:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-
-    async def tasks_created_since(self, account_id: uuid.UUID, since: datetime) -> int:
-        return await policies_reader.tasks_created_since(self.pool, account_id, since)
 
     async def budgets_reserved_by(self, task_id: uuid.UUID) -> list[uuid.UUID]:
         return await policies_reader.budgets_reserved_by(self.pool, task_id)

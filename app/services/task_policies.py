@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from domain.policies.evaluation import evaluate
+from domain.policies.evaluation import evaluate, in_scope
 from domain.policies.rules import ENFORCE
-from domain.policies.values import DENY, Action, ActionKind, PolicyVersion, Reputation, Seller, Usage
+from domain.policies.values import DENY, Action, ActionKind, Decision, PolicyVersion, Reputation, Seller, Usage
 from domain.shared.ids import NAMESPACE
 from domain.tasks.aggregate import Task
-from domain.tasks.commands import Candidate, Dropped, SellerRecord
+from domain.tasks.commands import Candidate, Dropped, PolicyCheck, PolicyRef, SellerRecord
 
 
 def task_action(kind: ActionKind, task: Task, labels: dict[str, str], at: datetime, step: Candidate | None = None,
@@ -47,3 +47,11 @@ def policy_screen(task: Task, labels: dict[str, str], candidates: list[Candidate
                                    reason=f"policy '{first.policy_name}' ({first.policy_id}) v{first.policy_version}"
                                           f" rule {first.rule_index} {first.rule_type}: {first.reason}"))
     return kept, dropped
+
+
+def policy_check(decision: Decision, action: Action, governing: list[PolicyVersion]) -> PolicyCheck:
+    """The decision as a task event carries it: its id, its effect and the policy versions that judged."""
+    judged = [p for p in governing if in_scope(p, action.account_id, action.machine_id, action.labels)]
+    return PolicyCheck(decision_id=decision.decision_id, action=decision.action, effect=decision.effect,
+                       policies=tuple(PolicyRef(policy_id=p.policy_id, version=p.version, mode=p.mode)
+                                      for p in judged))

@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+import msgspec
 from eventsourcing.domain import Aggregate
 
 from app.services.machines import MachinesService
-from app.services.policy_guard import PolicyGuard
+from app.services.policy_guard import PolicyGuard, refusal
 from app.services.retries import RETRIES, retry_conflicts
 from app.services.task_discovery import OfferSource, ReputationSource, screen
-from app.services.task_policies import policy_screen, task_action
+from app.services.task_policies import policy_check, policy_screen, task_action
 from app.store.repository import Repository
 from app.store.types import AppendResult, LogPosition
 from domain.policies.errors import PolicyDenied
-from domain.policies.values import ActionKind
+from domain.policies.values import DENY, ActionKind, Decision
 from domain.runtime.endpoint import endpoint_id
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
 from domain.shared.ids import derived_id, new_id
 from domain.tasks.aggregate import CANCELLED, DISCOVERED, EXECUTING, FAILED, FINISHED, QUEUED, RESOLVED, Task
-from domain.tasks.commands import Candidate, Constraints, CreateTask, RunResult, StartRun
+from domain.tasks.commands import Candidate, Constraints, CreateTask, PolicyCheck, RunResult, StartRun
 from domain.tasks.errors import NoRoute
 from domain.tasks.scoring import Ranking, rank
 
@@ -39,10 +41,12 @@ class TaskOutcome:
 
 
 class RoutePreview:
-    """What resolve would record, without recording it (?dryRun=true)."""
+    """What resolve would record, without recording it (?dryRun=true), and the policies' decision on it."""
 
-    def __init__(self, task: Task, steps: list[Candidate], ranking: Ranking) -> None:
-        self.task, self.steps, self.ranking = task, steps, ranking
+    def __init__(self, task: Task, steps: list[Candidate], ranking: Ranking, decision: Decision | None = None,
+                 evaluated_at: datetime | None = None) -> None:
+        self.task, self.steps, self.ranking, self.decision = task, steps, ranking, decision
+        self.evaluated_at = evaluated_at
 
 
 class TasksService:
@@ -58,16 +62,25 @@ class TasksService:
         task_id = derived_id("task", machine_id, ctx.idempotency_key) if ctx.idempotency_key else new_id()
         cmd = CreateTask(task_id=task_id, account_id=machine.account_id, machine_id=machine_id,
                          capability=capability, input=input, constraints=constraints, auto=auto)
-        task = Task.submit(cmd, ctx.at)
-        extras: list[Aggregate] = []
-        if self.guard is not None:
-            auth = await self.guard.authorize(ctx, task_action("create-task", task, machine.labels, ctx.at), task.id)
-            extras = auth.extras
-        # A shadow policy's objection is recorded with the task, atomically.
-        result = await self.repo.save_all([task, *extras], ctx)
-        if result is not None and result.duplicate:
-            task = await self.repo.get(Task, task_id, what="task")
-        return TaskOutcome(task, result)
+
+        async def attempt() -> TaskOutcome:
+            task = Task.submit(cmd, ctx.at)  # the checks first: a refused input is no policy's business
+            extras: list[Aggregate] = []
+            if self.guard is not None:
+                action = task_action("create-task", task, machine.labels, ctx.at)
+                auth = await self.guard.authorize(ctx, action, task.id)
+                # The decision travels in task.created; a shadow objection and the rate windows' counts are
+                # recorded with the task, atomically.
+                check = policy_check(auth.decision, action, auth.governing)
+                task, extras = Task.submit(msgspec.structs.replace(cmd, decision=check), ctx.at), auth.extras
+            result = await self.repo.save_all([task, *extras], ctx)
+            if result is not None and result.duplicate:
+                task = await self.repo.get(Task, task_id, what="task")
+            return TaskOutcome(task, result)
+
+        # Creates race on a shared rate window: the loser re-judges on fresh state (as commits on a budget do).
+        return await retry_conflicts(attempt, attempts=BUDGET_RETRIES if self.guard else RETRIES,
+                                     jitter_s=BUDGET_JITTER_S if self.guard else 0)
 
     async def get(self, ctx: CommandContext, machine_id: uuid.UUID, task_id: uuid.UUID) -> Task:
         """The task if it is this machine's and the caller's account owns it; otherwise NOT_FOUND, never 403."""
@@ -102,10 +115,21 @@ class TasksService:
         task.discover(candidates, dropped, ctx.at)
 
     async def preview_route(self, ctx: CommandContext, machine_id: uuid.UUID, task_id: uuid.UUID) -> RoutePreview:
-        await self.machines.require_operational(ctx, machine_id)
+        """Judged by the policies as resolve would judge it (POLICY_DENIED for an enforced refusal); records
+        nothing, not even the refusal."""
+        machine = await self.machines.require_operational(ctx, machine_id)
         task = await self.get(ctx, machine_id, task_id)
         ranking = await self._rank(task)
-        return RoutePreview(task, task.plan_route(ranking), ranking)
+        steps = task.plan_route(ranking)
+        decision = None
+        if self.guard is not None:
+            step = steps[0]
+            record = (await self.reputation.records([step.seller_machine_id])).get(step.seller_machine_id)
+            decision, _ = await self.guard.check(ctx, task_action("resolve", task, machine.labels, ctx.at, step,
+                                                                  record), task.id)
+            if decision.effect == DENY:
+                raise refusal(decision, dry_run=True)
+        return RoutePreview(task, steps, ranking, decision, ctx.at)
 
     async def resolve(self, ctx: CommandContext, machine_id: uuid.UUID, task_id: uuid.UUID) -> TaskOutcome:
         machine = await self.machines.require_operational(ctx, machine_id)
@@ -113,21 +137,23 @@ class TasksService:
         async def decide(ctx: CommandContext, task: Task) -> list[Aggregate]:
             ranking = await self._rank(task)
             steps = task.plan_route(ranking)
-            extras = await self._authorize(ctx, "resolve", task, machine.labels, steps[0])
-            task.resolve(derived_id("route", task.id, task.version), ranking, ctx.at)
+            extras, check = await self._authorize(ctx, "resolve", task, machine.labels, steps[0])
+            task.resolve(derived_id("route", task.id, task.version), ranking, ctx.at, check)
             return extras
 
         # Commits race on a shared spend budget: the loser re-judges on fresh state, so allow more attempts.
         return await self._change(ctx, task_id, decide, machine_id, attempts=BUDGET_RETRIES)
 
     async def _authorize(self, ctx: CommandContext, kind: ActionKind, task: Task, labels: dict[str, str],
-                         step: Candidate) -> list[Aggregate]:
-        """POLICY_DENIED for an enforced refusal; a shadow objection to save with the command."""
+                         step: Candidate) -> tuple[list[Aggregate], PolicyCheck | None]:
+        """POLICY_DENIED for an enforced refusal; otherwise what to save with the command (a shadow objection,
+        budget reservations) and the decision its event carries."""
         if self.guard is None:
-            return []
+            return [], None
         record = (await self.reputation.records([step.seller_machine_id])).get(step.seller_machine_id)
-        auth = await self.guard.authorize(ctx, task_action(kind, task, labels, ctx.at, step, record), task.id)
-        return auth.extras
+        action = task_action(kind, task, labels, ctx.at, step, record)
+        auth = await self.guard.authorize(ctx, action, task.id)
+        return auth.extras, policy_check(auth.decision, action, auth.governing)
 
     async def _rank(self, task: Task) -> Ranking:
         sellers = list(dict.fromkeys(c.seller_machine_id for c in task.candidates))
@@ -141,10 +167,11 @@ class TasksService:
         async def decide(ctx: CommandContext, task: Task) -> list[Aggregate]:
             # Judged again at execution: a policy may have changed since the route was resolved. Only a request
             # that will record anything is judged (a repeat waits on the same outcome).
-            extras = []
+            extras: list[Aggregate] = []
+            check = None
             if task.status == RESOLVED and task.route is not None:
-                extras = await self._authorize(ctx, "execute", task, machine.labels, task.route["steps"][0])
-            task.request_execution(ctx.at)
+                extras, check = await self._authorize(ctx, "execute", task, machine.labels, task.route["steps"][0])
+            task.request_execution(ctx.at, check)
             return extras
 
         return await self._change(ctx, task_id, decide, machine_id)
@@ -182,6 +209,7 @@ class TasksService:
             if not task.auto or task.status in FINISHED:
                 return []
             extras: list[Aggregate] = []
+            check = None
             if task.status != EXECUTING:  # a run under way goes on, as a client's execute would
                 labels = (await self.machines.require_operational(ctx, task.machine_id)).labels
                 was_resolved = task.status == RESOLVED
@@ -197,16 +225,18 @@ class TasksService:
                             return []
                         # Policies judge an auto task's resolve as they judge a client's: the spend reservation
                         # is saved with the route, and a refusal fails the task on the record.
-                        extras += await self._authorize(ctx, "resolve", task, labels, steps[0])
-                        task.resolve(derived_id("route", task.id, task.version), ranking, ctx.at)
+                        more, resolved_by = await self._authorize(ctx, "resolve", task, labels, steps[0])
+                        extras += more
+                        task.resolve(derived_id("route", task.id, task.version), ranking, ctx.at, resolved_by)
                     if was_resolved and task.route is not None:
                         # Resolved earlier (not in this decision): judged again at execution, as for a client.
-                        extras += await self._authorize(ctx, "execute", task, labels, task.route["steps"][0])
+                        more, check = await self._authorize(ctx, "execute", task, labels, task.route["steps"][0])
+                        extras += more
                 except PolicyDenied as exc:  # already recorded as policy.denied by the guard
                     task.give_up(PolicyDenied.code, exc.detail, ctx.at)
                     return []
                 if task.status == RESOLVED:
-                    task.request_execution(ctx.at)
+                    task.request_execution(ctx.at, check)
             box["run"] = _next_run(ctx, task)
             return extras
 

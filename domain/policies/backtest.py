@@ -2,7 +2,8 @@
 
 The policy is judged as if enforced. Counters are simulated from the replayed history itself (the prices the
 policy would have let through in each calendar period, the task creations in each trailing window), so the
-answer does not depend on the budgets that the real history kept under other policies.
+answer does not depend on the budgets that the real history kept under other policies. As enforcement keeps
+them, counters are per account and count only the actions the policy governs (its scope, at that moment).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections import deque
 import msgspec
 
 from domain.policies import rules as r
-from domain.policies.evaluation import evaluate, period_start
+from domain.policies.evaluation import evaluate, in_scope, period_start
 from domain.policies.rules import ENFORCE
 from domain.policies.values import DENY, Action, PolicyVersion, Usage, rate_key, spend_key
 from domain.shared.ids import NAMESPACE
@@ -48,16 +49,18 @@ class Report(msgspec.Struct, kw_only=True):
 def backtest(policy: PolicyVersion, history: list[Replayed]) -> Report:
     enforced = msgspec.structs.replace(policy, mode=ENFORCE)
     report = Report()
-    spent: dict[tuple[str, str, str], int] = {}  # (period, currency, period start) -> minor units let through
-    created: dict[int, deque[float]] = {}  # per-seconds window -> creation times (epoch seconds)
+    spent_of: dict[uuid.UUID, dict[tuple[str, str, str], int]] = {}  # account -> (period, currency, start) -> spent
+    created_of: dict[uuid.UUID, dict[int, deque[float]]] = {}  # account -> per-seconds window -> creation times
     for item in history:
         a = item.action
+        spent, created = spent_of.setdefault(a.account_id, {}), created_of.setdefault(a.account_id, {})
         usage = Usage(spent=_spent(enforced, a, spent), tasks=_recent(enforced, a, created))
         decision = evaluate(NAMESPACE, a, [enforced], usage)
         report.evaluated[a.kind] = report.evaluated.get(a.kind, 0) + 1
         first = decision.denied_by if decision.effect == DENY else None
         if first is None:
-            _count(enforced, a, spent, created)
+            if in_scope(enforced, a.account_id, a.machine_id, a.labels):
+                _count(enforced, a, spent, created)
             continue
         report.denied[a.kind] = report.denied.get(a.kind, 0) + 1
         report.denied_by_rule[first.rule_type] = report.denied_by_rule.get(first.rule_type, 0) + 1

@@ -11,7 +11,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
-from domain.policies.values import DENY, Decision, RuleResult
+from domain.policies.values import DENY, Action, Decision, RuleResult
 
 
 class PolicyDecision(Aggregate):
@@ -33,6 +33,7 @@ class PolicyDecision(Aggregate):
         subject_id: uuid.UUID | None
         denied_by: RuleResult
         denials: list[RuleResult]
+        command: Action | None = None  # what was judged (added later: older decisions have none)
 
     class WouldDeny(Aggregate.Created):
         """Public name policy.would-deny: only shadow policies objected; the command went ahead."""
@@ -44,16 +45,18 @@ class PolicyDecision(Aggregate):
         subject_id: uuid.UUID | None
         denied_by: RuleResult
         denials: list[RuleResult]
+        command: Action | None = None  # what was judged (added later: older decisions have none)
 
     def __init__(self, account_id: uuid.UUID, machine_id: uuid.UUID, action: str, subject_id: uuid.UUID | None,
-                 denied_by: RuleResult, denials: list[RuleResult]) -> None:
+                 denied_by: RuleResult, denials: list[RuleResult], command: Action | None = None) -> None:
         self.account_id, self.machine_id, self.action, self.subject_id = account_id, machine_id, action, subject_id
-        self.denied_by, self.denials = denied_by, list(denials)
+        self.denied_by, self.denials, self.command = denied_by, list(denials), command
 
     @classmethod
     def record(cls, decision: Decision, account_id: uuid.UUID, machine_id: uuid.UUID,
-               subject_id: uuid.UUID | None, at: datetime) -> PolicyDecision | None:
-        """The decision as a fact worth keeping; None for an allow (nothing to record)."""
+               subject_id: uuid.UUID | None, at: datetime, command: Action | None = None) -> PolicyDecision | None:
+        """The decision as a fact worth keeping, with the command it judged (capability, seller, price, ...);
+        None for an allow (nothing to record: the command's own event carries its id)."""
         if decision.denied_by is None:
             return None
         kind: Any = cls.Denied if decision.effect == DENY else cls.WouldDeny
@@ -62,4 +65,4 @@ class PolicyDecision(Aggregate):
         denials = [x for x in decision.results if x.outcome == DENY and x.mode == mode]
         return cls._create(kind, id=decision.decision_id, timestamp=at, account_id=account_id, machine_id=machine_id,
                            action=decision.action, subject_id=subject_id, denied_by=decision.denied_by,
-                           denials=denials)
+                           denials=denials, command=command)

@@ -10,7 +10,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.shared.errors import InvalidTransition
 from domain.tasks import rules
-from domain.tasks.commands import Candidate, Constraints, CreateTask, Dropped, RunResult, StartRun
+from domain.tasks.commands import Candidate, Constraints, CreateTask, Dropped, PolicyCheck, RunResult, StartRun
 from domain.tasks.errors import NoRoute, RouteRequired, TaskNotCancellable
 from domain.tasks.scoring import Ranking, Scored
 
@@ -39,6 +39,7 @@ class Task(Aggregate):
         input: Any
         constraints: Constraints
         auto: bool
+        decision: PolicyCheck | None = None  # added later: older events decode without one
 
     class Discovered(Aggregate.Event):
         TOPIC = "tasks:Task.Discovered"
@@ -59,8 +60,11 @@ class Task(Aggregate):
         steps: list[Candidate]
         ranked: list[Scored]
         excluded: list[Dropped]
+        decision: PolicyCheck | None = None  # the policy decision that allowed this route
 
         def apply(self, aggregate: Any) -> None:
+            if self.decision is not None:
+                aggregate.decisions.append(self.decision)
             aggregate.route = {"route_id": self.route_id, "strategy": self.strategy, "steps": list(self.steps),
                                "ranked": list(self.ranked), "excluded": list(self.excluded),
                                "resolved_at": self.timestamp}
@@ -68,8 +72,11 @@ class Task(Aggregate):
 
     class ExecutionRequested(Aggregate.Event):
         TOPIC = "tasks:Task.ExecutionRequested"
+        decision: PolicyCheck | None = None  # the policy decision that allowed execution (re-judged)
 
         def apply(self, aggregate: Any) -> None:
+            if self.decision is not None:
+                aggregate.decisions.append(self.decision)
             aggregate.status = EXECUTING
 
     class RunStarted(Aggregate.Event):
@@ -142,7 +149,7 @@ class Task(Aggregate):
             aggregate.status = CANCELLED
 
     def __init__(self, account_id: uuid.UUID, machine_id: uuid.UUID, capability: str, input: Any,
-                 constraints: Constraints, auto: bool) -> None:
+                 constraints: Constraints, auto: bool, decision: PolicyCheck | None = None) -> None:
         self.account_id, self.machine_id, self.capability = account_id, machine_id, capability
         self.input, self.constraints, self.auto = input, constraints, auto
         self.status = QUEUED
@@ -151,6 +158,8 @@ class Task(Aggregate):
         self.route: dict[str, Any] | None = None
         self.runs: list[dict[str, Any]] = []
         self.outcome: dict[str, Any] | None = None
+        # The policy decisions that let its commands through, in order (allow or would-deny, with their ids).
+        self.decisions: list[PolicyCheck] = [decision] if decision is not None else []
 
     # --- decisions -------------------------------------------------------------------------------
 
@@ -161,7 +170,7 @@ class Task(Aggregate):
         constraints = rules.check_constraints(cmd.constraints)
         return cls._create(cls.Submitted, id=cmd.task_id, timestamp=at, account_id=cmd.account_id,
                            machine_id=cmd.machine_id, capability=capability, input=cmd.input,
-                           constraints=constraints, auto=cmd.auto)
+                           constraints=constraints, auto=cmd.auto, decision=cmd.decision)
 
     def discover(self, candidates: list[Candidate], dropped: list[Dropped], at: datetime) -> None:
         """Discovery may run again until a route is resolved (a seller may have appeared since)."""
@@ -179,19 +188,21 @@ class Task(Aggregate):
                                                                   ": discovery found no listing"))
         return [s.candidate for s in ranking.ranked[: 1 + self.constraints.fallbacks]]
 
-    def resolve(self, route_id: uuid.UUID, ranking: Ranking, at: datetime) -> None:
+    def resolve(self, route_id: uuid.UUID, ranking: Ranking, at: datetime,
+                decision: PolicyCheck | None = None) -> None:
         steps = self.plan_route(ranking)
         self.trigger_event(self.Resolved, timestamp=at, route_id=route_id, strategy=self.constraints.strategy,
-                           steps=steps, ranked=list(ranking.ranked), excluded=list(ranking.excluded))
+                           steps=steps, ranked=list(ranking.ranked), excluded=list(ranking.excluded),
+                           decision=decision)
 
-    def request_execution(self, at: datetime) -> bool:
+    def request_execution(self, at: datetime, decision: PolicyCheck | None = None) -> bool:
         """False (nothing recorded) when execution was already requested: the caller waits on the same outcome."""
         if self.status in {EXECUTING, SUCCEEDED, FAILED}:
             return False
         if self.status in {QUEUED, DISCOVERED}:
             raise RouteRequired("resolve a route for this task before executing it", status=self.status)
         self._from({RESOLVED}, "execute")
-        self.trigger_event(self.ExecutionRequested, timestamp=at)
+        self.trigger_event(self.ExecutionRequested, timestamp=at, decision=decision)
         return True
 
     def next_run(self, cmd: StartRun, at: datetime) -> dict[str, Any] | None:

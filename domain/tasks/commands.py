@@ -23,6 +23,23 @@ class Constraints(msgspec.Struct, frozen=True, kw_only=True):
     timeout_ms: int = 30_000
 
 
+class PolicyRef(msgspec.Struct, frozen=True, kw_only=True):
+    policy_id: uuid.UUID
+    version: int
+    mode: str
+
+
+class PolicyCheck(msgspec.Struct, frozen=True, kw_only=True):
+    """The policy decision that let a command through (allow, or would-deny when only shadow policies
+    objected), carried in the command's event: a replay shows which decision, over which policy versions,
+    allowed it. A refusal records no command event; its decision is its own (policy.denied)."""
+
+    decision_id: uuid.UUID
+    action: str
+    effect: str
+    policies: tuple[PolicyRef, ...] = ()
+
+
 class CreateTask(msgspec.Struct, frozen=True, kw_only=True):
     task_id: uuid.UUID
     account_id: uuid.UUID
@@ -31,6 +48,7 @@ class CreateTask(msgspec.Struct, frozen=True, kw_only=True):
     input: Any
     constraints: Constraints
     auto: bool = False
+    decision: PolicyCheck | None = None  # the policy decision that let this task be created
 
 
 class Candidate(msgspec.Struct, frozen=True, kw_only=True):

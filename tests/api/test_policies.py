@@ -104,6 +104,25 @@ async def test_only_admins_define_platform_policies_which_every_tenant_sees_but_
     assert (await client.patch(f"/v1/policies/{pid}", json={"name": "renamed"}, headers=admin)).status_code == 200
 
 
+async def test_a_platform_policys_history_does_not_name_the_admin_to_tenants(
+    client: httpx.AsyncClient, tenant: dict[str, Any], admin: dict[str, str]
+) -> None:
+    platform = await create(client, admin, platform=True, mode="disabled")
+    pid = platform.json()["id"]
+    revised = await client.patch(f"/v1/policies/{pid}", json={"name": "renamed"}, headers=admin)
+    assert revised.status_code == 200, revised.text
+    theirs = await client.get(f"/v1/policies/{pid}/versions", headers=fresh(tenant["headers"], revised))
+    assert [v["actor"] for v in theirs.json()["data"]] == [None, None]
+    ours = await client.get(f"/v1/policies/{pid}/versions", headers=fresh(admin, revised))
+    assert all(v["actor"] for v in ours.json()["data"])
+    events = await client.get(f"/v1/streams/{pid}/events", headers=tenant["headers"])
+    assert events.status_code == 200 and [e["version"] for e in events.json()["data"]] == [1, 2]
+    assert {v for e in events.json()["data"] for v in e["metadata"].values()} == {None}
+    assert events.json()["data"][1]["data"]["changed"] == ["name"]
+    seen = await client.get(f"/v1/streams/{pid}/events", headers=admin)
+    assert all(e["metadata"]["actor"] and e["metadata"]["requestId"] for e in seen.json()["data"])
+
+
 async def test_another_accounts_policy_is_404_everywhere(
     client: httpx.AsyncClient, tenant: dict[str, Any], admin: dict[str, str]
 ) -> None:

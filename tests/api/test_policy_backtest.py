@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from app.container import Container
-from tests.api.helpers import assert_problem
+from tests.api.helpers import active_machine, assert_problem
 from tests.api.task_helpers import buyer, capability, resolved_task, seller, submit
 
 
@@ -79,3 +79,50 @@ async def test_backtest_refusals(client: httpx.AsyncClient, tenant: dict[str, An
                                           json={"rules": [{"type": "capabilities", "deny": ["x"]}], **body}),
                        400, "VALIDATION_ERROR")
     assert_problem(await client.post("/v1/policies/backtest", headers=h, json=ok), 400, "VALIDATION_ERROR")
+
+
+async def test_a_label_selector_is_judged_on_the_labels_each_machine_had_at_the_time(
+    client: httpx.AsyncClient, tenant: dict[str, Any], container: Container
+) -> None:
+    """Two machines swap labels half-way; the backtest must use the labels of the moment, not today's."""
+    h, cap = tenant["headers"], capability()
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    one = (await active_machine(client, h, name="one", labels={"team": "red"})).json()["id"]
+    two = (await active_machine(client, h, name="two", labels={"team": "blue"})).json()["id"]
+    history: list[tuple[str, str]] = []  # (task id, the machine's team when it was created), in order
+
+    async def create(machine: str, team: str, n: int) -> None:
+        for _ in range(n):
+            history.append(((await submit(client, h, machine, cap)).json()["id"], team))
+
+    await create(one, "red", 2)
+    await create(two, "blue", 3)
+    for mid, team in ((one, "blue"), (two, "red")):
+        r = await client.patch(f"/v1/machines/{mid}", headers=h, json={"labels": {"team": team}})
+        assert r.status_code == 200, r.text
+    await create(one, "blue", 1)
+    await create(two, "red", 4)
+    window = {"since": since.isoformat(), "until": (datetime.now(UTC) + timedelta(seconds=1)).isoformat()}
+    red = {"type": "labels", "labels": {"team": "red"}}
+
+    deny = await client.post("/v1/policies/backtest", headers=h, json={
+        **window, "scope": red, "rules": [{"type": "capabilities", "deny": [cap]}]})
+    assert deny.status_code == 200, deny.text
+    expected = [t for t, team in history if team == "red"]
+    assert len(expected) == 6  # today's labels would say 7 (machine two's every task)
+    assert deny.json()["denied"] == {"create-task": 6} and deny.json()["evaluated"] == {"create-task": 10}
+    assert {s["taskId"] for s in deny.json()["samples"]} == set(expected)
+
+    # A rate limit counts only what the policy governed at the time (machine two's blue tasks do not count).
+    allowed, refused = 0, []
+    for t, team in history:
+        if team == "red":
+            if allowed + 1 > 3:
+                refused.append(t)
+            else:
+                allowed += 1
+    rate = await client.post("/v1/policies/backtest", headers=h, json={
+        **window, "scope": red, "rules": [{"type": "rate-limit", "tasks": 3, "perSeconds": 3600}]})
+    assert rate.status_code == 200, rate.text
+    assert len(refused) == 3 and rate.json()["denied"] == {"create-task": len(refused)}
+    assert {s["taskId"] for s in rate.json()["samples"]} == set(refused)
