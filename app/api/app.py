@@ -23,6 +23,7 @@ from app.api.graph import GraphController
 from app.api.machines import MachinesController
 from app.api.middleware import header_limit_middleware, idempotency_middleware, request_id_middleware
 from app.api.openapi import finish_openapi
+from app.api.openapi_headers import check_honoured_headers
 from app.api.policies import PoliciesController
 from app.api.problems import handle_exception
 from app.api.runs import RunsController, TaskHistoryController
@@ -110,6 +111,7 @@ def create_app(settings: Settings, container: Container | None = None,
                         ready, metrics, openapi_json, assets_router(), StreamsController, TracesController,
                         WebhookEndpointsController, WebhookDeliveriesController],
         exception_handlers={Exception: handle_exception},
+        before_request=check_honoured_headers,
         middleware=[idempotency_middleware],
         lifespan=[lifespan],
         cors_config=CORSConfig(allow_origins=origins) if origins else None,

@@ -6,10 +6,14 @@ route shares (X-Request-Id, Idempotency-Key on POSTs and its Idempotent-Replayed
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
+from litestar import Request
 from litestar.handlers import HTTPRouteHandler
+
+from app.api.problems import ApiError
 
 IF_MATCH, MIN_POSITION, PREFER, LAST_EVENT_ID = "If-Match", "X-Min-Position", "Prefer", "Last-Event-ID"
 ETAG, LOG_POSITION, LOCATION, CACHE_CONTROL = "ETag", "X-Log-Position", "Location", "Cache-Control"
@@ -71,6 +75,25 @@ def headers(*, honours: Sequence[str] = (), sends: Sequence[str] = ()) -> dict[s
     if unknown:
         raise ValueError(f"undocumented headers {sorted(unknown)}")
     return {"openapi_headers": {"honours": tuple(honours), "sends": tuple(sends)}}
+
+
+_PATTERNS = {name: re.compile(spec["schema"]["pattern"]) for name, spec in REQUEST_HEADERS.items()
+             if "pattern" in spec["schema"]}
+_MAX_LENGTHS = {name: spec["schema"]["maxLength"] for name, spec in REQUEST_HEADERS.items()
+                if "maxLength" in spec["schema"]}
+
+
+async def check_honoured_headers(request: Request[Any, Any, Any]) -> None:
+    """Before any handler: a header the route honours is held to its documented schema, whatever path the handler
+    takes (a time-travel GET answers before it would read X-Min-Position, and must still refuse a malformed one)."""
+    declared = request.route_handler.opt.get("openapi_headers") or {}
+    for name in declared.get("honours", ()):
+        value = request.headers.get(name)
+        if value is None:
+            continue
+        pattern, longest = _PATTERNS.get(name), _MAX_LENGTHS.get(name)
+        if (pattern is not None and pattern.fullmatch(value) is None) or (longest is not None and len(value) > longest):
+            raise ApiError(400, "VALIDATION_ERROR", f"the {name} header is malformed; see its schema in the OpenAPI")
 
 
 def add_headers(operation: dict[str, Any], method: str, handler: HTTPRouteHandler | None) -> None:

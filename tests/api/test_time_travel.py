@@ -141,6 +141,9 @@ async def test_bad_time_travel_requests(client: httpx.AsyncClient, tenant: dict[
     assert_problem(await client.get(path, headers=h, params={"version": 0}), 400, "VALIDATION_ERROR")
     ok = await client.get(path, headers=h, params={"version": 1})
     assert ok.status_code == 200 and ok.headers["etag"] == '"1"' and ok.headers["x-as-of-version"] == "1"
+    # A time-travel GET answers before it would wait on X-Min-Position; a malformed one is still refused.
+    assert_problem(await client.get(path, headers={**h, "X-Min-Position": "soon"}, params={"version": 1}),
+                   400, "VALIDATION_ERROR")
     other = (await client.post("/v1/accounts", json={"name": "other"}, headers=admin)).json()["apiKey"]["key"]
     assert_problem(await client.get(path, headers={"Authorization": f"Bearer {other}"}, params={"version": 1}),
                    404, "NOT_FOUND")
