@@ -9,6 +9,7 @@ Deposits and withdrawals save themselves (same retries).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 from eventsourcing.domain import Aggregate
 from iso4217 import Currency
@@ -122,6 +123,16 @@ class LedgerService:
         credits = await self.seller_credits(ctx, seller_account_id, currency, order_id)
         wallet.split(order_id, credits, seller_amount, fee, ctx.at)
         return [wallet, credits]
+
+    async def atomically(self, ctx: CommandContext,
+                         decide: Callable[[], Awaitable[list[Aggregate]]]) -> AppendResult | None:
+        """Run `decide` (load fresh, decide, return every aggregate that recorded something: e.g. the Order and
+        what `hold`/`release`/... returned) and save it all in one append; a lost race re-runs `decide`."""
+
+        async def attempt() -> AppendResult | None:
+            return await self.repo.save_all(await decide(), ctx)
+
+        return await retry_conflicts(attempt, attempts=LEDGER_RETRIES, jitter_s=LEDGER_JITTER_S)
 
     # --- commands saved here ----------------------------------------------------------------------
 
