@@ -8,6 +8,7 @@ Deposits and withdrawals save themselves (same retries).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -83,14 +84,16 @@ class LedgerService:
         """The wallet, having counted its seller credits first when what it knows does not cover `amount`."""
         wallet = await self.wallet(ctx, account_id, amount.currency)
         if wallet.available < amount.amount:
-            shards = []
-            for shard in range(CREDIT_SHARDS):
-                try:
-                    shards.append(await self.repo.get(SellerCredits, credits_id(account_id, amount.currency, shard)))
-                except NotFound:
-                    continue
-            wallet.collect(shards, ctx.at)
+            loaded = await asyncio.gather(*(self._shard(account_id, amount.currency, shard)
+                                            for shard in range(CREDIT_SHARDS)))
+            wallet.collect([s for s in loaded if s is not None], ctx.at)
         return wallet
+
+    async def _shard(self, account_id: uuid.UUID, currency: str, shard: int) -> SellerCredits | None:
+        try:
+            return await self.repo.get(SellerCredits, credits_id(account_id, currency, shard), what="credits")
+        except NotFound:
+            return None
 
     # --- escrow: decided here, saved by the caller with its Order ---------------------------------
 

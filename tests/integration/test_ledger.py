@@ -14,8 +14,9 @@ from eventsourcing.domain import Aggregate
 from app.container import Container
 from app.ledger_verify import verify_ledger
 from app.settings import Settings
+from app.store.mapper import rebuild as rebuild_stream
 from app.store.types import AppendResult
-from domain.market.errors import InsufficientFunds
+from domain.market.errors import EscrowNotHeld, InsufficientFunds
 from domain.market.ledger import Wallet, credit_shard, credits_id, wallet_id
 from domain.shared.context import CommandContext
 from domain.shared.money import Money
@@ -153,3 +154,26 @@ async def test_refund_and_split_on_the_read_model_and_the_log(c: Container, fres
     assert audit.breaches == [] and audit.orders[str(o3)]["held"] == [300]
     credits = await c.store.load(credits_id(seller, "USD", credit_shard(o2)))
     assert [e.data["amount"] for e in credits if e.type.endswith("Credited")] == [180]
+
+
+async def test_a_long_wallet_loads_from_its_snapshot_as_it_replays(c: Container) -> None:
+    """SNAPSHOT_EVERY=100: holds (keyed by order) and collected shard totals survive the JSON snapshot exactly."""
+    buyer, seller = await account(c, 10_000), await account(c)
+    orders = [uuid.uuid4() for _ in range(120)]
+    for o in orders:
+        await hold(c, buyer, o, 10)
+    for o in orders[:60]:
+        await release(c, buyer, o, seller, 1)
+    await c.ledger.withdraw(ctx(), seller, usd(1))  # the seller's wallet collects its shards
+    wid = wallet_id(buyer, "USD")
+    assert await c.pool.fetchval("SELECT version FROM snapshots WHERE stream_id = $1", wid) == 100
+    loaded = await c.repo.get(Wallet, wid)
+    replayed = rebuild_stream(await c.store.load(wid))
+    assert isinstance(replayed, Wallet)
+    assert (loaded.available, loaded.escrow, loaded.holds, loaded.version) == (
+        replayed.available, replayed.escrow, replayed.holds, replayed.version) == (
+        10_000 - 1200, 600, {str(o): 10 for o in orders[60:]}, 182)
+    with pytest.raises(EscrowNotHeld):  # settled orders stay settled after a snapshot load
+        await c.ledger.release(ctx(), buyer, orders[0], "USD", seller, 0)
+    seller_wallet = await c.repo.get(Wallet, wallet_id(seller, "USD"))
+    assert seller_wallet.available == 60 * 9 - 1 and sum(seller_wallet.collected.values()) == 60 * 9
