@@ -8,6 +8,7 @@ from eventsourcing.domain import Aggregate
 from domain.accounts.aggregate import Account
 from domain.graph.aggregate import MachineGraph
 from domain.machines.aggregate import Machine
+from domain.market.ledger import SellerCredits, Wallet
 from domain.policies.aggregate import Policy
 from domain.policies.budget import SpendBudget
 from domain.policies.decision import PolicyDecision
@@ -17,4 +18,5 @@ from domain.tasks.aggregate import Task
 from domain.webhooks.aggregate import WebhookEndpoint
 
 AGGREGATES: tuple[type[Aggregate], ...] = (Account, Machine, RuntimeEndpoint, MachineAgent, MachineGraph, Task,
-                                           Policy, PolicyDecision, SpendBudget, WebhookEndpoint)
+                                           Policy, PolicyDecision, SpendBudget, WebhookEndpoint, Wallet,
+                                           SellerCredits)

@@ -11,6 +11,7 @@ from app.sealing import Sealer
 from app.services.accounts import AccountsService
 from app.services.agents import AgentsService
 from app.services.graph import GraphService
+from app.services.ledger import LedgerService
 from app.services.machines import MachinesService
 from app.services.policies import PoliciesService
 from app.services.policy_guard import PolicyGuard
@@ -52,6 +53,7 @@ class Container:
         self.outcomes = OutcomeWaiter(pool, None)
         self.policies = PoliciesService(self.repo, self.machines, PolicyRows(pool), SellerRows(pool), self.guard)
         self.webhooks = WebhooksService(self.repo, self.sealer)
+        self.ledger = LedgerService(self.repo)
         self.projection_names = projection_names()
         # Started by the first SSE subscriber; without a DSN to LISTEN on it polls.
         self.audit_tail = AuditTail(pool, settings.projection_poll_interval_s, sse_frame)

@@ -55,6 +55,16 @@ PUBLIC_NAMES: dict[str, str] = {
     "webhooks:WebhookEndpoint.DisabledForFailures": "webhook-endpoint.disabled",
     "webhooks:WebhookEndpoint.DeliveryRetryRequested": "webhook-endpoint.delivery-retry-requested",
     "webhooks:WebhookEndpoint.Deleted": "webhook-endpoint.deleted",
+    # Wallet movements keep ledger.* names; the market.payment.* names belong to the Order events beside them.
+    "market:Wallet.Opened": "ledger.wallet-opened",
+    "market:Wallet.Deposited": "ledger.deposited",
+    "market:Wallet.Withdrawn": "ledger.withdrawn",
+    "market:Wallet.EscrowHeld": "ledger.escrow-held",
+    "market:Wallet.EscrowReleased": "ledger.escrow-released",
+    "market:Wallet.EscrowRefunded": "ledger.escrow-refunded",
+    "market:Wallet.CreditsCollected": "ledger.credits-collected",
+    "market:SellerCredits.Opened": "ledger.seller-credits-opened",
+    "market:SellerCredits.Credited": "ledger.seller-credited",
 }
 
 # Secrets and their digests are kept out of the feed (it is exported to operators and tenants).

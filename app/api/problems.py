@@ -25,6 +25,7 @@ from app.api.validation_names import wire_names
 from domain.accounts import errors as account_errors
 from domain.graph import errors as graph_errors
 from domain.machines import errors as machine_errors
+from domain.market import errors as market_errors
 from domain.policies import errors as policy_errors
 from domain.runtime import errors as runtime_errors
 from domain.shared import errors as shared
@@ -87,6 +88,9 @@ STATUS_OF: dict[type[shared.DomainError], int] = {
     task_errors.RouteRequired: 409,
     task_errors.TaskNotCancellable: 409,
     policy_errors.PolicyDenied: 403,
+    market_errors.InsufficientFunds: 409,
+    market_errors.EscrowAlreadyHeld: 409,
+    market_errors.EscrowNotHeld: 409,
 }
 
 TITLES = {
