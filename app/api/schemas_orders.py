@@ -15,6 +15,7 @@ from domain.market.order_terms import MAX_CONFIRM_WINDOW_S, MIN_CONFIRM_WINDOW_S
 from domain.shared.money import Money
 from domain.tasks import rules
 
+
 class OrderStatus(enum.StrEnum):
     AWAITING_PAYMENT = o.AWAITING_PAYMENT
     PAID = o.PAID

@@ -17,10 +17,10 @@ GET /_stats answers the counters as JSON; POST /_reset clears them. In process, 
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import asyncio
+import base64
 import collections
+import hashlib
 import json
 import signal
 import socket

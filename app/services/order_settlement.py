@@ -6,6 +6,8 @@ redelivered message finds the order moved on and records nothing.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import uuid
 from typing import Any
 
@@ -14,13 +16,13 @@ from eventsourcing.domain import Aggregate
 from app.crypto import verify_ed25519
 from app.services.orders import OrderOutcome, OrdersService
 from domain.machines.aggregate import Machine
+from domain.market.errors import InsufficientFunds
 from domain.market.order import EXECUTING, PAID, Order
 from domain.market.order_commands import Execution
 from domain.shared.context import CommandContext
-from domain.shared.errors import DomainError, NotFound
+from domain.shared.errors import NotFound
 from domain.tasks.aggregate import FINISHED, SUCCEEDED, Task
 
-INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
 MAX_RECEIPT_CHARS = 256
 
 
@@ -37,10 +39,8 @@ class OrderSettlement:
             if order.status != PAID:
                 return []
             try:
-                wallets = await self.escrow.hold(order, ctx.at)
-            except DomainError as exc:
-                if exc.code != INSUFFICIENT_FUNDS:
-                    raise
+                wallets = await self.escrow.hold(ctx, order)
+            except InsufficientFunds as exc:
                 order.fail_payment(exc.code, exc.detail, ctx.at)
                 return await self.orders.abandon_task(ctx, order)
             order.hold(ctx.at)
@@ -63,14 +63,14 @@ class OrderSettlement:
 
         async def decide(ctx: CommandContext, order: Order) -> list[Aggregate]:
             split = order.record_execution(execution, ctx.at)
-            return await self.escrow.settle(order, split, ctx.at) if split is not None else []
+            return await self.escrow.settle(ctx, order, split)
 
         return await self.orders._change(ctx, order_id, decide)
 
     async def auto_confirm(self, ctx: CommandContext, order_id: uuid.UUID) -> OrderOutcome:
         async def decide(ctx: CommandContext, order: Order) -> list[Aggregate]:
             split = order.confirm(False, ctx.at)
-            return await self.escrow.settle(order, split, ctx.at) if split is not None else []
+            return await self.escrow.settle(ctx, order, split)
 
         return await self.orders._change(ctx, order_id, decide)
 
@@ -100,9 +100,6 @@ class OrderSettlement:
 
 
 def _verify_receipt(public_key: str, digest: str, receipt: str) -> bool:
-    import base64
-    import binascii
-
     try:
         signature = base64.b64decode(receipt, validate=True)
     except (binascii.Error, ValueError):

@@ -157,7 +157,7 @@ class OrdersService:
         return [task, *released]
 
     async def _settle(self, order: Order, split: Split | None, ctx: CommandContext) -> list[Aggregate]:
-        return await self.escrow.settle(order, split, ctx.at) if split is not None else []
+        return await self.escrow.settle(ctx, order, split)
 
     async def _change(self, ctx: CommandContext, order_id: uuid.UUID,
                       decide: Callable[[CommandContext, Order], Any], *, visible: bool = False,
