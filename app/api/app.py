@@ -20,6 +20,7 @@ from app.api.audit_routes import AUDIT_CONTROLLERS
 from app.api.catalogue import CatalogueController
 from app.api.docs_ui import assets_router, render_plugins
 from app.api.graph import GraphController
+from app.api.ledger import LedgerController
 from app.api.machines import MachinesController
 from app.api.middleware import header_limit_middleware, idempotency_middleware, request_id_middleware
 from app.api.openapi import finish_openapi
@@ -110,8 +111,8 @@ def create_app(settings: Settings, container: Container | None = None,
                         GraphController, AccountsController, *AUDIT_CONTROLLERS, CatalogueController, TasksController,
                         TaskExecutionController, TaskHistoryController, RunsController, PoliciesController, health,
                         ready, metrics, openapi_json, assets_router(), StreamsController, TracesController,
-                        WebhookEndpointsController, WebhookDeliveriesController, OrdersController,
-                        PaymentCallbacksController],
+                        WebhookEndpointsController, WebhookDeliveriesController, LedgerController,
+                        OrdersController, PaymentCallbacksController],
         exception_handlers={Exception: handle_exception},
         middleware=[idempotency_middleware],
         lifespan=[lifespan],

@@ -22,6 +22,9 @@ from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound, ValidationFailed
 from domain.shared.money import Money
 
+# The codes a wallet can hold: ISO 4217 currencies with minor units (not XAU, XDR and other funds or metals).
+CURRENCIES: tuple[str, ...] = tuple(sorted(c.code for c in Currency if c.exponent is not None))
+
 # Many commands can race on one buyer's wallet (64 concurrent holds in the proof test): each loser re-decides.
 LEDGER_RETRIES, LEDGER_JITTER_S = 64, 0.005
 

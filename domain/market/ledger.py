@@ -1,7 +1,7 @@
 """The ledger's write side: a Wallet per (platform account, currency) and the seller's sharded credit streams.
 
 Design (ARCHITECTURE.md §9): money moves only as balanced postings. Every movement is ONE event that carries
-`postings` (see domain.market.postings) summing to zero in the event's currency; balances and entries are read
+its `currency` and `postings` (domain.market.postings) summing to zero in it; balances and entries are read
 models folded from those postings. Sufficiency is decided here, on the stream's version (optimistic concurrency).
 
 - `Wallet` (stream id `wallet_id(account, currency)`, uuid5): deposits, withdrawals, escrow holds, releases,
@@ -95,6 +95,7 @@ class Wallet(Aggregate):
         TOPIC = "market:Wallet.Deposited"
         amount: int
         reference: str | None
+        currency: str
         postings: list[Posting]
 
         def apply(self, aggregate: Any) -> None:
@@ -106,6 +107,7 @@ class Wallet(Aggregate):
         TOPIC = "market:Wallet.Withdrawn"
         amount: int
         reference: str | None
+        currency: str
         postings: list[Posting]
 
         def apply(self, aggregate: Any) -> None:
@@ -115,6 +117,7 @@ class Wallet(Aggregate):
         TOPIC = "market:Wallet.EscrowHeld"
         order_id: uuid.UUID
         amount: int
+        currency: str
         postings: list[Posting]
 
         def apply(self, aggregate: Any) -> None:
@@ -130,6 +133,7 @@ class Wallet(Aggregate):
         seller_account_id: uuid.UUID
         amount: int
         fee: int
+        currency: str
         postings: list[Posting]
 
         def apply(self, aggregate: Any) -> None:
@@ -139,6 +143,7 @@ class Wallet(Aggregate):
         TOPIC = "market:Wallet.EscrowRefunded"
         order_id: uuid.UUID
         amount: int
+        currency: str
         postings: list[Posting]
 
         def apply(self, aggregate: Any) -> None:
@@ -181,25 +186,25 @@ class Wallet(Aggregate):
 
     def deposit(self, amount: Money, at: datetime, reference: str | None = None) -> None:
         self._check_amount(amount)
-        self.trigger_event(self.Deposited, timestamp=at, amount=amount.amount, reference=reference,
-                           postings=posting_set(Posting(EXTERNAL, None, -amount.amount),
-                                                Posting(AVAILABLE, self.account_id, amount.amount)))
+        self._move(self.Deposited, at, [Posting(EXTERNAL, None, -amount.amount),
+                                        Posting(AVAILABLE, self.account_id, amount.amount)],
+                   amount=amount.amount, reference=reference)
 
     def withdraw(self, amount: Money, at: datetime, reference: str | None = None) -> None:
         self._check_amount(amount)
         self._covers(amount.amount)
-        self.trigger_event(self.Withdrawn, timestamp=at, amount=amount.amount, reference=reference,
-                           postings=posting_set(Posting(AVAILABLE, self.account_id, -amount.amount),
-                                                Posting(EXTERNAL, None, amount.amount)))
+        self._move(self.Withdrawn, at, [Posting(AVAILABLE, self.account_id, -amount.amount),
+                                        Posting(EXTERNAL, None, amount.amount)],
+                   amount=amount.amount, reference=reference)
 
     def hold(self, order_id: uuid.UUID, amount: Money, at: datetime) -> None:
         self._check_amount(amount)
         if str(order_id) in self.holds:
             raise EscrowAlreadyHeld(f"order {order_id} already holds escrow", order_id=str(order_id))
         self._covers(amount.amount)
-        self.trigger_event(self.EscrowHeld, timestamp=at, order_id=order_id, amount=amount.amount,
-                           postings=posting_set(Posting(AVAILABLE, self.account_id, -amount.amount),
-                                                Posting(ESCROW, self.account_id, amount.amount)))
+        self._move(self.EscrowHeld, at, [Posting(AVAILABLE, self.account_id, -amount.amount),
+                                         Posting(ESCROW, self.account_id, amount.amount)],
+                   order_id=order_id, amount=amount.amount)
 
     def release(self, order_id: uuid.UUID, credits: SellerCredits, fee: int, at: datetime) -> None:
         self.split(order_id, credits, self._held(order_id), fee, at)
@@ -220,11 +225,10 @@ class Wallet(Aggregate):
             if credits is None or credits.currency != self.currency or credits.shard != credit_shard(order_id):
                 raise CurrencyMismatch("release needs the seller's credit stream for this order and currency")
             buyer, seller = self.account_id, credits.account_id
-            self.trigger_event(
-                self.EscrowReleased, timestamp=at, order_id=order_id, seller_account_id=seller,
-                amount=seller_amount, fee=fee,
-                postings=posting_set(Posting(ESCROW, buyer, -seller_amount),
-                                     Posting(AVAILABLE, seller, seller_amount - fee), Posting(FEES, None, fee)))
+            self._move(self.EscrowReleased, at, [Posting(ESCROW, buyer, -seller_amount),
+                                                 Posting(AVAILABLE, seller, seller_amount - fee),
+                                                 Posting(FEES, None, fee)],
+                       order_id=order_id, seller_account_id=seller, amount=seller_amount, fee=fee)
             credits.credit(order_id, buyer, seller_amount - fee, at)
         if held - seller_amount:
             self._refund(order_id, held - seller_amount, at)
@@ -242,9 +246,13 @@ class Wallet(Aggregate):
     # --- guards ----------------------------------------------------------------------------------
 
     def _refund(self, order_id: uuid.UUID, amount: int, at: datetime) -> None:
-        self.trigger_event(self.EscrowRefunded, timestamp=at, order_id=order_id, amount=amount,
-                           postings=posting_set(Posting(ESCROW, self.account_id, -amount),
-                                                Posting(AVAILABLE, self.account_id, amount)))
+        self._move(self.EscrowRefunded, at, [Posting(ESCROW, self.account_id, -amount),
+                                             Posting(AVAILABLE, self.account_id, amount)],
+                   order_id=order_id, amount=amount)
+
+    def _move(self, kind: type[Aggregate.Event], at: datetime, postings: list[Posting], **fields: Any) -> None:
+        """Record one movement: its fields, this wallet's currency and its checked, balanced postings."""
+        self.trigger_event(kind, timestamp=at, currency=self.currency, postings=posting_set(*postings), **fields)
 
     def _held(self, order_id: uuid.UUID) -> int:
         if str(order_id) not in self.holds:
