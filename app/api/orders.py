@@ -139,7 +139,7 @@ class OrdersController(Controller):
           description="The buyer, after `executed` and within the confirm window. Confirm, dispute and the"
                       " auto-confirm timer race safely: exactly one wins; the others answer 409"
                       " ORDER_STATE_CONFLICT (or CONFIRM_WINDOW_CLOSED once the window has passed).",
-          responses=problems(400, 401, 403, 404, 409))
+          responses=problems(400, 401, 403, 404, 409, 422))
     async def confirm(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                       order_id: FromPath[uuid.UUID]) -> Response[OrderView]:
         c = container_of(request)
@@ -149,7 +149,7 @@ class OrdersController(Controller):
           status_code=200, summary="Dispute the execution within the confirm window (escrow stays held)",
           description="The task's runs are attached as evidence. An admin resolves it (refund, release or split)."
                       " 409 ORDER_STATE_CONFLICT unless `executed`; 409 CONFIRM_WINDOW_CLOSED after the window.",
-          responses=problems(400, 401, 403, 404, 409))
+          responses=problems(400, 401, 403, 404, 409, 422))
     async def dispute(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                       order_id: FromPath[uuid.UUID], data: JSONBody[DisputeRequest]) -> Response[OrderView]:
         c = container_of(request)
@@ -161,7 +161,7 @@ class OrdersController(Controller):
           description="`refund`: all back to the buyer; `release`: to the seller minus the fee; `split`:"
                       " `sellerShare` minor units released (the fee taken pro rata from them, rounded down), the"
                       " rest refunded. 403 for a non-admin key; 409 ORDER_STATE_CONFLICT unless disputed.",
-          responses=problems(400, 401, 403, 404, 409))
+          responses=problems(400, 401, 403, 404, 409, 422))
     async def resolve(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                       order_id: FromPath[uuid.UUID], data: JSONBody[ResolutionRequest]) -> Response[OrderView]:
         c = container_of(request)
@@ -172,7 +172,7 @@ class OrdersController(Controller):
           status_code=200, summary="Cancel an order before it is paid",
           description="Its task is cancelled and spend reservations released. 409 ORDER_STATE_CONFLICT once a"
                       " proof of payment is recorded; cancelling a cancelled order changes nothing.",
-          responses=problems(400, 401, 403, 404, 409))
+          responses=problems(400, 401, 403, 404, 409, 422))
     async def cancel(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                      order_id: FromPath[uuid.UUID],
                      data: JSONBody[CancelOrderRequest | None] = None) -> Response[OrderView]:

@@ -60,7 +60,7 @@ class PaymentCallbacksController(Controller):
                       " PAYMENT_CALLBACK_INVALID for a missing, stale, wrong or replayed signature, or terms that"
                       " do not match the intent: nothing is recorded. 404 for an unknown order; 409"
                       " ORDER_STATE_CONFLICT when the order is no longer awaiting payment.",
-          responses=problems(400, 404, 409))
+          responses=problems(400, 401, 404, 409, 422))
     async def callback(self, request: Request[Any, Any, Any], rail: FromPath[Rail],
                        data: JSONBody[RailCallback]) -> Response[OrderView]:
         c = container_of(request)

@@ -11,7 +11,7 @@ import msgspec
 from app.api.schema_types import NOT_BLANK, UtcTime
 from app.api.schemas_tasks import Capability, ConstraintsBody, Reason
 from domain.market import order as o
-from domain.market.order_terms import MAX_CONFIRM_WINDOW_S, MIN_CONFIRM_WINDOW_S
+from domain.market.order_terms import DEFAULT_CONFIRM_WINDOW_S, MAX_CONFIRM_WINDOW_S, MIN_CONFIRM_WINDOW_S
 from domain.shared.money import Money
 from domain.tasks import rules
 
@@ -64,18 +64,18 @@ Base64 = Annotated[str, msgspec.Meta(min_length=4, max_length=512, pattern=r"^[A
 
 class CreateOrderRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
     buyer_machine_id: uuid.UUID
-    listing_id: Annotated[uuid.UUID | None, msgspec.Meta(
+    listing_id: Annotated[uuid.UUID, msgspec.Meta(
         description="the listing to buy; or give `capability` (and `constraints`) and the best listing is"
-                    " picked as a task's resolve would pick it")] = None
+                    " picked as a task's resolve would pick it")] | None = None
     capability: Capability | None = None
-    constraints: Annotated[ConstraintsBody | None, msgspec.Meta(
-        description="as for tasks; `fallbacks` is ignored (an order pays one seller)")] = None
+    constraints: Annotated[ConstraintsBody, msgspec.Meta(
+        description="as for tasks; `fallbacks` is ignored (an order pays one seller)")] | None = None
     input: Annotated[Any, msgspec.Meta(description=f"any JSON value, at most {rules.MAX_INPUT_BYTES} bytes"
                                                    " encoded; validated against the listing's inputSchema")] = None
-    confirm_window_seconds: Annotated[int | None, msgspec.Meta(
+    confirm_window_seconds: Annotated[int, msgspec.Meta(
         ge=MIN_CONFIRM_WINDOW_S, le=MAX_CONFIRM_WINDOW_S,
         description="how long after execution the buyer may confirm or dispute; then it is confirmed"
-                    " automatically (default 86400)")] = None
+                    " automatically")] = DEFAULT_CONFIRM_WINDOW_S
 
 
 class ProofBody(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
@@ -93,9 +93,9 @@ class DisputeRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True,
 
 class ResolutionRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
     outcome: DisputeOutcome
-    seller_share: Annotated[int | None, msgspec.Meta(
+    seller_share: Annotated[int, msgspec.Meta(
         ge=1, description="split only: minor units of the escrow released to the seller (the fee is taken pro"
-                          " rata from them), the rest refunded")] = None
+                          " rata from them), the rest refunded")] | None = None
     note: Reason | None = None
 
 
@@ -150,7 +150,7 @@ class EscrowView(msgspec.Struct, rename="camel", frozen=True):
     held_at: UtcTime | None
 
 
-class ExecutionView(msgspec.Struct, rename="camel", frozen=True):
+class OrderExecutionView(msgspec.Struct, rename="camel", frozen=True):
     run_id: uuid.UUID | None
     succeeded: bool
     code: str | None
@@ -195,7 +195,7 @@ class OrderView(msgspec.Struct, rename="camel", frozen=True):
     payment_intent: PaymentIntentView
     payment: PaymentView
     escrow: EscrowView
-    execution: ExecutionView | None
+    execution: OrderExecutionView | None
     dispute: DisputeView | None
     cancel_reason: str | None
     version: int

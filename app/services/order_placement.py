@@ -53,7 +53,9 @@ async def priced_task(ctx: CommandContext, tasks: TasksService, buyer: Machine, 
         dropped += [Dropped(listing_id=c.listing_id, seller_machine_id=c.seller_machine_id,
                             reason="not the ordered listing") for c in candidates if c.listing_id != listing_id]
         candidates = [c for c in candidates if c.listing_id == listing_id]
-    if tasks.guard is not None and candidates:
+    # Picking among listings, forbidden ones leave as in a task's discovery; a named listing is judged by the
+    # order's own decision below, so a refusal is a recorded POLICY_DENIED, not a vanished listing.
+    if tasks.guard is not None and candidates and listing_id is None:
         governing = await tasks.guard.governing(task_action("resolve", task, buyer.labels, ctx.at))
         if governing:
             records = await tasks.reputation.records(list({c.seller_machine_id for c in candidates}))
