@@ -8,12 +8,15 @@ import hmac
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from app.container import Container
 from app.settings import Settings
+from domain.market.order_commands import Execution
+from domain.shared.context import CommandContext
 from tests.api.helpers import Keys, action, api_on, assert_problem, fresh, register, verify
 from tests.api.task_helpers import capability, caught_up, seller
 from tests.api.test_policy_enforcement import policy
@@ -218,3 +221,78 @@ async def test_rail_callback_signed_records_the_proof_and_refuses_bad_stale_and_
         assert_problem(await rail.post(url, content=body, headers=ok), 400, "PAYMENT_CALLBACK_INVALID")
         after = await client.get(f"{ORDERS}/{o['id']}", headers=m["h"])
         assert after.json()["version"] == r.json()["version"]
+
+
+async def executed_order(client: httpx.AsyncClient, container: Container, admin: dict[str, str], m: dict[str, Any],
+                         funds: int) -> dict[str, Any]:
+    """Deposited, placed, paid over HTTP; the escrow held and a successful execution recorded by the worker's
+    service (the worker tests run the real executor)."""
+    dep = await client.post(f"/v1/accounts/{m['account']}/deposits", headers=admin,
+                            json={"amount": {"amount": funds, "currency": "USD"}})
+    assert dep.status_code == 201, dep.text
+    o = (await place(client, m)).json()
+    r = await client.post(f"{ORDERS}/{o['id']}/payment", headers=m["h"],
+                          json={"proof": {"signature": m["keys"].sign(o["paymentIntent"]["signingPayload"])}})
+    assert r.status_code == 200, r.text
+    worker = CommandContext(at=datetime.now(UTC), actor="worker:test", is_admin=True)
+    held = await container.order_settlement.hold(worker, uuid.UUID(o["id"]))
+    assert held.order.status == "executing"
+    order = held.order
+    order.record_execution(Execution(run_id=None, succeeded=True, code=None, http_status=200,
+                                     result_digest="0" * 64, receipt=None, receipt_verified=False), worker.at)
+    await container.repo.save(order, worker)
+    return (await client.get(f"{ORDERS}/{o['id']}", headers=m["h"])).json()
+
+
+async def balance(client: httpx.AsyncClient, h: dict[str, str], last: httpx.Response) -> dict[str, int]:
+    r = await client.get("/v1/accounts/me/balance", headers=fresh(h, last))
+    assert r.status_code == 200, r.text
+    rows = [b for b in r.json()["data"] if b["currency"] == "USD"]
+    return {"available": rows[0]["available"]["amount"], "escrow": rows[0]["escrow"]["amount"]} if rows else {}
+
+
+async def test_dispute_then_split_resolution_moves_the_money_once(
+    client: httpx.AsyncClient, container: Container, admin: dict[str, str], tenant: dict[str, Any]
+) -> None:
+    m = {**await market(client, container, admin, tenant, price=1000), "account": tenant["id"]}
+    o = await executed_order(client, container, admin, m, 1500)
+    assert o["status"] == "executed" and o["confirmBy"] and o["escrow"]["status"] == "held"
+    base = f"{ORDERS}/{o['id']}"
+    d = await client.post(base + "/dispute", headers=m["h"], json={"reason": "the answer was wrong"})
+    assert d.status_code == 200 and d.json()["status"] == "disputed", d.text
+    assert d.json()["dispute"]["reason"] == "the answer was wrong"
+    assert_problem(await client.post(base + "/confirm", headers=m["h"]), 409, "ORDER_STATE_CONFLICT")
+    assert_problem(await client.post(base + "/dispute/resolution", headers=admin,
+                                     json={"outcome": "split"}), 400, "VALIDATION_ERROR")
+    r = await client.post(base + "/dispute/resolution", headers=admin,
+                          json={"outcome": "split", "sellerShare": 400, "note": "partly done"})
+    assert r.status_code == 200, r.text
+    v = r.json()
+    assert (v["status"], v["escrow"]["status"]) == ("settled", "split")
+    assert (v["escrow"]["released"]["amount"], v["escrow"]["refunded"]["amount"]) == (400, 600)
+    assert v["dispute"]["outcome"] == "split" and v["dispute"]["sellerShare"] == 400
+    assert_problem(await client.post(base + "/dispute/resolution", headers=admin, json={"outcome": "refund"}),
+                   409, "ORDER_STATE_CONFLICT")
+    assert await balance(client, m["h"], r) == {"available": 1100, "escrow": 0}
+    assert await balance(client, m["sh"], r) == {"available": 390, "escrow": 0}  # 400 less the pro rata fee 10
+    timeline = [t["type"] for t in v["timeline"]]
+    assert timeline[-4:] == ["market.order.disputed", "market.dispute.resolved", "market.payment.released",
+                             "market.payment.refunded"]
+
+
+async def test_confirm_over_http_releases_to_the_seller_less_the_fee(
+    client: httpx.AsyncClient, container: Container, admin: dict[str, str], tenant: dict[str, Any]
+) -> None:
+    m = {**await market(client, container, admin, tenant, price=2000), "account": tenant["id"]}
+    o = await executed_order(client, container, admin, m, 2000)
+    base = f"{ORDERS}/{o['id']}"
+    assert_problem(await client.post(base + "/confirm", headers=m["sh"]), 403, "PERMISSION_DENIED")
+    r = await client.post(base + "/confirm", headers=m["h"])
+    assert r.status_code == 200 and (r.json()["status"], r.json()["escrow"]["status"]) == ("settled", "released")
+    assert_problem(await client.post(base + "/dispute", headers=m["h"], json={"reason": "late"}), 409,
+                   "ORDER_STATE_CONFLICT")
+    assert await balance(client, m["h"], r) == {"available": 0, "escrow": 0}
+    assert await balance(client, m["sh"], r) == {"available": 1950, "escrow": 0}
+    sold = await client.get(ORDERS, headers=fresh(m["sh"], r), params={"role": "seller", "status": "settled"})
+    assert [x["id"] for x in sold.json()["data"]] == [o["id"]]
+    assert sold.json()["data"][0]["escrowStatus"] == "released"

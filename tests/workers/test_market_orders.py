@@ -13,6 +13,7 @@ from dramatiq.brokers.stub import StubBroker
 
 from app.container import Container
 from app.outbound.stub_seller import StubSeller
+from app.services.orders import OrdersService
 from app.settings import Settings
 from domain.market.order_commands import Execution
 from domain.market.order_errors import ConfirmWindowClosed, OrderStateConflict
@@ -20,7 +21,7 @@ from domain.shared.context import CommandContext
 from tests.conftest import TEST_SECRET_KEY
 from tests.workers.harness import broker_url_for, eventually, worker_on
 from tests.workers.orders_market import balances, funded_buyer, order_events, paid_order, relay_until, seller
-from tests.workers.tasks_market import ctx, read_models
+from tests.workers.tasks_market import CAPABILITY, ctx, read_models
 
 dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq pick a default broker here
 from workers.market import (  # noqa: E402
@@ -193,3 +194,20 @@ def _outcome(result: object) -> str:
         return "409"
     recorded = getattr(result, "position", None)
     return "won" if recorded is not None else "noop"
+
+
+async def test_an_unpaid_intent_expires_on_its_timer(c: Container, fresh_database: str, stub: StubSeller) -> None:
+    await seller(c, stub.url, 100)
+    b = await funded_buyer(c, 100)
+    await read_models(c)
+    short = OrdersService(c.repo, c.pool, c.tasks, c.orders.escrow, fee_bps=250, intent_ttl_s=1)
+    order = (await short.place(ctx(b.account), b.machine.id, listing_id=None, capability=CAPABILITY,
+                               constraints=None, input={"text": "hi"}, confirm_window_s=60)).order
+    async with worker_on(fresh_database, fresh_database, ACTORS, settings=PRIVATE_OK) as (broker, worker):
+        worker.start()
+        order = await relay_until(c, broker, order.id, {"cancelled"}, seconds=20)
+    assert order.payment == "expired" and order.cancel_reason == "the payment intent expired"
+    assert (await c.tasks.load(order.task_id)).status == "cancelled"
+    late = b.key.sign(order.signing_payload)
+    with pytest.raises(OrderStateConflict):  # a mandate after the timer: nothing to pay any more
+        await c.orders.pay(ctx(b.account), order.id, late)
