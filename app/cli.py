@@ -219,6 +219,9 @@ def parser() -> argparse.ArgumentParser:
     from app.cli_history import add_history_commands
 
     add_history_commands(sub, database_url)  # replay, events tail, debug bundle
+    from app.cli_ledger import add_ledger_commands
+
+    add_ledger_commands(sub, database_url)  # ledger verify
     from app.cli_audit import add_parsers
 
     add_parsers(sub).set_defaults(fn=cmd_audit)

@@ -8,7 +8,9 @@ Deposits and withdrawals save themselves (same retries).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 
 from eventsourcing.domain import Aggregate
 from iso4217 import Currency
@@ -82,14 +84,16 @@ class LedgerService:
         """The wallet, having counted its seller credits first when what it knows does not cover `amount`."""
         wallet = await self.wallet(ctx, account_id, amount.currency)
         if wallet.available < amount.amount:
-            shards = []
-            for shard in range(CREDIT_SHARDS):
-                try:
-                    shards.append(await self.repo.get(SellerCredits, credits_id(account_id, amount.currency, shard)))
-                except NotFound:
-                    continue
-            wallet.collect(shards, ctx.at)
+            loaded = await asyncio.gather(*(self._shard(account_id, amount.currency, shard)
+                                            for shard in range(CREDIT_SHARDS)))
+            wallet.collect([s for s in loaded if s is not None], ctx.at)
         return wallet
+
+    async def _shard(self, account_id: uuid.UUID, currency: str, shard: int) -> SellerCredits | None:
+        try:
+            return await self.repo.get(SellerCredits, credits_id(account_id, currency, shard), what="credits")
+        except NotFound:
+            return None
 
     # --- escrow: decided here, saved by the caller with its Order ---------------------------------
 
@@ -122,6 +126,16 @@ class LedgerService:
         credits = await self.seller_credits(ctx, seller_account_id, currency, order_id)
         wallet.split(order_id, credits, seller_amount, fee, ctx.at)
         return [wallet, credits]
+
+    async def atomically(self, ctx: CommandContext,
+                         decide: Callable[[], Awaitable[list[Aggregate]]]) -> AppendResult | None:
+        """Run `decide` (load fresh, decide, return every aggregate that recorded something: e.g. the Order and
+        what `hold`/`release`/... returned) and save it all in one append; a lost race re-runs `decide`."""
+
+        async def attempt() -> AppendResult | None:
+            return await self.repo.save_all(await decide(), ctx)
+
+        return await retry_conflicts(attempt, attempts=LEDGER_RETRIES, jitter_s=LEDGER_JITTER_S)
 
     # --- commands saved here ----------------------------------------------------------------------
 

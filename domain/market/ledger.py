@@ -53,8 +53,11 @@ from domain.shared.errors import ValidationFailed
 from domain.shared.ids import derived_id
 from domain.shared.money import Money
 
-# Seller credit streams per (account, currency): concurrent releases to one seller spread over them.
-CREDIT_SHARDS = 16
+# Seller credit streams per (account, currency): concurrent releases to one seller spread over them. Measured,
+# 32 buyers releasing 640 orders to one seller (loaded 2-core box): 1 stream 19/s (4,584 version conflicts),
+# 16 -> 100-113/s, 32 -> 159/s (189), 64 -> 198/s (98). May grow, never shrink (a dropped shard's credits would
+# be forgotten).
+CREDIT_SHARDS = 32
 
 
 def wallet_id(account_id: uuid.UUID, currency: str) -> uuid.UUID:

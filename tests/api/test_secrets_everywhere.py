@@ -178,6 +178,9 @@ async def _flow(client: httpx.AsyncClient, admin: dict[str, str], c: Container,
     policy = await client.post("/v1/policies", headers=h, json={
         "name": "caps", "rules": [{"type": "capabilities", "deny": ["translate"]}]})
     assert policy.status_code == 201, policy.text
+    deposit = await client.post(f"/v1/accounts/{account}/deposits", headers=admin,
+                                json={"amount": {"amount": 500, "currency": "USD"}})
+    assert deposit.status_code == 201, deposit.text
     hook = await client.post("/v1/webhook-endpoints", headers={**h, "Idempotency-Key": f"hook-{uuid.uuid4()}"},
                              json={"url": "https://hooks.example.net/mm", "types": ["*"]})
     assert hook.status_code == 201, hook.text
