@@ -13,6 +13,7 @@ import dramatiq
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from app.container import Container
+from app.ledger_verify import verify_ledger
 from domain.machines.aggregate import Machine
 from domain.machines.commands import VerifyIdentity
 from domain.market.order import Order
@@ -106,3 +107,9 @@ async def balances(c: Container) -> Counter[str]:
 
 async def order_events(c: Container, order_id: uuid.UUID) -> list[str]:
     return [e.type.rsplit(".", 1)[1] for e in await c.store.load(order_id)]
+
+
+async def verified(dsn: str) -> None:
+    """`mm ledger verify`'s checks over the whole log: balanced, never negative, each order settled once."""
+    audit = await verify_ledger(dsn)
+    assert audit.breaches == [], audit.breaches

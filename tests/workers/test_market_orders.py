@@ -20,7 +20,15 @@ from domain.market.order_errors import ConfirmWindowClosed, OrderStateConflict
 from domain.shared.context import CommandContext
 from tests.conftest import TEST_SECRET_KEY
 from tests.workers.harness import broker_url_for, eventually, worker_on
-from tests.workers.orders_market import balances, funded_buyer, order_events, paid_order, relay_until, seller
+from tests.workers.orders_market import (
+    balances,
+    funded_buyer,
+    order_events,
+    paid_order,
+    relay_until,
+    seller,
+    verified,
+)
 from tests.workers.tasks_market import CAPABILITY, ctx, read_models
 
 dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq pick a default broker here
@@ -69,6 +77,7 @@ async def test_full_lifecycle_create_pay_hold_execute_confirm_release(
     assert after[f"available:{s.account}"] == 975 and after["fees"] == 25 and after["external"] == -5000
     assert await order_events(c, order.id) == ["Placed", "PaymentIntentCreated", "ProofRecorded", "EscrowHeld",
                                                "ExecutionRequested", "Executed", "Confirmed", "Released"]
+    await verified(fresh_database)
 
 
 async def test_failed_execution_refunds_automatically(c: Container, fresh_database: str, stub: StubSeller) -> None:
@@ -81,6 +90,7 @@ async def test_failed_execution_refunds_automatically(c: Container, fresh_databa
     assert order.escrow == "refunded" and order.execution is not None and not order.execution["succeeded"]
     totals = await balances(c)
     assert (totals[f"available:{b.account}"], totals[f"escrow:{b.account}"], totals["fees"]) == (1000, 0, 0)
+    await verified(fresh_database)
 
 
 async def test_auto_release_after_a_one_second_window(c: Container, fresh_database: str, stub: StubSeller) -> None:
@@ -117,9 +127,11 @@ async def test_redelivered_settlement_messages_change_nothing_twice(
         await settle_payment_job(str(order.id), str(proof.event_id))
     assert len(await c.store.load(order.id)) == count and await balances(c) == before
     assert stub.stats.total == 1
+    await verified(fresh_database)
 
 
-async def test_confirm_dispute_and_auto_release_racing_exactly_one_wins(c: Container, stub: StubSeller) -> None:
+async def test_confirm_dispute_and_auto_release_racing_exactly_one_wins(c: Container, fresh_database: str,
+                                                                         stub: StubSeller) -> None:
     s = await seller(c, stub.url, 1000)
     b = await funded_buyer(c, 1000)
     order = await paid_order(c, b, window=60)
@@ -153,9 +165,11 @@ async def test_confirm_dispute_and_auto_release_racing_exactly_one_wins(c: Conta
     assert all(r in ("won", "409", "noop") for r in results), results
     totals = await balances(c)
     assert totals[f"escrow:{b.account}"] + totals[f"available:{s.account}"] + totals["fees"] == 1000
+    await verified(fresh_database)
 
 
-async def test_64_concurrent_orders_on_a_balance_that_covers_10(c: Container, stub: StubSeller) -> None:
+async def test_64_concurrent_orders_on_a_balance_that_covers_10(c: Container, fresh_database: str,
+                                                                stub: StubSeller) -> None:
     await seller(c, stub.url, 100)
     b = await funded_buyer(c, 1000)
     await read_models(c)
@@ -171,6 +185,7 @@ async def test_64_concurrent_orders_on_a_balance_that_covers_10(c: Container, st
     # Failed payments cancelled their tasks (nothing will execute without escrow).
     cancelled = [await c.tasks.load(r.order.task_id) for r in results if r.order.status == "payment-failed"]
     assert {t.status for t in cancelled} == {"cancelled"}
+    await verified(fresh_database)
 
 
 def _worker(at: datetime | None = None) -> CommandContext:

@@ -15,7 +15,7 @@ import pytest
 from app.container import Container
 from app.outbound.stub_seller import StubSeller
 from tests.workers.harness import eventually, relay_through
-from tests.workers.orders_market import balances, funded_buyer, order_events, paid_order, seller
+from tests.workers.orders_market import balances, funded_buyer, order_events, paid_order, seller, verified
 from tests.workers.tasks_market import ctx
 from tests.workers.test_task_worker_crash import start_worker
 from workers.broker import make_broker
@@ -69,3 +69,4 @@ async def test_a_worker_killed_mid_settlement_settles_exactly_once_after_restart
     totals = await balances(c)
     assert (totals[f"available:{b.account}"], totals[f"escrow:{b.account}"]) == (0, 0)
     assert totals[f"available:{s.account}"] == 975 and totals["fees"] == 25
+    await verified(fresh_database)
