@@ -69,7 +69,8 @@ class CreateOrderRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=T
                     " picked as a task's resolve would pick it")] | None = None
     capability: Capability | None = None
     constraints: Annotated[ConstraintsBody, msgspec.Meta(
-        description="as for tasks; `fallbacks` is ignored (an order pays one seller)")] | None = None
+        description="as for tasks, to pick a listing by `capability`; `fallbacks` is ignored (an order pays one"
+                    " seller); with `listingId` only `timeoutMs` applies")] | None = None
     input: Annotated[Any, msgspec.Meta(description=f"any JSON value, at most {rules.MAX_INPUT_BYTES} bytes"
                                                    " encoded; validated against the listing's inputSchema")] = None
     confirm_window_seconds: Annotated[int, msgspec.Meta(

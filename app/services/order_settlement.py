@@ -49,7 +49,7 @@ class OrderSettlement:
             return [*wallets, task]
 
         # Every hold of one buyer commits on the buyer's wallet: the losers re-judge on fresh balances.
-        return await self.orders._change(ctx, order_id, decide, attempts=64)
+        return await self.orders.change(ctx, order_id, decide, attempts=64)
 
     async def record_execution(self, ctx: CommandContext, order_id: uuid.UUID) -> OrderOutcome | None:
         """The task's outcome on the order (None: the task has not finished); a failure refunds at once."""
@@ -65,14 +65,14 @@ class OrderSettlement:
             split = order.record_execution(execution, ctx.at)
             return await self.escrow.settle(ctx, order, split)
 
-        return await self.orders._change(ctx, order_id, decide)
+        return await self.orders.change(ctx, order_id, decide)
 
     async def auto_confirm(self, ctx: CommandContext, order_id: uuid.UUID) -> OrderOutcome:
         async def decide(ctx: CommandContext, order: Order) -> list[Aggregate]:
             split = order.confirm(False, ctx.at)
             return await self.escrow.settle(ctx, order, split)
 
-        return await self.orders._change(ctx, order_id, decide)
+        return await self.orders.change(ctx, order_id, decide)
 
     async def execution_of(self, order: Order, task: Task) -> Execution:
         """The outcome, the finishing run's digest and receipt (from its RunFinished), the receipt checked against

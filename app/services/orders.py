@@ -100,7 +100,7 @@ class OrdersService:
                                           " the payment intent's signingPayload")
             order.record_proof(ProofOfPayment(method="mandate", signature=signature_b64), ctx.at)
 
-        return await self._change(ctx, order_id, decide, visible=True)
+        return await self.change(ctx, order_id, decide, visible=True)
 
     async def record_rail_proof(self, ctx: CommandContext, order_id: uuid.UUID, rail: str, reference: str,
                                 signature: str) -> OrderOutcome:
@@ -110,14 +110,14 @@ class OrdersService:
             order.record_proof(ProofOfPayment(method="rail", rail=rail, reference=reference, signature=signature),
                                ctx.at)
 
-        return await self._change(ctx, order_id, decide)
+        return await self.change(ctx, order_id, decide)
 
     async def confirm(self, ctx: CommandContext, order_id: uuid.UUID) -> OrderOutcome:
         async def decide(ctx: CommandContext, order: Order) -> list[Aggregate]:
             order.ensure_buyer(ctx.account_id, ctx.is_admin, "confirm")
             return await self._settle(order, order.confirm(True, ctx.at), ctx)
 
-        return await self._change(ctx, order_id, decide, visible=True)
+        return await self.change(ctx, order_id, decide, visible=True)
 
     async def dispute(self, ctx: CommandContext, order_id: uuid.UUID, reason: str) -> OrderOutcome:
         async def decide(ctx: CommandContext, order: Order) -> None:
@@ -125,7 +125,7 @@ class OrdersService:
             task = await self.repo.get(Task, order.task_id, what="task")
             order.open_dispute(reason, [r["run_id"] for r in task.runs], ctx.at)
 
-        return await self._change(ctx, order_id, decide, visible=True)
+        return await self.change(ctx, order_id, decide, visible=True)
 
     async def resolve_dispute(self, ctx: CommandContext, order_id: uuid.UUID, outcome: str,
                               seller_share: int | None, note: str | None) -> OrderOutcome:
@@ -135,7 +135,7 @@ class OrdersService:
         async def decide(ctx: CommandContext, order: Order) -> list[Aggregate]:
             return await self._settle(order, order.resolve_dispute(outcome, seller_share, note, ctx.at), ctx)
 
-        return await self._change(ctx, order_id, decide)
+        return await self.change(ctx, order_id, decide)
 
     async def cancel(self, ctx: CommandContext, order_id: uuid.UUID, reason: str | None,
                      expired: bool = False) -> OrderOutcome:
@@ -146,7 +146,7 @@ class OrdersService:
                 return []
             return await self.abandon_task(ctx, order)
 
-        return await self._change(ctx, order_id, decide, visible=not expired)
+        return await self.change(ctx, order_id, decide, visible=not expired)
 
     async def abandon_task(self, ctx: CommandContext, order: Order) -> list[Aggregate]:
         """An order that will never be paid: its task is cancelled and its spend reservations released."""
@@ -159,7 +159,7 @@ class OrdersService:
     async def _settle(self, order: Order, split: Split | None, ctx: CommandContext) -> list[Aggregate]:
         return await self.escrow.settle(ctx, order, split)
 
-    async def _change(self, ctx: CommandContext, order_id: uuid.UUID,
+    async def change(self, ctx: CommandContext, order_id: uuid.UUID,
                       decide: Callable[[CommandContext, Order], Any], *, visible: bool = False,
                       attempts: int = RETRIES) -> OrderOutcome:
         """Load, decide, save with what the decision moved (wallets, the task), retried on a lost race: the loser
