@@ -13,9 +13,9 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.params import FromPath, JSONBody
-from litestar.params import Parameter as Param
 
 from app.api.consistency import write_headers
 from app.api.context import container_of
@@ -26,7 +26,7 @@ from app.api.schemas_orders import OrderView, RailCallback
 from domain.shared.context import CommandContext
 
 TOLERANCE_S = 300
-Rail = Annotated[str, Param(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$", description="the payment rail's name")]
+Rail = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$", description="the payment rail's name")]
 
 
 def signature_ok(secret: str, header: str, body: bytes, now: float) -> str | None:

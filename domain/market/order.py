@@ -14,7 +14,12 @@ from typing import Any
 from eventsourcing.domain import Aggregate
 
 from domain.market.order_commands import Execution, PlaceOrder, ProofOfPayment
-from domain.market.order_errors import ConfirmWindowClosed, OrderStateConflict, PaymentIntentExpired
+from domain.market.order_errors import (
+    ConfirmWindowClosed,
+    ListingUnavailable,
+    OrderStateConflict,
+    PaymentIntentExpired,
+)
 from domain.market.order_terms import (
     MAX_CONFIRM_WINDOW_S,
     MIN_CONFIRM_WINDOW_S,
@@ -224,9 +229,9 @@ class Order(Aggregate):
             raise ValidationFailed(f"confirmWindowSeconds must be within {MIN_CONFIRM_WINDOW_S}.."
                                    f"{MAX_CONFIRM_WINDOW_S}")
         if cmd.price.amount <= 0:
-            raise ValidationFailed("a listing without a positive price cannot be ordered")
+            raise ListingUnavailable("a listing without a positive price cannot be ordered")
         if cmd.seller_account_id == cmd.account_id:
-            raise ValidationFailed("an account cannot order from itself")
+            raise ListingUnavailable("an account cannot order from itself")
         fee = fee_of(cmd.price, cmd.fee_bps)
         order = cls._create(cls.Placed, id=cmd.order_id, timestamp=at, account_id=cmd.account_id,
                             machine_id=cmd.machine_id, task_id=cmd.task_id, listing_id=cmd.listing_id,

@@ -12,7 +12,12 @@ from app.store.types import RecordedEvent
 from domain.market import order as o
 from domain.market.order import Order
 from domain.market.order_commands import Execution, PlaceOrder, ProofOfPayment
-from domain.market.order_errors import ConfirmWindowClosed, OrderStateConflict, PaymentIntentExpired
+from domain.market.order_errors import (
+    ConfirmWindowClosed,
+    ListingUnavailable,
+    OrderStateConflict,
+    PaymentIntentExpired,
+)
 from domain.market.order_terms import fee_of, signing_payload, split_of
 from domain.shared.errors import PermissionDenied, ValidationFailed
 from domain.shared.money import Money
@@ -84,7 +89,7 @@ def test_place_refuses_a_bad_window_and_buying_from_oneself() -> None:
                      listing_id=uuid.uuid4(), capability="c", seller_machine_id=SELLER,
                      seller_account_id=SELLER_ACCOUNT, provider_key="p", price=Money(1, "USD"), fee_bps=0,
                      confirm_window_s=60, intent_id=uuid.uuid4(), intent_ttl_s=60, nonce="n")
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(ListingUnavailable):
         Order.place(cmd, T0)
 
 
