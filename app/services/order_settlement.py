@@ -49,7 +49,7 @@ class OrderSettlement:
             return [*wallets, task]
 
         # Every hold of one buyer commits on the buyer's wallet: the losers re-judge on fresh balances.
-        return await self.orders.change(ctx, order_id, decide, attempts=64)
+        return await self.orders.change(ctx, order_id, decide)
 
     async def record_execution(self, ctx: CommandContext, order_id: uuid.UUID) -> OrderOutcome | None:
         """The task's outcome on the order (None: the task has not finished); a failure refunds at once."""
@@ -79,11 +79,7 @@ class OrderSettlement:
         the seller machine's registered key: Ed25519 over the hex digest's ASCII bytes."""
         outcome = task.outcome or {}
         run_id = outcome.get("run_id")
-        finished: dict[str, Any] = {}
-        if run_id is not None:
-            for e in await self.repo.store.load(task.id):
-                if e.type == "tasks:Task.RunFinished" and e.data["run_id"] == str(run_id):
-                    finished = e.data
+        finished: dict[str, Any] = next((r for r in task.runs if r["run_id"] == run_id), {}) if run_id else {}
         digest, receipt = finished.get("response_digest"), finished.get("receipt")
         verified = False
         if digest and receipt and len(receipt) <= MAX_RECEIPT_CHARS:

@@ -12,9 +12,10 @@ import asyncpg
 from eventsourcing.domain import Aggregate
 
 from app.crypto import new_nonce, verify_ed25519
+from app.services.ledger import LEDGER_JITTER_S, LEDGER_RETRIES
 from app.services.order_money import Escrow
 from app.services.order_placement import constraints_for_listing, priced_task
-from app.services.retries import RETRIES, retry_conflicts
+from app.services.retries import retry_conflicts
 from app.services.tasks import TasksService
 from app.store.repository import Repository
 from app.store.types import AppendResult, LogPosition
@@ -161,7 +162,7 @@ class OrdersService:
 
     async def change(self, ctx: CommandContext, order_id: uuid.UUID,
                       decide: Callable[[CommandContext, Order], Any], *, visible: bool = False,
-                      attempts: int = RETRIES) -> OrderOutcome:
+                      attempts: int = LEDGER_RETRIES) -> OrderOutcome:
         """Load, decide, save with what the decision moved (wallets, the task), retried on a lost race: the loser
         decides again on fresh state, where the winner's change usually makes its command a clear 409."""
 
@@ -173,7 +174,9 @@ class OrdersService:
                 order = await self.load(order_id)
             return OrderOutcome(order, result)
 
-        return await retry_conflicts(attempt, attempts=attempts, jitter_s=0.005)
+        # Settlements commit on shared streams (the buyer's wallet, the seller's credit shard): as many attempts
+        # as the ledger's own commands, spaced by jitter.
+        return await retry_conflicts(attempt, attempts=attempts, jitter_s=LEDGER_JITTER_S)
 
 
 def _signature(value: str) -> bytes:

@@ -109,7 +109,8 @@ class Task(Aggregate):
         def apply(self, aggregate: Any) -> None:
             run = aggregate.runs[-1]
             run.update(status="succeeded" if self.succeeded else "failed", http_status=self.http_status,
-                       error_class=self.error_class, body=self.body, finished_at=self.timestamp)
+                       error_class=self.error_class, body=self.body, finished_at=self.timestamp,
+                       response_digest=self.response_digest, receipt=self.receipt)
 
     class Succeeded(Aggregate.Event):
         """The output is the finishing run's body (recorded once, in RunFinished)."""

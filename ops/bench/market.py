@@ -23,12 +23,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from app.container import Container
 from app.sealing import new_secret_key
+from app.services.task_waiter import OutcomeWaiter
 from app.settings import Settings
 from domain.shared.context import CommandContext
 from domain.shared.money import Money
 from ops.bench import tasks_seed
 from ops.bench.commands import _process, _wait_healthy_or_404
-from ops.bench.db import reset, settle
+from ops.bench.db import postmaster, reset, settle, tree_cpu
 from ops.bench.http_api import _free_port, _project, _runner, fan_out
 from ops.bench.report import Report, Row
 from ops.bench.tasks import WORKER_THREADS, Timed, _listed, _stub_seller
@@ -37,7 +38,7 @@ from projections.audit_chain import new_signing_key
 ORDERS_RATE = 100.0  # issue 9: at least 100 orders/s end to end, 32 buyers at once
 BUYERS = 32
 CAPABILITY, PRICE = "bench-market-echo", 100
-POLL_S = 0.01
+POLL_S = 0.02
 tasks_rate: float | None = None  # the `tasks` phase's auto-task rate in this run, if it ran
 
 
@@ -55,6 +56,7 @@ class MarketResult:
     orders: Timed
     one: Timed
     statuses: dict[str, int] = field(default_factory=dict)
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU ms per order, by process (timed run)
 
 
 async def _accounts(dsn: str, n: int) -> list[tuple[uuid.UUID, str]]:
@@ -85,8 +87,10 @@ async def _buyer(client: httpx.AsyncClient, account: uuid.UUID, key: str) -> Buy
     return Buyer(account, key, mid, private)
 
 
-async def _order(b: Buyer, listing: str, out: Timed) -> None:
-    """One order's whole life, timed from the POST to the confirm's answer (escrow released)."""
+async def _order(b: Buyer, listing: str, waiter: OutcomeWaiter, out: Timed) -> None:
+    """One order's whole life, timed from the POST to the confirm's answer (escrow released). After paying it waits
+    for the order's task outcome as the tasks phase does (the outcome row, woken by NOTIFY), then reads the order
+    until the worker has recorded the execution (right after the outcome), then confirms."""
     assert b.client is not None
     c = b.client
     started = time.perf_counter()
@@ -101,11 +105,13 @@ async def _order(b: Buyer, listing: str, out: Timed) -> None:
     if paid.status_code != 200:
         out.statuses[f"pay {paid.status_code}"] += 1
         return
+    await waiter.wait(uuid.UUID(order["taskId"]), 60)
     deadline = time.monotonic() + 60
     status = paid.json()["status"]
     while status not in ("executed", "execution-failed", "payment-failed") and time.monotonic() < deadline:
-        await asyncio.sleep(POLL_S)
         status = (await c.get(f"/v1/market/orders/{order['id']}")).json()["status"]
+        if status not in ("executed", "execution-failed", "payment-failed"):
+            await asyncio.sleep(POLL_S)
     if status != "executed":
         out.statuses[status] += 1
         return
@@ -114,11 +120,11 @@ async def _order(b: Buyer, listing: str, out: Timed) -> None:
     out.statuses[done.json().get("escrow", {}).get("status", f"confirm {done.status_code}")] += 1
 
 
-async def _run_orders(buyers: list[Buyer], listing: str, count: int) -> Timed:
+async def _run_orders(buyers: list[Buyer], listing: str, waiter: OutcomeWaiter, count: int) -> Timed:
     out = Timed()
 
     async def one(b: Buyer, _: int) -> None:
-        await _order(b, listing, out)
+        await _order(b, listing, waiter, out)
 
     started = time.perf_counter()
     await fan_out(buyers, count, one)
@@ -148,10 +154,14 @@ async def run(dsn: str, orders: int, warmup: int) -> MarketResult:
     accounts = await _accounts(dsn, BUYERS)
     with ExitStack() as stack:
         stub = stack.enter_context(_stub_seller())
-        stack.enter_context(_process([*mm, "api", "--port", str(port)], env))
-        stack.enter_context(_process([*mm, "projector"], env))
-        stack.enter_context(_process([*mm, "worker", "--threads", str(WORKER_THREADS)], env))
-        c = await Container.open(Settings(secret_key=secret), dsn, min_size=1, max_size=4)
+        procs = {"api": stack.enter_context(_process([*mm, "api", "--port", str(port)], env)),
+                 "projector": stack.enter_context(_process([*mm, "projector"], env)),
+                 "worker": stack.enter_context(_process([*mm, "worker", "--threads", str(WORKER_THREADS)], env))}
+        pg = await postmaster(dsn)
+        if pg is not None:
+            procs["PostgreSQL (all databases)"] = pg
+        c = await Container.open(Settings(secret_key=secret), dsn, min_size=1, max_size=8)
+        waiter = OutcomeWaiter(c.pool, dsn)
         try:
             seller = await tasks_seed.seller(c, uuid.uuid4(), "bench-market-seller", f"{stub}/echo",
                                              [(CAPABILITY, PRICE)])
@@ -168,12 +178,15 @@ async def run(dsn: str, orders: int, warmup: int) -> MarketResult:
             async with _keyed_clients(port, buyers):
                 async with c.pool.acquire() as conn:
                     await settle(conn)
-                await _run_orders(buyers, listing["id"], warmup)
-                timed = await _run_orders(buyers, listing["id"], orders)
-                one = await _run_orders(buyers[:1], listing["id"], max(10, orders // 30))
+                await _run_orders(buyers, listing["id"], waiter, warmup)
+                before = {name: tree_cpu(p) for name, p in procs.items()}
+                timed = await _run_orders(buyers, listing["id"], waiter, orders)
+                cpu_ms = {name: (tree_cpu(p) - before[name]) / orders * 1000 for name, p in procs.items()}
+                one = await _run_orders(buyers[:1], listing["id"], waiter, max(10, orders // 30))
         finally:
+            await waiter.stop()
             await c.close()
-    return MarketResult(timed, one, dict(timed.statuses))
+    return MarketResult(timed, one, dict(timed.statuses), cpu_ms)
 
 
 def add_rows(report: Report, r: MarketResult, count: int) -> None:
@@ -190,4 +203,6 @@ def add_rows(report: Report, r: MarketResult, count: int) -> None:
     report.notes.append(
         f"market: `mm api` + `mm projector` + `mm worker --threads {WORKER_THREADS}` (PostgreSQL broker) and the stub"
         f" seller in its own process; {BUYERS} buyer accounts, each its own machine key and wallet; each order polls"
-        f" GET every {POLL_S * 1000:.0f} ms for `executed` after paying, then confirms; statuses {r.statuses}")
+        f" after paying, waits for its task's outcome row (as the tasks phase does), reads the order until `executed`"
+        f" ({POLL_S * 1000:.0f} ms apart), then confirms; statuses {r.statuses}; CPU per order: "
+        + ", ".join(f"{name} {ms:.1f} ms" for name, ms in r.cpu_ms.items()))
