@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from app.store.types import RecordedEvent
-from domain.market import order as o
+from domain.market import order_states as o
 from projections.base import Tables
 
 P = "market:Order."

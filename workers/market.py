@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import dramatiq
 
 from app.services.order_settlement import OrderSettlement
-from domain.market.order import AWAITING_PAYMENT, EXECUTED, EXECUTING
+from domain.market.order_states import AWAITING_PAYMENT, EXECUTED, EXECUTING
 from domain.shared.errors import NotFound
 from projections.relay import MARKET_ACTOR
 from workers import runtime

@@ -10,7 +10,7 @@ import msgspec
 
 from app.api.schema_types import NOT_BLANK, UtcTime
 from app.api.schemas_tasks import Capability, ConstraintsBody, Reason
-from domain.market import order as o
+from domain.market import order_states as o
 from domain.market.order_terms import DEFAULT_CONFIRM_WINDOW_S, MAX_CONFIRM_WINDOW_S, MIN_CONFIRM_WINDOW_S
 from domain.shared.money import Money
 from domain.tasks import rules

@@ -17,8 +17,9 @@ from app.crypto import verify_ed25519
 from app.services.orders import OrderOutcome, OrdersService
 from domain.machines.aggregate import Machine
 from domain.market.errors import InsufficientFunds
-from domain.market.order import EXECUTING, PAID, Order
+from domain.market.order import Order
 from domain.market.order_commands import Execution
+from domain.market.order_states import EXECUTING, PAID
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
 from domain.tasks.aggregate import FINISHED, SUCCEEDED, Task

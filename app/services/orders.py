@@ -20,9 +20,10 @@ from app.services.tasks import TasksService
 from app.store.repository import Repository
 from app.store.types import AppendResult, LogPosition
 from domain.machines.aggregate import Machine
-from domain.market.order import CANCELLED, PAYMENT_FAILED, Order
+from domain.market.order import Order
 from domain.market.order_commands import PlaceOrder, ProofOfPayment
 from domain.market.order_errors import OrderNotFound, PaymentProofInvalid
+from domain.market.order_states import CANCELLED, PAYMENT_FAILED
 from domain.market.order_terms import DEFAULT_CONFIRM_WINDOW_S, Split
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound, PermissionDenied

@@ -13,6 +13,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
+from domain.market import order_states as st
 from domain.market.order_commands import Execution, PlaceOrder, ProofOfPayment
 from domain.market.order_errors import (
     ConfirmWindowClosed,
@@ -25,23 +26,12 @@ from domain.market.order_terms import (
     MIN_CONFIRM_WINDOW_S,
     Split,
     fee_of,
+    seller_share_of,
     signing_payload,
     split_of,
 )
 from domain.shared.errors import PermissionDenied, ValidationFailed
 from domain.shared.money import Money
-
-AWAITING_PAYMENT, PAID, ESCROW_HELD, EXECUTING, EXECUTED = "awaiting-payment", "paid", "escrow-held", "executing", \
-    "executed"
-CONFIRMED, DISPUTED, SETTLED = "confirmed", "disputed", "settled"
-PAYMENT_FAILED, CANCELLED, EXECUTION_FAILED = "payment-failed", "cancelled", "execution-failed"
-STATUSES = (AWAITING_PAYMENT, PAID, ESCROW_HELD, EXECUTING, EXECUTED, CONFIRMED, DISPUTED, SETTLED, PAYMENT_FAILED,
-            CANCELLED, EXECUTION_FAILED)
-# payment: what became of the intent; escrow: what became of the money held.
-P_AWAITING, P_PROVED, P_CAPTURED, P_FAILED, P_CANCELLED, P_EXPIRED = ("awaiting-proof", "proof-recorded",
-                                                                       "captured", "failed", "cancelled", "expired")
-E_NONE, E_HELD, E_RELEASED, E_REFUNDED, E_SPLIT = "none", "held", "released", "refunded", "split"
-REFUND, RELEASE, SPLIT = "refund", "release", "split"
 
 
 class Order(Aggregate):
@@ -94,14 +84,14 @@ class Order(Aggregate):
         def apply(self, aggregate: Any) -> None:
             aggregate.proof = {"method": self.method, "rail": self.rail, "reference": self.reference,
                                "signature": self.signature, "recorded_at": self.timestamp}
-            aggregate.status, aggregate.payment = PAID, P_PROVED
+            aggregate.status, aggregate.payment = st.PAID, st.P_PROVED
 
     class EscrowHeld(Aggregate.Event):
         TOPIC = "market:Order.EscrowHeld"
         amount: Money
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.status, aggregate.payment, aggregate.escrow = ESCROW_HELD, P_CAPTURED, E_HELD
+            aggregate.status, aggregate.payment, aggregate.escrow = st.ESCROW_HELD, st.P_CAPTURED, st.E_HELD
             aggregate.held_at = self.timestamp
 
     class PaymentFailed(Aggregate.Event):
@@ -110,7 +100,7 @@ class Order(Aggregate):
         detail: str
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.status, aggregate.payment = PAYMENT_FAILED, P_FAILED
+            aggregate.status, aggregate.payment = st.PAYMENT_FAILED, st.P_FAILED
             aggregate.failure = {"code": self.code, "detail": self.detail}
 
     class ExecutionRequested(Aggregate.Event):
@@ -119,7 +109,7 @@ class Order(Aggregate):
         TOPIC = "market:Order.ExecutionRequested"
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.status = EXECUTING
+            aggregate.status = st.EXECUTING
 
     class Executed(Aggregate.Event):
         """market.order.executed: the task's outcome, its run and result digest, the seller's receipt."""
@@ -135,7 +125,7 @@ class Order(Aggregate):
         confirm_by: datetime | None
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.status = EXECUTED if self.succeeded else EXECUTION_FAILED
+            aggregate.status = st.EXECUTED if self.succeeded else st.EXECUTION_FAILED
             aggregate.execution = {"run_id": self.run_id, "succeeded": self.succeeded, "code": self.code,
                                    "http_status": self.http_status, "result_digest": self.result_digest,
                                    "receipt": self.receipt, "receipt_verified": self.receipt_verified,
@@ -147,7 +137,7 @@ class Order(Aggregate):
         auto: bool
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.status, aggregate.confirmed_auto = CONFIRMED, self.auto
+            aggregate.status, aggregate.confirmed_auto = st.CONFIRMED, self.auto
 
     class Disputed(Aggregate.Event):
         TOPIC = "market:Order.Disputed"
@@ -155,7 +145,7 @@ class Order(Aggregate):
         evidence_run_ids: list[uuid.UUID]
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.status = DISPUTED
+            aggregate.status = st.DISPUTED
             aggregate.dispute = {"reason": self.reason, "evidence_run_ids": list(self.evidence_run_ids),
                                  "opened_at": self.timestamp, "outcome": None, "seller_share": None}
 
@@ -178,9 +168,9 @@ class Order(Aggregate):
 
         def apply(self, aggregate: Any) -> None:
             aggregate.released = self.seller + self.fee
-            aggregate.escrow = E_SPLIT if aggregate.refunded.amount else E_RELEASED
-            if aggregate.status in (CONFIRMED, DISPUTED):
-                aggregate.status = SETTLED
+            aggregate.escrow = st.E_SPLIT if aggregate.refunded.amount else st.E_RELEASED
+            if aggregate.status in (st.CONFIRMED, st.DISPUTED):
+                aggregate.status = st.SETTLED
 
     class Refunded(Aggregate.Event):
         TOPIC = "market:Order.Refunded"
@@ -188,9 +178,9 @@ class Order(Aggregate):
 
         def apply(self, aggregate: Any) -> None:
             aggregate.refunded = self.amount
-            aggregate.escrow = E_SPLIT if aggregate.released.amount else E_REFUNDED
-            if aggregate.status == DISPUTED:
-                aggregate.status = SETTLED
+            aggregate.escrow = st.E_SPLIT if aggregate.released.amount else st.E_REFUNDED
+            if aggregate.status == st.DISPUTED:
+                aggregate.status = st.SETTLED
 
     class Cancelled(Aggregate.Event):
         TOPIC = "market:Order.Cancelled"
@@ -198,8 +188,8 @@ class Order(Aggregate):
         expired: bool
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.status = CANCELLED
-            aggregate.payment = P_EXPIRED if self.expired else P_CANCELLED
+            aggregate.status = st.CANCELLED
+            aggregate.payment = st.P_EXPIRED if self.expired else st.P_CANCELLED
             aggregate.cancel_reason = self.reason
 
     def __init__(self, account_id: uuid.UUID, machine_id: uuid.UUID, task_id: uuid.UUID, listing_id: uuid.UUID,
@@ -209,7 +199,7 @@ class Order(Aggregate):
         self.listing_id, self.capability, self.provider_key = listing_id, capability, provider_key
         self.seller_machine_id, self.seller_account_id = seller_machine_id, seller_account_id
         self.price, self.fee, self.confirm_window_s = price, fee, confirm_window_s
-        self.status, self.payment, self.escrow = AWAITING_PAYMENT, P_AWAITING, E_NONE
+        self.status, self.payment, self.escrow = st.AWAITING_PAYMENT, st.P_AWAITING, st.E_NONE
         self.intent: dict[str, Any] = {}
         self.proof: dict[str, Any] | None = None
         self.failure: dict[str, Any] | None = None
@@ -255,7 +245,7 @@ class Order(Aggregate):
         """False when this very proof is already recorded (a retried request records nothing)."""
         if self.proof is not None and self.proof["signature"] == proof.signature:
             return False
-        self._require({AWAITING_PAYMENT}, "record a payment for")
+        self._require({st.AWAITING_PAYMENT}, "record a payment for")
         if at >= self.intent["expires_at"]:
             raise PaymentIntentExpired("the payment intent has expired; the order will be cancelled",
                                        expiresAt=self.intent["expires_at"].isoformat())
@@ -266,21 +256,21 @@ class Order(Aggregate):
     def hold(self, at: datetime) -> Money | None:
         """The amount to move into escrow now (None: already held or no longer paid). The caller posts it with
         these events; execution is requested in the same append."""
-        if self.status != PAID:
+        if self.status != st.PAID:
             return None
         self.trigger_event(self.EscrowHeld, timestamp=at, amount=self.price)
         self.trigger_event(self.ExecutionRequested, timestamp=at)
         return self.price
 
     def fail_payment(self, code: str, detail: str, at: datetime) -> bool:
-        if self.status != PAID:
+        if self.status != st.PAID:
             return False
         self.trigger_event(self.PaymentFailed, timestamp=at, code=code, detail=detail)
         return True
 
     def record_execution(self, result: Execution, at: datetime) -> Split | None:
         """The task's outcome; a failed execution refunds in full at once (the returned split says so)."""
-        if self.status != EXECUTING:
+        if self.status != st.EXECUTING:
             return None
         confirm_by = at + timedelta(seconds=self.confirm_window_s) if result.succeeded else None
         self.trigger_event(self.Executed, timestamp=at, run_id=result.run_id, succeeded=result.succeeded,
@@ -294,16 +284,16 @@ class Order(Aggregate):
         """The buyer's confirmation (within the window), or the timer's after it: releases the escrow.
         The timer's returns None when the order is no longer waiting (the buyer acted first)."""
         if not by_buyer:
-            if self.status != EXECUTED or self.confirm_by is None or at < self.confirm_by:
+            if self.status != st.EXECUTED or self.confirm_by is None or at < self.confirm_by:
                 return None
         else:
-            self._require({EXECUTED}, "confirm")
+            self._require({st.EXECUTED}, "confirm")
             self._within_window(at, "confirm")
         self.trigger_event(self.Confirmed, timestamp=at, auto=not by_buyer)
         return self._settle(split_of(self.price, self.fee, self.price.amount), at)
 
     def open_dispute(self, reason: str, run_ids: list[uuid.UUID], at: datetime) -> None:
-        self._require({EXECUTED}, "dispute")
+        self._require({st.EXECUTED}, "dispute")
         self._within_window(at, "dispute")
         reason = reason.strip()
         if not reason:
@@ -311,29 +301,18 @@ class Order(Aggregate):
         self.trigger_event(self.Disputed, timestamp=at, reason=reason, evidence_run_ids=run_ids)
 
     def resolve_dispute(self, outcome: str, seller_share: int | None, note: str | None, at: datetime) -> Split:
-        self._require({DISPUTED}, "resolve the dispute of")
-        if outcome == REFUND:
-            share = 0
-        elif outcome == RELEASE:
-            share = self.price.amount
-        elif outcome == SPLIT:
-            if seller_share is None or not 0 < seller_share < self.price.amount:
-                raise ValidationFailed(f"a split needs sellerShare within 1..{self.price.amount - 1} minor units")
-            share = seller_share
-        else:
-            raise ValidationFailed(f"unknown outcome {outcome!r}")
-        if outcome != SPLIT and seller_share is not None:
-            raise ValidationFailed("sellerShare applies to a split only")
+        self._require({st.DISPUTED}, "resolve the dispute of")
+        share = seller_share_of(outcome, seller_share, self.price)
         self.trigger_event(self.DisputeResolved, timestamp=at, outcome=outcome, seller_share=share, note=note)
         return self._settle(split_of(self.price, self.fee, share), at)
 
     def cancel(self, reason: str | None, at: datetime, *, expired: bool = False) -> bool:
         """Before payment only. The intent timer cancels only an intent that has expired (False otherwise)."""
-        if expired and (self.status != AWAITING_PAYMENT or at < self.intent["expires_at"]):
+        if expired and (self.status != st.AWAITING_PAYMENT or at < self.intent["expires_at"]):
             return False
-        if self.status == CANCELLED:
+        if self.status == st.CANCELLED:
             return False
-        self._require({AWAITING_PAYMENT}, "cancel")
+        self._require({st.AWAITING_PAYMENT}, "cancel")
         self.trigger_event(self.Cancelled, timestamp=at, reason=reason, expired=expired)
         return True
 

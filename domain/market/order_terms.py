@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+from domain.shared.errors import ValidationFailed
 from domain.shared.money import Money
 
 SIGNING_VERSION = "mm-payment-v1"
@@ -63,3 +64,18 @@ def split_of(held: Money, fee: Money, seller_share: int) -> Split:
         raise ValueError(f"sellerShare must be within 0..{held.amount}")
     share_fee = fee.amount * seller_share // held.amount if held.amount else 0
     return Split(seller_share - share_fee, share_fee, held.amount - seller_share, held.currency)
+
+
+def seller_share_of(outcome: str, seller_share: int | None, price: Money) -> int:
+    """The minor units a dispute's outcome releases to the seller: none (refund), all (release), or the share."""
+    from domain.market.order_states import REFUND, RELEASE, SPLIT
+
+    if outcome not in (REFUND, RELEASE, SPLIT):
+        raise ValidationFailed(f"unknown outcome {outcome!r}")
+    if outcome != SPLIT:
+        if seller_share is not None:
+            raise ValidationFailed("sellerShare applies to a split only")
+        return 0 if outcome == REFUND else price.amount
+    if seller_share is None or not 0 < seller_share < price.amount:
+        raise ValidationFailed(f"a split needs sellerShare within 1..{price.amount - 1} minor units")
+    return seller_share

@@ -9,7 +9,7 @@ import pytest
 
 from app.store.mapper import event_type, rebuild, to_data
 from app.store.types import RecordedEvent
-from domain.market import order as o
+from domain.market import order_states as o
 from domain.market.order import Order
 from domain.market.order_commands import Execution, PlaceOrder, ProofOfPayment
 from domain.market.order_errors import (
