@@ -4,12 +4,14 @@ In log order: every movement's postings balance in its one currency, and name kn
 events (seller credits, collected credits) carry no postings; no `available` or `escrow` ever goes below zero;
 per currency the sum over all ledger accounts is zero; per order escrow is held at most once, released at most
 once, refunded at most once, never settled without a hold, and released + refunded == held once settled; each
-release's seller credit mirror carries exactly the seller's net.
+release's seller credit mirror carries exactly the seller's net, and no wallet counts (collects) more seller
+credits than were mirrored before it.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,10 +20,12 @@ import asyncpg
 
 from app.store.event_store import COLUMNS, row_to_event
 from app.store.types import RecordedEvent
+from domain.market.ledger import wallet_id
 
 W = "market:Wallet."
 MOVEMENTS = frozenset({W + "Deposited", W + "Withdrawn", W + "EscrowHeld", W + "EscrowReleased", W + "EscrowRefunded"})
 MIRRORS = frozenset({W + "CreditsCollected", "market:SellerCredits.Credited"})
+SHARD_OPENED = "market:SellerCredits.Opened"
 _LEDGERS = {"available": True, "escrow": True, "fees": False, "external": False}  # name -> per platform account?
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 # Every ledger event this snapshot sees, in log order. No xmin horizon as the live followers use: a one-shot
@@ -38,15 +42,20 @@ class LedgerAudit:
         self.orders: dict[str, dict[str, Any]] = defaultdict(lambda: {"held": [], "released": [], "refunded": []})
         self.expected_credits: dict[str, int] = {}  # order -> the seller's net a release posted
         self.credits: dict[str, list[int]] = defaultdict(list)  # order -> mirrored seller credits
+        self.shard_wallet: dict[uuid.UUID, uuid.UUID] = {}  # credit stream -> the seller's wallet
+        self.credited: dict[uuid.UUID, int] = defaultdict(int)  # wallet -> credits mirrored so far
+        self.collected: dict[uuid.UUID, int] = defaultdict(int)  # wallet -> credits it has counted so far
         self.movements = 0
 
     def feed(self, e: RecordedEvent) -> None:
         where = f"event {e.event_id} ({e.type} at {e.tx_id}.{e.position})"
+        if e.type == SHARD_OPENED:
+            self.shard_wallet[e.stream_id] = wallet_id(uuid.UUID(str(e.data["account_id"])), str(e.data["currency"]))
+            return
         if e.type in MIRRORS:
             if e.data.get("postings"):
                 self._breach(f"{where}: a mirror event carries postings (they would count twice)")
-            if e.type == "market:SellerCredits.Credited":
-                self.credits[str(e.data.get("order_id"))].append(int(e.data.get("amount", 0)))
+            self._mirror(where, e)
             return
         if e.type not in MOVEMENTS:
             return
@@ -70,6 +79,18 @@ class LedgerAudit:
             if p["ledger"] in ("available", "escrow") and self.balances[(key, currency)] < 0:
                 self._breach(f"{where}: {key} went negative ({self.balances[(key, currency)]} {currency})")
         self._order(where, e, currency)
+
+    def _mirror(self, where: str, e: RecordedEvent) -> None:
+        """A wallet may only count seller credits that were mirrored before it, in log order."""
+        amount = int(e.data.get("amount", 0))
+        if e.type == "market:SellerCredits.Credited":
+            self.credits[str(e.data.get("order_id"))].append(amount)
+            self.credited[self.shard_wallet.get(e.stream_id, e.stream_id)] += amount
+            return
+        self.collected[e.stream_id] += amount
+        if self.collected[e.stream_id] > self.credited[e.stream_id]:
+            self._breach(f"{where}: wallet {e.stream_id} counted {self.collected[e.stream_id]} of seller credits,"
+                         f" only {self.credited[e.stream_id]} were credited")
 
     def _well_formed(self, where: str, postings: list[Any]) -> bool:
         for p in postings:
@@ -125,7 +146,7 @@ class LedgerAudit:
 
 async def ledger_events(conn: asyncpg.Connection, batch: int = 2000) -> AsyncIterator[RecordedEvent]:
     """Every ledger event committed in this transaction's snapshot, in log order (tx_id, position)."""
-    async for row in conn.cursor(_SQL, sorted(MOVEMENTS | MIRRORS), prefetch=batch):
+    async for row in conn.cursor(_SQL, sorted(MOVEMENTS | MIRRORS | {SHARD_OPENED}), prefetch=batch):
         yield row_to_event(row)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
@@ -32,7 +33,11 @@ from domain.shared.money import Money
 from projections.ledger_reader import balances, entries
 
 PROJECTION = "ledger"
-CurrencyFilter = Annotated[str | None, QueryParameter(pattern=CURRENCY_PATTERN, description="ISO 4217 code")]
+# A filter: an ISO 4217 code; empty means no filter (a query string cannot say null otherwise). The msgspec Meta
+# documents the pattern, QueryParameter's enforces it (Litestar checks a scalar query value only by the latter).
+_FILTER_PATTERN = CURRENCY_PATTERN.replace(")$", ")?$")
+CurrencyFilter = Annotated[Annotated[str, msgspec.Meta(pattern=_FILTER_PATTERN)] | None,
+                           QueryParameter(pattern=_FILTER_PATTERN, description="ISO 4217 code; empty: every currency")]
 
 
 def _after(cursor: str) -> tuple[int, int, int]:
@@ -74,7 +79,7 @@ class LedgerController(Controller):
                       currency: CurrencyFilter = None) -> BalancesView:
         c = container_of(request)
         await honour_min_position(request, c.pool, PROJECTION, c.settings.read_your_writes_timeout_s)
-        rows = await balances(c.pool, principal.account_id, currency)
+        rows = await balances(c.pool, principal.account_id, currency or None)
         return BalancesView(data=[BalanceView(currency=r["currency"],
                                               available=BalanceMoney(r["available"], r["currency"]),
                                               escrow=BalanceMoney(r["escrow"], r["currency"])) for r in rows])
@@ -95,7 +100,7 @@ class LedgerController(Controller):
         c = container_of(request)
         after = _after(cursor) if cursor else None
         await honour_min_position(request, c.pool, PROJECTION, c.settings.read_your_writes_timeout_s)
-        rows = await entries(c.pool, principal.account_id, currency=currency, ledger=ledger, order_id=order_id,
+        rows = await entries(c.pool, principal.account_id, currency=currency or None, ledger=ledger, order_id=order_id,
                              after=after, limit=limit + 1)
         more, rows = len(rows) > limit, rows[:limit]
         next_cursor = encode_cursor(rows[-1]["tx_id"], rows[-1]["position"], rows[-1]["line"]) if more else None

@@ -17,6 +17,9 @@ models folded from those postings. Sufficiency is decided here, on the stream's 
   postings, so the ledger read model and `mm ledger verify` count each movement exactly once.
 - Platform `fees` is only a ledger account in postings, never a stream: nothing contends on it.
 
+`SellerCredits`, `CREDIT_SHARDS`, `credit_shard` and `credits_id` live in domain.market.credits and are
+importable from here too.
+
 API for order settlement (compose with the Order in ONE `Repository.save_all([...])`, retrying ConcurrencyConflict;
 app.services.ledger.LedgerService loads/opens the aggregates and calls these):
 - `Wallet.open(account_id, currency, at)` (new stream) / `wallet_id(account_id, currency)`.
@@ -47,29 +50,16 @@ from typing import Any
 import msgspec
 from eventsourcing.domain import Aggregate
 
+from domain.market.credits import CREDIT_SHARDS, SellerCredits, credit_shard, credits_id
 from domain.market.errors import CurrencyMismatch, EscrowAlreadyHeld, EscrowNotHeld, InsufficientFunds
 from domain.market.postings import AVAILABLE, ESCROW, EXTERNAL, FEES, Posting, posting_set
 from domain.shared.errors import ValidationFailed
 from domain.shared.ids import derived_id
 from domain.shared.money import Money
 
-# Seller credit streams per (account, currency): concurrent releases to one seller spread over them. Measured,
-# 32 buyers releasing 640 orders to one seller (loaded 2-core box): 1 stream 19/s (4,584 version conflicts),
-# 16 -> 100-113/s, 32 -> 159/s (189), 64 -> 198/s (98). May grow, never shrink (a dropped shard's credits would
-# be forgotten).
-CREDIT_SHARDS = 32
-
 
 def wallet_id(account_id: uuid.UUID, currency: str) -> uuid.UUID:
     return derived_id("wallet", account_id, currency)
-
-
-def credit_shard(order_id: uuid.UUID) -> int:
-    return order_id.int % CREDIT_SHARDS
-
-
-def credits_id(account_id: uuid.UUID, currency: str, shard: int) -> uuid.UUID:
-    return derived_id("seller-credits", account_id, currency, shard)
 
 
 class ShardTotal(msgspec.Struct, frozen=True):
@@ -274,46 +264,4 @@ class Wallet(Aggregate):
                                     available=self.available, required=amount, currency=self.currency)
 
 
-class SellerCredits(Aggregate):
-    """One of a seller's CREDIT_SHARDS credit streams per currency: mirrors of releases, NO postings."""
-
-    TOPIC = "market:SellerCredits"
-    SNAPSHOT_EVERY = 200
-
-    class Created(Aggregate.Created):
-        TOPIC = "market:SellerCredits.Created"  # required by eventsourcing once TOPIC is set; never triggered
-
-    class Event(Aggregate.Event):
-        TOPIC = "market:SellerCredits.Event"
-
-    class Opened(Aggregate.Created):
-        TOPIC = "market:SellerCredits.Opened"
-        account_id: uuid.UUID
-        currency: str
-        shard: int
-
-    class Credited(Aggregate.Event):
-        """Public name ledger.seller-credited. The money moved in the buyer wallet's EscrowReleased postings."""
-
-        TOPIC = "market:SellerCredits.Credited"
-        order_id: uuid.UUID
-        buyer_account_id: uuid.UUID
-        amount: int
-
-        def apply(self, aggregate: Any) -> None:
-            aggregate.total += self.amount
-
-    def __init__(self, account_id: uuid.UUID, currency: str, shard: int) -> None:
-        self.account_id, self.currency, self.shard = account_id, currency, shard
-        self.total = 0
-
-    @classmethod
-    def open(cls, account_id: uuid.UUID, currency: str, shard: int, at: datetime) -> SellerCredits:
-        return cls._create(cls.Opened, id=credits_id(account_id, currency, shard), timestamp=at,
-                           account_id=account_id, currency=currency, shard=shard)
-
-    def credit(self, order_id: uuid.UUID, buyer_account_id: uuid.UUID, amount: int, at: datetime) -> None:
-        """Called by Wallet.release/split only (the postings live there); a zero net credit records nothing."""
-        if amount:
-            self.trigger_event(self.Credited, timestamp=at, order_id=order_id, buyer_account_id=buyer_account_id,
-                               amount=amount)
+__all__ = ["CREDIT_SHARDS", "SellerCredits", "ShardTotal", "Wallet", "credit_shard", "credits_id", "wallet_id"]

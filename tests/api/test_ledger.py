@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import httpx
 
+from app.store.types import LogPosition
 from tests.api.helpers import assert_problem, fresh
 
 
@@ -98,3 +100,26 @@ async def test_audit_feed_names_ledger_movements(client: httpx.AsyncClient, admi
                              headers=fresh(tenant["headers"], r))
     assert audit.status_code == 200, audit.text
     assert sorted(e["type"] for e in audit.json()["data"]) == ["ledger.deposited", "ledger.withdrawn"]
+
+
+async def test_an_empty_currency_filter_is_no_filter(client: httpx.AsyncClient, admin: dict[str, str],
+                                                     tenant: dict[str, Any]) -> None:
+    r = await deposit(client, admin, tenant["id"], usd(7))
+    for path in ("/v1/accounts/me/balance", "/v1/accounts/me/ledger"):
+        listed = await client.get(path, params={"currency": ""}, headers=fresh(tenant["headers"], r))
+        assert listed.status_code == 200 and len(listed.json()["data"]) == 1, listed.text
+
+
+async def test_concurrent_withdrawals_over_http_never_overdraw(client: httpx.AsyncClient, admin: dict[str, str],
+                                                               tenant: dict[str, Any]) -> None:
+    assert (await deposit(client, admin, tenant["id"], usd(100))).status_code == 201
+    responses = await asyncio.gather(*(client.post("/v1/accounts/me/withdrawals", json={"amount": usd(30)},
+                                                   headers=tenant["headers"]) for _ in range(10)))
+    assert sorted(r.status_code for r in responses) == [201] * 3 + [409] * 7, [r.text for r in responses]
+    for r in responses:
+        if r.status_code == 409:
+            assert_problem(r, 409, "INSUFFICIENT_FUNDS")
+    done = [r for r in responses if r.status_code == 201]
+    last = max(done, key=lambda r: LogPosition.parse(r.headers["x-log-position"]))
+    balance = await client.get("/v1/accounts/me/balance", headers=fresh(tenant["headers"], last))
+    assert balance.json()["data"][0]["available"] == usd(10)

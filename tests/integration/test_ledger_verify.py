@@ -157,3 +157,11 @@ async def test_malformed_postings_are_named(book: Book, fresh_database: str) -> 
     audit = await verify_ledger(fresh_database)
     assert any("malformed posting" in b for b in audit.breaches), audit.breaches
     assert any("a movement without postings" in b for b in audit.breaches), audit.breaches
+
+
+async def test_collecting_more_credits_than_were_mirrored_is_named(book: Book, fresh_database: str) -> None:
+    seller_wallet = book.wallet(book.seller)
+    await book.append(seller_wallet, W + "CreditsCollected", amount=1, totals=[{"shard": 0, "total": 10_000}])
+    audit = await verify_ledger(fresh_database)
+    (breach,) = audit.breaches
+    assert breach.endswith(f"wallet {seller_wallet} counted 316 of seller credits, only 315 were credited"), breach
