@@ -19,6 +19,7 @@ from domain.market.order_commands import Execution
 from domain.market.order_errors import ConfirmWindowClosed, OrderStateConflict
 from domain.shared.context import CommandContext
 from tests.conftest import TEST_SECRET_KEY
+from tests.factories import MachineKeyFactory
 from tests.workers.harness import broker_url_for, eventually, worker_on
 from tests.workers.orders_market import (
     balances,
@@ -26,6 +27,7 @@ from tests.workers.orders_market import (
     order_events,
     paid_order,
     relay_until,
+    seed_of,
     seller,
     verified,
 )
@@ -226,3 +228,17 @@ async def test_an_unpaid_intent_expires_on_its_timer(c: Container, fresh_databas
     late = b.key.sign(order.signing_payload)
     with pytest.raises(OrderStateConflict):  # a mandate after the timer: nothing to pay any more
         await c.orders.pay(ctx(b.account), order.id, late)
+
+
+async def test_a_receipt_signed_by_another_key_is_kept_but_not_verified(
+    c: Container, fresh_database: str, stub: StubSeller
+) -> None:
+    impostor = seed_of(MachineKeyFactory())
+    await seller(c, stub.url, 100, path=f"echo/receipt/{impostor}", receipts=False)
+    b = await funded_buyer(c, 100)
+    order = await paid_order(c, b)
+    async with worker_on(fresh_database, fresh_database, ACTORS, settings=PRIVATE_OK) as (broker, worker):
+        worker.start()
+        order = await relay_until(c, broker, order.id, {"executed"})
+    assert order.execution is not None and order.execution["receipt"]
+    assert order.execution["receipt_verified"] is False and order.execution["result_digest"]
