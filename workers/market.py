@@ -32,13 +32,13 @@ async def settlement() -> OrderSettlement:
 async def settle_payment_job(order_id: str, event_id: str, correlation_id: str | None = None) -> None:
     cause, settle, oid = await cause_of(event_id, correlation_id), await settlement(), uuid.UUID(order_id)
     try:
-        order = (await settle.hold(context(MARKET_ACTOR, cause, f"hold:{order_id}"), oid)).order
+        held = await settle.hold(context(MARKET_ACTOR, cause, f"hold:{order_id}"), oid)
     except NotFound:
         log.warning("%s: order %s is gone; nothing to do", MARKET_ACTOR, order_id)
         return
-    if order.status != EXECUTING:
+    if held.order.status != EXECUTING:
         return  # payment failed, or a redelivery after the execution was recorded
-    await run_task(order.task_id, cause, MARKET_ACTOR)
+    await run_task(held.order.task_id, cause, MARKET_ACTOR, first=held.first)
     outcome = await settle.record_execution(context(MARKET_ACTOR, cause, f"executed:{order_id}"), oid)
     if outcome is None:
         # The route is used up only when the task settles; run_task returns earlier only if another worker

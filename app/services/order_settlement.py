@@ -20,9 +20,12 @@ from domain.market.errors import InsufficientFunds
 from domain.market.order import Order
 from domain.market.order_commands import Execution
 from domain.market.order_states import EXECUTING, PAID
+from domain.runtime.endpoint import endpoint_id
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
+from domain.shared.ids import derived_id
 from domain.tasks.aggregate import FINISHED, SUCCEEDED, Task
+from domain.tasks.commands import StartRun
 
 MAX_RECEIPT_CHARS = 256
 
@@ -34,9 +37,13 @@ class OrderSettlement:
 
     async def hold(self, ctx: CommandContext, order_id: uuid.UUID) -> OrderOutcome:
         """available -> escrow and the task's execution requested, in one append with the order; or the payment
-        failed (INSUFFICIENT_FUNDS), the task cancelled and its spend reservations released."""
+        failed (INSUFFICIENT_FUNDS), the task cancelled and its spend reservations released. The task's first run
+        is started in that append too (before any call, as advance_auto does): `outcome.first` is (task, run) when
+        this call recorded it, for the executor to call at once without another load and append."""
+        box: dict[str, Any] = {}
 
         async def decide(ctx: CommandContext, order: Order) -> list[Aggregate]:
+            box.clear()
             if order.status != PAID:
                 return []
             try:
@@ -47,10 +54,19 @@ class OrderSettlement:
             order.hold(ctx.at)
             task = await self.repo.get(Task, order.task_id, what="task")
             task.request_execution(ctx.at)
+            assert task.route is not None
+            step = task.route["steps"][0]
+            # The run id the tasks service would give attempt 1, so a redelivery finds this run open.
+            run = task.next_run(StartRun(run_id=derived_id("run", task.id, 1),
+                                         endpoint_id=endpoint_id(step.seller_machine_id, step.provider_key)), ctx.at)
+            box["first"] = (task, run)
             return [*wallets, task]
 
         # Every hold of one buyer commits on the buyer's wallet: the losers re-judge on fresh balances.
-        return await self.orders.change(ctx, order_id, decide)
+        outcome = await self.orders.change(ctx, order_id, decide)
+        if outcome.position is not None and not outcome.duplicate:
+            outcome.first = box.get("first")
+        return outcome
 
     async def record_execution(self, ctx: CommandContext, order_id: uuid.UUID) -> OrderOutcome | None:
         """The task's outcome on the order (None: the task has not finished); a failure refunds at once."""

@@ -40,6 +40,8 @@ class OrderOutcome:
     def __init__(self, order: Order, result: AppendResult | None) -> None:
         self.order = order
         self.position: LogPosition | None = result.last if result else None
+        self.duplicate = bool(result and result.duplicate)
+        self.first: tuple[Task, dict[str, Any] | None] | None = None  # a hold's first run, recorded with it
 
 
 class OrdersService:
