@@ -9,6 +9,7 @@ from domain.accounts.aggregate import Account
 from domain.graph.aggregate import MachineGraph
 from domain.machines.aggregate import Machine
 from domain.market.ledger import SellerCredits, Wallet
+from domain.market.order import Order
 from domain.policies.aggregate import Policy
 from domain.policies.budget import SpendBudget
 from domain.policies.decision import PolicyDecision
@@ -20,4 +21,4 @@ from domain.webhooks.aggregate import WebhookEndpoint
 
 AGGREGATES: tuple[type[Aggregate], ...] = (Account, Machine, RuntimeEndpoint, MachineAgent, MachineGraph, Task,
                                            Policy, PolicyDecision, SpendBudget, RateWindow, WebhookEndpoint, Wallet,
-                                           SellerCredits)
+                                           SellerCredits, Order)

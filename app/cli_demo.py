@@ -3,7 +3,8 @@
 Starts a stub seller on loopback, opens a seller and a buyer account, registers a machine in each (identity
 proven with a real Ed25519 signature, then activated), lists a capability on the seller (graph node + runtime
 endpoint on the stub), and drives a buyer's task through discover, resolve and execute. The stack's worker
-makes the call (mm up allows loopback endpoints: MM_ALLOW_PRIVATE_ENDPOINTS).
+makes the call (mm up allows loopback endpoints: MM_ALLOW_PRIVATE_ENDPOINTS). Then the buyer orders the same
+listing and the order runs to its release (app/cli_demo_order.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from app.cli_demo_order import run_order
 from app.outbound.stub_seller import StubSeller
 from app.settings import Settings
 
@@ -32,6 +34,8 @@ class Demo:
     def __init__(self, base: str, admin_key: str) -> None:
         self.http = httpx.Client(base_url=base, timeout=60)
         self.admin = {"Authorization": f"Bearer {admin_key}"}
+        self.keys: dict[str, Ed25519PrivateKey] = {}  # machine id -> its private key (the order signs with it)
+        self.accounts: dict[str, str] = {}  # the key header's value -> its account id
 
     def call(self, method: str, path: str, headers: dict[str, str], body: Any = None,
              expect: tuple[int, ...] = (200, 201), **extra: str) -> Any:
@@ -48,6 +52,7 @@ class Demo:
 
     def account(self, name: str) -> dict[str, str]:
         opened = self.call("POST", "/v1/accounts", self.admin, {"name": name})
+        self.accounts[f"Bearer {opened['apiKey']['key']}"] = opened["account"]["id"]
         return {"Authorization": f"Bearer {opened['apiKey']['key']}"}
 
     def active_machine(self, h: dict[str, str], name: str) -> str:
@@ -60,16 +65,17 @@ class Demo:
         self.call("POST", f"/v1/machines/{machine}/identity/verify", h,
                   {"challengeId": challenge["challengeId"], "signature": signature})
         self.call("POST", f"/v1/machines/{machine}/activate", h)
+        self.keys[str(machine)] = key
         return str(machine)
 
-    def wait_listed(self, h: dict[str, str], capability: str, timeout_s: float = 30) -> None:
+    def wait_listed(self, h: dict[str, str], capability: str, timeout_s: float = 30) -> str:
         """The catalogue is a read model: the listing shows up within one projection lag."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             r = self.http.get("/v1/catalogue", params={"capability": capability}, headers=h)
             if r.status_code == 200 and r.json()["data"]:
                 self.call("GET", f"/v1/catalogue?capability={capability}", h)
-                return
+                return str(r.json()["data"][0]["id"])
             time.sleep(0.2)
         raise SystemExit(f"mm demo: the listing for {capability} did not reach the catalogue in {timeout_s:g}s")
 
@@ -87,8 +93,8 @@ def _masked(value: Any) -> Any:
     return value
 
 
-def run(demo: Demo, seller_url: str) -> dict[str, Any]:
-    """The whole story; returns the execute answer."""
+def run(demo: Demo, seller_url: str, story: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The task story; returns the execute answer. `story` receives what the order act needs."""
     tag = uuid.uuid4().hex[:6]
     capability = f"summarise-{tag}"
     print("== a seller: account, machine (Ed25519 identity, active), capability, runtime endpoint")
@@ -104,7 +110,10 @@ def run(demo: Demo, seller_url: str) -> dict[str, Any]:
     print("\n== a buyer: account, machine; the listing in the catalogue")
     buyer = demo.account(f"demo-buyer-{tag}")
     buyer_id = demo.active_machine(buyer, f"demo-buyer-{tag}")
-    demo.wait_listed(buyer, capability)
+    listing_id = demo.wait_listed(buyer, capability)
+    if story is not None:
+        story.update(buyer=buyer, buyer_id=buyer_id, buyer_key=demo.keys[buyer_id], listing_id=listing_id,
+                     buyer_account=demo.accounts[buyer["Authorization"]])
     print("\n== the task: submit, discover, resolve (the route and why), execute (the worker calls the seller)")
     tasks = f"/v1/machines/{buyer_id}/tasks"
     task = demo.call("POST", tasks, buyer, {"capability": capability, "input": {"text": "Machines trade work."},
@@ -132,9 +141,14 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     with StubSeller() as stub:
         print(f"stub seller listening on {stub.url} (loopback)")
-        answer = run(demo, stub.url)
+        story: dict[str, Any] = {}
+        answer = run(demo, stub.url, story)
         seen = stub.stats.requests[-1]["headers"] if stub.stats.requests else {}
         print(f"\n== the seller saw {stub.stats.total} call(s); Idempotency-Key {seen.get('idempotency-key')} "
               f"(the run id), Authorization: Bearer *** (the endpoint's token, unsealed by the worker)")
-    print(f"\ntask {answer.get('taskId', '')} {answer.get('status')}: output {_show(answer.get('output'))}")
+        print(f"\ntask {answer.get('taskId', '')} {answer.get('status')}: output {_show(answer.get('output'))}")
+        settled = run_order(demo, story)
+    print(f"\norder {settled['id']} {settled['status']}: escrow {settled['escrow']['status']}, seller credited"
+          f" {settled['escrow']['released']['amount'] - settled['fee']['amount']} USD cents, platform fee"
+          f" {settled['fee']['amount']}")
     return 0

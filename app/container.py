@@ -13,6 +13,9 @@ from app.services.agents import AgentsService
 from app.services.graph import GraphService
 from app.services.ledger import LedgerService
 from app.services.machines import MachinesService
+from app.services.order_money import Escrow
+from app.services.order_settlement import OrderSettlement
+from app.services.orders import OrdersService
 from app.services.policies import PoliciesService
 from app.services.policy_guard import PolicyGuard
 from app.services.policy_sources import PolicyRows, SellerRows, UsageRows
@@ -54,6 +57,9 @@ class Container:
         self.policies = PoliciesService(self.repo, self.machines, PolicyRows(pool), SellerRows(pool), self.guard)
         self.webhooks = WebhooksService(self.repo, self.sealer)
         self.ledger = LedgerService(self.repo)
+        self.orders = OrdersService(self.repo, pool, self.tasks, Escrow(self.ledger), fee_bps=settings.platform_fee_bps,
+                                    intent_ttl_s=settings.payment_intent_ttl_s)
+        self.order_settlement = OrderSettlement(self.orders)
         self.projection_names = projection_names()
         # Started by the first SSE subscriber; without a DSN to LISTEN on it polls.
         self.audit_tail = AuditTail(pool, settings.projection_poll_interval_s, sse_frame)

@@ -81,6 +81,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_backoff_base_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     webhook_backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 6 * 3600.0
     webhook_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 10.0
+    # Market orders: the platform's fee in basis points of the price (taken from the escrow on release), how long
+    # a payment intent stays open, and the shared secret payment rails sign their callbacks with (HMAC-SHA256;
+    # unset: every callback is refused).
+    platform_fee_bps: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 250
+    payment_intent_ttl_s: Annotated[int, msgspec.Meta(ge=1, le=7 * 86_400)] = 900
+    payment_webhook_secret: str | None = None
     # The API key `mm audit export` sends (a client-side setting: the CLI talks to the API over HTTP).
     api_key: str | None = None
 
@@ -170,6 +176,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         "MM_WEBHOOK_BACKOFF_MAX_S": "webhook_backoff_max_s",
         "MM_WEBHOOK_TIMEOUT_S": "webhook_timeout_s",
         "MM_API_KEY": "api_key",
+        "MM_PLATFORM_FEE_BPS": "platform_fee_bps",
+        "MM_PAYMENT_INTENT_TTL_S": "payment_intent_ttl_s",
+        "MM_PAYMENT_WEBHOOK_SECRET": "payment_webhook_secret",
     }
     for var, field in simple.items():
         if e.get(var):

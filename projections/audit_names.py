@@ -67,6 +67,19 @@ PUBLIC_NAMES: dict[str, str] = {
     "market:Wallet.CreditsCollected": "ledger.credits-collected",
     "market:SellerCredits.Opened": "ledger.seller-credits-opened",
     "market:SellerCredits.Credited": "ledger.seller-credited",
+    "market:Order.Placed": "market.order.created",
+    "market:Order.PaymentIntentCreated": "market.payment.intent-created",
+    "market:Order.ProofRecorded": "market.payment.proof-recorded",
+    "market:Order.EscrowHeld": "market.payment.escrow-held",
+    "market:Order.PaymentFailed": "market.payment.failed",
+    "market:Order.ExecutionRequested": "market.order.execution-requested",
+    "market:Order.Executed": "market.order.executed",
+    "market:Order.Confirmed": "market.order.confirmed",
+    "market:Order.Disputed": "market.order.disputed",
+    "market:Order.DisputeResolved": "market.dispute.resolved",
+    "market:Order.Released": "market.payment.released",
+    "market:Order.Refunded": "market.payment.refunded",
+    "market:Order.Cancelled": "market.order.cancelled",
 }
 
 # Secrets and their digests are kept out of the feed (it is exported to operators and tenants).

@@ -11,6 +11,7 @@ from projections.catalogue import CatalogueProjection
 from projections.graph import GraphProjection
 from projections.ledger import LedgerProjection
 from projections.machines import MachinesProjection
+from projections.orders import OrdersProjection
 from projections.policies import PoliciesProjection
 from projections.relay import RelayProjection
 from projections.runtime import RuntimeProjection
@@ -26,7 +27,7 @@ def read_models(settings: Settings | None = None) -> list[Projection]:
     The audit projection signs checkpoints only with `settings` that hold MM_AUDIT_SIGNING_KEY."""
     return [AccountsProjection(), MachinesProjection(), RuntimeProjection(), GraphProjection(),
             audit_projection(settings), CatalogueProjection(), SellerStatsProjection(), TasksProjection(),
-            PoliciesProjection(), WebhooksProjection(), LedgerProjection()]
+            PoliciesProjection(), WebhooksProjection(), LedgerProjection(), OrdersProjection()]
 
 
 def audit_projection(settings: Settings | None) -> AuditProjection:

@@ -48,12 +48,28 @@ def _task_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any], d
     kwargs = {"task_id": str(event.stream_id)}
     if event.type == "tasks:Task.Submitted" and event.data.get("auto"):
         return [("tasks", AUTO_ACTOR, kwargs, None)]
-    if event.type == "tasks:Task.ExecutionRequested" and event.metadata.get("actor") != f"worker:{AUTO_ACTOR}":
+    if event.type == "tasks:Task.ExecutionRequested" and event.metadata.get("actor") not in _SELF_EXECUTING:
         return [("tasks", "execute_task", kwargs, None)]
     return []
 
 
 AUTO_ACTOR = "advance_auto_task"
+MARKET_ACTOR = "settle_order_payment"
+# Actors that execute the tasks they request themselves (the relay sends nothing for those).
+_SELF_EXECUTING = (f"worker:{AUTO_ACTOR}", f"worker:{MARKET_ACTOR}")
+
+
+def _market_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any], datetime | None]]:
+    """A recorded proof of payment -> the settlement actor (hold, execute, record the outcome); the timers: the
+    intent's expiry, and the buyer's confirm window after a successful execution (auto-confirm)."""
+    kwargs = {"order_id": str(event.stream_id)}
+    if event.type == "market:Order.ProofRecorded":
+        return [("market", MARKET_ACTOR, kwargs, None)]
+    if event.type == "market:Order.PaymentIntentCreated":
+        return [("market", "expire_payment_intent", kwargs, datetime.fromisoformat(event.data["expires_at"]))]
+    if event.type == "market:Order.Executed" and event.data.get("confirm_by"):
+        return [("market", "auto_confirm_order", kwargs, datetime.fromisoformat(event.data["confirm_by"]))]
+    return []
 
 
 def _webhook_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any], datetime | None]]:
@@ -69,14 +85,15 @@ def _webhook_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any]
     return []
 
 
-ROUTES: list[Route] = [_machine_routes, _runtime_routes, _task_routes, _webhook_routes]
+ROUTES: list[Route] = [_machine_routes, _runtime_routes, _task_routes, _webhook_routes, _market_routes]
 
 
 # Every event type some route above may answer with a message (the runner skips the relay's transaction for
 # a batch of none of these): keep it in step with ROUTES (tests/unit/test_relay_prefixes.py checks it).
 PREFIXES = ("machines:Machine.IdentityChallengeIssued", *_LEASED, "tasks:Task.Submitted",
             "tasks:Task.ExecutionRequested", "webhooks:WebhookEndpoint.DeliveryRetryRequested",
-            "webhooks:WebhookEndpoint.Revised")
+            "webhooks:WebhookEndpoint.Revised", "market:Order.ProofRecorded", "market:Order.PaymentIntentCreated",
+            "market:Order.Executed")
 
 
 class RelayProjection:

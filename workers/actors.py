@@ -22,6 +22,6 @@ broker.add_middleware(AsyncIO())
 broker.add_middleware(CloseContainer())
 
 # Actors bind to the global broker when declared, so these imports must come after configure_broker.
-from workers import machines, runtime_leases, tasks, tasks_auto, webhooks  # noqa: E402
+from workers import machines, market, runtime_leases, tasks, tasks_auto, webhooks  # noqa: E402
 
-__all__ = ["broker", "machines", "runtime_leases", "tasks", "tasks_auto", "webhooks"]
+__all__ = ["broker", "machines", "market", "runtime_leases", "tasks", "tasks_auto", "webhooks"]

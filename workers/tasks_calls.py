@@ -23,6 +23,7 @@ from domain.tasks.commands import Candidate, RunResult
 log = logging.getLogger("mm.workers.tasks")
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_RECEIPT_CHARS = 512  # an Ed25519 signature is 88 base64 characters; anything longer is kept cut, and fails
 # Error classes of our own, beside the outbound client's (connect, timeout, ssrf-refused, ...) and http-NxX.
 ENDPOINT_UNAVAILABLE = "endpoint-unavailable"  # deleted, expired, never set, or its machine no longer active
 CREDENTIAL_UNAVAILABLE = "credential-unavailable"  # the sealed token cannot be opened with this MM_SECRET_KEY
@@ -66,9 +67,10 @@ def from_response(run_id: Any, response: OutboundResponse) -> RunResult:
         error_class = f"http-{response.status // 100}xx"
     elif not is_json:
         error_class = INVALID_JSON
+    receipt = response.headers.get("x-mm-receipt")
     return RunResult(run_id=run_id, http_status=response.status, latency_ms=round(response.elapsed_ms),
                      error_class=error_class, response_digest=hashlib.sha256(response.body).hexdigest(),
-                     body=parsed)
+                     body=parsed, receipt=receipt[:MAX_RECEIPT_CHARS] if receipt else None)
 
 
 def _body(raw: bytes) -> tuple[Any, bool]:

@@ -25,6 +25,8 @@ from app.api.machines import MachinesController
 from app.api.middleware import header_limit_middleware, idempotency_middleware, request_id_middleware
 from app.api.openapi import finish_openapi
 from app.api.openapi_headers import check_honoured_headers
+from app.api.orders import OrdersController
+from app.api.payment_callbacks import PaymentCallbacksController
 from app.api.policies import PoliciesController
 from app.api.problems import handle_exception
 from app.api.runs import RunsController, TaskHistoryController
@@ -110,7 +112,8 @@ def create_app(settings: Settings, container: Container | None = None,
                         GraphController, AccountsController, *AUDIT_CONTROLLERS, CatalogueController, TasksController,
                         TaskExecutionController, TaskHistoryController, RunsController, PoliciesController, health,
                         ready, metrics, openapi_json, assets_router(), StreamsController, TracesController,
-                        WebhookEndpointsController, WebhookDeliveriesController, LedgerController],
+                        WebhookEndpointsController, WebhookDeliveriesController, LedgerController,
+                        OrdersController, PaymentCallbacksController],
         exception_handlers={Exception: handle_exception},
         before_request=check_honoured_headers,
         middleware=[idempotency_middleware],

@@ -26,6 +26,7 @@ from domain.accounts import errors as account_errors
 from domain.graph import errors as graph_errors
 from domain.machines import errors as machine_errors
 from domain.market import errors as market_errors
+from domain.market import order_errors
 from domain.policies import errors as policy_errors
 from domain.runtime import errors as runtime_errors
 from domain.shared import errors as shared
@@ -91,6 +92,11 @@ STATUS_OF: dict[type[shared.DomainError], int] = {
     market_errors.InsufficientFunds: 409,
     market_errors.EscrowAlreadyHeld: 409,
     market_errors.EscrowNotHeld: 409,
+    order_errors.OrderStateConflict: 409,
+    order_errors.PaymentProofInvalid: 422,
+    order_errors.PaymentIntentExpired: 409,
+    order_errors.ConfirmWindowClosed: 409,
+    order_errors.ListingUnavailable: 409,
 }
 
 TITLES = {

@@ -8,6 +8,8 @@ Behaviour per request, from path segments (applied left to right) or a JSON body
   /redirect                  302 to /echo (a client must not follow it)
   /flaky/N                   503 for the first N calls with the same Idempotency-Key, then as the rest says
   /cookie                    also sets a cookie (a client must not send it back)
+  /receipt/SEED              a 200 also carries X-MM-Receipt: an Ed25519 signature (key: the base64url raw seed)
+                             over the hex SHA-256 of the body, as a seller signs its execution evidence
 e.g. /sleep/200/status/503, or a body {"stub": {"sleepMs": 200, "status": 503}, ...}.
 GET /_stats answers the counters as JSON; POST /_reset clears them. In process, read `StubSeller.stats`.
 """
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
+import hashlib
 import json
 import signal
 import socket
@@ -99,7 +103,10 @@ def make_app(stats: StubStats) -> Callable[[Scope, Receive, Send], Awaitable[Non
         if status != 200:
             return await _reply(send, status, json.dumps({"error": "stub-status", "status": status,
                                                           "input": payload}).encode(), extra)
-        return await _reply(send, 200, json.dumps({"output": payload}).encode(), extra)
+        out = json.dumps({"output": payload}).encode()
+        if plan.get("receipt"):
+            extra = [*extra, (b"x-mm-receipt", _receipt(str(plan["receipt"]), out))]
+        return await _reply(send, 200, out, extra)
 
     return app
 
@@ -113,6 +120,9 @@ def _plan(path: str, payload: Any) -> dict[str, Any]:
         word = parts[i]
         if word in ("redirect", "cookie"):
             plan[word] = True
+        elif word == "receipt" and i + 1 < len(parts):
+            plan["receipt"] = parts[i + 1]
+            i += 1
         elif word in words:
             has_number = i + 1 < len(parts) and parts[i + 1].isdigit()
             plan[words[word]] = int(parts[i + 1]) if has_number else (BIG_DEFAULT if word == "big" else 0)
@@ -121,6 +131,13 @@ def _plan(path: str, payload: Any) -> dict[str, Any]:
     if isinstance(payload, dict) and isinstance(payload.get("stub"), dict):
         plan.update(payload["stub"])
     return plan
+
+
+def _receipt(seed_b64url: str, body: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.from_private_bytes(base64.urlsafe_b64decode(seed_b64url + "=" * (-len(seed_b64url) % 4)))
+    return base64.b64encode(key.sign(hashlib.sha256(body).hexdigest().encode()))
 
 
 async def _read_body(receive: Receive) -> bytes:

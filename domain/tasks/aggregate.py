@@ -111,11 +111,13 @@ class Task(Aggregate):
         retryable: bool
         response_digest: str | None
         body: Any
+        receipt: str | None = None  # absent from runs recorded before receipts were kept
 
         def apply(self, aggregate: Any) -> None:
             run = aggregate.runs[-1]
             run.update(status="succeeded" if self.succeeded else "failed", http_status=self.http_status,
-                       error_class=self.error_class, body=self.body, finished_at=self.timestamp)
+                       error_class=self.error_class, body=self.body, finished_at=self.timestamp,
+                       response_digest=self.response_digest, receipt=self.receipt)
 
     class Succeeded(Aggregate.Event):
         """The output is the finishing run's body (recorded once, in RunFinished)."""
@@ -233,7 +235,7 @@ class Task(Aggregate):
                            provider_key=step.provider_key, succeeded=verdict.succeeded,
                            http_status=result.http_status, latency_ms=result.latency_ms,
                            error_class=result.error_class, retryable=verdict.retryable,
-                           response_digest=result.response_digest, body=result.body)
+                           response_digest=result.response_digest, body=result.body, receipt=result.receipt)
         if verdict.succeeded:
             assert result.http_status is not None
             self.trigger_event(self.Succeeded, timestamp=at, run_id=result.run_id, http_status=result.http_status)

@@ -95,3 +95,5 @@ class RunResult(msgspec.Struct, frozen=True, kw_only=True):
     error_class: str | None  # None on success; "http-4xx", "timeout", "connect", "ssrf-refused", ...
     response_digest: str | None
     body: Any
+    # The seller's X-MM-Receipt header as sent (an Ed25519 signature over response_digest; market orders check it).
+    receipt: str | None = None

@@ -14,12 +14,24 @@ from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import urlsplit
 
-from ops.bench import catchup, commands, export, heartbeats, http_api, policies, store, tasks, time_travel, timers
+from ops.bench import (
+    catchup,
+    commands,
+    export,
+    heartbeats,
+    http_api,
+    market,
+    policies,
+    store,
+    tasks,
+    time_travel,
+    timers,
+)
 from ops.bench.db import bench_database, describe, server_facts, server_url
 from ops.bench.report import Report, Row, rate
 
 PHASES = ("store", "http", "catchup", "heartbeats", "timers", "commands", "timetravel", "export", "policies",
-          "tasks")
+          "tasks", "market")
 STORE_RATIO_TARGET = 0.70
 # Catch-up from zero as a fraction of the runner's no-op floor (same runner, batch size and log, same run).
 # 0.20: a projection's own work may cost at most four times what the runner spends reading, decoding and
@@ -294,6 +306,12 @@ async def _export(report: Report, dsn: str, plan: Plan) -> None:
 async def _tasks(report: Report, dsn: str, plan: Plan) -> None:
     result = await tasks.run(dsn, plan.tasks, plan.tasks_warmup, plan.tasks_listings, plan.tasks_discovers)
     tasks.add_rows(report, result, plan.tasks, plan.tasks_warmup)
+    market.tasks_rate = result.auto.rate  # the market phase reports its ratio to this
+
+
+async def _market(report: Report, dsn: str, plan: Plan) -> None:
+    # As many orders as the tasks phase runs tasks (the issue compares the two rates).
+    market.add_rows(report, await market.run(dsn, plan.tasks, plan.tasks_warmup), plan.tasks)
 
 
 Phase = Callable[[Report, str, Plan], Awaitable[None]]
@@ -303,7 +321,8 @@ async def _policies(report: Report, dsn: str, plan: Plan) -> None:
 
 RUNNERS: dict[str, Phase] = {"store": _store, "http": _http, "catchup": _catchup, "heartbeats": _heartbeats,
                              "timers": _timers, "commands": _commands, "timetravel": _timetravel,
-                             "export": _export, "policies": _policies, "tasks": _tasks}
+                             "export": _export, "policies": _policies, "tasks": _tasks,
+                             "market": _market}
 
 
 async def main(argv: list[str] | None = None) -> int:

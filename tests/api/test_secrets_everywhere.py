@@ -227,9 +227,23 @@ async def _flow(client: httpx.AsyncClient, admin: dict[str, str], c: Container,
                  "/v1/audit-events?limit=200"):
         quiet.append(await client.get(path, headers=h))
     quiet += await _task(client, h, c, mid, f"{endpoints}/stub", seller_url, found)
+    quiet += await _order(client, admin, found)
     for path in ("/v1/catalogue", f"/v1/runs?machineId={mid}&role=seller"):
         quiet.append(await client.get(path, headers=h))
     return found, quiet
+
+
+async def _order(client: httpx.AsyncClient, admin: dict[str, str], found: dict[str, str]) -> list[httpx.Response]:
+    """Another account's machine orders the listed capability (orders_view is scanned too)."""
+    opened = await client.post("/v1/accounts", json={"name": "buyer"}, headers=admin)
+    assert opened.status_code == 201, opened.text
+    found["buyer apiKey"] = opened.json()["apiKey"]["key"]
+    bh = auth(found["buyer apiKey"])
+    buyer = (await active_machine(client, bh)).json()["id"]
+    r = await client.post("/v1/market/orders", headers=bh, json={"buyerMachineId": buyer, "capability": "summarise",
+                                                                 "input": {"text": "hello"}})
+    assert r.status_code == 201, r.text
+    return [r]
 
 
 async def _task(client: httpx.AsyncClient, h: dict[str, str], c: Container, seller: str, endpoint: str,

@@ -31,6 +31,10 @@ UNEXPRESSED_RULES = {
                                                          " JSON Schema",
     "a draft backtest needs rules": "rules is optional on a saved policy's backtest, required on a draft's (one"
                                     " request schema serves both)",
+    "give exactly one of listingId and capability": "an order names a listing or a capability, which msgspec cannot"
+                                                    " state as oneOf",
+    "a split needs sellerShare": "a split's share is bounded by the order's price, known only to the server",
+    "sellerShare applies to a split only": "one field requiring another's value is beyond JSON Schema",
     "must not contain NUL": "PostgreSQL text cannot hold \\u0000; a pattern on every string would bury the schema",
 }
 

@@ -79,6 +79,13 @@ PHASES = {
         "note: tasks: `mm api` + `mm projector` + `mm worker --threads 32`",
         "CPU per auto task: api",
     ), r"outcomes succeeded\s+\|\s+300 / 300 \|\s+300 \| PASS"),
+    "market": ((
+        "orders end to end (create -> pay -> hold -> execute -> confirm -> release), 32 buyers at once",
+        "latency p50 / p99",
+        "1 buyer at a time: p50",
+        "note: market: `mm api` + `mm projector` + `mm worker --threads 32`",
+        "CPU per order: api",
+    ), r"orders released\s+\|\s+300 / 300 \|\s+300 \| PASS"),
 }
 
 

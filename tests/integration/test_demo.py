@@ -29,5 +29,10 @@ def test_mm_demo_drives_a_task_to_its_outcome(fresh_database_sync: str, tmp_path
                      re.MULTILINE), out[-2000:]
     assert "the seller saw 1 call(s)" in out
     assert "why: place 1 of 1 by cheapest" in out
+    # The second act: the order paid into escrow by a signed mandate, executed, confirmed and released.
+    for step in ("/v1/market/orders", "/payment", "signs: mm-payment-v1", "/confirm", "/v1/accounts/me/balance"):
+        assert step in out, step
+    assert re.search(r"^order \S+ settled: escrow released, seller credited 25 USD cents, platform fee 0$", out,
+                     re.MULTILINE), out[-2000:]
     admin = (tmp_path / "admin-token").read_text().strip()
     assert admin not in out and not re.search(r'"(key|authToken)":"(?!\*\*\*)', out), "a secret was printed"

@@ -1,0 +1,32 @@
+"""An order's money on the ledger: the escrow decisions (LedgerService) for a hold and for a settlement's Split.
+
+Nothing is saved here: the wallets (and seller credit streams) returned go into the order's own append.
+"""
+
+from __future__ import annotations
+
+from eventsourcing.domain import Aggregate
+
+from app.services.ledger import LedgerService
+from domain.market.order import Order
+from domain.market.order_terms import Split
+from domain.shared.context import CommandContext
+
+
+class Escrow:
+    def __init__(self, ledger: LedgerService) -> None:
+        self.ledger = ledger
+
+    async def hold(self, ctx: CommandContext, order: Order) -> list[Aggregate]:
+        """The buyer's available -> escrow for the order's price; INSUFFICIENT_FUNDS records nothing."""
+        return await self.ledger.hold(ctx, order.account_id, order.id, order.price)
+
+    async def settle(self, ctx: CommandContext, order: Order, split: Split | None) -> list[Aggregate]:
+        """The escrow leaves as the split says: refunded in full, or released (fee out of the seller's part) with
+        the rest refunded. The wallet refuses a second settlement (ESCROW_NOT_HELD), so each happens once."""
+        if split is None:
+            return []
+        if not split.released:
+            return await self.ledger.refund(ctx, order.account_id, order.id, split.currency)
+        return await self.ledger.split(ctx, order.account_id, order.id, split.currency, order.seller_account_id,
+                                       split.released, split.fee)

@@ -1,0 +1,192 @@
+"""Order command service (the client's commands): place, pay, confirm, dispute, resolve, cancel, read."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+from eventsourcing.domain import Aggregate
+
+from app.crypto import new_nonce, verify_ed25519
+from app.services.ledger import LEDGER_JITTER_S, LEDGER_RETRIES
+from app.services.order_money import Escrow
+from app.services.order_placement import constraints_for_listing, priced_task
+from app.services.retries import retry_conflicts
+from app.services.tasks import TasksService
+from app.store.repository import Repository
+from app.store.types import AppendResult, LogPosition
+from domain.machines.aggregate import Machine
+from domain.market.order import Order
+from domain.market.order_commands import PlaceOrder, ProofOfPayment
+from domain.market.order_errors import OrderNotFound, PaymentProofInvalid
+from domain.market.order_states import CANCELLED, PAYMENT_FAILED
+from domain.market.order_terms import DEFAULT_CONFIRM_WINDOW_S, Split
+from domain.shared.context import CommandContext
+from domain.shared.errors import NotFound, PermissionDenied
+from domain.shared.ids import derived_id, new_id
+from domain.tasks.aggregate import Task
+from domain.tasks.commands import Constraints
+
+MAX_SIGNATURE_BYTES = 256
+
+
+class OrderOutcome:
+    """The order after the command, and where its last event sits in the log (None: nothing recorded)."""
+
+    def __init__(self, order: Order, result: AppendResult | None) -> None:
+        self.order = order
+        self.position: LogPosition | None = result.last if result else None
+        self.duplicate = bool(result and result.duplicate)
+        self.first: tuple[Task, dict[str, Any] | None] | None = None  # a hold's first run, recorded with it
+
+
+class OrdersService:
+    def __init__(self, repo: Repository, pool: asyncpg.Pool, tasks: TasksService, escrow: Escrow, *,
+                 fee_bps: int, intent_ttl_s: int) -> None:
+        self.repo, self.pool, self.tasks, self.escrow = repo, pool, tasks, escrow
+        self.fee_bps, self.intent_ttl_s = fee_bps, intent_ttl_s
+
+    async def place(self, ctx: CommandContext, buyer_id: uuid.UUID, *, listing_id: uuid.UUID | None,
+                    capability: str | None, constraints: Constraints | None, input: Any,
+                    confirm_window_s: int | None) -> OrderOutcome:
+        buyer = await self.tasks.machines.require_operational(ctx, buyer_id)
+        # A retried request must land on the same streams, so the ids derive from the idempotency key.
+        order_id = derived_id("order", buyer_id, ctx.idempotency_key) if ctx.idempotency_key else new_id()
+        task_id = derived_id("order-task", order_id)
+        if listing_id is not None:
+            timeout = constraints.timeout_ms if constraints else Constraints().timeout_ms
+            capability, constraints = await constraints_for_listing(self.pool, listing_id, timeout)
+        assert capability is not None
+        k = constraints or Constraints()
+        # One seller, no fallbacks: the intent names its payee, and a fallback would pay someone else.
+        k = Constraints(max_price=k.max_price, provider_keys=k.provider_keys, sellers_allow=k.sellers_allow,
+                        sellers_deny=k.sellers_deny, strategy=k.strategy, fallbacks=0, timeout_ms=k.timeout_ms)
+        task, step, extras = await priced_task(ctx, self.tasks, buyer, task_id, capability=capability, input=input,
+                                               constraints=k, listing_id=listing_id)
+        order = Order.place(PlaceOrder(
+            order_id=order_id, account_id=buyer.account_id, machine_id=buyer.id, task_id=task.id,
+            listing_id=step.listing_id, capability=task.capability, seller_machine_id=step.seller_machine_id,
+            seller_account_id=step.seller_account_id, provider_key=step.provider_key, price=step.price,
+            fee_bps=self.fee_bps, confirm_window_s=confirm_window_s or DEFAULT_CONFIRM_WINDOW_S,
+            intent_id=derived_id("intent", order_id), intent_ttl_s=self.intent_ttl_s, nonce=new_nonce()), ctx.at)
+        result = await self.repo.save_all([order, task, *extras], ctx)
+        if result is not None and result.duplicate:
+            order = await self.load(order_id)
+        return OrderOutcome(order, result)
+
+    async def load(self, order_id: uuid.UUID) -> Order:
+        try:
+            return await self.repo.get(Order, order_id, what="order")
+        except NotFound as exc:
+            raise OrderNotFound(exc.detail) from exc
+
+    async def get(self, ctx: CommandContext, order_id: uuid.UUID) -> Order:
+        """The order if the caller's account is its buyer or seller (or an admin); otherwise NOT_FOUND."""
+        order = await self.load(order_id)
+        if not ctx.is_admin and ctx.account_id not in (order.account_id, order.seller_account_id):
+            raise OrderNotFound(f"order {order_id} not found")
+        return order
+
+    async def pay(self, ctx: CommandContext, order_id: uuid.UUID, signature_b64: str) -> OrderOutcome:
+        """The buyer machine's Ed25519 signature of the intent's signing payload: a mandate for this payment."""
+        signature = _signature(signature_b64)
+
+        async def decide(ctx: CommandContext, order: Order) -> None:
+            order.ensure_buyer(ctx.account_id, ctx.is_admin, "pay")
+            machine = await self.repo.get(Machine, order.machine_id, what="machine")
+            machine.ensure_operational()
+            if not verify_ed25519(machine.public_key, order.signing_payload.encode(), signature):
+                raise PaymentProofInvalid("the signature does not verify against the buyer machine's key over"
+                                          " the payment intent's signingPayload")
+            order.record_proof(ProofOfPayment(method="mandate", signature=signature_b64), ctx.at)
+
+        return await self.change(ctx, order_id, decide, visible=True)
+
+    async def record_rail_proof(self, ctx: CommandContext, order_id: uuid.UUID, rail: str, reference: str,
+                                signature: str) -> OrderOutcome:
+        """A payment rail's confirmation, its callback signature already checked (app/api/payment_callbacks)."""
+
+        async def decide(ctx: CommandContext, order: Order) -> None:
+            order.record_proof(ProofOfPayment(method="rail", rail=rail, reference=reference, signature=signature),
+                               ctx.at)
+
+        return await self.change(ctx, order_id, decide)
+
+    async def confirm(self, ctx: CommandContext, order_id: uuid.UUID) -> OrderOutcome:
+        async def decide(ctx: CommandContext, order: Order) -> list[Aggregate]:
+            order.ensure_buyer(ctx.account_id, ctx.is_admin, "confirm")
+            return await self._settle(order, order.confirm(True, ctx.at), ctx)
+
+        return await self.change(ctx, order_id, decide, visible=True)
+
+    async def dispute(self, ctx: CommandContext, order_id: uuid.UUID, reason: str) -> OrderOutcome:
+        async def decide(ctx: CommandContext, order: Order) -> None:
+            order.ensure_buyer(ctx.account_id, ctx.is_admin, "dispute")
+            task = await self.repo.get(Task, order.task_id, what="task")
+            order.open_dispute(reason, [r["run_id"] for r in task.runs], ctx.at)
+
+        return await self.change(ctx, order_id, decide, visible=True)
+
+    async def resolve_dispute(self, ctx: CommandContext, order_id: uuid.UUID, outcome: str,
+                              seller_share: int | None, note: str | None) -> OrderOutcome:
+        if not ctx.is_admin:
+            raise PermissionDenied("only an admin key may resolve a dispute")
+
+        async def decide(ctx: CommandContext, order: Order) -> list[Aggregate]:
+            return await self._settle(order, order.resolve_dispute(outcome, seller_share, note, ctx.at), ctx)
+
+        return await self.change(ctx, order_id, decide)
+
+    async def cancel(self, ctx: CommandContext, order_id: uuid.UUID, reason: str | None,
+                     expired: bool = False) -> OrderOutcome:
+        async def decide(ctx: CommandContext, order: Order) -> list[Aggregate]:
+            if not expired:
+                order.ensure_buyer(ctx.account_id, ctx.is_admin, "cancel")
+            if not order.cancel(reason, ctx.at, expired=expired):
+                return []
+            return await self.abandon_task(ctx, order)
+
+        return await self.change(ctx, order_id, decide, visible=not expired)
+
+    async def abandon_task(self, ctx: CommandContext, order: Order) -> list[Aggregate]:
+        """An order that will never be paid: its task is cancelled and its spend reservations released."""
+        assert order.status in (CANCELLED, PAYMENT_FAILED)
+        task = await self.repo.get(Task, order.task_id, what="task")
+        task.cancel("order " + order.status, ctx.at)
+        released = await self.tasks.guard.release(ctx, task.id) if self.tasks.guard is not None else []
+        return [task, *released]
+
+    async def _settle(self, order: Order, split: Split | None, ctx: CommandContext) -> list[Aggregate]:
+        return await self.escrow.settle(ctx, order, split)
+
+    async def change(self, ctx: CommandContext, order_id: uuid.UUID,
+                      decide: Callable[[CommandContext, Order], Any], *, visible: bool = False,
+                      attempts: int = LEDGER_RETRIES) -> OrderOutcome:
+        """Load, decide, save with what the decision moved (wallets, the task), retried on a lost race: the loser
+        decides again on fresh state, where the winner's change usually makes its command a clear 409."""
+
+        async def attempt() -> OrderOutcome:
+            order = await (self.get(ctx, order_id) if visible else self.load(order_id))
+            extras = list(await decide(ctx, order) or [])
+            result = await self.repo.save_all([order, *extras], ctx)
+            if result is not None and result.duplicate:
+                order = await self.load(order_id)
+            return OrderOutcome(order, result)
+
+        # Settlements commit on shared streams (the buyer's wallet, the seller's credit shard): as many attempts
+        # as the ledger's own commands, spaced by jitter.
+        return await retry_conflicts(attempt, attempts=attempts, jitter_s=LEDGER_JITTER_S)
+
+
+def _signature(value: str) -> bytes:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise PaymentProofInvalid("proof.signature is not valid base64") from exc
+    if not raw or len(raw) > MAX_SIGNATURE_BYTES:
+        raise PaymentProofInvalid("proof.signature is not an Ed25519 signature")
+    return raw
