@@ -31,6 +31,7 @@ _COLUMNS = ("buyer_account_id", "buyer_machine_id", "seller_account_id", "seller
 class OrdersProjection:
     name = "orders"
     tables: tuple[str, ...] = ("orders_view",)
+    prefixes = (P,)
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
         """Folds a batch per order in memory (rows this batch did not create are read once), then writes."""
