@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
+from typing import cast
 
 import msgspec
 
@@ -111,14 +112,15 @@ class AgentsService:
                 raise AgentNotFound(f"agent {agent_id} not found; it may never have been enrolled") from None
             agent.authenticate(presented)
             agent.permit(keys)  # refused before anything else is loaded (record_heartbeat checks it again)
-            # The machine and the endpoints load concurrently: one round trip of latency, not 1 + N.
-            machine_load = self.repo.get(Machine, agent.machine_id, what="machine")
-            endpoints_load = asyncio.gather(*(self.runtime.load(agent.machine_id, k) for k in keys))
-            machine, loaded = await asyncio.gather(machine_load, endpoints_load)
+            # The machine and the endpoints load in one statement: one round trip, not 1 + N.
+            machine, *loaded = await self.repo.get_many(
+                [(Machine, agent.machine_id), *((RuntimeEndpoint, endpoint_id(agent.machine_id, k)) for k in keys)])
+            if not isinstance(machine, Machine):
+                raise NotFound(f"machine {agent.machine_id} not found")
             machine.ensure_operational()
             lease_until = ctx.at + timedelta(seconds=lease_seconds or agent.lease_seconds)
             endpoints: list[RuntimeEndpoint] = []
-            for key, entry, endpoint in zip(keys, reported, loaded, strict=True):
+            for key, entry, endpoint in zip(keys, reported, cast(list[RuntimeEndpoint | None], loaded), strict=True):
                 sealed = self.runtime.sealed_token(endpoint, endpoint_id(agent.machine_id, key), entry.auth_token)
                 cmd = UpsertEndpoint(url=entry.url, auth_token=sealed, metadata=dict(entry.metadata),
                                      source=AGENT, agent_id=agent.id, lease_expires_at=lease_until)
