@@ -186,3 +186,14 @@ async def test_global_read_walks_the_tx_position_index(store: EventStore, pool: 
     text = plan if isinstance(plan, str) else str(plan)
     assert "events_tx_position_idx" in text
     assert '"Node Type": "Sort"' not in text
+
+
+async def test_loaded_ids_are_exact_uuids(store: EventStore) -> None:
+    stream = uuid.uuid4()
+    sent = ev(stream, 1)
+    await store.append([sent])
+    (loaded,) = await store.load(stream)
+    # asyncpg answers a UUID subclass; aggregates and the snapshot transcoder need the exact type.
+    assert type(loaded.stream_id) is uuid.UUID and type(loaded.event_id) is uuid.UUID
+    assert (loaded.stream_id, loaded.event_id) == (stream, sent.event_id)
+    assert hash(loaded.stream_id) == hash(stream) and str(loaded.event_id) == str(sent.event_id)
