@@ -82,7 +82,7 @@ async def run_task(task_id: uuid.UUID, cause: Cause, actor: str,
             return
         result = await call_seller(c, runtime.outbound(), task, run)
         finish = context(actor, cause, f"finish:{run['run_id']}")
-        if (await tasks.finish_run(finish, task_id, result)).task.status != EXECUTING:
+        if (await tasks.finish_run(finish, task_id, result, loaded=task)).task.status != EXECUTING:
             return
 
 

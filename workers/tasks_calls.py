@@ -14,9 +14,9 @@ from app.container import Container
 from app.outbound import OutboundClient, OutboundError, OutboundResponse, ResponseTooLarge
 from app.sealing import SecretsUnavailable
 from domain.machines.aggregate import Machine
-from domain.runtime.endpoint import ACTIVE, endpoint_id
+from domain.runtime.endpoint import ACTIVE, RuntimeEndpoint, endpoint_id
 from domain.shared.documents import MAX_DEPTH, depth
-from domain.shared.errors import DomainError, NotFound
+from domain.shared.errors import DomainError
 from domain.tasks.aggregate import Task
 from domain.tasks.commands import Candidate, RunResult
 
@@ -36,8 +36,11 @@ async def call_seller(c: Container, client: OutboundClient, task: Task, run: dic
     step: Candidate = task.route["steps"][run["attempt"] - 1]
     run_id = run["run_id"]
     started = time.perf_counter()
-    endpoint = await c.runtime.load_stream(endpoint_id(step.seller_machine_id, step.provider_key))
-    if endpoint is None or endpoint.status != ACTIVE or not await _seller_operational(c, step):
+    # The endpoint and its machine as they stand, in one statement.
+    endpoint, machine = await c.repo.get_many([(RuntimeEndpoint, endpoint_id(step.seller_machine_id,
+                                                                             step.provider_key)),
+                                               (Machine, step.seller_machine_id)])
+    if not isinstance(endpoint, RuntimeEndpoint) or endpoint.status != ACTIVE or not _operational(machine):
         return _failed(run_id, ENDPOINT_UNAVAILABLE, started)
     try:
         token = c.runtime.reveal_auth_token(endpoint)
@@ -105,11 +108,12 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
-async def _seller_operational(c: Container, step: Candidate) -> bool:
+def _operational(machine: object) -> bool:
+    if not isinstance(machine, Machine):
+        return False
     try:
-        machine = await c.repo.get(Machine, step.seller_machine_id, what="machine")
         machine.ensure_operational()
-    except (NotFound, DomainError):
+    except DomainError:
         return False
     return True
 

@@ -22,7 +22,7 @@ from app.api.docs_ui import assets_router, docs_router, render_plugins
 from app.api.graph import GraphController
 from app.api.ledger import LedgerController
 from app.api.machines import MachinesController
-from app.api.middleware import header_limit_middleware, idempotency_middleware, request_id_middleware
+from app.api.middleware import REQUEST_ID, idempotency_middleware, new_request_id, send_problem
 from app.api.openapi import finish_openapi
 from app.api.openapi_headers import check_honoured_headers
 from app.api.orders import OrdersController
@@ -42,50 +42,54 @@ from app.container import Container
 from app.settings import Settings
 
 
-def metrics_middleware(app: ASGIApp) -> ASGIApp:
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await app(scope, receive, send)
-            return
-        started, status = time.perf_counter(), 500
+def edge_middleware(litestar: Litestar, app: ASGIApp, max_header_bytes: int) -> ASGIApp:
+    """The one layer around every request, routed or not: the header limit (431), a request id on every response,
+    the metrics, and `Allow` on OPTIONS. One function and one send wrapper: as four nested layers they cost
+    about a tenth of POST /v1/machines' CPU.
 
-        async def record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await app(scope, receive, record)
-        finally:
-            # The template, not the path: one series per route, whatever ids the requests carried.
-            route = scope.get("path_template") or "unmatched"
-            observe(scope["method"], route, status, started)
-
-    return middleware
-
-
-def allow_header_middleware(litestar: Litestar, handler: ASGIApp) -> ASGIApp:
-    """Answers OPTIONS with every method of the path.
-
-    Litestar 2.25 builds a path's OPTIONS handler when the first of its handlers registers and keeps
-    that route's method list, so `Allow` would miss methods added by later handlers on the same path.
+    `Allow`: Litestar 2.25 builds a path's OPTIONS handler when the first of its handlers registers and keeps
+    that route's method list, so it would miss methods added by later handlers on the same path.
     """
     methods = {route.path_format: ", ".join(sorted(route.methods)) for route in litestar.routes}
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") != "OPTIONS":
-            await handler(scope, receive, send)
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
             return
+        size, incoming = 0, b""
+        for name, value in scope["headers"]:
+            size += len(name) + len(value)
+            if name == b"x-request-id":
+                incoming = value
+        given = incoming.decode("latin-1")
+        request_id = given if incoming and REQUEST_ID.match(given) else new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        stamp, method, status = (b"x-request-id", request_id.encode()), scope["method"], 500
 
-        async def fix_allow(message: Message) -> None:
-            allowed = methods.get(scope.get("path_template", ""))
-            if message["type"] == "http.response.start" and allowed:
-                kept = [h for h in message.get("headers", []) if h[0].lower() != b"allow"]
-                message["headers"] = [*kept, (b"allow", allowed.encode())]
+        async def send_stamped(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"]
+                allowed = methods.get(scope.get("path_template", "")) if method == "OPTIONS" else None
+                if allowed:
+                    headers = [h for h in headers if h[0].lower() != b"allow"]
+                    headers.append((b"allow", allowed.encode()))
+                headers.append(stamp)
+                message["headers"] = headers
             await send(message)
 
-        await handler(scope, receive, fix_allow)
+        if size > max_header_bytes:
+            # Every header is parsed, logged and compared on the way in; the server (httptools) sets no limit.
+            await send_problem(scope, send_stamped, 431, "HEADERS_TOO_LARGE",
+                               f"the request headers exceed {max_header_bytes} bytes in total")
+            return
+        started = time.perf_counter()
+        try:
+            await app(scope, receive, send_stamped)
+        finally:
+            # The template, not the path: one series per route, whatever ids the requests carried.
+            observe(method, scope.get("path_template") or "unmatched", status, started)
 
     return middleware
 
@@ -138,8 +142,7 @@ def create_app(settings: Settings, container: Container | None = None,
     # Litestar runs `middleware=` only for matched routes; wrapping the handler gives 404/405 problems
     # a request id and counts them in the metrics too.
     finish_openapi(app)
-    counted = metrics_middleware(allow_header_middleware(app, app.asgi_handler))
-    app.asgi_handler = request_id_middleware(header_limit_middleware(counted, settings.max_header_bytes))
+    app.asgi_handler = edge_middleware(app, app.asgi_handler, settings.max_header_bytes)
     if container is not None:
         app.state.container = container
     return app

@@ -1,11 +1,11 @@
-"""ASGI middleware: request ids on every response, and replay of POSTs that carry an Idempotency-Key."""
+"""ASGI middleware: replay of POSTs that carry an Idempotency-Key; problems and request ids for the edge layer."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import re
-import uuid
+import secrets
 from typing import Any
 
 import msgspec
@@ -17,41 +17,11 @@ from app.api.context import lookup_principal
 from app.api.idempotency import IdempotencyStore
 from app.api.problems import PROBLEM_JSON, TITLES, Problem
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-def request_id_middleware(app: ASGIApp) -> ASGIApp:
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await app(scope, receive, send)
-            return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"]
-                message["headers"] = [*headers, (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        await app(scope, receive, send_with_id)
-
-    return middleware
-
-
-def header_limit_middleware(app: ASGIApp, max_bytes: int) -> ASGIApp:
-    """431 for a request whose headers total more than `max_bytes`: the server (httptools) sets no limit of
-    its own, and every header is parsed, logged and compared on the way in."""
-
-    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == ScopeType.HTTP and sum(len(k) + len(v) for k, v in scope["headers"]) > max_bytes:
-            await send_problem(scope, send, 431, "HEADERS_TOO_LARGE",
-                               f"the request headers exceed {max_bytes} bytes in total")
-            return
-        await app(scope, receive, send)
-
-    return middleware
+def new_request_id() -> str:
+    return secrets.token_hex(16)  # as random as uuid4().hex, at a third of its cost
 
 
 def problem_bytes(scope: Scope, status: int, code: str, detail: str) -> bytes:

@@ -116,9 +116,17 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
+# Each series' child, looked up once: `labels()` checks and locks on every call. Bounded by routes x statuses.
+_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def observe(method: str, route: str, status: int, started: float) -> None:
-    HTTP_REQUESTS.labels(method, route, str(status)).inc()
-    HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
+    series = _series.get((method, route, status))
+    if series is None:
+        series = _series[(method, route, status)] = (HTTP_REQUESTS.labels(method, route, str(status)),
+                                                     HTTP_LATENCY.labels(method, route))
+    series[0].inc()
+    series[1].observe(time.perf_counter() - started)
 
 
 @get("/openapi.json", include_in_schema=False, media_type=MediaType.JSON)

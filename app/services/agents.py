@@ -25,6 +25,7 @@ from domain.shared.errors import InvalidTransition, NotFound, ValidationFailed
 from domain.shared.ids import derived_id, new_id
 
 MAX_ENDPOINTS_PER_HEARTBEAT = 64
+_MACHINES_KNOWN = 100_000  # agents whose machine a process remembers (forgotten all at once beyond that)
 
 
 class ReportedEndpoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +45,7 @@ class AgentOutcome:
 class AgentsService:
     def __init__(self, repo: Repository, machines: MachinesService, runtime: RuntimeService) -> None:
         self.repo, self.machines, self.runtime = repo, machines, runtime
+        self._machine_of: dict[uuid.UUID, uuid.UUID] = {}  # agent -> its machine, learnt from loads
 
     async def enroll(self, ctx: CommandContext, machine_id: uuid.UUID, *, name: str,
                      allowed_provider_keys: list[str], lease_seconds: int) -> AgentOutcome:
@@ -105,16 +107,11 @@ class AgentsService:
             raise ValidationFailed("each providerKey may appear once per heartbeat", field="endpoints")
 
         async def attempt() -> AgentOutcome:
-            try:
-                agent = await self.repo.get(MachineAgent, agent_id, what="agent")
-            except NotFound:
-                raise AgentNotFound(f"agent {agent_id} not found; it may never have been enrolled") from None
+            agent, machine, loaded = await self._load_for_beat(agent_id, keys)
             agent.authenticate(presented)
-            agent.permit(keys)  # refused before anything else is loaded (record_heartbeat checks it again)
-            # The machine and the endpoints load concurrently: one round trip of latency, not 1 + N.
-            machine_load = self.repo.get(Machine, agent.machine_id, what="machine")
-            endpoints_load = asyncio.gather(*(self.runtime.load(agent.machine_id, k) for k in keys))
-            machine, loaded = await asyncio.gather(machine_load, endpoints_load)
+            agent.permit(keys)  # refused before the machine is judged (record_heartbeat checks it again)
+            if not isinstance(machine, Machine):
+                raise NotFound(f"machine {agent.machine_id} not found")
             machine.ensure_operational()
             lease_until = ctx.at + timedelta(seconds=lease_seconds or agent.lease_seconds)
             endpoints: list[RuntimeEndpoint] = []
@@ -138,3 +135,29 @@ class AgentsService:
             return AgentOutcome(agent, result.last if result else None, endpoints=endpoints)
 
         return await retry_conflicts(attempt)
+
+    async def _load_for_beat(self, agent_id: uuid.UUID, keys: list[str]) -> tuple[
+            MachineAgent, Machine | None, list[RuntimeEndpoint | None]]:
+        """The agent, its machine and the reported endpoints, in one statement once the agent's machine is known
+        (an agent never changes machine), else two. Loading has no effect: the caller authenticates first."""
+        machine_id = self._machine_of.get(agent_id)
+        if machine_id is None:
+            try:
+                agent = await self.repo.get(MachineAgent, agent_id, what="agent")
+            except NotFound:
+                raise AgentNotFound(f"agent {agent_id} not found; it may never have been enrolled") from None
+            machine_id = agent.machine_id
+            rest = await self.repo.get_many([(Machine, machine_id),
+                                             *((RuntimeEndpoint, endpoint_id(machine_id, k)) for k in keys)])
+        else:
+            found, *rest = await self.repo.get_many([(MachineAgent, agent_id), (Machine, machine_id),
+                                                     *((RuntimeEndpoint, endpoint_id(machine_id, k)) for k in keys)])
+            if not isinstance(found, MachineAgent):
+                raise AgentNotFound(f"agent {agent_id} not found; it may never have been enrolled")
+            agent = found
+        if len(self._machine_of) >= _MACHINES_KNOWN:
+            self._machine_of.clear()
+        self._machine_of[agent_id] = agent.machine_id
+        machine, *endpoints = rest
+        return (agent, machine if isinstance(machine, Machine) else None,
+                [e if isinstance(e, RuntimeEndpoint) else None for e in endpoints])

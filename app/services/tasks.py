@@ -14,6 +14,7 @@ from app.services.machines import MachinesService
 from app.services.policy_guard import PolicyGuard, refusal
 from app.services.retries import RETRIES, retry_conflicts
 from app.services.task_discovery import OfferSource, ReputationSource, screen
+from app.services.task_memo import RememberedPolicies, RememberedReputation
 from app.services.task_policies import policy_check, policy_screen, task_action
 from app.store.repository import Repository
 from app.store.types import AppendResult, LogPosition
@@ -205,49 +206,60 @@ class TasksService:
         box: dict[str, Any] = {}
 
         async def decide(ctx: CommandContext, task: Task) -> list[Aggregate]:
-            box["run"] = None
-            if not task.auto or task.status in FINISHED:
-                return []
-            extras: list[Aggregate] = []
-            check = None
-            if task.status != EXECUTING:  # a run under way goes on, as a client's execute would
-                labels = (await self.machines.require_operational(ctx, task.machine_id)).labels
-                was_resolved = task.status == RESOLVED
-                if task.status == QUEUED:
-                    await self._discover(ctx, task, labels)
-                try:
-                    if task.status == DISCOVERED:
-                        try:
-                            ranking = await self._rank(task)
-                            steps = task.plan_route(ranking)
-                        except NoRoute as exc:
-                            task.give_up(NoRoute.code, exc.detail, ctx.at)
-                            return []
-                        # Policies judge an auto task's resolve as they judge a client's: the spend reservation
-                        # is saved with the route, and a refusal fails the task on the record.
-                        more, resolved_by = await self._authorize(ctx, "resolve", task, labels, steps[0])
-                        extras += more
-                        task.resolve(derived_id("route", task.id, task.version), ranking, ctx.at, resolved_by)
-                    if was_resolved and task.route is not None:
-                        # Resolved earlier (not in this decision): judged again at execution, as for a client.
-                        more, check = await self._authorize(ctx, "execute", task, labels, task.route["steps"][0])
-                        extras += more
-                except PolicyDenied as exc:  # already recorded as policy.denied by the guard
-                    task.give_up(PolicyDenied.code, exc.detail, ctx.at)
-                    return []
-                if task.status == RESOLVED:
-                    task.request_execution(ctx.at, check)
-            box["run"] = _next_run(ctx, task)
+            # Each attempt reads the policies and the sellers' records afresh, once for all of its steps.
+            box["run"], extras = await self._remembering()._advance(ctx, task)
             return extras
 
         outcome = await self._change(ctx, task_id, decide)
         return outcome.task, box.get("run")
 
-    async def finish_run(self, ctx: CommandContext, task_id: uuid.UUID, result: RunResult) -> TaskOutcome:
+    async def _advance(self, ctx: CommandContext, task: Task) -> tuple[dict[str, Any] | None, list[Aggregate]]:
+        if not task.auto or task.status in FINISHED:
+            return None, []
+        extras: list[Aggregate] = []
+        check = None
+        if task.status != EXECUTING:  # a run under way goes on, as a client's execute would
+            labels = (await self.machines.require_operational(ctx, task.machine_id)).labels
+            was_resolved = task.status == RESOLVED
+            if task.status == QUEUED:
+                await self._discover(ctx, task, labels)
+            try:
+                if task.status == DISCOVERED:
+                    try:
+                        ranking = await self._rank(task)
+                        steps = task.plan_route(ranking)
+                    except NoRoute as exc:
+                        task.give_up(NoRoute.code, exc.detail, ctx.at)
+                        return None, []
+                    # Policies judge an auto task's resolve as they judge a client's: the spend reservation
+                    # is saved with the route, and a refusal fails the task on the record.
+                    more, resolved_by = await self._authorize(ctx, "resolve", task, labels, steps[0])
+                    extras += more
+                    task.resolve(derived_id("route", task.id, task.version), ranking, ctx.at, resolved_by)
+                if was_resolved and task.route is not None:
+                    # Resolved earlier (not in this decision): judged again at execution, as for a client.
+                    more, check = await self._authorize(ctx, "execute", task, labels, task.route["steps"][0])
+                    extras += more
+            except PolicyDenied as exc:  # already recorded as policy.denied by the guard
+                task.give_up(PolicyDenied.code, exc.detail, ctx.at)
+                return None, []
+            if task.status == RESOLVED:
+                task.request_execution(ctx.at, check)
+        return _next_run(ctx, task), extras
+
+    def _remembering(self) -> TasksService:
+        """This service with the policies and the sellers' records read once (for one decision)."""
+        guard = self.guard and PolicyGuard(self.guard.repo, RememberedPolicies(self.guard.policies), self.guard.counts)
+        return TasksService(self.repo, self.machines, self.offers, RememberedReputation(self.reputation), guard)
+
+    async def finish_run(self, ctx: CommandContext, task_id: uuid.UUID, result: RunResult,
+                         loaded: Task | None = None) -> TaskOutcome:
+        """`loaded`: the task as this worker last saved it, decided on without reading it again (if the stream
+        has moved since, the append conflicts and the retry reads it)."""
         async def decide(ctx: CommandContext, task: Task) -> None:
             task.finish_run(result, ctx.at)
 
-        return await self._change(ctx, task_id, decide)
+        return await self._change(ctx, task_id, decide, loaded=loaded)
 
     async def give_up(self, ctx: CommandContext, task_id: uuid.UUID, code: str, detail: str) -> TaskOutcome:
         async def decide(ctx: CommandContext, task: Task) -> None:
@@ -257,9 +269,15 @@ class TasksService:
 
     async def _change(self, ctx: CommandContext, task_id: uuid.UUID,
                       decide: Callable[[CommandContext, Task], Any],
-                      machine_id: uuid.UUID | None = None, attempts: int = RETRIES) -> TaskOutcome:
+                      machine_id: uuid.UUID | None = None, attempts: int = RETRIES,
+                      loaded: Task | None = None) -> TaskOutcome:
+        first = [loaded] if loaded is not None and loaded.id == task_id and machine_id is None else []
+
         async def attempt() -> TaskOutcome:
-            task = await (self.get(ctx, machine_id, task_id) if machine_id is not None else self.load(task_id))
+            if first:
+                task = first.pop()
+            else:
+                task = await (self.get(ctx, machine_id, task_id) if machine_id is not None else self.load(task_id))
             before = task.status
             extras = list(await decide(ctx, task) or [])
             if self.guard is not None and task.status != before and task.status in (FAILED, CANCELLED):

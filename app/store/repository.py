@@ -9,8 +9,9 @@ from typing import Any, TypeVar
 from eventsourcing.domain import Aggregate
 
 from app.store.event_store import EventStore
+from app.store.loads import load_streams
 from app.store.mapper import event_type, rebuild, to_data
-from app.store.snapshots import SnapshotStore, snapshot_every
+from app.store.snapshots import SnapshotStore, restore, schema_version, snapshot_every
 from app.store.types import AppendResult, NewEvent
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
@@ -32,6 +33,12 @@ class Repository:
                   version: int | None = None) -> A:
         """The aggregate as it stands, or as it stood right after `version` (time travel: the same events
         and the same evolve steps, stopped early; a snapshot is used only if it is at or below `version`)."""
+        if version is None:
+            (found,) = await self.get_many([(cls, aggregate_id)])
+            if found is None:
+                raise NotFound(f"{what} {aggregate_id} not found")
+            assert isinstance(found, cls)
+            return found
         stream_type = stream_type_of(cls)
         start: Aggregate | None = None
         if snapshot_every(cls):
@@ -44,6 +51,25 @@ class Repository:
         if version is not None and aggregate.version != version:
             raise NotFound(f"{what} {aggregate_id} has no version {version}")
         return aggregate
+
+    async def get_many(self, wanted: Sequence[tuple[type[Aggregate], uuid.UUID]]) -> list[Aggregate | None]:
+        """Several aggregates as they stand, each from its snapshot and the events after it, in one statement;
+        None for a stream that does not exist (or holds another type)."""
+        loads = await load_streams(self.store.pool, [
+            (aggregate_id, stream_type_of(cls), schema_version(cls) if snapshot_every(cls) else None)
+            for cls, aggregate_id in wanted])
+        out: list[Aggregate | None] = []
+        for cls, aggregate_id in wanted:
+            load = loads[aggregate_id]
+            start = None if load.snapshot is None else restore(
+                cls, aggregate_id, load.snapshot["version"], load.snapshot["data"], load.snapshot["recorded_at"])
+            if start is None and (not load.events or load.events[0].stream_type != stream_type_of(cls)):
+                out.append(None)
+                continue
+            aggregate = rebuild(load.events, start)
+            assert isinstance(aggregate, cls)
+            out.append(aggregate)
+        return out
 
     async def save(self, aggregate: Aggregate, ctx: CommandContext) -> AppendResult | None:
         """Append what the aggregate recorded; None when the decision recorded nothing."""

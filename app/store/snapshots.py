@@ -78,13 +78,14 @@ class SnapshotStore:
         except asyncpg.PostgresError as exc:
             log.warning("snapshot of %s not read, replaying the stream: %s", stream_id, exc)
             return None
-        if row is None:
-            return None
-        state: dict[str, Any] = _transcoder.decode(row["state"].encode())
-        snapshot = Snapshot(
-            originator_id=stream_id, originator_version=row["version"], timestamp=row["taken_at"],
-            topic=get_topic(cls), state=state,
-        )
-        aggregate = snapshot.mutate(None)
-        assert isinstance(aggregate, cls)
-        return aggregate
+        return None if row is None else restore(cls, stream_id, row["version"], row["state"], row["taken_at"])
+
+
+def restore(cls: type[Aggregate], stream_id: uuid.UUID, version: int, state_json: str, taken_at: Any) -> Aggregate:
+    """The aggregate a snapshot row holds."""
+    state: dict[str, Any] = _transcoder.decode(state_json.encode())
+    snapshot = Snapshot(originator_id=stream_id, originator_version=version, timestamp=taken_at,
+                        topic=get_topic(cls), state=state)
+    aggregate = snapshot.mutate(None)
+    assert isinstance(aggregate, cls)
+    return aggregate

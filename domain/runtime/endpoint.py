@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,7 @@ ACTIVE, EXPIRED, DELETED = "active", "expired", "deleted"
 MAX_SEALED_TOKEN_LENGTH = 8192
 
 
+@functools.lru_cache(maxsize=8192)  # a pure derivation, asked for several times per heartbeat
 def endpoint_id(machine_id: uuid.UUID, provider_key: str) -> uuid.UUID:
     """One stream per (machine, provider key): a manual PUT and an agent's heartbeat meet on the same stream."""
     return derived_id("runtime-endpoint", machine_id, provider_key)

@@ -139,6 +139,26 @@ async def test_heartbeat_refusals(client: httpx.AsyncClient, tenant: dict[str, A
     assert await container.runtime.load(uuid.UUID(mid), "openai") is None
 
 
+async def test_refusals_after_a_beat_when_the_agents_machine_is_known(
+    client: httpx.AsyncClient, tenant: dict[str, Any], container: Container
+) -> None:
+    """A process that has seen an agent loads it with its machine and endpoints in one statement: the checks
+    still come first, and a refusal still records nothing."""
+    mid, aid, token = await _agent(client, tenant)
+    assert (await client.post(HEARTBEAT, json={"agentToken": token, "endpoints": [_ep()]})).status_code == 200
+    before = [e.type for e in await container.store.load(uuid.UUID(aid))]
+    wrong_secret = token.rsplit("_", 1)[0] + "_" + "x" * 43
+    assert_problem(await client.post(HEARTBEAT, json={"agentToken": wrong_secret, "endpoints": [_ep()]}),
+                   401, "AGENT_AUTH_INVALID")
+    assert_problem(await client.post(HEARTBEAT, json={"agentToken": token, "endpoints": [_ep("other")]}),
+                   403, "AGENT_POLICY_DENIED")
+    assert [e.type for e in await container.store.load(uuid.UUID(aid))] == before
+    again = await client.post(HEARTBEAT, json={"agentToken": token, "endpoints": [_ep(), _ep("gpu")]})
+    assert again.status_code == 200, again.text
+    assert sorted(e["providerKey"] for e in again.json()["endpoints"]) == ["gpu", "openai"]
+    assert (await container.runtime.load(uuid.UUID(mid), "gpu")) is not None
+
+
 async def test_revoked_agent_is_inactive_and_machine_guard_applies(
     client: httpx.AsyncClient, tenant: dict[str, Any]
 ) -> None:

@@ -64,6 +64,36 @@ async def test_multi_event_append_is_atomic(store: EventStore) -> None:
     assert [e.version for e in await store.load(stream)] == [1]
 
 
+async def test_multi_event_retry_is_an_idempotent_no_op(store: EventStore) -> None:
+    stream = uuid.uuid4()
+    batch = [ev(stream, 1), ev(stream, 2), ev(uuid.uuid4(), 1)]
+    first = await store.append(batch)
+    again = await store.append(batch)
+    assert again.duplicate and again.last == first.last
+    assert [e.version for e in await store.load(stream)] == [1, 2]
+
+
+async def test_batch_partly_recorded_before_is_refused_whole(store: EventStore) -> None:
+    stream, other = uuid.uuid4(), uuid.uuid4()
+    recorded = ev(stream, 1)
+    await store.append([recorded])
+    with pytest.raises(ConcurrencyConflict):
+        await store.append([ev(other, 1), recorded, ev(stream, 2)])
+    assert [e.version for e in await store.load(stream)] == [1]
+    assert await store.load(other) == []
+
+
+async def test_concurrent_identical_batches_record_once(store: EventStore) -> None:
+    stream = uuid.uuid4()
+    batch = [ev(stream, 1), ev(stream, 2)]
+    results = await asyncio.gather(*(store.append(batch) for _ in range(8)), return_exceptions=True)
+    done = [r for r in results if not isinstance(r, BaseException)]
+    assert sum(1 for r in done if not r.duplicate) == 1
+    # A racing copy either sees the batch recorded (a duplicate) or loses on the stream's version.
+    assert all(isinstance(r, ConcurrencyConflict) for r in results if isinstance(r, BaseException))
+    assert [e.version for e in await store.load(stream)] == [1, 2]
+
+
 async def _slow_writer(pool: asyncpg.Pool, ids: list[uuid.UUID], committed: set[uuid.UUID], rollback: bool) -> None:
     """Holds its transaction open a while (and sometimes rolls back): the case naive readers get wrong."""
     async with pool.acquire() as conn:
@@ -156,3 +186,14 @@ async def test_global_read_walks_the_tx_position_index(store: EventStore, pool: 
     text = plan if isinstance(plan, str) else str(plan)
     assert "events_tx_position_idx" in text
     assert '"Node Type": "Sort"' not in text
+
+
+async def test_loaded_ids_are_exact_uuids(store: EventStore) -> None:
+    stream = uuid.uuid4()
+    sent = ev(stream, 1)
+    await store.append([sent])
+    (loaded,) = await store.load(stream)
+    # asyncpg answers a UUID subclass; aggregates and the snapshot transcoder need the exact type.
+    assert type(loaded.stream_id) is uuid.UUID and type(loaded.event_id) is uuid.UUID
+    assert (loaded.stream_id, loaded.event_id) == (stream, sent.event_id)
+    assert hash(loaded.stream_id) == hash(stream) and str(loaded.event_id) == str(sent.event_id)

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import pytest
 from eventsourcing.domain import Aggregate
 
@@ -55,21 +54,25 @@ class Meter(Aggregate):
         self.trigger_event(self.Read, value=value, at=datetime.now(UTC))
 
 
-class SpyStore(EventStore):
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        super().__init__(pool)
-        self.loads: list[int] = []
+class Replays:
+    """What each load started from: (the snapshot's version or 0, the versions of the events replayed after it)."""
 
-    async def load(self, stream_id: uuid.UUID, after_version: int = 0, to_version: int | None = None) -> Any:
-        self.loads.append(after_version)
-        return await super().load(stream_id, after_version, to_version)
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.loads: list[tuple[int, list[int]]] = []
+        import app.store.repository as repository
+
+        def spy(events: list[Any], start: Aggregate | None = None) -> Aggregate | None:
+            self.loads.append((start.version if start else 0, [e.version for e in events]))
+            return rebuild(events, start)
+
+        monkeypatch.setattr(repository, "rebuild", spy)
 
 
 @pytest.fixture
 async def repo(fresh_database: str) -> AsyncIterator[Repository]:
     pool = await create_pool(fresh_database, Settings(), min_size=1, max_size=4)
     try:
-        yield Repository(SpyStore(pool))
+        yield Repository(EventStore(pool))
     finally:
         await pool.close()
 
@@ -86,28 +89,28 @@ async def write_readings(repo: Repository, n: int) -> uuid.UUID:
     return meter.id
 
 
-async def test_load_starts_from_the_latest_snapshot_and_equals_a_full_replay(repo: Repository) -> None:
+async def test_load_starts_from_the_latest_snapshot_and_equals_a_full_replay(
+        repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
     meter_id = await write_readings(repo, 12)
     full = rebuild(await repo.store.load(meter_id))
     snapshot_version = await repo.store.pool.fetchval("SELECT version FROM snapshots WHERE stream_id = $1", meter_id)
     assert snapshot_version is not None and snapshot_version >= 10
 
-    store: Any = repo.store
-    store.loads.clear()
+    replays = Replays(monkeypatch)
     loaded = await repo.get(Meter, meter_id)
-    assert store.loads == [snapshot_version]
+    assert replays.loads == [(snapshot_version, list(range(snapshot_version + 1, full.version + 1)))]
     assert loaded.__dict__ == full.__dict__ and loaded.total == sum(range(12)) + 300
     assert isinstance(loaded.last["at"], datetime) and isinstance(loaded.last["by"], uuid.UUID)
 
 
-async def test_a_snapshot_of_another_schema_version_is_ignored(repo: Repository) -> None:
+async def test_a_snapshot_of_another_schema_version_is_ignored(
+        repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
     meter_id = await write_readings(repo, 6)
     await repo.store.pool.execute("UPDATE snapshots SET schema_version = 99, state = '{}' WHERE stream_id = $1",
                                   meter_id)
-    store: Any = repo.store
-    store.loads.clear()
+    replays = Replays(monkeypatch)
     loaded = await repo.get(Meter, meter_id)
-    assert store.loads == [0]
+    assert [start for start, _ in replays.loads] == [0]
     assert loaded.__dict__ == rebuild(await repo.store.load(meter_id)).__dict__
 
 
