@@ -17,6 +17,7 @@ from typing import Any
 
 import dramatiq
 
+from app.audit_cloudevents import CONTENT_TYPE
 from app.outbound import OutboundError
 from app.services import webhook_deliveries as store
 from domain.shared.context import CommandContext
@@ -80,7 +81,7 @@ async def _attempt(c: Any, s: Any, d: Any, endpoint: Any, body: bytes, endpoint_
     status, error_class, error = None, None, None
     try:
         answer = await runtime.outbound().request(
-            endpoint.url, idempotency_key=str(d["id"]), content=body, content_type=store.CONTENT_TYPE,
+            endpoint.url, idempotency_key=str(d["id"]), content=body, content_type=CONTENT_TYPE,
             headers={HEADER: header}, timeout_s=s.webhook_timeout_s, max_body_bytes=64 * 1024)
         status = answer.status
         if not 200 <= status < 300:
