@@ -67,6 +67,14 @@ class SseResult:
     received_events: int
     resumes: int = 0  # final `resume` events: a subscriber that fell behind
     api_cpu: float = 0.0  # the API process's CPU over the appending, as a share of one core
+    client_cpu_s: float = 0.0  # the subscribers' process, connecting and draining included
+    # The audit projection's own lag (wall clock minus the newest row's occurredAt), sampled every 200 ms while
+    # appending: the part of the delivery lag that is upstream of the API's tail.
+    projector_lags_ms: list[float] = field(default_factory=list)
+
+    def projector_p(self, q: float) -> float:
+        ordered = sorted(self.projector_lags_ms)
+        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
 
     @property
     def measured(self) -> int:
@@ -242,6 +250,8 @@ async def _sse(base: str, key: str, store: EventStore, subscribers: int, rate_: 
         per_tick, tick = max(1, round(rate_ / 100)), 0.01
         account, machine, version, sent = str(uuid.uuid4()), uuid.uuid4(), 0, 0
         cpu_before = api.cpu_times()
+        projector_lags: list[float] = []
+        sampler = asyncio.create_task(_projector_lag(store.pool, projector_lags))
         started = time.perf_counter()
         while time.perf_counter() - started < seconds:
             events = []
@@ -253,6 +263,7 @@ async def _sse(base: str, key: str, store: EventStore, subscribers: int, rate_: 
             await asyncio.sleep(max(0.0, started + sent / (per_tick / tick) - time.perf_counter()))
         elapsed = time.perf_counter() - started
         cpu_after = api.cpu_times()
+        sampler.cancel()
         await asyncio.sleep(2.0)  # the last ones arrive
         client.stdin.write(b"stop\n")
         await client.stdin.drain()
@@ -264,4 +275,14 @@ async def _sse(base: str, key: str, store: EventStore, subscribers: int, rate_: 
         await client.wait()
     cpu = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / elapsed
     return SseResult(subscribers, rate_, sent, elapsed, [(int(a), int(b)) for a, b in out["lags"]], out["events"],
-                     out["resumes"], cpu)
+                     out["resumes"], cpu, out["cpu_s"], projector_lags)
+
+
+async def _projector_lag(pool: asyncpg.Pool, into: list[float]) -> None:
+    """Samples from the first appended record on (before it, the newest row is the loaded feed's)."""
+    since = datetime.now(UTC)
+    while True:
+        await asyncio.sleep(0.2)
+        newest = await pool.fetchval("SELECT occurred_at FROM audit_events ORDER BY tx_id DESC, position DESC LIMIT 1")
+        if newest >= since:
+            into.append((datetime.now(UTC) - newest).total_seconds() * 1000)

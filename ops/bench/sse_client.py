@@ -9,7 +9,7 @@ are in log order, so the first is the oldest: each record is assigned at least i
 
 Protocol with the parent: the API key in MM_BENCH_KEY; prints `ready` once every subscriber has its response
 headers, then on `stop` (or EOF) on stdin prints one JSON line:
-{"events", "resumes", "errors", "lags": [[ms, records], ...]}.
+{"events", "resumes", "errors", "cpu_s" (its whole life), "lags": [[ms, records], ...]}.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import asyncio
 import collections
 import contextlib
 import os
+import resource
 import sys
 import time
 from datetime import datetime
@@ -103,7 +104,9 @@ async def main(port: int, subscribers: int) -> None:
         await reader.readuntil(b"stop")
     for t in transports:
         t.close()
+    used = resource.getrusage(resource.RUSAGE_SELF)
     print(msgspec.json.encode({"events": stats.events, "resumes": stats.resumes, "errors": stats.errors,
+                               "cpu_s": used.ru_utime + used.ru_stime,
                                "lags": sorted(stats.lags.items())}).decode(), flush=True)
 
 
