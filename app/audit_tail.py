@@ -10,7 +10,8 @@ last row seen" misses nothing.
 Fan-out is what a thousand subscribers cost on a small box, so it is done per batch, not per record: each row
 is encoded to its SSE frame once; subscribers with the same filter form a group, and a batch is filtered once
 per group; each subscriber is handed ONE chunk (its group's frames, joined once) per batch, which its response
-writes in one send. Reads are at least `coalesce_s` apart, so a busy feed makes fewer, larger batches.
+writes in one send. Reads are spaced so that the subscribers' wake-ups and writes stay under WRITES_PER_S a
+second (`spacing`): a busy feed with many subscribers makes fewer, larger batches.
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ from projections.audit_reader import AuditFilter, export_batch, last_position
 log = logging.getLogger("mm.audit")
 _END = (2**63 - 1, 2**63 - 1)
 _BATCH = 1000
-# Per read, every subscriber's response task wakes and sends once; at a thousand subscribers that is the
-# cost to keep down (measured in ops/bench `export`), against the latency a wait adds (0 to this).
-COALESCE_S = 0.05
+# Per read, every subscriber's response task wakes and sends once: about 10 us of Python and 3.5 us of kernel
+# per write besides the bytes (measured for ops/bench `export`), which at a thousand subscribers is most of
+# the API's CPU. So reads are spaced to keep those writes under this many a second (at 1,000 subscribers:
+# a read every 100 ms), within these bounds on the latency the spacing adds.
+WRITES_PER_S = 10_000
+MIN_SPACING_S, MAX_SPACING_S = 0.01, 0.1
 Position = tuple[int, int]
 Frames = Sequence[tuple[Position, bytes]]
 
@@ -120,8 +124,8 @@ class _Group:
 
 class AuditTail:
     def __init__(self, pool: asyncpg.Pool, poll_s: float, render: Callable[[asyncpg.Record], bytes],
-                 dsn: str | None = None, coalesce_s: float = COALESCE_S) -> None:
-        self.pool, self.poll_s, self.dsn, self.coalesce_s = pool, poll_s, dsn, coalesce_s
+                 dsn: str | None = None) -> None:
+        self.pool, self.poll_s, self.dsn = pool, poll_s, dsn
         self.render = render  # a row's frame, rendered once however many subscribers it goes to
         self.position: Position | None = None
         self._groups: dict[bytes, _Group] = {}
@@ -131,6 +135,11 @@ class AuditTail:
     @property
     def subscribers(self) -> int:
         return sum(len(g.subs) for g in self._groups.values())
+
+    @property
+    def spacing(self) -> float:
+        """The least time between two reads that offered rows."""
+        return min(MAX_SPACING_S, max(MIN_SPACING_S, self.subscribers / WRITES_PER_S))
 
     async def subscribe(self, filt: AuditFilter, size: int) -> Subscriber:
         """A subscriber receiving every matching row after the tail's current position."""
@@ -171,7 +180,7 @@ class AuditTail:
             started = loop.time()
             try:
                 if await self._read():  # rows came: let the next ones gather for a while
-                    await asyncio.sleep(self.coalesce_s - (loop.time() - started))
+                    await asyncio.sleep(self.spacing - (loop.time() - started))
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                 log.warning("audit tail: %s; retrying", exc)
 
