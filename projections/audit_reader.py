@@ -91,24 +91,45 @@ async def export_batch(
 _CURSOR = ("rtrim(translate(encode(convert_to('[' || {t}.tx_id || ',' || {t}.position || ']', 'UTF8'), 'base64'),"
            " '+/', '-_'), '=')")
 _UTC = "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-# An export line per row, rendered by PostgreSQL (compact JSON, the feed's field names and order), and the
-# checkpoint line that follows it when one ends at it: the API only joins lines, so an export costs it about
-# what reading one text column costs.
+
+
+def _json_text(column: str) -> str:
+    return f"coalesce(to_json({column})::text, 'null')"  # escaped as row_to_json escapes it
+
+
+def _quoted(expression: str) -> str:
+    return f"coalesce('\"' || {expression} || '\"', 'null')"  # uuids, hex, base64: nothing to escape
+
+
+def _object(*fields: tuple[str, str]) -> str:
+    """SQL concatenating a compact JSON object of (name, SQL of the value's JSON text) in this order."""
+    return " || ".join(f"'{'{' if i == 0 else ','}\"{name}\":' || {value}" for i, (name, value) in
+                       enumerate(fields)) + " || '}'"
+
+
+# An export line per row, and the checkpoint line that follows it when one ends at it, rendered by PostgreSQL
+# (compact JSON, the feed's field names and order, as app/api/audit_formats.py renders them): the API only joins
+# lines. Concatenated rather than row_to_json: measured 5.5 against 6.6 us a row, and PostgreSQL's rendering is
+# what bounds an export (ops/bench `export`).
+_RECORD_LINE = _object(
+    ("id", _quoted("e.id")), ("type", "to_json(e.type)::text"), ("occurredAt", _quoted(_UTC.format(c="e.occurred_at"))),
+    ("actor", _json_text("e.actor")), ("accountId", _quoted("e.account_id")), ("machineId", _quoted("e.machine_id")),
+    ("subject", "to_json(e.subject)::text"), ("data", "e.data::text"), ("requestId", _json_text("e.request_id")),
+    ("correlationId", _json_text("e.correlation_id")), ("causationId", _json_text("e.causation_id")),
+    ("cursor", _quoted(_CURSOR.format(t="e"))), ("seq", "coalesce(e.seq::text, 'null')"),
+    ("prevHash", _quoted("encode(e.prev_hash, 'hex')")), ("hash", _quoted("encode(e.hash, 'hex')")),
+)
+_CHECKPOINT_LINE = _object(
+    ("kind", "'\"checkpoint\"'"),
+    ("accountId", _quoted("NULLIF(c.account_key, '00000000-0000-0000-0000-000000000000')")),
+    ("count", "c.seq::text"), ("lastCursor", _quoted(_CURSOR.format(t="c"))),
+    ("lastHash", _quoted("encode(c.last_hash, 'hex')")), ("at", _quoted(_UTC.format(c="c.at"))),
+    ("keyId", "to_json(c.key_id)::text"), ("signature", _quoted("replace(encode(c.signature, 'base64'), E'\\n', '')")),
+)
 _LINES = (
-    "SELECT e.tx_id, e.position,"
-    " convert_to(row_to_json(r)::text || COALESCE(E'\\n' || row_to_json(k)::text, '') || E'\\n', 'UTF8') AS lines"
+    f"SELECT e.tx_id, e.position, convert_to({_RECORD_LINE} || E'\\n'"
+    f" || CASE WHEN c.seq IS NULL THEN '' ELSE {_CHECKPOINT_LINE} || E'\\n' END, 'UTF8') AS lines"
     " FROM audit_events e LEFT JOIN audit_checkpoints c ON c.tx_id = e.tx_id AND c.position = e.position"
-    " CROSS JOIN LATERAL (SELECT e.id AS \"id\", e.type AS \"type\", " + _UTC.format(c="e.occurred_at")
-    + " AS \"occurredAt\", e.actor AS \"actor\", e.account_id AS \"accountId\", e.machine_id AS \"machineId\","
-    " e.subject AS \"subject\", e.data AS \"data\", e.request_id AS \"requestId\","
-    " e.correlation_id AS \"correlationId\", e.causation_id AS \"causationId\", " + _CURSOR.format(t="e")
-    + " AS \"cursor\", e.seq AS \"seq\", encode(e.prev_hash, 'hex') AS \"prevHash\","
-    " encode(e.hash, 'hex') AS \"hash\") r"
-    " LEFT JOIN LATERAL (SELECT 'checkpoint' AS \"kind\","
-    " NULLIF(c.account_key, '00000000-0000-0000-0000-000000000000') AS \"accountId\", c.seq AS \"count\", "
-    + _CURSOR.format(t="c") + " AS \"lastCursor\", encode(c.last_hash, 'hex') AS \"lastHash\", "
-    + _UTC.format(c="c.at") + " AS \"at\", c.key_id AS \"keyId\","
-    " replace(encode(c.signature, 'base64'), E'\\n', '') AS \"signature\" WHERE c.seq IS NOT NULL) k ON true"
 )
 
 

@@ -64,14 +64,22 @@ class WebhookFanoutProjection:
         await _write(conn, changed, rows)
         woken = sorted({r[1] for r in rows}, key=str)
         if woken and self.broker is not None:
-            await asyncio.to_thread(self._wake, woken, events[-1].event_id)
+            await asyncio.to_thread(self._wake, woken, events[-1])
 
-    def _wake(self, endpoints: list[uuid.UUID], last_event: uuid.UUID) -> None:
-        outgoing: list[tuple[dramatiq.Message[Any], int | None]] = [
-            (dramatiq.Message(queue_name=QUEUE, actor_name=DRAIN_ACTOR, args=(), kwargs={"endpoint_id": str(e)},
-                              options={}, message_id=str(derived_id("webhook-wake", e, last_event))), None)
-            for e in endpoints]
+    def _wake(self, endpoints: list[uuid.UUID], last: RecordedEvent) -> None:
+        """Sent before this batch commits (so a crash cannot lose them), the wake-ups may be taken before the
+        rows they announce are visible: each carries the batch's last position, and a drainer that finds
+        nothing pending waits until this projection's checkpoint has passed it (workers/webhooks.py)."""
         assert self.broker is not None
+        try:  # where the drain actor listens, if this process declared it (a test may move it to its own queue)
+            queue = self.broker.get_actor(DRAIN_ACTOR).queue_name
+        except dramatiq.errors.ActorNotFound:
+            queue = QUEUE
+        outgoing: list[tuple[dramatiq.Message[Any], int | None]] = [
+            (dramatiq.Message(queue_name=queue, actor_name=DRAIN_ACTOR, args=(), kwargs={"endpoint_id": str(e),
+                              "fanned_out_to": [last.tx_id, last.position]},
+                              options={}, message_id=str(derived_id("webhook-wake", e, last.event_id))), None)
+            for e in endpoints]
         many = getattr(self.broker, "enqueue_many", None)
         if many is not None:
             many(outgoing)

@@ -17,27 +17,46 @@ from typing import Any
 
 import dramatiq
 
+from app.audit_cloudevents import CONTENT_TYPE
 from app.outbound import OutboundError
 from app.services import webhook_deliveries as store
+from app.store.types import LogPosition
 from domain.shared.context import CommandContext
 from domain.webhooks.backoff import next_delay_s
 from domain.webhooks.signing import HEADER, signature_header
+from projections import checkpoints
+from projections.webhook_fanout import WebhookFanoutProjection
 from workers import runtime
 
 log = logging.getLogger("mm.workers")
+FANOUT = WebhookFanoutProjection.name
 LEASE_S = 60.0
 AUDIT_LAG_RETRY_MS = 500
+FANOUT_LAG_RETRY_MS = 100
 LEASE_BUSY_RETRY_MS = 1000
 # Deliveries per message: a long backlog is drained by a chain of messages, each well inside time_limit.
 MAX_PER_RUN = 100
 
 
-def _wake(endpoint_id: str, delay_ms: int) -> None:
-    drain_webhook_endpoint.send_with_options(kwargs={"endpoint_id": endpoint_id}, delay=delay_ms)
+def _wake(endpoint_id: str, delay_ms: int, fanned_out_to: list[int] | None = None) -> None:
+    kwargs: dict[str, Any] = {"endpoint_id": endpoint_id}
+    if fanned_out_to is not None:
+        kwargs["fanned_out_to"] = fanned_out_to
+    drain_webhook_endpoint.send_with_options(kwargs=kwargs, delay=delay_ms)
 
 
-async def drain_job(endpoint_id: str, retry_delivery_id: str | None = None, **_: Any) -> None:
-    """`retry_delivery_id` (a client's retry, via the relay) makes that delivery due now before draining."""
+async def _fanned_out(pool: Any, to: list[int]) -> bool:
+    """Has the fan-out committed the batch ending at `to` (so its deliveries are visible)?"""
+    async with pool.acquire() as conn:
+        at = await checkpoints.position(conn, FANOUT)
+    return at is None or at >= LogPosition(to[0], to[1])
+
+
+async def drain_job(endpoint_id: str, retry_delivery_id: str | None = None,
+                    fanned_out_to: list[int] | None = None, **_: Any) -> None:
+    """`retry_delivery_id` (a client's retry, via the relay) makes that delivery due now before draining;
+    `fanned_out_to` (the fan-out's wake-up, sent before its batch commits) is the position whose deliveries it
+    announces: finding nothing pending before that batch is visible, it comes back instead of ending."""
     c, s = await runtime.container(), runtime.settings()
     eid, holder = uuid.UUID(endpoint_id), uuid.uuid4()
     if retry_delivery_id is not None:
@@ -45,12 +64,14 @@ async def drain_job(endpoint_id: str, retry_delivery_id: str | None = None, **_:
     if not await store.take_lease(c.pool, eid, holder, LEASE_S):
         # Another drainer holds it. It may be past its last look at the work list (about to release), so this
         # wake-up is not dropped: it comes back shortly and drains whatever that one left.
-        _wake(endpoint_id, LEASE_BUSY_RETRY_MS)
+        _wake(endpoint_id, LEASE_BUSY_RETRY_MS, fanned_out_to)
         return
     try:
         for _run in range(MAX_PER_RUN):
             d = await store.next_pending(c.pool, eid)
             if d is None:
+                if fanned_out_to is not None and not await _fanned_out(c.pool, fanned_out_to):
+                    _wake(endpoint_id, FANOUT_LAG_RETRY_MS, fanned_out_to)
                 return
             now = datetime.now(UTC)
             if d["next_attempt_at"] > now:
@@ -80,7 +101,7 @@ async def _attempt(c: Any, s: Any, d: Any, endpoint: Any, body: bytes, endpoint_
     status, error_class, error = None, None, None
     try:
         answer = await runtime.outbound().request(
-            endpoint.url, idempotency_key=str(d["id"]), content=body, content_type=store.CONTENT_TYPE,
+            endpoint.url, idempotency_key=str(d["id"]), content=body, content_type=CONTENT_TYPE,
             headers={HEADER: header}, timeout_s=s.webhook_timeout_s, max_body_bytes=64 * 1024)
         status = answer.status
         if not 200 <= status < 300:

@@ -19,6 +19,7 @@ import msgspec
 
 from app.api.pagination import encode_cursor
 from app.api.schema_types import UtcTime
+from app.audit_cloudevents import SOURCE, cloudevent
 from projections.audit_chain import NO_ACCOUNT, utc_text
 
 ExportFormat = Literal["ndjson", "csv", "cloudevents"]
@@ -28,7 +29,6 @@ MEDIA_TYPES: dict[str, str] = {
     "cloudevents": "application/cloudevents+x-ndjson",
 }
 EXTENSIONS = {"ndjson": "ndjson", "csv": "csv", "cloudevents": "ndjson"}
-CE_SOURCE = "urn:machine-markets:audit"
 CHECKPOINT_TYPE = "audit.checkpoint"
 CSV_HEADER = ("kind", "cursor", "id", "type", "occurredAt", "actor", "accountId", "machineId", "subject",
               "requestId", "correlationId", "causationId", "seq", "prevHash", "hash", "data")
@@ -134,22 +134,12 @@ def csv_header() -> bytes:
 def cloudevents(rows: list[asyncpg.Record]) -> bytes:
     buf = bytearray()
     for r in rows:
-        rec = record_of(r)
-        event = {
-            "specversion": "1.0", "id": str(rec.id), "source": CE_SOURCE, "type": rec.type,
-            "time": rec.occurred_at, "subject": rec.subject, "datacontenttype": "application/json",
-            # Extension attributes (lower-case alphanumerics, per CloudEvents 1.0): the feed cursor and chain.
-            "cursor": rec.cursor, "seq": rec.seq, "prevhash": rec.prev_hash, "hash": rec.hash,
-            "data": {"actor": rec.actor, "accountId": rec.account_id, "machineId": rec.machine_id,
-                     "data": rec.data, "requestId": rec.request_id, "correlationId": rec.correlation_id,
-                     "causationId": rec.causation_id},
-        }
-        _encoder.encode_into({k: v for k, v in event.items() if v is not None}, buf, -1)
+        _encoder.encode_into(cloudevent(r), buf, -1)
         buf += b"\n"
         if (cp := checkpoint_of(r)) is not None:
             account = cp.account_id or NO_ACCOUNT
             _encoder.encode_into({
-                "specversion": "1.0", "id": f"checkpoint:{account}:{cp.count}", "source": CE_SOURCE,
+                "specversion": "1.0", "id": f"checkpoint:{account}:{cp.count}", "source": SOURCE,
                 "type": CHECKPOINT_TYPE, "time": cp.at, "subject": f"account:{account}",
                 "datacontenttype": "application/json", "data": cp,
             }, buf, -1)

@@ -84,20 +84,19 @@ async def events(tail: AuditTail, pool: asyncpg.Pool, filt: AuditFilter, after: 
             if wait <= 0:
                 yield _resume("lifetime", last)
                 return
-            try:
-                queued = [await asyncio.wait_for(sub.queue.get(), wait)]
-            except TimeoutError:
+            chunks = await sub.take(wait)
+            if not chunks and not sub.overflowed:
                 yield b": keep-alive\n\n"
                 continue
-            while not sub.queue.empty():  # everything queued goes out in one write
-                queued.append(sub.queue.get_nowait())
-            fresh = [(at, f) for at, f in queued if at > last]
+            # Whole chunks: the tail offers only rows past `sub.start`, which the catch-up stopped at.
+            fresh = [chunk for at, chunk in chunks if at > last]
             if fresh:
-                yield b"".join(f for _, f in fresh)
-                last = fresh[-1][0]
+                last = chunks[-1][0]
             if sub.overflowed:
-                yield _resume("slow-consumer", last)
+                yield b"".join([*fresh, _resume("slow-consumer", last)])
                 return
+            if fresh:
+                yield fresh[0] if len(fresh) == 1 else b"".join(fresh)  # everything queued, in one write
     finally:
         tail.unsubscribe(sub)
 

@@ -3,7 +3,6 @@ outcome of each attempt, and the CloudEvents body of a delivery's audit record."
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias
@@ -11,9 +10,9 @@ from typing import Any, TypeAlias
 import asyncpg
 import msgspec
 
+from app.audit_cloudevents import COLUMNS, cloudevent
+
 Conn: TypeAlias = asyncpg.Pool | asyncpg.Connection
-CE_SOURCE = "urn:machine-markets:audit"  # as app/api/audit_formats.py (the export) says
-CONTENT_TYPE = "application/cloudevents+json"
 
 
 async def take_lease(conn: Conn, endpoint_id: uuid.UUID, holder: uuid.UUID, lease_s: float) -> bool:
@@ -99,30 +98,11 @@ async def _with_attempts(conn: Conn, rows: list[dict[str, Any]]) -> list[dict[st
     return rows
 
 
-def _cursor(tx_id: int, position: int) -> str:
-    # The feed's cursor (app.api.pagination.encode_cursor of [tx_id, position]), spelled out: workers stay
-    # clear of the HTTP layer.
-    return base64.urlsafe_b64encode(f"[{tx_id},{position}]".encode()).rstrip(b"=").decode()
-
-
 async def cloudevent_body(conn: Conn, event_id: uuid.UUID) -> bytes | None:
     """The audit record as one CloudEvents 1.0 structured JSON object (the export's cloudevents line);
     None while the audit projection has not written it yet."""
-    r = await conn.fetchrow(
-        "SELECT id, tx_id, position, type, occurred_at, actor, account_id, machine_id, subject, data::text AS data,"
-        " request_id, correlation_id, causation_id, seq, prev_hash, hash FROM audit_events WHERE id = $1", event_id)
-    if r is None:
-        return None
-    event = {
-        "specversion": "1.0", "id": str(r["id"]), "source": CE_SOURCE, "type": r["type"], "time": r["occurred_at"],
-        "subject": r["subject"], "datacontenttype": "application/json", "cursor": _cursor(r["tx_id"], r["position"]),
-        "seq": r["seq"], "prevhash": r["prev_hash"].hex() if r["prev_hash"] else None,
-        "hash": r["hash"].hex() if r["hash"] else None,
-        "data": {"actor": r["actor"], "accountId": r["account_id"], "machineId": r["machine_id"],
-                 "data": msgspec.Raw(r["data"].encode()), "requestId": r["request_id"],
-                 "correlationId": r["correlation_id"], "causationId": r["causation_id"]},
-    }
-    return msgspec.json.encode({k: v for k, v in event.items() if v is not None})
+    r = await conn.fetchrow(f"SELECT {COLUMNS} FROM audit_events WHERE id = $1", event_id)
+    return None if r is None else msgspec.json.encode(cloudevent(r))
 
 
 def due_in_ms(at: datetime, now: datetime) -> int:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -65,12 +63,31 @@ class SseResult:
     target_rate: float
     sent: int
     seconds: float
-    lags_ms: list[float]
+    lags_ms: list[tuple[int, int]]  # (lag in ms, records given it), see ops/bench/sse_client.py
     received_events: int
+    resumes: int = 0  # final `resume` events: a subscriber that fell behind
+    api_cpu: float = 0.0  # the API process's CPU over the appending, as a share of one core
+    client_cpu_s: float = 0.0  # the subscribers' process, connecting and draining included
+    # The audit projection's own lag (wall clock minus the newest row's occurredAt), sampled every 200 ms while
+    # appending: the part of the delivery lag that is upstream of the API's tail.
+    projector_lags_ms: list[float] = field(default_factory=list)
+
+    def projector_p(self, q: float) -> float:
+        ordered = sorted(self.projector_lags_ms)
+        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
+
+    @property
+    def measured(self) -> int:
+        return sum(n for _, n in self.lags_ms)
 
     def p(self, q: float) -> float:
-        ordered = sorted(self.lags_ms)
-        return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered)) - 1))] if ordered else float("nan")
+        """The q-th percentile over records (each weighted by how many records carried that lag)."""
+        rank, seen = q / 100 * self.measured, 0
+        for lag, n in self.lags_ms:
+            seen += n
+            if seen >= rank:
+                return float(lag)
+        return float("nan")
 
 
 def _event(account: str, machine: uuid.UUID, version: int, at: datetime, i: int) -> NewEvent:
@@ -207,7 +224,7 @@ async def run(dsn: str, rows: int, subscribers: int, sse_rate: float, sse_second
                 try:
                     with _mm("projector", {**env, "MM_AUDIT_SIGNING_KEY": signing}):
                         result.sse = await _sse(base, key, EventStore(pool, notifier), subscribers, sse_rate,
-                                                sse_seconds)
+                                                sse_seconds, proc)
                 finally:
                     await notifier.stop()
         return result
@@ -215,63 +232,57 @@ async def run(dsn: str, rows: int, subscribers: int, sse_rate: float, sse_second
         await pool.close()
 
 
-def _tx_of(cursor: bytes) -> int:
-    text = cursor.decode()
-    return int(json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))[0])
-
-
-async def _subscriber(host: str, port: int, key: str, committed: dict[int, float], lags: list[float],
-                      counts: list[int], ready: asyncio.Event, stop: asyncio.Event) -> None:
-    """A raw HTTP/1.1 SSE client: per chunk it times the first record (the one that waited longest)."""
-    reader, writer = await asyncio.open_connection(host, port, limit=2**22)
-    writer.write(f"GET /v1/audit-events/stream HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
-                 "Accept: text/event-stream\r\n\r\n".encode())
+async def _sse(base: str, key: str, store: EventStore, subscribers: int, rate_: float, seconds: float,
+               api: psutil.Process) -> SseResult:
+    """The subscribers run in a process of their own (ops/bench/sse_client.py), so this one only appends."""
+    port = base.rsplit(":", 1)[1]
+    client = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ops.bench.sse_client", "--port", port, "--subscribers", str(subscribers),
+        cwd=ROOT, env={**os.environ, "MM_BENCH_KEY": key}, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, limit=2**24)
+    assert client.stdin is not None and client.stdout is not None
     try:
-        await reader.readuntil(b"\r\n\r\n")
-        ready.set()
-        while not stop.is_set():
-            chunk = await reader.read(2**20)
-            if not chunk:
-                return
-            now = time.perf_counter()
-            counts[0] += chunk.count(b"\nevent: ")
-            at = chunk.find(b"id: ")
-            if at >= 0 and chunk.find(b"\nevent: ", at) > 0:
-                end = chunk.find(b"\n", at)
-                sent = committed.get(_tx_of(chunk[at + 4:end]))
-                if sent is not None:
-                    lags.append((now - sent) * 1000)
+        ready = await asyncio.wait_for(client.stdout.readline(), 20)
+        if ready.strip() != b"ready":
+            raise RuntimeError(f"SSE client did not start: {ready!r}")
+        await asyncio.sleep(1.0)
+        # One append every 10 ms carrying rate/100 events, each stamped (occurredAt) just before its append.
+        per_tick, tick = max(1, round(rate_ / 100)), 0.01
+        account, machine, version, sent = str(uuid.uuid4()), uuid.uuid4(), 0, 0
+        cpu_before = api.cpu_times()
+        projector_lags: list[float] = []
+        sampler = asyncio.create_task(_projector_lag(store.pool, projector_lags))
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            events = []
+            for _ in range(per_tick):
+                version += 1
+                events.append(_event(account, machine, version, datetime.now(UTC), version))
+            await store.append(events)
+            sent += per_tick
+            await asyncio.sleep(max(0.0, started + sent / (per_tick / tick) - time.perf_counter()))
+        elapsed = time.perf_counter() - started
+        cpu_after = api.cpu_times()
+        sampler.cancel()
+        await asyncio.sleep(2.0)  # the last ones arrive
+        client.stdin.write(b"stop\n")
+        await client.stdin.drain()
+        out = msgspec.json.decode(await asyncio.wait_for(client.stdout.readline(), 60))
     finally:
-        writer.close()
+        if client.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                client.kill()
+        await client.wait()
+    cpu = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / elapsed
+    return SseResult(subscribers, rate_, sent, elapsed, [(int(a), int(b)) for a, b in out["lags"]], out["events"],
+                     out["resumes"], cpu, out["cpu_s"], projector_lags)
 
 
-async def _sse(base: str, key: str, store: EventStore, subscribers: int, rate_: float, seconds: float) -> SseResult:
-    host, port = "127.0.0.1", int(base.rsplit(":", 1)[1])
-    committed: dict[int, float] = {}
-    lags: list[float] = []
-    counts = [0]
-    stop = asyncio.Event()
-    readies = [asyncio.Event() for _ in range(subscribers)]
-    tasks = [asyncio.create_task(_subscriber(host, port, key, committed, lags, counts, r, stop)) for r in readies]
-    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
-    await asyncio.sleep(1.0)
-    # One append every 10 ms carrying rate/100 events: each append's tx_id is timed when its commit returns.
-    per_tick, tick = max(1, round(rate_ / 100)), 0.01
-    account, machine, version, sent = str(uuid.uuid4()), uuid.uuid4(), 0, 0
-    started = time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        events = []
-        for _ in range(per_tick):
-            version += 1
-            events.append(_event(account, machine, version, datetime.now(UTC), version))
-        result = await store.append(events)
-        committed[result.last.tx_id] = time.perf_counter()
-        sent += per_tick
-        await asyncio.sleep(max(0.0, started + sent / (per_tick / tick) - time.perf_counter()))
-    elapsed = time.perf_counter() - started
-    await asyncio.sleep(2.0)  # the last ones arrive
-    stop.set()
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return SseResult(subscribers, rate_, sent, elapsed, lags, counts[0])
+async def _projector_lag(pool: asyncpg.Pool, into: list[float]) -> None:
+    """Samples from the first appended record on (before it, the newest row is the loaded feed's)."""
+    since = datetime.now(UTC)
+    while True:
+        await asyncio.sleep(0.2)
+        newest = await pool.fetchval("SELECT occurred_at FROM audit_events ORDER BY tx_id DESC, position DESC LIMIT 1")
+        if newest >= since:
+            into.append((datetime.now(UTC) - newest).total_seconds() * 1000)

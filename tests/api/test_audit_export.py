@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import random
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -153,6 +154,17 @@ async def test_cloudevents_are_valid_cloudevents_1_0(stack: Stack) -> None:
         assert e.get_extension("hash") == r["hash"]
         data = e.get_data()
         assert isinstance(data, dict) and data["data"] == r["data"] and data["accountId"] == r["accountId"]
+
+
+async def test_a_webhook_body_is_the_exports_cloudevents_line_byte_for_byte(stack: Stack) -> None:
+    """One renderer (app.audit_cloudevents) for both: what a receiver gets is what an export holds."""
+    from app.services.webhook_deliveries import cloudevent_body
+
+    _, text = await _export(stack, stack.tenants[1]["headers"], format="cloudevents")
+    lines = [line for line in text.splitlines() if '"audit.checkpoint"' not in line][:25]
+    for line in lines:
+        body = await cloudevent_body(stack.container.pool, uuid.UUID(json.loads(line)["id"]))
+        assert body == line.encode()
 
 
 async def test_an_empty_selection_is_an_empty_export(stack: Stack) -> None:

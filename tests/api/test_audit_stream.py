@@ -195,6 +195,40 @@ async def _count(stack: Stack, account: uuid.UUID) -> int:
                                                    account))
 
 
+async def test_the_tail_encodes_each_record_once_and_hands_each_subscriber_one_chunk_per_read(
+        live: tuple[Stack, str]) -> None:
+    """Subscribers sharing a filter share one group: the very same chunk object reaches each (filtered, encoded
+    and joined once), one per read; another filter gets only its rows; frames are in log order, none twice."""
+    stack, _ = live
+    tail, pool = stack.container.audit_tail, stack.container.pool
+    mine, theirs = (uuid.UUID(t["id"]) for t in stack.tenants)
+    same = [await tail.subscribe(AuditFilter(account_id=mine), 1000) for _ in range(3)]
+    other = await tail.subscribe(AuditFilter(account_id=theirs), 1000)
+    try:
+        before = await _count(stack, mine)
+        await seed(stack.container.store, [str(mine), str(theirs)], 200, chunk=20)
+        async with asyncio.timeout(20):
+            while await _count(stack, mine) < before + 100:  # noqa: ASYNC110 (the projector has applied them)
+                await asyncio.sleep(0.05)
+            end = await last_position(pool)
+            while tail.position is None or end is None or tail.position < end:  # noqa: ASYNC110 (the tail read them)
+                await asyncio.sleep(0.05)
+        got = [await s.take(1.0) for s in same]
+        assert all(len(g) == len(got[0]) for g in got)
+        assert all(a[1] is b[1] for g in got[1:] for a, b in zip(got[0], g, strict=True))
+        frames = _frames([chunk for _, chunk in got[0]])
+        records = [json.loads(f.split(b"data: ")[1]) for f in frames]
+        assert len(records) == 100 and {r["accountId"] for r in records} == {str(mine)}
+        assert [r["seq"] for r in records] == list(range(records[0]["seq"], records[0]["seq"] + 100))
+        assert [at for at, _ in got[0]] == sorted({at for at, _ in got[0]})  # each chunk ends further on
+        theirs_got = _frames([chunk for _, chunk in await other.take(1.0)])
+        assert len(theirs_got) == 100 and not set(theirs_got) & set(frames)
+    finally:
+        for s in [*same, other]:
+            tail.unsubscribe(s)
+    assert tail.subscribers == 0
+
+
 async def test_a_stream_ends_after_its_lifetime_with_where_to_resume(live: tuple[Stack, str]) -> None:
     stack, _ = live
     s = msgspec.structs.replace(stack.container.settings, audit_stream_max_s=0.3)

@@ -1,6 +1,6 @@
-"""Webhook deliveries through the real PostgreSQL broker to a real local receiver (the stub seller): signed
-CloudEvents bodies, retries after 5xx, in order, no double on redelivery, both secrets during a rotation, and an
-endpoint failing past the retry span disabled with an audit event."""
+"""Webhook deliveries through a real broker (PostgreSQL; the main path through RabbitMQ too) to a real local
+receiver (the stub seller): signed CloudEvents bodies, retries after 5xx, in order, no double on redelivery,
+both secrets during a rotation, and an endpoint failing past the retry span disabled with an audit event."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
+import pytest
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 
 from app.container import Container
@@ -23,8 +25,10 @@ from domain.webhooks.signing import verify
 from projections.audit import AuditProjection
 from projections.runner import ProjectionRunner
 from projections.webhook_fanout import WebhookFanoutProjection
+from tests.api.audit_stack import caught_up
 from tests.conftest import TEST_SECRET_KEY
-from tests.workers.harness import eventually, relay_through, worker_on
+from tests.workers.harness import broker_url_for, eventually, relay_through, worker_on
+from workers.pg_broker import PostgresBroker
 
 dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq pick a default broker here
 from workers.webhooks import drain_webhook_endpoint  # noqa: E402
@@ -39,10 +43,10 @@ def ctx() -> CommandContext:
 
 
 async def project(c: Container, broker: dramatiq.Broker | None) -> None:
-    """The audit projection (the bodies) and the fan-out (the deliveries, and wake-ups through `broker`)."""
-    runner = ProjectionRunner(c.pool, c.store, [])
-    for p in (AuditProjection(), WebhookFanoutProjection(broker)):
-        await runner.catch_up(p)
+    """The audit projection (the bodies) and the fan-out (the deliveries, and wake-ups through `broker`), up to
+    the log's end: one pass could stop short of it while another database's transaction holds the server's
+    visibility horizon back (seen under load: a rotation never delivered, a fan-out that wrote nothing)."""
+    await caught_up(ProjectionRunner(c.pool, c.store, [AuditProjection(), WebhookFanoutProjection(broker)]))
 
 
 async def delivered(c: Container, endpoint_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -55,18 +59,23 @@ def bodies(stub: StubSeller) -> list[tuple[dict[str, Any], dict[str, Any], bytes
     return [(json.loads(r["body"]), r["headers"], r["body"]) for r in stub.stats.requests]
 
 
+@pytest.mark.parametrize("kind", ["postgresql", "rabbitmq"])
 async def test_signed_in_order_retried_after_503s_never_doubled_and_both_secrets_during_rotation(
-    c: Container, fresh_database: str, stub: StubSeller
+    c: Container, fresh_database: str, stub: StubSeller, kind: str
 ) -> None:
     made = await c.webhooks.register(ctx(), url=f"{stub.url}/flaky/2", types=["webhook-endpoint.*"],
                                      description="", enabled=True)
     old_secret, eid = made.secret, made.endpoint.id
     assert old_secret is not None
     await c.webhooks.revise(ctx(), eid, ReviseWebhookEndpoint(description="second"), None)
-    async with worker_on(fresh_database, fresh_database, [drain_webhook_endpoint], settings=FAST) as (broker, w):
+    # On RabbitMQ (shared by everything on this host) the actor gets a queue of its own, or another run's worker
+    # on `webhooks` could take a wake-up; the fan-out addresses the actor's queue.
+    async with worker_on(broker_url_for(kind, fresh_database), fresh_database, [drain_webhook_endpoint],
+                         settings=FAST, private_queues=kind == "rabbitmq") as (broker, w):
+        assert isinstance(broker, RabbitmqBroker if kind == "rabbitmq" else PostgresBroker)
         w.start()
         await project(c, broker)
-        assert await eventually(lambda: _all_delivered(c, eid, 2), 20)
+        assert await eventually(lambda: _all_delivered(c, eid, 2), 20), await delivered(c, eid)
         got = bodies(stub)
         # Each delivery got two 503s (flaky/2 counts per Idempotency-Key), then 200; the second waited for the
         # first (order per endpoint).
@@ -90,7 +99,7 @@ async def test_signed_in_order_retried_after_503s_never_doubled_and_both_secrets
         rotated = await c.webhooks.rotate_secret(ctx(), eid, None)
         assert rotated.secret is not None and rotated.secret != old_secret
         await project(c, broker)
-        assert await eventually(lambda: _all_delivered(c, eid, 3), 20)
+        assert await eventually(lambda: _all_delivered(c, eid, 3), 20), await delivered(c, eid)
         body, headers, raw = bodies(stub)[-1]
         assert body["type"] == "webhook-endpoint.secret-rotated"
         assert headers["mm-signature"].count("v1=") == 2
@@ -112,6 +121,29 @@ async def _settle(c: Container, eid: uuid.UUID) -> None:
                                      eid) == 0
     await asyncio.sleep(1.0)
     assert await eventually(idle, 10)
+
+
+class _SlowToCommit(WebhookFanoutProjection):
+    """The fan-out with its batch's transaction held open a while after the wake-ups went out."""
+
+    async def apply_many(self, conn: Any, events: Any, t: Any) -> None:
+        await super().apply_many(conn, events, t)
+        await asyncio.sleep(1.5)
+
+
+async def test_a_wake_up_taken_before_its_batch_commits_still_delivers(
+    c: Container, fresh_database: str, stub: StubSeller
+) -> None:
+    """The wake-ups leave before the fan-out's batch commits (a crash then cannot lose them), so a drainer can
+    find nothing pending yet: it must come back until the batch is visible, not end and strand the delivery."""
+    made = await c.webhooks.register(ctx(), url=f"{stub.url}/echo", types=["webhook-endpoint.created"],
+                                     description="", enabled=True)
+    eid = made.endpoint.id
+    async with worker_on(fresh_database, fresh_database, [drain_webhook_endpoint], settings=FAST) as (broker, w):
+        w.start()
+        await caught_up(ProjectionRunner(c.pool, c.store, [AuditProjection(), _SlowToCommit(broker)]))
+        assert await eventually(lambda: _all_delivered(c, eid, 1), 10), await delivered(c, eid)
+    assert len(stub.stats.requests) == 1
 
 
 async def test_a_redelivered_fan_out_batch_writes_no_second_delivery(c: Container, stub: StubSeller) -> None:
