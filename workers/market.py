@@ -39,7 +39,8 @@ async def settle_payment_job(order_id: str, event_id: str, correlation_id: str |
     if held.order.status != EXECUTING:
         return  # payment failed, or a redelivery after the execution was recorded
     await run_task(held.order.task_id, cause, MARKET_ACTOR, first=held.first)
-    outcome = await settle.record_execution(context(MARKET_ACTOR, cause, f"executed:{order_id}"), oid)
+    outcome = await settle.record_execution(context(MARKET_ACTOR, cause, f"executed:{order_id}"), oid,
+                                            held=held.order)
     if outcome is None:
         # The route is used up only when the task settles; run_task returns earlier only if another worker
         # holds the open run. Retry later (dramatiq backoff) rather than wait here.

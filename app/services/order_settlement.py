@@ -68,9 +68,12 @@ class OrderSettlement:
             outcome.first = box.get("first")
         return outcome
 
-    async def record_execution(self, ctx: CommandContext, order_id: uuid.UUID) -> OrderOutcome | None:
-        """The task's outcome on the order (None: the task has not finished); a failure refunds at once."""
-        order = await self.orders.load(order_id)
+    async def record_execution(self, ctx: CommandContext, order_id: uuid.UUID,
+                               held: Order | None = None) -> OrderOutcome | None:
+        """The task's outcome on the order (None: the task has not finished); a failure refunds at once.
+        `held`: the order as this worker's hold left it (saved, unchanged since), decided on without a reload;
+        had anything else moved it meanwhile, its append loses on the version and the retry reloads."""
+        order = held if held is not None else await self.orders.load(order_id)
         if order.status != EXECUTING:
             return OrderOutcome(order, None)
         task = await self.repo.get(Task, order.task_id, what="task")
@@ -82,7 +85,7 @@ class OrderSettlement:
             split = order.record_execution(execution, ctx.at)
             return await self.escrow.settle(ctx, order, split)
 
-        return await self.orders.change(ctx, order_id, decide)
+        return await self.orders.change(ctx, order_id, decide, loaded=order)
 
     async def auto_confirm(self, ctx: CommandContext, order_id: uuid.UUID) -> OrderOutcome:
         async def decide(ctx: CommandContext, order: Order) -> list[Aggregate]:
