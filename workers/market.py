@@ -21,6 +21,7 @@ from domain.shared.errors import NotFound
 from projections.relay import MARKET_ACTOR
 from workers import runtime
 from workers.tasks import TIME_LIMIT_MS, cause_of, context, run_task
+from workers.tasks_calls import call_seller
 
 log = logging.getLogger("mm.workers.market")
 
@@ -38,8 +39,23 @@ async def settle_payment_job(order_id: str, event_id: str, correlation_id: str |
         return
     if held.order.status != EXECUTING:
         return  # payment failed, or a redelivery after the execution was recorded
+    task, run = held.first if held.first is not None else (None, None)
+    if task is not None and run is not None:
+        # The usual way: the run this hold started, called now; its result and the order's execution are one
+        # append (same run id and Idempotency-Key as run_task would use, so a redelivery resumes it there).
+        c = await runtime.container()
+        result = await call_seller(c, runtime.outbound(), task, run)
+        if await settle.finish_first_run(context(MARKET_ACTOR, cause, f"finish:{run['run_id']}"), held,
+                                         result) is not None:
+            return
+        # Not settled here; that attempt may have changed the task and order in memory: the general way
+        # below reloads both.
+        held.first, reuse = None, None
+    else:
+        reuse = held.order
     await run_task(held.order.task_id, cause, MARKET_ACTOR, first=held.first)
-    outcome = await settle.record_execution(context(MARKET_ACTOR, cause, f"executed:{order_id}"), oid)
+    outcome = await settle.record_execution(context(MARKET_ACTOR, cause, f"executed:{order_id}"), oid,
+                                            held=reuse)
     if outcome is None:
         # The route is used up only when the task settles; run_task returns earlier only if another worker
         # holds the open run. Retry later (dramatiq backoff) rather than wait here.

@@ -29,6 +29,7 @@ from app.api.schemas_orders import (
 from app.api.schemas_tasks import ConstraintsBody
 from app.container import Container
 from app.services.orders import OrderOutcome
+from app.store.types import RecordedEvent
 from domain.market.order import Order
 from domain.shared.context import CommandContext
 from domain.shared.errors import ValidationFailed
@@ -46,12 +47,18 @@ SIGNING_DOC = (
 )
 
 
-async def _view(c: Container, order: Order) -> OrderView:
-    return order_of(order, await c.store.load(order.id))
+async def _view(c: Container, order: Order, events: list[RecordedEvent] | None = None) -> OrderView:
+    """The view with the timeline: the stream as the command loaded it plus what it appended (read back for
+    the times the log recorded), or the whole stream when the command loaded none."""
+    if events is None:
+        events = await c.store.load(order.id)
+    elif events[-1].version < order.version:
+        events = [*events, *await c.store.load(order.id, after_version=events[-1].version)]
+    return order_of(order, events)
 
 
 async def _respond(c: Container, outcome: OrderOutcome, status: int = 200, **extra: str) -> Response[OrderView]:
-    return Response(await _view(c, outcome.order), status_code=status,
+    return Response(await _view(c, outcome.order, outcome.events), status_code=status,
                     headers=write_headers(outcome.order.version, outcome.position, **extra))
 
 
@@ -116,8 +123,8 @@ class OrdersController(Controller):
     async def get_one(self, request: Request[Any, Any, Any], ctx: NamedDependency[CommandContext],
                       order_id: FromPath[uuid.UUID]) -> Response[OrderView]:
         c = container_of(request)
-        order = await c.orders.get(ctx, order_id)
-        return Response(await _view(c, order), headers=write_headers(order.version, None))
+        order, events = await c.orders.get_stream(ctx, order_id)
+        return Response(order_of(order, events), headers=write_headers(order.version, None))
 
     @post(_ORDER + "/payment", operation_id="payOrder", opt=headers(sends=[ETAG, LOG_POSITION]), status_code=200,
           summary="Pay: the buyer machine's signed mandate for exactly this payment intent",

@@ -22,10 +22,10 @@ from domain.market.order_commands import Execution
 from domain.market.order_states import EXECUTING, PAID
 from domain.runtime.endpoint import endpoint_id
 from domain.shared.context import CommandContext
-from domain.shared.errors import NotFound
+from domain.shared.errors import ConcurrencyConflict, NotFound
 from domain.shared.ids import derived_id
-from domain.tasks.aggregate import FINISHED, SUCCEEDED, Task
-from domain.tasks.commands import StartRun
+from domain.tasks.aggregate import CANCELLED, FAILED, FINISHED, SUCCEEDED, Task
+from domain.tasks.commands import RunResult, StartRun
 
 MAX_RECEIPT_CHARS = 256
 
@@ -68,9 +68,12 @@ class OrderSettlement:
             outcome.first = box.get("first")
         return outcome
 
-    async def record_execution(self, ctx: CommandContext, order_id: uuid.UUID) -> OrderOutcome | None:
-        """The task's outcome on the order (None: the task has not finished); a failure refunds at once."""
-        order = await self.orders.load(order_id)
+    async def record_execution(self, ctx: CommandContext, order_id: uuid.UUID,
+                               held: Order | None = None) -> OrderOutcome | None:
+        """The task's outcome on the order (None: the task has not finished); a failure refunds at once.
+        `held`: the order as this worker's hold left it (saved, unchanged since), decided on without a reload;
+        had anything else moved it meanwhile, its append loses on the version and the retry reloads."""
+        order = held if held is not None else await self.orders.load(order_id)
         if order.status != EXECUTING:
             return OrderOutcome(order, None)
         task = await self.repo.get(Task, order.task_id, what="task")
@@ -82,7 +85,35 @@ class OrderSettlement:
             split = order.record_execution(execution, ctx.at)
             return await self.escrow.settle(ctx, order, split)
 
-        return await self.orders.change(ctx, order_id, decide)
+        return await self.orders.change(ctx, order_id, decide, loaded=order)
+
+    async def finish_first_run(self, ctx: CommandContext, held: OrderOutcome,
+                               result: RunResult) -> OrderOutcome | None:
+        """The first run's result (the one the hold started) and, as it settles the task, the execution on the
+        order, in ONE append on the task and the order as the hold left them (a failure's refund and released
+        spend reservations with it): one append, no reload of either, where finish_run + record_execution took
+        two appends and three loads. None when nothing settled here (the run was not the open one, a lost race,
+        a retry of a recorded command): the caller then goes the general way (run_task, record_execution), which
+        reloads and re-decides, as a redelivered message does."""
+        assert held.first is not None
+        task, order = held.first[0], held.order
+        before = task.status
+        if order.status != EXECUTING or not task.finish_run(result, ctx.at):
+            return None
+        extras: list[Aggregate] = []
+        guard = self.orders.tasks.guard
+        if guard is not None and task.status != before and task.status in (FAILED, CANCELLED):
+            extras += await guard.release(ctx, task.id)  # as TasksService.finish_run: nothing was spent
+        if task.status in FINISHED:
+            split = order.record_execution(await self.execution_of(order, task), ctx.at)
+            extras += await self.escrow.settle(ctx, order, split)
+        try:
+            saved = await self.repo.save_all([order, task, *extras], ctx)
+        except ConcurrencyConflict:
+            return None
+        if saved is None or saved.duplicate or task.status not in FINISHED:
+            return None
+        return OrderOutcome(order, saved)
 
     async def auto_confirm(self, ctx: CommandContext, order_id: uuid.UUID) -> OrderOutcome:
         async def decide(ctx: CommandContext, order: Order) -> list[Aggregate]:

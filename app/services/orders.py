@@ -17,8 +17,9 @@ from app.services.order_money import Escrow
 from app.services.order_placement import constraints_for_listing, priced_task
 from app.services.retries import retry_conflicts
 from app.services.tasks import TasksService
-from app.store.repository import Repository
-from app.store.types import AppendResult, LogPosition
+from app.store.mapper import rebuild
+from app.store.repository import Repository, stream_type_of
+from app.store.types import AppendResult, LogPosition, RecordedEvent
 from domain.machines.aggregate import Machine
 from domain.market.order import Order
 from domain.market.order_commands import PlaceOrder, ProofOfPayment
@@ -26,12 +27,13 @@ from domain.market.order_errors import OrderNotFound, PaymentProofInvalid
 from domain.market.order_states import CANCELLED, PAYMENT_FAILED
 from domain.market.order_terms import DEFAULT_CONFIRM_WINDOW_S, Split
 from domain.shared.context import CommandContext
-from domain.shared.errors import NotFound, PermissionDenied
+from domain.shared.errors import PermissionDenied
 from domain.shared.ids import derived_id, new_id
 from domain.tasks.aggregate import Task
 from domain.tasks.commands import Constraints
 
 MAX_SIGNATURE_BYTES = 256
+_ORDER_STREAM = stream_type_of(Order)
 
 
 class OrderOutcome:
@@ -42,6 +44,8 @@ class OrderOutcome:
         self.position: LogPosition | None = result.last if result else None
         self.duplicate = bool(result and result.duplicate)
         self.first: tuple[Task, dict[str, Any] | None] | None = None  # a hold's first run, recorded with it
+        # The order's stream as loaded before the command (None: not loaded): a view needs only its tail then.
+        self.events: list[RecordedEvent] | None = None
 
 
 class OrdersService:
@@ -57,16 +61,18 @@ class OrdersService:
         # A retried request must land on the same streams, so the ids derive from the idempotency key.
         order_id = derived_id("order", buyer_id, ctx.idempotency_key) if ctx.idempotency_key else new_id()
         task_id = derived_id("order-task", order_id)
+        listing = None
         if listing_id is not None:
             timeout = constraints.timeout_ms if constraints else Constraints().timeout_ms
-            capability, constraints = await constraints_for_listing(self.pool, listing_id, timeout)
+            listing, constraints = await constraints_for_listing(self.pool, listing_id, timeout)
+            capability = listing.capability
         assert capability is not None
         k = constraints or Constraints()
         # One seller, no fallbacks: the intent names its payee, and a fallback would pay someone else.
         k = Constraints(max_price=k.max_price, provider_keys=k.provider_keys, sellers_allow=k.sellers_allow,
                         sellers_deny=k.sellers_deny, strategy=k.strategy, fallbacks=0, timeout_ms=k.timeout_ms)
         task, step, extras = await priced_task(ctx, self.tasks, buyer, task_id, capability=capability, input=input,
-                                               constraints=k, listing_id=listing_id)
+                                               constraints=k, listing=listing)
         order = Order.place(PlaceOrder(
             order_id=order_id, account_id=buyer.account_id, machine_id=buyer.id, task_id=task.id,
             listing_id=step.listing_id, capability=task.capability, seller_machine_id=step.seller_machine_id,
@@ -79,17 +85,28 @@ class OrdersService:
         return OrderOutcome(order, result)
 
     async def load(self, order_id: uuid.UUID) -> Order:
-        try:
-            return await self.repo.get(Order, order_id, what="order")
-        except NotFound as exc:
-            raise OrderNotFound(exc.detail) from exc
+        return (await self.load_stream(order_id))[0]
+
+    async def load_stream(self, order_id: uuid.UUID) -> tuple[Order, list[RecordedEvent]]:
+        """The order and the events it was folded from (an order's stream is short: no snapshots), so a view
+        can show its timeline without reading the stream a second time."""
+        events = await self.repo.store.load(order_id)
+        if not events or events[0].stream_type != _ORDER_STREAM:
+            raise OrderNotFound(f"order {order_id} not found")
+        order = rebuild(events)
+        assert isinstance(order, Order)
+        return order, events
 
     async def get(self, ctx: CommandContext, order_id: uuid.UUID) -> Order:
         """The order if the caller's account is its buyer or seller (or an admin); otherwise NOT_FOUND."""
-        order = await self.load(order_id)
+        return (await self.get_stream(ctx, order_id))[0]
+
+    async def get_stream(self, ctx: CommandContext, order_id: uuid.UUID) -> tuple[Order, list[RecordedEvent]]:
+        """`get`, with the order's events (see load_stream)."""
+        order, events = await self.load_stream(order_id)
         if not ctx.is_admin and ctx.account_id not in (order.account_id, order.seller_account_id):
             raise OrderNotFound(f"order {order_id} not found")
-        return order
+        return order, events
 
     async def pay(self, ctx: CommandContext, order_id: uuid.UUID, signature_b64: str) -> OrderOutcome:
         """The buyer machine's Ed25519 signature of the intent's signing payload: a mandate for this payment."""
@@ -165,17 +182,26 @@ class OrdersService:
 
     async def change(self, ctx: CommandContext, order_id: uuid.UUID,
                       decide: Callable[[CommandContext, Order], Any], *, visible: bool = False,
-                      attempts: int = LEDGER_RETRIES) -> OrderOutcome:
+                      attempts: int = LEDGER_RETRIES, loaded: Order | None = None) -> OrderOutcome:
         """Load, decide, save with what the decision moved (wallets, the task), retried on a lost race: the loser
-        decides again on fresh state, where the winner's change usually makes its command a clear 409."""
+        decides again on fresh state, where the winner's change usually makes its command a clear 409.
+        `loaded`: the order as the caller already has it (not yet changed), decided on first instead of a load."""
+
+        first = [loaded] if loaded is not None else []
 
         async def attempt() -> OrderOutcome:
-            order = await (self.get(ctx, order_id) if visible else self.load(order_id))
+            events: list[RecordedEvent] | None = None
+            if first:  # the caller's order, as it loaded it a moment ago: a lost race reloads below
+                order = first.pop()
+            else:
+                order, events = await (self.get_stream(ctx, order_id) if visible else self.load_stream(order_id))
             extras = list(await decide(ctx, order) or [])
             result = await self.repo.save_all([order, *extras], ctx)
             if result is not None and result.duplicate:
-                order = await self.load(order_id)
-            return OrderOutcome(order, result)
+                order, events = await self.load_stream(order_id)
+            outcome = OrderOutcome(order, result)
+            outcome.events = events
+            return outcome
 
         # Settlements commit on shared streams (the buyer's wallet, the seller's credit shard): as many attempts
         # as the ledger's own commands, spaced by jitter.

@@ -30,7 +30,8 @@ class SellerCredits(Aggregate):
     """One of a seller's CREDIT_SHARDS credit streams per currency: mirrors of releases, NO postings."""
 
     TOPIC = "market:SellerCredits"
-    SNAPSHOT_EVERY = 200
+    # Every release loads its shard (to append at the next version): keep that replay short, as the Wallet's.
+    SNAPSHOT_EVERY = 20
 
     class Created(Aggregate.Created):
         TOPIC = "market:SellerCredits.Created"  # required by eventsourcing once TOPIC is set; never triggered
