@@ -10,6 +10,7 @@ from litestar._openapi.plugin import handle_schema_path_not_found
 from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import NotFoundException
 from litestar.openapi.plugins import OpenAPIRenderPlugin, ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.params import FromPath
 from litestar.static_files import create_static_files_router
 
 # Litestar's defaults load both UIs (Scalar unpinned), its favicon and a theme from a CDN: offline the docs
@@ -47,7 +48,7 @@ def assets_router() -> Router:
 
 
 @get(["/{path:str}"], sync_to_thread=False, include_in_schema=False)
-def _unknown_docs_page(path: str) -> None:
+def _unknown_docs_page(path: FromPath[str]) -> None:
     raise NotFoundException(f"no docs page at /docs/{path.lstrip('/')}")
 
 

@@ -21,13 +21,14 @@ from app.store.mapper import rebuild
 from app.store.repository import Repository, stream_type_of
 from app.store.types import AppendResult, LogPosition, RecordedEvent
 from domain.machines.aggregate import Machine
+from domain.market.errors import EscrowAlreadyHeld, EscrowNotHeld
 from domain.market.order import Order
 from domain.market.order_commands import PlaceOrder, ProofOfPayment
 from domain.market.order_errors import OrderNotFound, PaymentProofInvalid
 from domain.market.order_states import CANCELLED, PAYMENT_FAILED
 from domain.market.order_terms import DEFAULT_CONFIRM_WINDOW_S, Split
 from domain.shared.context import CommandContext
-from domain.shared.errors import PermissionDenied
+from domain.shared.errors import ConcurrencyConflict, PermissionDenied
 from domain.shared.ids import derived_id, new_id
 from domain.tasks.aggregate import Task
 from domain.tasks.commands import Constraints
@@ -195,7 +196,14 @@ class OrdersService:
                 order = first.pop()
             else:
                 order, events = await (self.get_stream(ctx, order_id) if visible else self.load_stream(order_id))
-            extras = list(await decide(ctx, order) or [])
+            try:
+                extras = list(await decide(ctx, order) or [])
+            except (EscrowNotHeld, EscrowAlreadyHeld):
+                # The wallet is read after the order: a settlement that committed in between leaves this order
+                # stale, not the escrow wrong. Decide again on the fresh order (usually a clear 409 then).
+                if await self.repo.store.stream_version(order.id) != order.version:
+                    raise ConcurrencyConflict("the order moved on while its escrow was read") from None
+                raise
             result = await self.repo.save_all([order, *extras], ctx)
             if result is not None and result.duplicate:
                 order, events = await self.load_stream(order_id)
