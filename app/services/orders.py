@@ -196,12 +196,13 @@ class OrdersService:
                 order = first.pop()
             else:
                 order, events = await (self.get_stream(ctx, order_id) if visible else self.load_stream(order_id))
+            loaded_version = order.version  # decide's events move the in-memory version on
             try:
                 extras = list(await decide(ctx, order) or [])
             except (EscrowNotHeld, EscrowAlreadyHeld):
                 # The wallet is read after the order: a settlement that committed in between leaves this order
                 # stale, not the escrow wrong. Decide again on the fresh order (usually a clear 409 then).
-                if await self.repo.store.stream_version(order.id) != order.version:
+                if await self.repo.store.stream_version(order.id) != loaded_version:
                     raise ConcurrencyConflict("the order moved on while its escrow was read") from None
                 raise
             result = await self.repo.save_all([order, *extras], ctx)
