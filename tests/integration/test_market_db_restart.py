@@ -274,7 +274,10 @@ def test_postgres_restarted_mid_run_loses_no_acknowledged_command_and_the_ledger
             settled_by = time.monotonic() + 120  # what was paid, the workers finish: held, executed, settled
             while (left := _unsettled(asyncio.run(_log(dsn))[0])) and time.monotonic() < settled_by:
                 time.sleep(0.5)
-            assert left == [], (f"{len(left)} paid orders never settled", asyncio.run(_diagnose(dsn, left)))
+            if left:
+                for where in asyncio.run(_diagnose(dsn, left)):
+                    print("STUCK", where)
+            assert left == [], f"{len(left)} paid orders never settled"
             verify = subprocess.run([sys.executable, "-m", "app.cli", "ledger", "verify"], env=env, cwd=ROOT,
                                     capture_output=True, text=True, timeout=120)
         proc.send_signal(signal.SIGTERM)
