@@ -98,11 +98,13 @@ async def budgets_reserved_by(conn: Conn, task_id: uuid.UUID) -> list[uuid.UUID]
 
 async def task_history(conn: Conn, account_id: uuid.UUID | None, since: datetime, until: datetime,
                        limit: int) -> list[asyncpg.Record]:
-    """Recorded task submissions and resolutions in [since, until), in log order, of one account (None: all)."""
+    """Recorded task submissions and resolutions, and orders placed, in [since, until), in log order, of one
+    account (None: all). An order's task is submitted and resolved in the order's own append, right after it."""
     return await conn.fetch(
         "SELECT stream_id, type, data::text AS data, metadata->>'ownerAccountId' AS account_id,"
         " metadata->>'machineId' AS machine_id, recorded_at FROM events"
-        " WHERE type IN ('tasks:Task.Submitted', 'tasks:Task.Resolved') AND recorded_at >= $2 AND recorded_at < $3"
+        " WHERE type IN ('tasks:Task.Submitted', 'tasks:Task.Resolved', 'market:Order.Placed')"
+        " AND recorded_at >= $2 AND recorded_at < $3"
         " AND ($1::text IS NULL OR metadata->>'ownerAccountId' = $1::text)"
         " ORDER BY tx_id, position LIMIT $4",
         str(account_id) if account_id else None, since, until, limit)

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from dramatiq.broker import Broker, Consumer
 from dramatiq.common import q_name
-from dramatiq.errors import ConnectionFailed, QueueJoinTimeout, QueueNotFound
+from dramatiq.errors import BrokerConnectionError, ConnectionFailed, QueueJoinTimeout, QueueNotFound
 from dramatiq.message import Message
 from dramatiq.middleware import Middleware
 from psycopg.pq import TransactionStatus
@@ -21,6 +21,7 @@ from psycopg.pq import TransactionStatus
 from workers.pg_broker_consumer import (
     CHANNEL,
     LeaseBook,
+    PgMessageProxy,
     PostgresConsumer,
     build_conninfo,
     connect,
@@ -169,12 +170,21 @@ class PostgresBroker(Broker):
         prepared = [self._prepare(m, d) for m, d in messages]
         for result, _, delay in prepared:
             self.emit_before("enqueue", result, delay)
-        with self.pool.connection() as conn, conn.transaction():
-            if len(prepared) == 1:
-                conn.execute(_ENQUEUE, prepared[0][1])
-            else:
-                with conn.cursor() as cur:
-                    cur.executemany(_ENQUEUE, [p for _, p, _ in prepared])
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                if len(prepared) == 1:
+                    conn.execute(_ENQUEUE, prepared[0][1])
+                else:
+                    with conn.cursor() as cur:
+                        cur.executemany(_ENQUEUE, [p for _, p, _ in prepared])
+        except BrokerConnectionError:
+            # The Retries middleware re-enqueues the message it holds, and dramatiq only logs a failure there
+            # before it acks: the ack would then settle the row as done and the retry would be lost. Such a
+            # message carries its retry to the ack, which stores the retry instead (consumer.ack).
+            for message, delay in messages:
+                if isinstance(message, PgMessageProxy):
+                    message.retry_delay = delay or 0
+            raise
         for result, _, delay in prepared:
             self.emit_after("enqueue", result, delay)
         return [result for result, _, _ in prepared]

@@ -95,6 +95,8 @@ class PgMessageProxy(MessageProxy):
         self.row_id = row_id
         self.attempts = attempts
         self.owner = owner
+        # Set when the retry of this message could not be stored (the database was away): ms of back-off.
+        self.retry_delay: int | None = None
 
 
 class _PooledConnections(Protocol):
@@ -115,6 +117,8 @@ class BrokerSide(Protocol):
 
     @property
     def keeps_done_rows(self) -> bool: ...
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]: ...
 
 
 class PostgresConsumer(Consumer):
@@ -174,6 +178,14 @@ class PostgresConsumer(Consumer):
 
     def ack(self, message: MessageProxy) -> None:
         proxy = _ours(message)
+        if proxy.retry_delay is not None:
+            # Its retry was never stored: store it now (a connection error here makes dramatiq retry this ack
+            # until the database is back) rather than settle the row as done and lose the message.
+            self.logger.warning("Storing the retry of message %r that failed to enqueue.", proxy.message_id)
+            self.broker.enqueue(proxy._message, delay=proxy.retry_delay)
+            proxy.retry_delay = None
+            proxy.owner.forget(proxy)
+            return
         statement = sql.ACK if self.broker.keeps_done_rows else sql.ACK_DELETE
         with self.broker.pool.connection() as conn:
             conn.execute(statement, {"id": proxy.row_id, "attempts": proxy.attempts})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 import secrets
 from typing import Any
@@ -15,8 +16,9 @@ from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Sen
 
 from app.api.context import lookup_principal
 from app.api.idempotency import IdempotencyStore
-from app.api.problems import PROBLEM_JSON, TITLES, Problem
+from app.api.problems import PROBLEM_JSON, TITLES, Problem, database_unavailable
 
+log = logging.getLogger("mm.api")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -95,7 +97,15 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                 captured["body"] += message.get("body", b"")
                 if message.get("more_body"):
                     return
-                await store.finish(captured["status"], captured["headers"], captured["body"])
+                try:
+                    await store.finish(captured["status"], captured["headers"], captured["body"])
+                except Exception as exc:
+                    # The command ran and its answer is here; only keeping it for a replay failed (the database
+                    # went away in between). Answer it: a 503 would hide a committed command, and a retry with
+                    # this key runs it again on the same streams (ids derive from the key) instead of replaying.
+                    if not database_unavailable(exc):
+                        raise
+                    log.warning("Idempotency-Key answer not kept (%s: %s); sent without it", type(exc).__name__, exc)
                 await send_raw(send, captured["status"], captured["headers"], captured["body"])
 
         # The claim is short and renewed while the request runs: if this process dies, a retry sent to any

@@ -101,8 +101,8 @@ def _backtest_view(policy: PolicyVersion, saved: bool, data: BacktestRequest, re
         policy_id=policy.policy_id if saved else None, policy_version=policy.version if saved else None,
         since=data.since, until=data.until, replayed=result.rows, truncated=result.truncated,
         evaluated=report.evaluated, denied=report.denied, denied_by_rule=report.denied_by_rule,
-        denied_amounts=report.denied_amounts,
-        samples=[BacktestSampleView(task_id=x.task_id, action=x.action, rule_index=x.rule_index,  # type: ignore[arg-type]
+        denied_amounts=report.denied_amounts, denied_amounts_by_action=report.denied_amounts_by_action,
+        samples=[BacktestSampleView(task_id=x.task_id, order_id=x.order_id, action=x.action, rule_index=x.rule_index,  # type: ignore[arg-type]
                                     rule_type=x.rule_type, reason=x.reason, at=x.at) for x in report.samples])
 
 
@@ -228,7 +228,8 @@ class PoliciesController(Controller):
 
     @post("/{policy_id:uuid}/backtest", operation_id="backtestPolicy", status_code=200,
           summary="What this policy (or a draft of it) would have denied over recorded history",
-          description="Replays the task creations and resolutions recorded in [since, until) (at most 31 days and"
+          description="Replays the task creations and resolutions, and the orders placed, recorded in [since, until)"
+                      " (an order is judged as the action `order`, its task not again; at most 31 days and"
                       " `limit` actions) against the policy's current version, judged as if enforced, with spend and"
                       " rate counters simulated from that history. `rules` / `scope` in the body try a draft"
                       " instead. A label selector is judged on the labels each machine had when each action happened"

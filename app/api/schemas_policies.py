@@ -193,6 +193,7 @@ class BacktestRequest(msgspec.Struct, rename="camel", forbid_unknown_fields=True
 
 class BacktestSampleView(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     task_id: uuid.UUID
+    order_id: Annotated[uuid.UUID | None, msgspec.Meta(description="the order, for an `order` action")]
     action: ActionKind
     rule_index: int
     rule_type: str
@@ -205,10 +206,14 @@ class BacktestView(msgspec.Struct, rename="camel", frozen=True, kw_only=True):
     policy_version: int | None
     since: UtcTime
     until: UtcTime
-    replayed: Annotated[int, msgspec.Meta(description="recorded actions replayed (task creations, resolutions)")]
+    replayed: Annotated[int, msgspec.Meta(description="recorded actions replayed (task creations, resolutions,"
+                                                      " orders placed)")]
     truncated: Annotated[bool, msgspec.Meta(description="the window held more than `limit` actions")]
     evaluated: Annotated[dict[str, int], msgspec.Meta(description="replayed actions per action kind")]
     denied: Annotated[dict[str, int], msgspec.Meta(description="actions the policy would have denied, per kind")]
     denied_by_rule: dict[str, int]
     denied_amounts: Annotated[dict[str, int], msgspec.Meta(description="refused prices, minor units per currency")]
+    denied_amounts_by_action: Annotated[dict[str, dict[str, int]], msgspec.Meta(
+        description="refused prices per action kind (`order`: what the refused orders would have paid), minor"
+                    " units per currency")]
     samples: list[BacktestSampleView]

@@ -1,4 +1,4 @@
-"""Backtest a policy (saved or draft) over the recorded task history of a time window, from the event log.
+"""Backtest a policy (saved or draft) over the recorded tasks and orders of a time window, from the event log.
 
 A label selector is judged on the labels each machine had when each replayed action happened: the machines'
 own streams, folded by the Machine aggregate (time travel), not the machines read model as it is now.
@@ -35,25 +35,42 @@ async def run_backtest(pool: asyncpg.Pool, policy: PolicyVersion, since: datetim
     truncated, rows = len(rows) > limit, rows[:limit]
     machines = list({uuid.UUID(r["machine_id"]) for r in rows if r["machine_id"]})
     labels = await label_history(pool, machines, until)
-    history = []
+    history: list[Replayed] = []
+    orders: dict[uuid.UUID, int] = {}  # an order's task -> where the order's action sits in `history`
     for row in rows:
         d: dict[str, Any] = msgspec.json.decode(row["data"])
-        task_id, machine_id = row["stream_id"], uuid.UUID(row["machine_id"])
+        stream_id, machine_id = row["stream_id"], uuid.UUID(row["machine_id"])
         at = datetime.fromisoformat(d["timestamp"])
         base = Action(kind="create-task", at=at, account_id=uuid.UUID(row["account_id"]), machine_id=machine_id,
                       labels=labels.at(machine_id, at))
+        if row["type"] == "market:Order.Placed":
+            # Judged as enforcement judges an order: one `order` action with the seller and the fixed price.
+            task_id = uuid.UUID(d["task_id"])
+            orders[task_id] = len(history)
+            history.append(Replayed(task_id=task_id, order_id=stream_id, action=msgspec.structs.replace(
+                base, kind="order", capability=d["capability"], provider_key=d["provider_key"],
+                seller=Seller(machine_id=uuid.UUID(d["seller_machine_id"]),
+                              account_id=uuid.UUID(d["seller_account_id"])),
+                price=Money(d["price"]["amount"], d["price"]["currency"]), reputation=Reputation())))
+            continue
         if row["type"].endswith(".Submitted"):
-            history.append(Replayed(task_id=task_id, action=msgspec.structs.replace(base,
-                                                                                    capability=d["capability"])))
+            if stream_id not in orders:  # an order's task is not a task creation of its own
+                history.append(Replayed(task_id=stream_id, action=msgspec.structs.replace(
+                    base, capability=d["capability"])))
             continue
         step, record = d["steps"][0], (d["ranked"][0]["record"] if d["ranked"] else {})
-        history.append(Replayed(task_id=task_id, action=msgspec.structs.replace(
+        reputation = Reputation(runs=record.get("runs", 0), success_rate=record.get("success_rate"))
+        if stream_id in orders:  # the reputation the order's decision saw is the one its route was ranked on
+            i = orders[stream_id]
+            history[i] = msgspec.structs.replace(history[i], action=msgspec.structs.replace(
+                history[i].action, reputation=reputation))
+            continue
+        history.append(Replayed(task_id=stream_id, action=msgspec.structs.replace(
             base, kind="resolve", capability=step["capability"], provider_key=step["provider_key"],
             seller=Seller(machine_id=uuid.UUID(step["seller_machine_id"]),
                           account_id=uuid.UUID(step["seller_account_id"])),
-            price=Money(step["price"]["amount"], step["price"]["currency"]),
-            reputation=Reputation(runs=record.get("runs", 0), success_rate=record.get("success_rate")))))
-    return BacktestResult(backtest(policy, history), len(rows), truncated)
+            price=Money(step["price"]["amount"], step["price"]["currency"]), reputation=reputation)))
+    return BacktestResult(backtest(policy, history), len(history), truncated)
 
 
 class LabelHistory:

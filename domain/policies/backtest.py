@@ -1,4 +1,4 @@
-"""Backtest: replay recorded task actions, in log order, against one policy and count what it would have denied.
+"""Backtest: replay recorded task and order actions, in log order, against one policy; count what it would deny.
 
 The policy is judged as if enforced. Counters are simulated from the replayed history itself (the prices the
 policy would have let through in each calendar period, the task creations in each trailing window), so the
@@ -23,14 +23,17 @@ MAX_SAMPLES = 20
 
 
 class Replayed(msgspec.Struct, frozen=True, kw_only=True):
-    """One recorded action: the task it belongs to and what a policy would have judged."""
+    """One recorded action: the task (and order, for an `order` action) it belongs to and what a policy would
+    have judged."""
 
     task_id: uuid.UUID
     action: Action
+    order_id: uuid.UUID | None = None
 
 
 class Sample(msgspec.Struct, frozen=True, kw_only=True):
     task_id: uuid.UUID
+    order_id: uuid.UUID | None
     action: str
     rule_index: int
     rule_type: str
@@ -43,6 +46,8 @@ class Report(msgspec.Struct, kw_only=True):
     denied: dict[str, int] = msgspec.field(default_factory=dict)  # action -> how many would have been denied
     denied_by_rule: dict[str, int] = msgspec.field(default_factory=dict)  # rule type -> denials
     denied_amounts: dict[str, int] = msgspec.field(default_factory=dict)  # currency -> minor units refused
+    # action -> currency -> minor units refused (what orders alone would not have paid, say)
+    denied_amounts_by_action: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
     samples: list[Sample] = msgspec.field(default_factory=list)
 
 
@@ -66,9 +71,12 @@ def backtest(policy: PolicyVersion, history: list[Replayed]) -> Report:
         report.denied_by_rule[first.rule_type] = report.denied_by_rule.get(first.rule_type, 0) + 1
         if a.price is not None:
             report.denied_amounts[a.price.currency] = report.denied_amounts.get(a.price.currency, 0) + a.price.amount
+            by = report.denied_amounts_by_action.setdefault(a.kind, {})
+            by[a.price.currency] = by.get(a.price.currency, 0) + a.price.amount
         if len(report.samples) < MAX_SAMPLES:
-            report.samples.append(Sample(task_id=item.task_id, action=a.kind, rule_index=first.rule_index,
-                                         rule_type=first.rule_type, reason=first.reason, at=a.at.isoformat()))
+            report.samples.append(Sample(task_id=item.task_id, order_id=item.order_id, action=a.kind,
+                                         rule_index=first.rule_index, rule_type=first.rule_type, reason=first.reason,
+                                         at=a.at.isoformat()))
     return report
 
 
