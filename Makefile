@@ -28,7 +28,7 @@ run: venv
 	$(BIN)/mm up
 
 test: venv
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15
 
 lint: venv
 	$(BIN)/ruff check .
