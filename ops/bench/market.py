@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -21,19 +19,16 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from app.container import Container
 from app.sealing import new_secret_key
 from app.services.task_waiter import OutcomeWaiter
-from app.settings import Settings
 from domain.shared.context import CommandContext
 from domain.shared.money import Money
 from ops.bench import tasks_seed
-from ops.bench.commands import _process, _wait_healthy_or_404
-from ops.bench.db import postmaster, reset, settle, tree_cpu
-from ops.bench.http_api import _free_port, _project, _runner, fan_out
+from ops.bench.commands import _wait_healthy_or_404
+from ops.bench.db import reset, settle, tree_cpu
+from ops.bench.http_api import _project, _runner, fan_out
 from ops.bench.report import Report, Row
-from ops.bench.tasks import WORKER_THREADS, Timed, _listed, _stub_seller
-from projections.audit_chain import new_signing_key
+from ops.bench.tasks import WORKER_THREADS, Timed, _listed, mm_stack
 
 ORDERS_RATE = 100.0  # issue 9: at least 100 orders/s end to end, 32 buyers at once
 BUYERS = 32
@@ -145,47 +140,29 @@ async def _keyed_clients(port: int, buyers: list[Buyer]) -> AsyncIterator[None]:
 
 async def run(dsn: str, orders: int, warmup: int) -> MarketResult:
     await reset(dsn)
-    secret = new_secret_key()
-    env = {**os.environ, "MM_DATABASE_URL": dsn, "MM_BROKER_URL": dsn, "MM_LOG_LEVEL": "WARNING",
-           "MM_SECRET_KEY": secret, "MM_ALLOW_PRIVATE_ENDPOINTS": "true",
-           "MM_AUDIT_SIGNING_KEY": new_signing_key()[0]}
-    env.pop("MM_ADMIN_TOKEN", None)
-    port, mm = _free_port(), [sys.executable, "-m", "app.cli"]
     accounts = await _accounts(dsn, BUYERS)
-    with ExitStack() as stack:
-        stub = stack.enter_context(_stub_seller())
-        procs = {"api": stack.enter_context(_process([*mm, "api", "--port", str(port)], env)),
-                 "projector": stack.enter_context(_process([*mm, "projector"], env)),
-                 "worker": stack.enter_context(_process([*mm, "worker", "--threads", str(WORKER_THREADS)], env))}
-        pg = await postmaster(dsn)
-        if pg is not None:
-            procs["PostgreSQL (all databases)"] = pg
-        c = await Container.open(Settings(secret_key=secret), dsn, min_size=1, max_size=8)
-        waiter = OutcomeWaiter(c.pool, dsn)
-        try:
-            seller = await tasks_seed.seller(c, uuid.uuid4(), "bench-market-seller", f"{stub}/echo",
-                                             [(CAPABILITY, PRICE)])
-            admin = CommandContext(at=datetime.now(UTC), actor="system:bench", is_admin=True)
-            for account, _ in accounts:  # enough for every order of the run, each buyer its own wallet
-                await c.ledger.deposit(admin, account, Money(PRICE * (orders + warmup), "USD"))
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as setup:
-                await _wait_healthy_or_404(setup)
-                setup.headers["Authorization"] = f"Bearer {accounts[0][1]}"
-                await _listed(setup, CAPABILITY, 1)
-                listing = (await setup.get("/v1/catalogue", params={"capability": CAPABILITY})).json()["data"][0]
-                assert listing["seller"]["machineId"] == seller, listing
-                buyers = [await _buyer(setup, account, key) for account, key in accounts]
-            async with _keyed_clients(port, buyers):
-                async with c.pool.acquire() as conn:
-                    await settle(conn)
-                await _run_orders(buyers, listing["id"], waiter, warmup)
-                before = {name: tree_cpu(p) for name, p in procs.items()}
-                timed = await _run_orders(buyers, listing["id"], waiter, orders)
-                cpu_ms = {name: (tree_cpu(p) - before[name]) / orders * 1000 for name, p in procs.items()}
-                one = await _run_orders(buyers[:1], listing["id"], waiter, max(10, orders // 30))
-        finally:
-            await waiter.stop()
-            await c.close()
+    async with mm_stack(dsn, new_secret_key(), 8) as st:
+        c, waiter, procs = st.c, st.waiter, st.procs
+        seller = await tasks_seed.seller(c, uuid.uuid4(), "bench-market-seller", f"{st.stub}/echo",
+                                         [(CAPABILITY, PRICE)])
+        admin = CommandContext(at=datetime.now(UTC), actor="system:bench", is_admin=True)
+        for account, _ in accounts:  # enough for every order of the run, each buyer its own wallet
+            await c.ledger.deposit(admin, account, Money(PRICE * (orders + warmup), "USD"))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{st.port}", timeout=30) as setup:
+            await _wait_healthy_or_404(setup)
+            setup.headers["Authorization"] = f"Bearer {accounts[0][1]}"
+            await _listed(setup, CAPABILITY, 1)
+            listing = (await setup.get("/v1/catalogue", params={"capability": CAPABILITY})).json()["data"][0]
+            assert listing["seller"]["machineId"] == seller, listing
+            buyers = [await _buyer(setup, account, key) for account, key in accounts]
+        async with _keyed_clients(st.port, buyers):
+            async with c.pool.acquire() as conn:
+                await settle(conn)
+            await _run_orders(buyers, listing["id"], waiter, warmup)
+            before = {name: tree_cpu(p) for name, p in procs.items()}
+            timed = await _run_orders(buyers, listing["id"], waiter, orders)
+            cpu_ms = {name: (tree_cpu(p) - before[name]) / orders * 1000 for name, p in procs.items()}
+            one = await _run_orders(buyers[:1], listing["id"], waiter, max(10, orders // 30))
     return MarketResult(timed, one, dict(timed.statuses), cpu_ms)
 
 

@@ -15,11 +15,12 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 import httpx
+import psutil
 
 from app.container import Container
 from app.sealing import new_secret_key
@@ -94,6 +95,40 @@ def _stub_seller() -> Iterator[str]:
             proc.wait(10)
 
 
+@dataclass
+class Stack:
+    stub: str  # the stub seller's URL
+    port: int  # `mm api`'s
+    procs: dict[str, psutil.Process]  # whose CPU the phase reports
+    c: Container
+    waiter: OutcomeWaiter
+
+
+@asynccontextmanager
+async def mm_stack(dsn: str, secret: str, pool_size: int) -> AsyncIterator[Stack]:
+    """`mm api` + `mm projector` + `mm worker` as `mm up` runs them (PostgreSQL broker), the stub seller in its own
+    process, and a container with an outcome waiter on the same database: what the tasks and market phases drive."""
+    env = {**os.environ, "MM_DATABASE_URL": dsn, "MM_BROKER_URL": dsn, "MM_LOG_LEVEL": "WARNING",
+           "MM_SECRET_KEY": secret, "MM_ALLOW_PRIVATE_ENDPOINTS": "true", "MM_AUDIT_SIGNING_KEY": new_signing_key()[0]}
+    env.pop("MM_ADMIN_TOKEN", None)
+    port, mm = _free_port(), [sys.executable, "-m", "app.cli"]
+    with ExitStack() as stack:
+        stub = stack.enter_context(_stub_seller())
+        procs = {"api": stack.enter_context(_process([*mm, "api", "--port", str(port)], env)),
+                 "projector": stack.enter_context(_process([*mm, "projector"], env)),
+                 "worker": stack.enter_context(_process([*mm, "worker", "--threads", str(WORKER_THREADS)], env))}
+        pg = await postmaster(dsn)
+        if pg is not None:
+            procs["PostgreSQL (all databases)"] = pg
+        c = await Container.open(Settings(secret_key=secret), dsn, min_size=1, max_size=pool_size)
+        waiter = OutcomeWaiter(c.pool, dsn)
+        try:
+            yield Stack(stub, port, procs, c, waiter)
+        finally:
+            await waiter.stop()
+            await c.close()
+
+
 async def _direct(url: str, count: int, clients: int = CLIENTS) -> Timed:
     """The baseline: the same POST (JSON body, Idempotency-Key, bearer) straight to the stub, `clients` at once."""
     out = Timed()
@@ -164,46 +199,30 @@ async def _listed(client: httpx.AsyncClient, capability: str, at_least: int, wit
 
 async def run(dsn: str, tasks: int, warmup: int, listings: int, discovers: int) -> TasksResult:
     await reset(dsn)
-    key, secret = await tenant_key(dsn), new_secret_key()
-    env = {**os.environ, "MM_DATABASE_URL": dsn, "MM_BROKER_URL": dsn, "MM_LOG_LEVEL": "WARNING",
-           "MM_SECRET_KEY": secret, "MM_ALLOW_PRIVATE_ENDPOINTS": "true", "MM_AUDIT_SIGNING_KEY": new_signing_key()[0]}
-    env.pop("MM_ADMIN_TOKEN", None)
-    port, mm = _free_port(), [sys.executable, "-m", "app.cli"]
-    with ExitStack() as stack:
-        stub = stack.enter_context(_stub_seller())
-        procs = {"api": stack.enter_context(_process([*mm, "api", "--port", str(port)], env)),
-                 "projector": stack.enter_context(_process([*mm, "projector"], env)),
-                 "worker": stack.enter_context(_process([*mm, "worker", "--threads", str(WORKER_THREADS)], env))}
-        pg = await postmaster(dsn)
-        if pg is not None:
-            procs["PostgreSQL (all databases)"] = pg
-        c = await Container.open(Settings(secret_key=secret), dsn, min_size=1, max_size=tasks_seed.CONCURRENCY + 2)
-        waiter = OutcomeWaiter(c.pool, dsn)
-        try:
-            seeded = time.perf_counter()
-            sellers = await tasks_seed.catalogue(c, uuid.uuid4(), f"{stub}/echo", listings)
-            await tasks_seed.seller(c, uuid.uuid4(), "bench-echo-seller", f"{stub}/echo", [(ECHO, 10)])
-            async with _clients(port, key, CLIENTS) as clients:
-                await _wait_healthy_or_404(clients[0])
-                await _listed(clients[0], tasks_seed.capability(0), min(100, listings // tasks_seed.CAPABILITIES))
-                await _listed(clients[0], ECHO, 1)
-                seed_seconds = time.perf_counter() - seeded
-                buyer = await _active_machine(clients[0], dict(clients[0].headers), 0)
-                async with c.pool.acquire() as conn:
-                    await settle(conn)
-                await _direct(stub, warmup)
-                direct = await _direct(stub, tasks)
-                await _auto(clients, waiter, buyer, warmup)
-                before = {name: tree_cpu(p) for name, p in procs.items()}
-                auto = await _auto(clients, waiter, buyer, tasks)
-                cpu_ms = {name: (tree_cpu(p) - before[name]) / tasks * 1000 for name, p in procs.items()}
-                # The pipeline's own latency, without queueing behind 31 other tasks: one at a time.
-                direct_one = await _direct(stub, tasks // 10, clients=1)
-                auto_one = await _auto(clients[:1], waiter, buyer, tasks // 10)
-                discover = await _discover(clients[0], buyer, discovers)
-        finally:
-            await waiter.stop()
-            await c.close()
+    key = await tenant_key(dsn)
+    async with mm_stack(dsn, new_secret_key(), tasks_seed.CONCURRENCY + 2) as st:
+        stub, port, procs, c, waiter = st.stub, st.port, st.procs, st.c, st.waiter
+        seeded = time.perf_counter()
+        sellers = await tasks_seed.catalogue(c, uuid.uuid4(), f"{stub}/echo", listings)
+        await tasks_seed.seller(c, uuid.uuid4(), "bench-echo-seller", f"{stub}/echo", [(ECHO, 10)])
+        async with _clients(port, key, CLIENTS) as clients:
+            await _wait_healthy_or_404(clients[0])
+            await _listed(clients[0], tasks_seed.capability(0), min(100, listings // tasks_seed.CAPABILITIES))
+            await _listed(clients[0], ECHO, 1)
+            seed_seconds = time.perf_counter() - seeded
+            buyer = await _active_machine(clients[0], dict(clients[0].headers), 0)
+            async with c.pool.acquire() as conn:
+                await settle(conn)
+            await _direct(stub, warmup)
+            direct = await _direct(stub, tasks)
+            await _auto(clients, waiter, buyer, warmup)
+            before = {name: tree_cpu(p) for name, p in procs.items()}
+            auto = await _auto(clients, waiter, buyer, tasks)
+            cpu_ms = {name: (tree_cpu(p) - before[name]) / tasks * 1000 for name, p in procs.items()}
+            # The pipeline's own latency, without queueing behind 31 other tasks: one at a time.
+            direct_one = await _direct(stub, tasks // 10, clients=1)
+            auto_one = await _auto(clients[:1], waiter, buyer, tasks // 10)
+            discover = await _discover(clients[0], buyer, discovers)
     return TasksResult(direct, auto, discover, listings, sellers, seed_seconds, WORKER_THREADS, cpu_ms,
                        direct_one, auto_one)
 
