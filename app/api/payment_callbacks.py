@@ -7,8 +7,6 @@ from now, a signature that does not match, or one already recorded (a replay) is
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -24,22 +22,10 @@ from app.api.order_views import order_of
 from app.api.problems import ApiError, problems
 from app.api.schemas_orders import OrderView, RailCallback
 from domain.shared.context import CommandContext
+from domain.webhooks.signing import HEADER, matching_signature
 
 TOLERANCE_S = 300
 Rail = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$", description="the payment rail's name")]
-
-
-def signature_ok(secret: str, header: str, body: bytes, now: float) -> str | None:
-    """The matching v1 signature, or None (malformed, stale, or no match). Compared in constant time."""
-    parts = [p.split("=", 1) for p in header.split(",") if "=" in p]
-    stamps = [v.strip() for k, v in parts if k.strip() == "t"]
-    signatures = [v.strip() for k, v in parts if k.strip() == "v1"]
-    if len(stamps) != 1 or not stamps[0].isdigit() or not signatures:
-        return None
-    if abs(now - int(stamps[0])) > TOLERANCE_S:
-        return None
-    expected = hmac.new(secret.encode(), stamps[0].encode() + b"." + body, hashlib.sha256).hexdigest()
-    return next((s for s in signatures if hmac.compare_digest(s, expected)), None)
 
 
 def _bad(detail: str) -> ApiError:
@@ -67,7 +53,8 @@ class PaymentCallbacksController(Controller):
         secret = c.settings.payment_webhook_secret
         if not secret:
             raise _bad("payment callbacks are not configured on this platform (MM_PAYMENT_WEBHOOK_SECRET)")
-        signature = signature_ok(secret, request.headers.get("mm-signature", ""), await request.body(), time.time())
+        signature = matching_signature(request.headers.get(HEADER, ""), secret, await request.body(), time.time(),
+                                       TOLERANCE_S)
         if signature is None:
             raise _bad("MM-Signature is missing, stale (over 300 s) or does not match the body")
         order = await c.orders.load(data.order_id)
@@ -85,4 +72,4 @@ class PaymentCallbacksController(Controller):
         return Response(view, headers=write_headers(outcome.order.version, outcome.position))
 
 
-__all__ = ["PaymentCallbacksController", "signature_ok"]
+__all__ = ["PaymentCallbacksController"]
