@@ -123,18 +123,36 @@ async def _project(pool: asyncpg.Pool, store: EventStore, settings: Settings) ->
         await asyncio.sleep(0.05)
 
 
+async def _log_end(pool: asyncpg.Pool) -> LogPosition:
+    end = await pool.fetchrow("SELECT tx_id::text::bigint AS t, position AS p FROM events"
+                              " ORDER BY tx_id DESC, position DESC LIMIT 1")
+    return LogPosition(end["t"], end["p"])
+
+
 async def _read_models_at_end(pool: asyncpg.Pool) -> None:
     """Every projection but the audit one (projected above) starts at the log's end: the SSE window measures
     the projector following the live log. Otherwise the `mm projector` started for it spends its first ~95 CPU
     seconds (measured) catching up a dozen read models and the relay over the loaded rows, none of which the feed
     shows, and the audit projection's batches queue behind theirs for the whole window."""
-    end = await pool.fetchrow("SELECT tx_id::text::bigint AS t, position AS p FROM events"
-                              " ORDER BY tx_id DESC, position DESC LIMIT 1")
+    end = await _log_end(pool)
     async with pool.acquire() as conn:
         for name in projection_names():
             if name != "audit":
                 await checkpoints.ensure(conn, name)
-                await checkpoints.reset(conn, name, LogPosition(end["t"], end["p"]), 0)
+                await checkpoints.reset(conn, name, end, 0)
+
+
+async def _audit_following(pool: asyncpg.Pool, timeout_s: float = 120.0) -> None:
+    """Wait until the projector's audit projection has reached the log's end. The admin key registered above
+    came after the in-process projection: projected once the subscribers were connected, its record (stamped
+    then, a minute or more before) counted as the delivery lag of every record read with it."""
+    end = await _log_end(pool)
+    deadline = time.perf_counter() + timeout_s
+    while (at := await pool.fetchrow("SELECT tx_id::text::bigint AS t, position AS p FROM projection_checkpoints"
+                                     " WHERE name = 'audit'")) is None or LogPosition(at["t"], at["p"]) < end:
+        if time.perf_counter() > deadline:
+            raise TimeoutError("the projector's audit projection did not reach the log's end")
+        await asyncio.sleep(0.05)
 
 
 async def _baseline(dsn: str) -> Rate:
@@ -239,6 +257,7 @@ async def run(dsn: str, rows: int, subscribers: int, sse_rate: float, sse_second
                 notifier.start()
                 try:
                     with _mm("projector", {**env, "MM_AUDIT_SIGNING_KEY": signing}):
+                        await _audit_following(pool)
                         result.sse = await _sse(base, key, EventStore(pool, notifier), subscribers, sse_rate,
                                                 sse_seconds, proc)
                 finally:
