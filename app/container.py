@@ -66,8 +66,9 @@ class Container:
 
     @classmethod
     async def open(cls, settings: Settings, dsn: str, *, stateless_sessions: bool = False,
-                   **pool_sizes: int) -> Container:
-        pool = await create_pool(dsn, settings, stateless_sessions=stateless_sessions, **pool_sizes)
+                   min_size: int | None = None, max_size: int | None = None) -> Container:
+        pool = await create_pool(dsn, settings, stateless_sessions=stateless_sessions, min_size=min_size,
+                                 max_size=max_size)
         container = cls(settings, pool)
         container.credentials.dsn = dsn
         container.outcomes.dsn = dsn

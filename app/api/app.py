@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -94,6 +95,21 @@ def edge_middleware(litestar: Litestar, app: ASGIApp, max_header_bytes: int) -> 
     return middleware
 
 
+def settle_garbage_collector() -> None:
+    """Once the server process is built (routes, schemas, OpenAPI, pool): move everything alive to the
+    collector's permanent generation and collect the young generation less often.
+
+    A full collection walked the ~120,000 start-up objects each time (about 50-150 ms here, the whole process
+    stopped): the p99 of POST /v1/machines. Nothing frozen is garbage; requests' cycles are still collected.
+    Only the process that owns its container (`mm api`) does this: a test process builds many apps.
+    """
+    gc.collect()
+    gc.freeze()
+    # 700 allocations between young collections is a handful of requests; each collection then walks the
+    # objects of every request in flight. Ten times fewer collections of the same young objects.
+    gc.set_threshold(7000, 10, 10)
+
+
 def create_app(settings: Settings, container: Container | None = None,
                open_container: Callable[[], Any] | None = None) -> Litestar:
     """Pass a ready `container` (tests) or an async `open_container` factory run at start-up."""
@@ -104,6 +120,7 @@ def create_app(settings: Settings, container: Container | None = None,
         if container is None and open_container is not None:
             owned = await open_container()
             app.state.container = owned
+            settle_garbage_collector()
         try:
             yield
         finally:

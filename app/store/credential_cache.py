@@ -7,6 +7,8 @@ LISTENs on a connection of its own. The bound on a revoked key, documented in op
 as the NOTIFY arrives (milliseconds), and in any case by `ttl` seconds (<= 1) after the row was read, even if
 a notification is lost. While the listener is not connected nothing is served from the cache.
 Unknown keys are never cached, so a key works the moment the response that shows it is sent.
+When a row expires, the requests that need it meanwhile share one read of it (not one read each: at 32
+requests in flight that was a read per request for as long as the read took, every TTL).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class CredentialCache:
         self.dsn = dsn  # None: no listener, so every lookup reads the table
         self.ttl = ttl
         self._rows: dict[str, tuple[float, asyncpg.Record]] = {}
+        # The read in flight for each digest, shared by the lookups that miss meanwhile (dropped on invalidation:
+        # a lookup after a revocation must not take a row read before it).
+        self._reads: dict[str, asyncio.Future[asyncpg.Record | None]] = {}
         # Bumped on every invalidation: a read that started before one must not be stored after it.
         self._generation = 0
         self._listening = False
@@ -46,12 +51,25 @@ class CredentialCache:
         """The live (unrevoked) credential row for this digest, or None."""
         self._ensure_listener()
         now = time.monotonic()
-        if self._listening:
-            hit = self._rows.get(key_digest)
-            if hit is not None and now - hit[0] < self.ttl:
-                return hit[1]
+        if not self._listening:
+            row: asyncpg.Record | None = await self.pool.fetchrow(LOOKUP_SQL, key_digest)
+            return row
+        hit = self._rows.get(key_digest)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        shared = self._reads.get(key_digest)
+        if shared is not None:
+            return await asyncio.shield(shared)
         generation = self._generation
-        row: asyncpg.Record | None = await self.pool.fetchrow(LOOKUP_SQL, key_digest)
+        read = asyncio.ensure_future(self.pool.fetchrow(LOOKUP_SQL, key_digest))
+        read.add_done_callback(_retrieve)
+        self._reads[key_digest] = read
+        try:
+            # Shielded: a client that goes away does not cancel the read the others are waiting on.
+            row = await asyncio.shield(read)
+        finally:
+            if self._reads.get(key_digest) is read:
+                del self._reads[key_digest]
         if row is not None and self._listening and generation == self._generation:
             self._rows[key_digest] = (now, row)  # aged from before the read: its snapshot is at least this old
         return row
@@ -63,6 +81,7 @@ class CredentialCache:
     def invalidate(self, *_: Any) -> None:
         self._generation += 1
         self._rows.clear()
+        self._reads.clear()
 
     def _ensure_listener(self) -> None:
         if self._task is None and self.dsn is not None:
@@ -86,3 +105,9 @@ class CredentialCache:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+def _retrieve(read: asyncio.Future[Any]) -> None:
+    """Mark a shared read's failure as seen: its waiters may all have gone (no 'never retrieved' warning)."""
+    if not read.cancelled():
+        read.exception()

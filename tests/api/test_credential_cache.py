@@ -85,3 +85,37 @@ async def test_a_lost_notification_still_expires_within_the_ttl(
     await asyncio.sleep(max(0.0, read_by + other.credentials.ttl - time.monotonic()))
     assert_problem(await other_client.get("/v1/machines", headers=auth(doomed["key"])), 401, "UNAUTHORIZED")
 
+
+
+class _CountingPool:
+    """The real pool, counting the credential reads that go through it."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool, self.reads = pool, 0
+
+    async def fetchrow(self, *args: Any) -> Any:
+        self.reads += 1
+        await asyncio.sleep(0.05)  # a slow read, so the other lookups arrive while it is in flight
+        return await self.pool.fetchrow(*args)
+
+
+async def test_lookups_that_miss_together_share_one_read(
+    client: httpx.AsyncClient, tenant: dict[str, Any], other_process: tuple[Container, httpx.AsyncClient],
+) -> None:
+    other, other_client = other_process
+    key = (await _new_key(client, tenant))["key"]
+    await _cached_and_listening(other, other_client, key)
+    counting = _CountingPool(other.credentials.pool)
+    other.credentials.pool = counting  # type: ignore[assignment]
+    other.credentials.ttl = 0.0  # every lookup now misses the cache
+
+    rows = await asyncio.gather(*(other.credentials.lookup(digest(key)) for _ in range(20)))
+    assert counting.reads == 1
+    assert all(r is not None and r["key_hash"] == digest(key) for r in rows)
+
+    # A revocation's invalidation mid-read: a lookup after it reads afresh instead of joining the old read.
+    first = asyncio.ensure_future(other.credentials.lookup(digest(key)))
+    await asyncio.sleep(0.01)
+    other.credentials.invalidate()
+    await asyncio.gather(first, other.credentials.lookup(digest(key)))
+    assert counting.reads == 3
