@@ -19,7 +19,7 @@ _EFFECT: dict[str, tuple[str | None, str | None, str | None]] = {
     "ProofRecorded": (o.PAID, o.P_PROVED, None),
     "EscrowHeld": (o.ESCROW_HELD, o.P_CAPTURED, o.E_HELD),
     "PaymentFailed": (o.PAYMENT_FAILED, o.P_FAILED, None),
-    "ExecutionRequested": (o.EXECUTING, None, None),
+    "ExecutionRequested": (o.EXECUTING, None, None),  # streams recorded before Order.EscrowHeld v2
     "Confirmed": (o.CONFIRMED, None, None),
     "Disputed": (o.DISPUTED, None, None),
 }
@@ -63,7 +63,9 @@ class OrdersProjection:
 
 
 def _evolve(row: dict[str, Any], kind: str, d: dict[str, Any]) -> None:
-    if kind in _EFFECT:
+    if kind == "EscrowHeld" and d.get("execution_requested"):  # v2: held and executing in one event
+        row["status"], row["payment_status"], row["escrow_status"] = o.EXECUTING, o.P_CAPTURED, o.E_HELD
+    elif kind in _EFFECT:
         status, payment, escrow = _EFFECT[kind]
         row["status"] = status or row["status"]
         row["payment_status"] = payment or row["payment_status"]

@@ -131,7 +131,8 @@ class OrdersController(Controller):
           description="`proof.signature`: base64 of the buyer machine's Ed25519 signature of"
                       " `paymentIntent.signingPayload` (see createOrder). Verified against the machine's registered"
                       " key, then recorded (status `paid`); a worker then holds the price in escrow (available ->"
-                      " escrow; `escrow-held`, then `executing`) or fails the payment with INSUFFICIENT_FUNDS"
+                      " escrow, the task's execution requested with it: `executing`) or fails the payment with"
+                      " INSUFFICIENT_FUNDS"
                       " (`payment-failed`). The same proof again records nothing. 422 PAYMENT_PROOF_INVALID"
                       " (a bad signature records nothing); 409 PAYMENT_INTENT_EXPIRED; 409 ORDER_STATE_CONFLICT"
                       " once paid or cancelled; 403 for the seller's account.",
