@@ -170,10 +170,12 @@ class OrdersService:
 
         return await self.change(ctx, order_id, decide, visible=not expired)
 
-    async def abandon_task(self, ctx: CommandContext, order: Order) -> list[Aggregate]:
-        """An order that will never be paid: its task is cancelled and its spend reservations released."""
+    async def abandon_task(self, ctx: CommandContext, order: Order, task: Task | None = None) -> list[Aggregate]:
+        """An order that will never be paid: its task (`task`: as the caller has just read it) is cancelled and
+        its spend reservations released."""
         assert order.status in (CANCELLED, PAYMENT_FAILED)
-        task = await self.repo.get(Task, order.task_id, what="task")
+        if task is None:
+            task = await self.repo.get(Task, order.task_id, what="task")
         task.cancel("order " + order.status, ctx.at)
         released = await self.tasks.guard.release(ctx, task.id) if self.tasks.guard is not None else []
         return [task, *released]
