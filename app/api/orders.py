@@ -50,7 +50,7 @@ SIGNING_DOC = (
 async def _view(c: Container, order: Order, events: list[RecordedEvent] | None = None) -> OrderView:
     """The view with the timeline: the stream as the command loaded it plus what it appended (read back for
     the times the log recorded), or the whole stream when the command loaded none."""
-    if events is None:
+    if not events:
         events = await c.store.load(order.id)
     elif events[-1].version < order.version:
         events = [*events, *await c.store.load(order.id, after_version=events[-1].version)]

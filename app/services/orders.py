@@ -83,7 +83,10 @@ class OrdersService:
         result = await self.repo.save_all([order, task, *extras], ctx)
         if result is not None and result.duplicate:
             order = await self.load(order_id)
-        return OrderOutcome(order, result)
+        outcome = OrderOutcome(order, result)
+        if result is not None and not result.duplicate:  # the whole new stream, as the log recorded it
+            outcome.events = _of(order.id, result)
+        return outcome
 
     async def load(self, order_id: uuid.UUID) -> Order:
         return (await self.load_stream(order_id))[0]
@@ -210,6 +213,8 @@ class OrdersService:
             result = await self.repo.save_all([order, *extras], ctx)
             if result is not None and result.duplicate:
                 order, events = await self.load_stream(order_id)
+            elif result is not None and events is not None:  # what was loaded and what was just appended
+                events = [*events, *_of(order.id, result)]
             outcome = OrderOutcome(order, result)
             outcome.events = events
             return outcome
@@ -217,6 +222,10 @@ class OrdersService:
         # Settlements commit on shared streams (the buyer's wallet, the seller's credit shard): as many attempts
         # as the ledger's own commands, spaced by jitter.
         return await retry_conflicts(attempt, attempts=attempts, jitter_s=LEDGER_JITTER_S)
+
+
+def _of(stream_id: uuid.UUID, result: AppendResult) -> list[RecordedEvent]:
+    return [e for e in result.events if e.stream_id == stream_id]
 
 
 def _signature(value: str) -> bytes:
