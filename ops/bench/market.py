@@ -161,7 +161,9 @@ async def _keyed_clients(port: int, buyers: list[Buyer]) -> AsyncIterator[None]:
         for b in buyers:
             b.client = await stack.enter_async_context(httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{port}", timeout=30.0, headers={"Authorization": f"Bearer {b.key}"},
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1)))
+                # Idle connections expire here before `mm api` (uvicorn: 5 s) closes them: at the same 5 s a request
+                # sent as the server closes the connection failed the phase (ReadError) when a wait ran long.
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=2.0)))
         yield
 
 
