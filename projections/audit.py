@@ -83,10 +83,13 @@ class AuditProjection:
                 r["causationId"], r["seq"], head.hash, digest,
             ))
             state.advance(head, r, digest, e.tx_id, e.position)
-        await conn.executemany(
+        # One multi-row statement per batch (one executor run, not one per row as executemany would).
+        await conn.execute(
             f"INSERT INTO {t['audit_events']} (id, tx_id, position, type, occurred_at, actor, account_id,"
             " machine_id, subject, data, request_id, correlation_id, causation_id, seq, prev_hash, hash)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14, $15, $16)",
-            rows,
+            " SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::text[], $5::timestamptz[],"
+            " $6::text[], $7::uuid[], $8::uuid[], $9::text[], $10::jsonb[], $11::text[], $12::text[], $13::text[],"
+            " $14::bigint[], $15::bytea[], $16::bytea[])",
+            *(list(column) for column in zip(*rows, strict=True)),
         )
         await state.save(conn)

@@ -90,14 +90,18 @@ class ChainState:
 
     async def save(self, conn: asyncpg.Connection) -> None:
         if self._dirty:
-            await conn.executemany(
+            heads = [self.heads[k] for k in sorted(self._dirty)]
+            # One multi-row upsert per batch (executemany would run the executor once per account touched).
+            await conn.execute(
                 f"INSERT INTO {self.t['audit_chain_heads']} AS h (account_key, seq, hash, tx_id, position,"
-                " checkpointed_seq, pending_since) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                " checkpointed_seq, pending_since) SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[],"
+                " $4::bigint[], $5::bigint[], $6::bigint[], $7::timestamptz[])"
                 " ON CONFLICT (account_key) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash,"
                 " tx_id = EXCLUDED.tx_id, position = EXCLUDED.position,"
                 " checkpointed_seq = EXCLUDED.checkpointed_seq, pending_since = EXCLUDED.pending_since",
-                [(h.account_key, h.seq, h.hash, h.tx_id, h.position, h.checkpointed_seq, h.pending_since)
-                 for h in (self.heads[k] for k in sorted(self._dirty))],
+                [h.account_key for h in heads], [h.seq for h in heads], [h.hash for h in heads],
+                [h.tx_id for h in heads], [h.position for h in heads], [h.checkpointed_seq for h in heads],
+                [h.pending_since for h in heads],
             )
         if self.checkpoints:
             await conn.executemany(

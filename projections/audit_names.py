@@ -86,8 +86,9 @@ PUBLIC_NAMES: dict[str, str] = {
 REDACTED_KEYS = frozenset({"key_hash", "token_hash", "auth_token", "secret", "nonce",
                            "sealed_secret", "previous_sealed_secret"})
 
-# Envelope fields that are columns of their own, not part of the public data.
-ENVELOPE_KEYS = frozenset({"timestamp", "originator_topic"})
+# Envelope fields that are columns of their own, not part of the public data (and the stored class version, a
+# storage detail: the public data of an upcast event is its current shape).
+ENVELOPE_KEYS = frozenset({"timestamp", "originator_topic", "_classVersion"})
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 

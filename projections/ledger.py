@@ -22,6 +22,8 @@ MOVEMENTS = frozenset({"market:Wallet.Deposited", "market:Wallet.Withdrawn", "ma
                        "market:Wallet.EscrowReleased", "market:Wallet.EscrowRefunded"})
 
 Key = tuple[uuid.UUID, str, str]  # (account, currency, ledger)
+_ENTRY_COLUMNS = ("tx_id", "position", "line", "event_id", "type", "ledger", "account_id", "currency", "amount",
+                  "balance_after", "order_id", "counterparty", "recorded_at")
 
 
 def lines_of(event: RecordedEvent) -> list[dict[str, Any]]:
@@ -71,12 +73,13 @@ async def _write(conn: asyncpg.Connection, t: Tables, lines: list[dict[str, Any]
         b[1] += 1
         b[2] = x["recorded_at"]
         x["balance_after"] = b[0]
-    await conn.executemany(
+    # One multi-row statement per batch (executemany would run the executor once per posting).
+    await conn.execute(
         f"INSERT INTO {entries_table} (tx_id, position, line, event_id, type, ledger, account_id, currency, amount,"
         " balance_after, order_id, counterparty, recorded_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        [(x["tx_id"], x["position"], x["line"], x["event_id"], x["type"], x["ledger"], x["account_id"], x["currency"],
-          x["amount"], x["balance_after"], x["order_id"], x["counterparty"], x["recorded_at"]) for x in lines])
+        " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::smallint[], $4::uuid[], $5::text[], $6::text[],"
+        " $7::uuid[], $8::text[], $9::bigint[], $10::bigint[], $11::uuid[], $12::uuid[], $13::timestamptz[])",
+        *([x[c] for x in lines] for c in _ENTRY_COLUMNS))
     changed = [(k, b) for k, b in balances.items() if b[2] is not None]
     await conn.execute(
         f"INSERT INTO {balances_table} (account_id, currency, ledger, balance, version, updated_at)"

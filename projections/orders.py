@@ -19,13 +19,17 @@ _EFFECT: dict[str, tuple[str | None, str | None, str | None]] = {
     "ProofRecorded": (o.PAID, o.P_PROVED, None),
     "EscrowHeld": (o.ESCROW_HELD, o.P_CAPTURED, o.E_HELD),
     "PaymentFailed": (o.PAYMENT_FAILED, o.P_FAILED, None),
-    "ExecutionRequested": (o.EXECUTING, None, None),
+    "ExecutionRequested": (o.EXECUTING, None, None),  # streams recorded before Order.EscrowHeld v2
     "Confirmed": (o.CONFIRMED, None, None),
     "Disputed": (o.DISPUTED, None, None),
 }
 _COLUMNS = ("buyer_account_id", "buyer_machine_id", "seller_account_id", "seller_machine_id", "listing_id",
             "task_id", "capability", "amount", "fee", "currency", "status", "payment_status", "escrow_status",
             "version", "created_at", "updated_at")
+_TYPES = {"buyer_account_id": "uuid", "buyer_machine_id": "uuid", "seller_account_id": "uuid",
+          "seller_machine_id": "uuid", "listing_id": "uuid", "task_id": "uuid", "capability": "text",
+          "amount": "bigint", "fee": "bigint", "currency": "text", "status": "text", "payment_status": "text",
+          "escrow_status": "text", "version": "bigint", "created_at": "timestamptz", "updated_at": "timestamptz"}
 
 
 class OrdersProjection:
@@ -63,7 +67,9 @@ class OrdersProjection:
 
 
 def _evolve(row: dict[str, Any], kind: str, d: dict[str, Any]) -> None:
-    if kind in _EFFECT:
+    if kind == "EscrowHeld" and d.get("execution_requested"):  # v2: held and executing in one event
+        row["status"], row["payment_status"], row["escrow_status"] = o.EXECUTING, o.P_CAPTURED, o.E_HELD
+    elif kind in _EFFECT:
         status, payment, escrow = _EFFECT[kind]
         row["status"] = status or row["status"]
         row["payment_status"] = payment or row["payment_status"]
@@ -87,9 +93,11 @@ async def _write(conn: asyncpg.Connection, table: str, rows: dict[uuid.UUID, dic
     if not rows:
         return
     cols = ", ".join(_COLUMNS)
-    marks = ", ".join(f"${i}" for i in range(2, len(_COLUMNS) + 2))
+    arrays = ", ".join(f"${i}::{_TYPES[c]}[]" for i, c in enumerate(_COLUMNS, 2))
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS if c != "created_at")
-    await conn.executemany(
-        f"INSERT INTO {table} (id, {cols}) VALUES ($1, {marks}) ON CONFLICT (id) DO UPDATE SET {updates}",
-        [(oid, *(r[c] for c in _COLUMNS)) for oid, r in rows.items()],
+    # One multi-row upsert per batch (executemany would run the executor once per order).
+    await conn.execute(
+        f"INSERT INTO {table} (id, {cols}) SELECT * FROM unnest($1::uuid[], {arrays})"
+        f" ON CONFLICT (id) DO UPDATE SET {updates}",
+        list(rows), *([r[c] for r in rows.values()] for c in _COLUMNS),
     )

@@ -50,7 +50,7 @@ SIGNING_DOC = (
 async def _view(c: Container, order: Order, events: list[RecordedEvent] | None = None) -> OrderView:
     """The view with the timeline: the stream as the command loaded it plus what it appended (read back for
     the times the log recorded), or the whole stream when the command loaded none."""
-    if events is None:
+    if not events:
         events = await c.store.load(order.id)
     elif events[-1].version < order.version:
         events = [*events, *await c.store.load(order.id, after_version=events[-1].version)]
@@ -131,7 +131,8 @@ class OrdersController(Controller):
           description="`proof.signature`: base64 of the buyer machine's Ed25519 signature of"
                       " `paymentIntent.signingPayload` (see createOrder). Verified against the machine's registered"
                       " key, then recorded (status `paid`); a worker then holds the price in escrow (available ->"
-                      " escrow; `escrow-held`, then `executing`) or fails the payment with INSUFFICIENT_FUNDS"
+                      " escrow, the task's execution requested with it: `executing`) or fails the payment with"
+                      " INSUFFICIENT_FUNDS"
                       " (`payment-failed`). The same proof again records nothing. 422 PAYMENT_PROOF_INVALID"
                       " (a bad signature records nothing); 409 PAYMENT_INTENT_EXPIRED; 409 ORDER_STATE_CONFLICT"
                       " once paid or cancelled; 403 for the seller's account.",

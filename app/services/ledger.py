@@ -8,7 +8,6 @@ Deposits and withdrawals save themselves (same retries).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -72,6 +71,19 @@ class LedgerService:
         except NotFound:
             return Wallet.open(account_id, currency, ctx.at)
 
+    async def wallet_and_credits(self, ctx: CommandContext, account_id: uuid.UUID, currency: str,
+                                 seller_account_id: uuid.UUID, order_id: uuid.UUID) -> tuple[Wallet, SellerCredits]:
+        """The buyer's wallet and the seller's credit shard for this order, in one statement (a release moves both);
+        either one new (its Opened pending) when its stream does not exist yet."""
+        shard = credit_shard(order_id)
+        wallet, credits = await self.repo.get_many([(Wallet, wallet_id(account_id, currency)),
+                                                    (SellerCredits, credits_id(seller_account_id, currency, shard))])
+        if not isinstance(wallet, Wallet):
+            wallet = Wallet.open(account_id, currency, ctx.at)
+        if not isinstance(credits, SellerCredits):
+            credits = SellerCredits.open(seller_account_id, currency, shard, ctx.at)
+        return wallet, credits
+
     async def seller_credits(self, ctx: CommandContext, seller_account_id: uuid.UUID, currency: str,
                              order_id: uuid.UUID) -> SellerCredits:
         shard = credit_shard(order_id)
@@ -80,35 +92,31 @@ class LedgerService:
         except NotFound:
             return SellerCredits.open(seller_account_id, currency, shard, ctx.at)
 
-    async def spendable(self, ctx: CommandContext, account_id: uuid.UUID, amount: Money) -> Wallet:
-        """The wallet, having counted its seller credits first when what it knows does not cover `amount`."""
-        wallet = await self.wallet(ctx, account_id, amount.currency)
+    async def spendable(self, ctx: CommandContext, account_id: uuid.UUID, amount: Money,
+                        loaded: Wallet | None = None) -> Wallet:
+        """The wallet, having counted its seller credits first when what it knows does not cover `amount`.
+        `loaded`: the wallet as the caller has just read it (e.g. together with other streams)."""
+        wallet = loaded if loaded is not None else await self.wallet(ctx, account_id, amount.currency)
         if wallet.available < amount.amount:
-            loaded = await asyncio.gather(*(self._shard(account_id, amount.currency, shard)
-                                            for shard in range(CREDIT_SHARDS)))
-            wallet.collect([s for s in loaded if s is not None], ctx.at)
+            shards = await self.repo.get_many([(SellerCredits, credits_id(account_id, amount.currency, shard))
+                                               for shard in range(CREDIT_SHARDS)])  # one statement
+            wallet.collect([s for s in shards if isinstance(s, SellerCredits)], ctx.at)
         return wallet
-
-    async def _shard(self, account_id: uuid.UUID, currency: str, shard: int) -> SellerCredits | None:
-        try:
-            return await self.repo.get(SellerCredits, credits_id(account_id, currency, shard), what="credits")
-        except NotFound:
-            return None
 
     # --- escrow: decided here, saved by the caller with its Order ---------------------------------
 
     async def hold(self, ctx: CommandContext, buyer_account_id: uuid.UUID, order_id: uuid.UUID,
-                   amount: Money) -> list[Aggregate]:
-        """available -> escrow. Raises INSUFFICIENT_FUNDS / ESCROW_ALREADY_HELD; nothing is recorded then."""
-        wallet = await self.spendable(ctx, buyer_account_id, checked(amount))
+                   amount: Money, loaded: Wallet | None = None) -> list[Aggregate]:
+        """available -> escrow. Raises INSUFFICIENT_FUNDS / ESCROW_ALREADY_HELD; nothing is recorded then.
+        `loaded`: the buyer's wallet as the caller has just read it (see spendable)."""
+        wallet = await self.spendable(ctx, buyer_account_id, checked(amount), loaded)
         wallet.hold(order_id, amount, ctx.at)
         return [wallet]
 
     async def release(self, ctx: CommandContext, buyer_account_id: uuid.UUID, order_id: uuid.UUID, currency: str,
                       seller_account_id: uuid.UUID, fee: int) -> list[Aggregate]:
         """The whole hold -> seller available less `fee`, `fee` -> platform fees. ESCROW_NOT_HELD if not open."""
-        wallet = await self.wallet(ctx, buyer_account_id, currency)
-        credits = await self.seller_credits(ctx, seller_account_id, currency, order_id)
+        wallet, credits = await self.wallet_and_credits(ctx, buyer_account_id, currency, seller_account_id, order_id)
         wallet.release(order_id, credits, fee, ctx.at)
         return [wallet, credits]
 
@@ -122,8 +130,7 @@ class LedgerService:
     async def split(self, ctx: CommandContext, buyer_account_id: uuid.UUID, order_id: uuid.UUID, currency: str,
                     seller_account_id: uuid.UUID, seller_amount: int, fee: int) -> list[Aggregate]:
         """`seller_amount` of the hold released (less `fee`), the rest refunded, in one decision."""
-        wallet = await self.wallet(ctx, buyer_account_id, currency)
-        credits = await self.seller_credits(ctx, seller_account_id, currency, order_id)
+        wallet, credits = await self.wallet_and_credits(ctx, buyer_account_id, currency, seller_account_id, order_id)
         wallet.split(order_id, credits, seller_amount, fee, ctx.at)
         return [wallet, credits]
 

@@ -5,9 +5,12 @@ Nothing is saved here: the wallets (and seller credit streams) returned go into 
 
 from __future__ import annotations
 
+import uuid
+
 from eventsourcing.domain import Aggregate
 
 from app.services.ledger import LedgerService
+from domain.market.ledger import Wallet, wallet_id
 from domain.market.order import Order
 from domain.market.order_terms import Split
 from domain.shared.context import CommandContext
@@ -17,9 +20,14 @@ class Escrow:
     def __init__(self, ledger: LedgerService) -> None:
         self.ledger = ledger
 
-    async def hold(self, ctx: CommandContext, order: Order) -> list[Aggregate]:
-        """The buyer's available -> escrow for the order's price; INSUFFICIENT_FUNDS records nothing."""
-        return await self.ledger.hold(ctx, order.account_id, order.id, order.price)
+    async def hold(self, ctx: CommandContext, order: Order, wallet: Wallet | None = None) -> list[Aggregate]:
+        """The buyer's available -> escrow for the order's price; INSUFFICIENT_FUNDS records nothing.
+        `wallet`: the buyer's wallet as the caller has just read it (None: read it here)."""
+        return await self.ledger.hold(ctx, order.account_id, order.id, order.price, wallet)
+
+    def wallet_id(self, order: Order) -> uuid.UUID:
+        """The stream of the buyer's wallet that holds this order's escrow."""
+        return wallet_id(order.account_id, order.price.currency)
 
     async def settle(self, ctx: CommandContext, order: Order, split: Split | None) -> list[Aggregate]:
         """The escrow leaves as the split says: refunded in full, or released (fee out of the seller's part) with

@@ -17,6 +17,7 @@ from app.crypto import verify_ed25519
 from app.services.orders import OrderOutcome, OrdersService
 from domain.machines.aggregate import Machine
 from domain.market.errors import InsufficientFunds
+from domain.market.ledger import Wallet
 from domain.market.order import Order
 from domain.market.order_commands import Execution
 from domain.market.order_states import EXECUTING, PAID
@@ -46,13 +47,16 @@ class OrderSettlement:
             box.clear()
             if order.status != PAID:
                 return []
+            # The buyer's wallet and the order's task, both moved by the hold, in one statement.
+            wallet, task = await self.repo.get_many([(Wallet, self.escrow.wallet_id(order)), (Task, order.task_id)])
+            if not isinstance(task, Task):
+                raise NotFound(f"task {order.task_id} not found")
             try:
-                wallets = await self.escrow.hold(ctx, order)
+                wallets = await self.escrow.hold(ctx, order, wallet if isinstance(wallet, Wallet) else None)
             except InsufficientFunds as exc:
                 order.fail_payment(exc.code, exc.detail, ctx.at)
-                return await self.orders.abandon_task(ctx, order)
+                return await self.orders.abandon_task(ctx, order, task)
             order.hold(ctx.at)
-            task = await self.repo.get(Task, order.task_id, what="task")
             task.request_execution(ctx.at)
             assert task.route is not None
             step = task.route["steps"][0]

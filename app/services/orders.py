@@ -83,7 +83,10 @@ class OrdersService:
         result = await self.repo.save_all([order, task, *extras], ctx)
         if result is not None and result.duplicate:
             order = await self.load(order_id)
-        return OrderOutcome(order, result)
+        outcome = OrderOutcome(order, result)
+        if result is not None and not result.duplicate:  # the whole new stream, as the log recorded it
+            outcome.events = _of(order.id, result)
+        return outcome
 
     async def load(self, order_id: uuid.UUID) -> Order:
         return (await self.load_stream(order_id))[0]
@@ -170,10 +173,12 @@ class OrdersService:
 
         return await self.change(ctx, order_id, decide, visible=not expired)
 
-    async def abandon_task(self, ctx: CommandContext, order: Order) -> list[Aggregate]:
-        """An order that will never be paid: its task is cancelled and its spend reservations released."""
+    async def abandon_task(self, ctx: CommandContext, order: Order, task: Task | None = None) -> list[Aggregate]:
+        """An order that will never be paid: its task (`task`: as the caller has just read it) is cancelled and
+        its spend reservations released."""
         assert order.status in (CANCELLED, PAYMENT_FAILED)
-        task = await self.repo.get(Task, order.task_id, what="task")
+        if task is None:
+            task = await self.repo.get(Task, order.task_id, what="task")
         task.cancel("order " + order.status, ctx.at)
         released = await self.tasks.guard.release(ctx, task.id) if self.tasks.guard is not None else []
         return [task, *released]
@@ -208,6 +213,8 @@ class OrdersService:
             result = await self.repo.save_all([order, *extras], ctx)
             if result is not None and result.duplicate:
                 order, events = await self.load_stream(order_id)
+            elif result is not None and events is not None:  # what was loaded and what was just appended
+                events = [*events, *_of(order.id, result)]
             outcome = OrderOutcome(order, result)
             outcome.events = events
             return outcome
@@ -215,6 +222,10 @@ class OrdersService:
         # Settlements commit on shared streams (the buyer's wallet, the seller's credit shard): as many attempts
         # as the ledger's own commands, spaced by jitter.
         return await retry_conflicts(attempt, attempts=attempts, jitter_s=LEDGER_JITTER_S)
+
+
+def _of(stream_id: uuid.UUID, result: AppendResult) -> list[RecordedEvent]:
+    return [e for e in result.events if e.stream_id == stream_id]
 
 
 def _signature(value: str) -> bytes:

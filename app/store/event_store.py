@@ -22,23 +22,25 @@ COLUMNS = (
     " data::text AS data, metadata::text AS metadata, recorded_at"
 )
 
+# What an append reads back of each row it recorded (AppendResult.events).
+_RECORDED = "position, tx_id::text::bigint AS tx_id, event_id, recorded_at"
 _INSERT_ONE = (
     "INSERT INTO events (event_id, stream_id, stream_type, version, type, data, metadata)"
     " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb)"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING position, tx_id::text::bigint AS tx_id"
+    f" ON CONFLICT (event_id) DO NOTHING RETURNING {_RECORDED}"
 )
 _ROWS = (
     "INSERT INTO events (event_id, stream_id, stream_type, version, type, data, metadata)"
     " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],"
     " $6::jsonb[], $7::jsonb[])"
 )
-_INSERT_MANY = f"{_ROWS} ON CONFLICT (event_id) DO NOTHING RETURNING position, tx_id::text::bigint AS tx_id"
+_INSERT_MANY = f"{_ROWS} ON CONFLICT (event_id) DO NOTHING RETURNING {_RECORDED}"
 # One statement, no explicit transaction (BEGIN and COMMIT were two more round trips per command): it records
 # every row or none. A batch holding any recorded id records nothing; a racing writer of the same ids makes it
 # fail whole on the event_id key. Either way the caller then tells a retry (all recorded) from a clash.
 _INSERT_ALL_OR_NONE = (
     f"{_ROWS} WHERE NOT EXISTS (SELECT FROM events WHERE event_id = ANY($1::uuid[]))"
-    " RETURNING position, tx_id::text::bigint AS tx_id"
+    f" RETURNING {_RECORDED}"
 )
 # Only rows whose writing transaction is older than every transaction still running are safe to
 # hand out: a smaller position may still commit later, but a smaller tx_id below xmin cannot.
@@ -135,7 +137,7 @@ class EventStore:
         if self.notifier is not None:
             self.notifier.poke()
         last = max(rows, key=lambda r: (r["tx_id"], r["position"]))
-        return AppendResult(last=LogPosition(last["tx_id"], last["position"]))
+        return AppendResult(last=LogPosition(last["tx_id"], last["position"]), events=_recorded(events, rows))
 
     async def _all_or_none(self, conn: asyncpg.Connection, events: Sequence[NewEvent]) -> list[asyncpg.Record]:
         """Several events in one autocommit statement; [] when all of them were recorded before (a retry)."""
@@ -201,6 +203,17 @@ class EventStore:
         )
         assert row is not None  # the conflict that brought us here proves the row exists
         return LogPosition(row["tx_id"], row["position"])
+
+
+def _recorded(events: Sequence[NewEvent], rows: Sequence[asyncpg.Record]) -> tuple[RecordedEvent, ...]:
+    """The appended events as recorded: each new event with its row's position, tx_id and recorded_at."""
+    by_id = {as_uuid(r["event_id"]): r for r in rows}
+    return tuple(
+        RecordedEvent(position=r["position"], tx_id=r["tx_id"], event_id=e.event_id, stream_id=e.stream_id,
+                      stream_type=e.stream_type, version=e.version, type=e.type, data=e.data, metadata=e.metadata,
+                      recorded_at=r["recorded_at"])
+        for e in events if (r := by_id.get(e.event_id)) is not None
+    )
 
 
 def _columns(events: Sequence[NewEvent]) -> list[list[Any]]:

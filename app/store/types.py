@@ -60,3 +60,6 @@ class AppendResult(msgspec.Struct, frozen=True, kw_only=True):
     last: LogPosition
     # True when every event id was already recorded: a retried command that changed nothing.
     duplicate: bool = False
+    # The appended events as the log recorded them (position, recorded_at), in append order; () for a duplicate.
+    # A command that answers with its stream's history needs not read back what it has just written.
+    events: tuple[RecordedEvent, ...] = ()

@@ -87,11 +87,22 @@ class Order(Aggregate):
             aggregate.status, aggregate.payment = st.PAID, st.P_PROVED
 
     class EscrowHeld(Aggregate.Event):
+        """market.payment.escrow-held. Since v2 it also requests the task's execution (`execution_requested`):
+        the order's task executes only once its price is in escrow, and the two were always recorded together, so
+        a separate Order.ExecutionRequested carried nothing of its own (the task's ExecutionRequested remains)."""
+
         TOPIC = "market:Order.EscrowHeld"
+        class_version = 2
         amount: Money
+        execution_requested: bool
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["execution_requested"] = False  # v1 streams record an Order.ExecutionRequested after it
 
         def apply(self, aggregate: Any) -> None:
-            aggregate.status, aggregate.payment, aggregate.escrow = st.ESCROW_HELD, st.P_CAPTURED, st.E_HELD
+            status = st.EXECUTING if self.execution_requested else st.ESCROW_HELD
+            aggregate.status, aggregate.payment, aggregate.escrow = status, st.P_CAPTURED, st.E_HELD
             aggregate.held_at = self.timestamp
 
     class PaymentFailed(Aggregate.Event):
@@ -104,7 +115,7 @@ class Order(Aggregate):
             aggregate.failure = {"code": self.code, "detail": self.detail}
 
     class ExecutionRequested(Aggregate.Event):
-        """Recorded with EscrowHeld: the order's task executes only once its price is in escrow."""
+        """Only in streams recorded before EscrowHeld v2 (which carries the request): kept so they still load."""
 
         TOPIC = "market:Order.ExecutionRequested"
 
@@ -255,11 +266,10 @@ class Order(Aggregate):
 
     def hold(self, at: datetime) -> Money | None:
         """The amount to move into escrow now (None: already held or no longer paid). The caller posts it with
-        these events; execution is requested in the same append."""
+        this event, which also requests the task's execution (status `executing`)."""
         if self.status != st.PAID:
             return None
-        self.trigger_event(self.EscrowHeld, timestamp=at, amount=self.price)
-        self.trigger_event(self.ExecutionRequested, timestamp=at)
+        self.trigger_event(self.EscrowHeld, timestamp=at, amount=self.price, execution_requested=True)
         return self.price
 
     def fail_payment(self, code: str, detail: str, at: datetime) -> bool:

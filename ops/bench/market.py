@@ -11,11 +11,13 @@ import base64
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import httpx
+import psutil
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -52,6 +54,7 @@ class MarketResult:
     one: Timed
     statuses: dict[str, int] = field(default_factory=dict)
     cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU ms per order, by process (timed run)
+    events_per_order: float = 0.0  # events the timed run appended, per order
 
 
 async def _accounts(dsn: str, n: int) -> list[tuple[uuid.UUID, str]]:
@@ -127,6 +130,30 @@ async def _run_orders(buyers: list[Buyer], listing: str, waiter: OutcomeWaiter, 
     return out
 
 
+def _backends(procs: dict[str, psutil.Process], dsn: str) -> list[psutil.Process]:
+    """This database's PostgreSQL backends (the stack's pools are open by now): their CPU, unlike the whole
+    server's, is not other work on a shared server (the server's shared processes, WAL writer and checkpointer,
+    are left out)."""
+    pg = next((p for name, p in procs.items() if name.startswith("PostgreSQL")), None)
+    if pg is None:
+        return []
+    marker = f" {urlsplit(dsn).path.lstrip('/')} "
+    out = []
+    for child in pg.children():
+        with suppress(psutil.Error):
+            if marker in " ".join(child.cmdline()) + " ":
+                out.append(child)
+    return out
+
+
+def _cpu(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        with suppress(psutil.Error):
+            total += sum(p.cpu_times()[:2])
+    return total
+
+
 @asynccontextmanager
 async def _keyed_clients(port: int, buyers: list[Buyer]) -> AsyncIterator[None]:
     """One keep-alive, one-connection client per buyer, with its account's key (see http_api._clients)."""
@@ -134,7 +161,9 @@ async def _keyed_clients(port: int, buyers: list[Buyer]) -> AsyncIterator[None]:
         for b in buyers:
             b.client = await stack.enter_async_context(httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{port}", timeout=30.0, headers={"Authorization": f"Bearer {b.key}"},
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1)))
+                # Idle connections expire here before `mm api` (uvicorn: 5 s) closes them: at the same 5 s a request
+                # sent as the server closes the connection failed the phase (ReadError) when a wait ran long.
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=2.0)))
         yield
 
 
@@ -159,11 +188,16 @@ async def run(dsn: str, orders: int, warmup: int) -> MarketResult:
             async with c.pool.acquire() as conn:
                 await settle(conn)
             await _run_orders(buyers, listing["id"], waiter, warmup)
+            backends = _backends(procs, dsn)
             before = {name: tree_cpu(p) for name, p in procs.items()}
+            before_db, events_before = _cpu(backends), await c.pool.fetchval("SELECT count(*) FROM events")
             timed = await _run_orders(buyers, listing["id"], waiter, orders)
             cpu_ms = {name: (tree_cpu(p) - before[name]) / orders * 1000 for name, p in procs.items()}
+            if backends:
+                cpu_ms["PostgreSQL (this database's backends)"] = (_cpu(backends) - before_db) / orders * 1000
+            appended = await c.pool.fetchval("SELECT count(*) FROM events") - events_before
             one = await _run_orders(buyers[:1], listing["id"], waiter, max(10, orders // 30))
-    return MarketResult(timed, one, dict(timed.statuses), cpu_ms)
+    return MarketResult(timed, one, dict(timed.statuses), cpu_ms, appended / orders)
 
 
 def add_rows(report: Report, r: MarketResult, count: int) -> None:
@@ -181,5 +215,5 @@ def add_rows(report: Report, r: MarketResult, count: int) -> None:
         f"market: `mm api` + `mm projector` + `mm worker --threads {WORKER_THREADS}` (PostgreSQL broker) and the stub"
         f" seller in its own process; {BUYERS} buyer accounts, each its own machine key and wallet; each order polls"
         f" after paying, waits for its task's outcome row (as the tasks phase does), reads the order until `executed`"
-        f" ({POLL_S * 1000:.0f} ms apart), then confirms; statuses {r.statuses}; CPU per order: "
-        + ", ".join(f"{name} {ms:.1f} ms" for name, ms in r.cpu_ms.items()))
+        f" ({POLL_S * 1000:.0f} ms apart), then confirms; statuses {r.statuses}; {r.events_per_order:.2f} events"
+        f" per order; CPU per order: " + ", ".join(f"{name} {ms:.1f} ms" for name, ms in r.cpu_ms.items()))

@@ -68,6 +68,8 @@ async def test_create_by_listing_fixes_price_fee_and_returns_a_signable_intent(
     lines = intent["signingPayload"].split("\n")
     assert lines[:2] == ["mm-payment-v1", f"order:{o['id']}"] and f"nonce:{intent['nonce']}" in lines
     assert [t["type"] for t in o["timeline"]] == ["market.order.created", "market.payment.intent-created"]
+    # The command answers with its events as the log recorded them (not read back): the same as a GET shows.
+    assert (await client.get(f"{ORDERS}/{o['id']}", headers=m["h"])).json()["timeline"] == o["timeline"]
     task = await client.get(f"/v1/machines/{m['buyer']}/tasks/{o['taskId']}", headers=fresh(m["h"], r))
     assert task.status_code == 200 and task.json()["status"] == "resolved"
 

@@ -32,6 +32,23 @@ async def test_append_and_load_round_trip(store: EventStore) -> None:
     assert not first.duplicate and not second.duplicate
 
 
+async def test_an_append_answers_with_its_events_as_the_log_recorded_them(store: EventStore) -> None:
+    """What a command answers with (e.g. an order's timeline) without reading back what it has just written."""
+    stream, other = uuid.uuid4(), uuid.uuid4()
+    one = await store.append([ev(stream, 1)])
+    many = await store.append([ev(stream, 2), ev(other, 1), ev(stream, 3)])
+    loaded = {(e.stream_id, e.version): e for e in [*await store.load(stream), *await store.load(other)]}
+    for result in (one, many):
+        assert result.events and result.events[-1].log_position == result.last
+        for e in result.events:
+            stored = loaded[(e.stream_id, e.version)]
+            assert (e.position, e.tx_id, e.event_id, e.type, e.recorded_at, e.data) == (
+                stored.position, stored.tx_id, stored.event_id, stored.type, stored.recorded_at, stored.data)
+    assert [(e.stream_id, e.version) for e in many.events] == [(stream, 2), (other, 1), (stream, 3)]
+    again = await store.append([ev(stream, 1, one.events[0].event_id)])
+    assert again.duplicate and again.events == ()
+
+
 async def test_same_version_twice_is_a_concurrency_conflict(store: EventStore) -> None:
     stream = uuid.uuid4()
     await store.append([ev(stream, 1)])

@@ -100,7 +100,7 @@ def test_proof_then_hold_requests_execution_and_a_repeat_records_nothing() -> No
     assert order.record_proof(proof(), T0) is False
     assert (order.status, order.payment) == (o.PAID, o.P_PROVED)
     assert order.hold(T0) == Money(1000, "USD")
-    assert names(order) == ["ProofRecorded", "EscrowHeld", "ExecutionRequested"]
+    assert names(order) == ["ProofRecorded", "EscrowHeld"]
     assert (order.status, order.payment, order.escrow) == (o.EXECUTING, o.P_CAPTURED, o.E_HELD)
     assert order.hold(T0) is None and names(order) == []
 
@@ -238,3 +238,27 @@ def test_replaying_the_stored_events_rebuilds_the_same_order() -> None:
     assert (again.status, again.escrow, again.released, again.refunded) == (
         order.status, order.escrow, order.released, order.refunded)
     assert again.signing_payload == order.signing_payload and again.dispute == order.dispute
+
+
+def test_a_hold_recorded_before_escrow_held_v2_still_loads_through_its_execution_request() -> None:
+    """v1 streams: EscrowHeld (no execution_requested) then a separate ExecutionRequested; v2 is one event."""
+    order = placed()
+    order.record_proof(proof(), T0)
+    events = order.collect_events()
+    v1_held = {"amount": {"amount": 1000, "currency": "USD"}, "timestamp": T0.isoformat()}
+    recorded = [RecordedEvent(position=i, tx_id=1, event_id=uuid.uuid4(), stream_id=order.id,
+                              stream_type="market:Order", version=e.originator_version, type=event_type(e),
+                              data=to_data(e), metadata={}, recorded_at=T0) for i, e in enumerate(events)]
+    held = RecordedEvent(position=10, tx_id=1, event_id=uuid.uuid4(), stream_id=order.id, stream_type="market:Order",
+                         version=4, type="market:Order.EscrowHeld", data=v1_held, metadata={}, recorded_at=T0)
+    again = rebuild([*recorded, held])
+    assert isinstance(again, Order) and (again.status, again.escrow) == (o.ESCROW_HELD, o.E_HELD)
+    requested = RecordedEvent(position=11, tx_id=1, event_id=uuid.uuid4(), stream_id=order.id,
+                              stream_type="market:Order", version=5, type="market:Order.ExecutionRequested",
+                              data={"timestamp": T0.isoformat()}, metadata={}, recorded_at=T0)
+    again = rebuild([*recorded, held, requested])
+    assert isinstance(again, Order) and (again.status, again.escrow, again.version) == (o.EXECUTING, o.E_HELD, 5)
+
+    order.hold(T0)
+    (v2,) = order.collect_events()
+    assert to_data(v2)["_classVersion"] == 2 and to_data(v2)["execution_requested"] is True

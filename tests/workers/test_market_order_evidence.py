@@ -48,7 +48,7 @@ async def test_executed_carries_the_run_outcome_and_digest_and_a_dispute_attache
     view = order_of(settled, await c.store.load(order.id))
     assert [t.type for t in view.timeline] == [
         "market.order.created", "market.payment.intent-created", "market.payment.proof-recorded",
-        "market.payment.escrow-held", "market.order.execution-requested", "market.order.executed",
+        "market.payment.escrow-held", "market.order.executed",
         "market.order.disputed", "market.dispute.resolved", "market.payment.refunded"]
     assert [t.version for t in view.timeline] == list(range(1, len(view.timeline) + 1))
     assert view.dispute is not None and view.dispute.evidence_run_ids == [r["run_id"] for r in task.runs]

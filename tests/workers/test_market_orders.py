@@ -78,7 +78,7 @@ async def test_full_lifecycle_create_pay_hold_execute_confirm_release(
     assert after[f"available:{b.account}"] == 4000 and after[f"escrow:{b.account}"] == 0
     assert after[f"available:{s.account}"] == 975 and after["fees"] == 25 and after["external"] == -5000
     assert await order_events(c, order.id) == ["Placed", "PaymentIntentCreated", "ProofRecorded", "EscrowHeld",
-                                               "ExecutionRequested", "Executed", "Confirmed", "Released"]
+                                               "Executed", "Confirmed", "Released"]
     await verified(fresh_database)
 
 
