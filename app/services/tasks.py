@@ -220,28 +220,44 @@ class TasksService:
         outcome = await self._change(ctx, task_id, decide)
         return outcome.task, box.get("run")
 
-    async def advance_auto(self, ctx: CommandContext, task_id: uuid.UUID) -> tuple[Task, dict[str, Any] | None]:
+    async def advance_auto(self, ctx: CommandContext, task_id: uuid.UUID,
+                           machine_id: uuid.UUID | None = None) -> tuple[Task, dict[str, Any] | None]:
         """An auto task's steps from where its stream stands up to its next run, decided one after the other on
         one load and recorded in one append: discover, resolve, request execution, start the run (before any
         call). NO_ROUTE fails the task in that same append. Raises MACHINE_NOT_ACTIVE/ACTIVATED for the caller
-        to record. Returns the task and the run to call (None: a manual task, or nothing left to run)."""
+        to record. Returns the task and the run to call (None: a manual task, or nothing left to run).
+        `machine_id`: the buyer's, when the caller knows it: the first attempt reads it with the task."""
         box: dict[str, Any] = {}
+        loaded: Task | None = None
+        if machine_id is not None:
+            found, machine = await self.repo.get_many([(Task, task_id), (Machine, machine_id)])
+            if not isinstance(found, Task):
+                raise NotFound(f"task {task_id} not found")
+            loaded = found
+            if isinstance(machine, Machine) and machine.id == found.machine_id:
+                box["machine"] = machine
 
         async def decide(ctx: CommandContext, task: Task) -> list[Aggregate]:
-            # Each attempt reads the policies and the sellers' records afresh, once for all of its steps.
-            box["run"], extras = await self._remembering()._advance(ctx, task)
+            # Each attempt reads the policies and the sellers' records afresh, once for all of its steps (a retry
+            # reads the buyer machine again too).
+            box["run"], extras = await self._remembering()._advance(ctx, task, box.pop("machine", None))
             return extras
 
-        outcome = await self._change(ctx, task_id, decide)
+        outcome = await self._change(ctx, task_id, decide, loaded=loaded)
         return outcome.task, box.get("run")
 
-    async def _advance(self, ctx: CommandContext, task: Task) -> tuple[dict[str, Any] | None, list[Aggregate]]:
+    async def _advance(self, ctx: CommandContext, task: Task,
+                       buyer: Machine | None) -> tuple[dict[str, Any] | None, list[Aggregate]]:
         if not task.auto or task.status in FINISHED:
             return None, []
         extras: list[Aggregate] = []
         check = None
         if task.status != EXECUTING:  # a run under way goes on, as a client's execute would
-            labels = (await self.machines.require_operational(ctx, task.machine_id)).labels
+            if buyer is None or buyer.id != task.machine_id:
+                buyer = await self.machines.require_operational(ctx, task.machine_id)
+            else:  # read with the task: require_operational's check (the worker's context is an admin's)
+                buyer.ensure_operational()
+            labels = buyer.labels
             was_resolved = task.status == RESOLVED
             if task.status == QUEUED:
                 await self._discover(ctx, task, labels)

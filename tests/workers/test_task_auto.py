@@ -8,6 +8,7 @@ import uuid
 
 import dramatiq
 import msgspec
+import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from app.container import Container
@@ -165,8 +166,10 @@ async def test_an_auto_task_judges_sellers_on_the_reputation_seller_stats_holds(
     assert recorded == {good: msgspec.to_builtins(expected[good]), fresh: msgspec.to_builtins(SellerRecord())}
 
 
+@pytest.mark.parametrize("relayed_machine", [False, True], ids=["message-without-machine", "relay-sends-machine"])
 async def test_an_auto_task_of_a_suspended_buyer_fails_on_the_record(c: Container, fresh_database: str,
-                                                                    stub: StubSeller) -> None:
+                                                                    stub: StubSeller, relayed_machine: bool) -> None:
+    """Whether the buyer machine is read with the task (the relay names it) or after it (older messages)."""
     runtime.use_database(fresh_database, PRIVATE_OK)
     await seller(c, f"{stub.url}/echo", 100)
     await read_models(c)
@@ -175,7 +178,7 @@ async def test_an_auto_task_of_a_suspended_buyer_fails_on_the_record(c: Containe
     await c.machines.suspend(ctx(account), machine, ChangeStatus(reason="audit"))
     event_id = str(uuid.uuid4())
     for _ in range(2):
-        await advance_job(str(task_id), event_id)
+        await advance_job(str(task_id), event_id, None, str(machine) if relayed_machine else None)
     [failed] = await events(c, task_id, "Failed")
     assert failed["code"] == "MACHINE_NOT_ACTIVE" and stub.stats.total == 0
 
