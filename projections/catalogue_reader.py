@@ -15,8 +15,8 @@ from projections.catalogue import listing_id
 
 Conn: TypeAlias = asyncpg.Pool | asyncpg.Connection
 
-__all__ = ["Listing", "Reputation", "SellerStats", "find_listings", "get_listing", "list_catalogue", "listing_id",
-           "seller_stats"]
+__all__ = ["Listing", "Reputation", "SellerStats", "find_listings", "find_listings_and_sample", "get_listing",
+           "list_catalogue", "listing_id", "seller_stats"]
 
 
 class Reputation(msgspec.Struct, frozen=True):
@@ -65,7 +65,8 @@ SELECT l.id, l.node_id, l.machine_id, l.account_id, m.name AS seller_name, l.cap
        l.price_amount, l.price_currency, l.input_schema::text AS input_schema,
        e.status AS endpoint_status, e.source AS endpoint_source, e.lease_expires_at, e.last_seen_at,
        COALESCE(s.runs, 0) AS runs, COALESCE(s.successes, 0) AS successes, s.p50_latency_ms,
-       s.cooling_down_until, COALESCE(s.cooling_down_until > {now}, false) AS cooling_down
+       s.cooling_down_until, COALESCE(s.cooling_down_until > {now}, false) AS cooling_down,
+       s.machine_id IS NOT NULL AS has_stats
 FROM catalogue_listings l
 JOIN catalogue_machines m ON m.id = l.machine_id
 JOIN catalogue_endpoints e ON e.machine_id = l.machine_id AND e.provider_key = l.provider_key
@@ -132,13 +133,40 @@ async def find_listings(
     (with `cooling_down` set) so the caller can explain skipping them. `at` is "now" for `cooling_down`.
     """
     q = _Query(at)
+    _discovery(q, capability, provider_keys, max_price, sellers_allow, sellers_deny, exclude_machine_id)
+    return await q.fetch(conn, _CHEAPEST, limit)
+
+
+_CHEAPEST = "l.price_amount, l.id"
+
+
+def _discovery(q: _Query, capability: str, provider_keys: Sequence[str] | None, max_price: Money | None,
+               sellers_allow: Sequence[uuid.UUID] | None, sellers_deny: Sequence[uuid.UUID] | None,
+               exclude_machine_id: uuid.UUID | None) -> None:
     q.where("l.capability = {0}", capability)
     _filters(q, provider_keys, max_price, sellers_allow)
     if sellers_deny:
         q.where("NOT (l.machine_id = ANY({0}::uuid[]))", list(sellers_deny))
     if exclude_machine_id is not None:
         q.where("l.machine_id <> {0}", exclude_machine_id)
-    return await q.fetch(conn, "l.price_amount, l.id", limit)
+
+
+async def find_listings_and_sample(
+    conn: Conn, *, capability: str, provider_keys: Sequence[str] | None = None, max_price: Money | None = None,
+    sellers_allow: Sequence[uuid.UUID] | None = None, sellers_deny: Sequence[uuid.UUID] | None = None,
+    exclude_machine_id: uuid.UUID | None = None, limit: int = 100, sample: int = 20, at: datetime | None = None,
+) -> list[tuple[Listing, bool]]:
+    """find_listings(...) followed by the `sample` cheapest listings of `capability` whatever the constraints, in
+    one statement (one round trip; each branch keeps its own index-served plan). A listing in both comes twice.
+    Each with whether its seller has a seller_stats row (seller_stats() would name it)."""
+    q = _Query(at)
+    _discovery(q, capability, provider_keys, max_price, sellers_allow, sellers_deny, exclude_machine_id)
+    matching = f"{q.sql} ORDER BY {_CHEAPEST} LIMIT {q.arg(limit)}"
+    q.sql = _SELECT.format(now=q.arg(at) + "::timestamptz" if at is not None else "now()")
+    q.where("l.capability = {0}", capability)
+    rows = await conn.fetch(f"({matching}) UNION ALL ({q.sql} ORDER BY {_CHEAPEST} LIMIT {q.arg(sample)})",
+                            *q.args)
+    return [(_listing(r), r["has_stats"]) for r in rows]
 
 
 async def list_catalogue(

@@ -47,7 +47,8 @@ def _task_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any], d
     which executes what it requested itself; any other execution request gets one message."""
     kwargs = {"task_id": str(event.stream_id)}
     if event.type == "tasks:Task.Submitted" and event.data.get("auto"):
-        return [("tasks", AUTO_ACTOR, kwargs, None)]
+        # The buyer machine too: the actor reads it with the task, in one statement.
+        return [("tasks", AUTO_ACTOR, {**kwargs, "machine_id": str(event.data["machine_id"])}, None)]
     if event.type == "tasks:Task.ExecutionRequested" and event.metadata.get("actor") not in _SELF_EXECUTING:
         return [("tasks", "execute_task", kwargs, None)]
     return []

@@ -29,11 +29,14 @@ log = logging.getLogger("mm.workers.tasks")
 ACTOR = AUTO_ACTOR
 
 
-async def advance_job(task_id: str, event_id: str, correlation_id: str | None = None) -> None:
+async def advance_job(task_id: str, event_id: str, correlation_id: str | None = None,
+                      machine_id: str | None = None) -> None:
+    """`machine_id`: the buyer's, as the relay sends it (messages sent before it did have none)."""
     tasks, cause = await service(), await cause_of(event_id, correlation_id)
     task_uuid = uuid.UUID(task_id)
     try:
-        task, run = await tasks.advance_auto(context(ACTOR, cause, None), task_uuid)
+        task, run = await tasks.advance_auto(context(ACTOR, cause, None), task_uuid,
+                                             uuid.UUID(machine_id) if machine_id else None)
     except NotFound:
         log.warning("%s: task %s is gone; nothing to do", ACTOR, task_id)
         return

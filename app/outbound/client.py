@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import http.cookiejar
 import logging
 import re
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any
 
+import httpcore
 import httpx
 import msgspec
 
@@ -21,22 +20,6 @@ from app.outbound.guard import Resolver, check_url, system_resolver
 from app.outbound.transport import GuardedTransport
 
 log = logging.getLogger(__name__)
-_ours: contextvars.ContextVar[bool] = contextvars.ContextVar("mm_outbound_call", default=False)
-
-
-class _OriginOnly(logging.Filter):
-    """httpx logs each request's full URL at INFO, and a seller's or receiver's URL may carry a secret in its
-    path or query: for this client's calls (marked by a context variable) only scheme, host and port remain.
-    Other httpx users in the process keep their lines as they were."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if _ours.get() and isinstance(record.args, tuple):
-            record.args = tuple(_origin(a) if isinstance(a, httpx.URL) else a for a in record.args)
-        return True
-
-
-logging.getLogger("httpx").addFilter(_OriginOnly())
-
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 USER_AGENT = "machine-markets/0.1"
 # Visible ASCII only: a CR or LF in a header value would let a seller's token smuggle headers.
@@ -67,14 +50,11 @@ class OutboundClient:
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_connections: int = 100,
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self.allow_private, self.max_body_bytes = allow_private, max_body_bytes
-        transport = GuardedTransport(allow_private=allow_private, resolver=resolver,
-                                     max_connections=max_connections, ssl_context=ssl_context)
-        # No redirects (a 3xx is an answer), no proxies from the environment (a proxy would connect for us,
-        # unguarded), and a cookie jar that keeps nothing: calls for different buyers share this client.
-        self._http = httpx.AsyncClient(
-            transport=transport, follow_redirects=False, trust_env=False,
-            cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json", "Accept-Encoding": "identity"})
+        # Requests go to the guarded pool directly: no redirects (a 3xx is an answer), no proxies from the
+        # environment (a proxy would connect for us, unguarded), no cookies (calls for different buyers share
+        # this client), no authentication flows; only the headers built below.
+        self._transport = GuardedTransport(allow_private=allow_private, resolver=resolver,
+                                           max_connections=max_connections, ssl_context=ssl_context)
 
     async def request(self, url: str, *, idempotency_key: str, json: object = None, content: bytes | None = None,
                       content_type: str = "application/json", bearer_token: str | None = None,
@@ -96,25 +76,23 @@ class OutboundClient:
         # Host and port only: paths carry secrets too (chat-style webhook URLs embed their token in the path).
         where = _origin(target)
         started = time.perf_counter()
-        marked = _ours.set(True)
         try:
             # The per-phase timeouts stop a stalled phase; the deadline stops a peer that drips bytes forever.
             async with asyncio.timeout(timeout_s):
-                async with self._http.stream(method, target, content=body, headers=sent,
-                                             timeout=httpx.Timeout(timeout_s)) as response:
-                    data = await _read_capped(response, cap)
+                async with self._transport.stream(method, target, _raw_headers(target, sent, body), body,
+                                                  timeout_s) as (response, chunks):
+                    received = _received_headers(response.headers)
+                    data = await _read_capped(received, chunks, cap, response.status)
                     peer = _peer(response)
         except TimeoutError:
             raise OutboundTimeout(f"no complete answer from {target.host} within {timeout_s:g}s") from None
-        finally:
-            _ours.reset(marked)
         elapsed_ms = (time.perf_counter() - started) * 1000
-        log.debug("outbound %s %s -> %d in %.1f ms", method, where, response.status_code, elapsed_ms)
-        return OutboundResponse(status=response.status_code, body=data, elapsed_ms=elapsed_ms, peer=peer,
-                                headers={k.lower(): v for k, v in response.headers.items()})
+        log.debug("outbound %s %s -> %d in %.1f ms", method, where, response.status, elapsed_ms)
+        return OutboundResponse(status=response.status, body=data, elapsed_ms=elapsed_ms, peer=peer,
+                                headers=received)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     async def __aenter__(self) -> OutboundClient:
         return self
@@ -165,19 +143,44 @@ def _body(json: object, content: bytes | None) -> bytes:
     return b"" if json is None else msgspec.json.encode(json)
 
 
-async def _read_capped(response: httpx.Response, cap: int) -> bytes:
-    declared = response.headers.get("content-length", "")
+_DEFAULT_HEADERS = [(b"User-Agent", USER_AGENT.encode()), (b"Accept", b"application/json"),
+                    (b"Accept-Encoding", b"identity")]
+
+
+def _raw_headers(target: httpx.URL, sent: dict[str, str], body: bytes) -> list[tuple[bytes, bytes]]:
+    """What goes on the wire: Host (with brackets for IPv6, the port when not the default), our defaults, the
+    body's length and `sent` (already checked to be visible ASCII)."""
+    return [(b"Host", target.netloc), *_DEFAULT_HEADERS, (b"Content-Length", str(len(body)).encode()),
+            *((name.encode(), value.encode()) for name, value in sent.items())]
+
+
+def _received_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Lower-cased names, repeated headers joined with ", "; values read as ASCII, else UTF-8, else Latin-1."""
+    joined: dict[bytes, bytes] = {}
+    for name, value in raw:
+        key = name.lower()
+        joined[key] = joined[key] + b", " + value if key in joined else value
+    for encoding in ("ascii", "utf-8"):
+        try:
+            return {k.decode("latin-1"): v.decode(encoding) for k, v in joined.items()}
+        except UnicodeDecodeError:
+            continue
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in joined.items()}
+
+
+async def _read_capped(headers: dict[str, str], chunks: AsyncIterator[bytes], cap: int, status: int) -> bytes:
+    declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > cap:
-        raise ResponseTooLarge(cap, response.status_code)  # refused before reading a byte of it
+        raise ResponseTooLarge(cap, status)  # refused before reading a byte of it
     body = bytearray()
-    async for chunk in response.aiter_raw():  # raw: no decompression, so the cap bounds memory
+    async for chunk in chunks:  # as sent: no decompression, so the cap bounds memory
         body += chunk
         if len(body) > cap:
-            raise ResponseTooLarge(cap, response.status_code)
+            raise ResponseTooLarge(cap, status)
     return bytes(body)
 
 
-def _peer(response: httpx.Response) -> str:
+def _peer(response: httpcore.Response) -> str:
     stream = response.extensions.get("network_stream")
     address = stream.get_extra_info("server_addr") if stream is not None else None
     if not address:

@@ -1,4 +1,4 @@
-"""An httpx transport whose every TCP connection goes through the SSRF guard, to the address it checked.
+"""The guarded connection pool: every TCP connection goes through the SSRF guard, to the address it checked.
 
 The check lives in the network backend, at the one point where httpcore opens a socket: the host checked is
 exactly the host being connected to (no second URL parser to disagree with), the socket opens to an address
@@ -65,7 +65,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
-class GuardedTransport(httpx.AsyncBaseTransport):
+class GuardedTransport:
     """HTTP/1.1 over a pool whose connections are opened only by GuardedBackend; no proxies, no retries."""
 
     def __init__(self, *, allow_private: bool, resolver: Resolver, max_connections: int = 100,
@@ -75,20 +75,27 @@ class GuardedTransport(httpx.AsyncBaseTransport):
             max_keepalive_connections=max_connections, keepalive_expiry=keepalive_expiry_s,
             network_backend=GuardedBackend(allow_private=allow_private, resolver=resolver))
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        assert isinstance(request.stream, httpx.AsyncByteStream)
-        where = f"{request.url.host}:{request.url.port or _default_port(request.url.scheme)}"
+    @contextlib.asynccontextmanager
+    async def stream(self, method: str, url: httpx.URL, headers: list[tuple[bytes, bytes]], body: bytes,
+                     timeout_s: float) -> AsyncIterator[tuple[httpcore.Response, AsyncIterator[bytes]]]:
+        """The request straight to the pool, without httpx.AsyncClient's layers (auth, redirects, cookies,
+        request and response models): the client that calls this has none of them to apply, and they were
+        40% of an outbound call's CPU. Yields the response and its raw body, both with our typed errors."""
+        where = f"{url.host}:{url.port or _default_port(url.scheme)}"
         core = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(scheme=request.url.raw_scheme, host=request.url.raw_host, port=request.url.port,
-                             target=request.url.raw_path),
-            headers=request.headers.raw, content=request.stream, extensions=request.extensions)
+            method=method.encode("ascii"),
+            url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
+            headers=headers, content=body,
+            extensions={"timeout": {"connect": timeout_s, "read": timeout_s, "write": timeout_s,
+                                    "pool": timeout_s}})
         with mapped_errors(where):
             response = await self._pool.handle_async_request(core)
-        assert isinstance(response.stream, AsyncIterable)
-        return httpx.Response(status_code=response.status, headers=response.headers,
-                              stream=_MappedStream(response.stream, where),
-                              extensions=response.extensions)
+        try:
+            assert isinstance(response.stream, AsyncIterable)
+            yield response, aiter(_MappedStream(response.stream, where))
+        finally:
+            with mapped_errors(where):
+                await response.aclose()
 
     async def aclose(self) -> None:
         await self._pool.aclose()

@@ -12,9 +12,15 @@ from jsonschema.exceptions import SchemaError
 _encode = msgspec.json.Encoder(order="sorted").encode
 
 
+def schema_key(schema: dict[str, Any]) -> bytes:
+    """The schema's canonical JSON (keys sorted): equal schemas, equal keys."""
+    return _encode(schema)
+
+
 @lru_cache(maxsize=4096)
-def _compiled(schema_json: bytes) -> Any:
-    """Checked against its metaschema and compiled once per distinct schema (keyed by its canonical JSON)."""
+def compiled_validator(schema_json: bytes) -> Any:
+    """A validator for the schema whose canonical JSON (schema_key) this is, checked against its metaschema
+    and compiled once per distinct schema; raises SchemaError when it is not a valid JSON Schema."""
     schema = msgspec.json.decode(schema_json)
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     cls.check_schema(schema)
@@ -23,7 +29,7 @@ def _compiled(schema_json: bytes) -> Any:
 
 def validator(schema: dict[str, Any]) -> Any:
     """A validator for `schema`; raises SchemaError when it is not a valid JSON Schema."""
-    return _compiled(_encode(schema))
+    return compiled_validator(schema_key(schema))
 
 
 def schema_error(schema: dict[str, Any]) -> str | None:

@@ -17,6 +17,11 @@ class RememberedReputation:
         self.source = source
         self.known: dict[uuid.UUID, SellerRecord | None] = {}
 
+    def remember(self, known: dict[uuid.UUID, SellerRecord | None]) -> None:
+        """Records read already (with the catalogue's listings): not read again for this decision."""
+        for machine_id, record in known.items():
+            self.known.setdefault(machine_id, record)
+
     async def records(self, seller_machine_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, SellerRecord]:
         missing = [i for i in dict.fromkeys(seller_machine_ids) if i not in self.known]
         if missing:

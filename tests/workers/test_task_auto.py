@@ -8,15 +8,17 @@ import uuid
 
 import dramatiq
 import msgspec
+import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from app.container import Container
 from app.outbound.stub_seller import StubSeller
+from app.services.task_sources import SellerReputation
 from app.settings import Settings
 from domain.machines.commands import ChangeStatus
 from domain.policies.rules import AccountScope, SpendLimit
 from domain.shared.money import Money
-from domain.tasks.commands import Constraints
+from domain.tasks.commands import Constraints, SellerRecord
 from projections.policies import PoliciesProjection
 from projections.runner import ProjectionRunner
 from tests.conftest import TEST_SECRET_KEY
@@ -135,8 +137,39 @@ async def test_a_seller_that_keeps_failing_is_cooled_down_and_skipped_by_resolve
     assert stub.stats.total == calls + 1  # only the good seller was called
 
 
+async def test_an_auto_task_judges_sellers_on_the_reputation_seller_stats_holds(
+    c: Container, fresh_database: str, stub: StubSeller
+) -> None:
+    """The actor reads the sellers' records with the catalogue's listings (one statement fewer than asking
+    seller_stats again): its route must hold what SellerReputation would have answered, a cooling-down seller
+    left out and a seller with no record scored as one."""
+    flaky = await seller(c, f"{stub.url}/status/503", 100)  # cheapest: first on every route
+    good = await seller(c, f"{stub.url}/echo", 200)
+    fresh = await seller(c, f"{stub.url}/echo", 300)  # never first on a route: no record
+    buyer_ids = await buyer(c)
+    async with worker_on(fresh_database, fresh_database, ACTORS, settings=PRIVATE_OK) as (broker, worker):
+        worker.start()
+        for _ in range(3):  # three consecutive failures (the policy's threshold), each saved by the fallback
+            await read_models(c)
+            finished = await relay_until_finished(c, broker, await submit_auto(c, buyer_ids))
+            assert finished.status == "succeeded"
+        await read_models(c)
+        expected = await SellerReputation(c.pool).records([flaky, good, fresh])
+        assert expected[flaky].cooling_down and fresh not in expected
+        task = await relay_until_finished(c, broker, await submit_auto(c, buyer_ids))
+    assert task.status == "succeeded" and task.route is not None
+    assert [s.seller_machine_id for s in task.route["steps"]] == [good, fresh]
+    [skipped] = task.route["excluded"]
+    assert skipped.seller_machine_id == flaky and "cooling down" in skipped.reason
+    [resolved_event] = await events(c, task.id, "Resolved")
+    recorded = {uuid.UUID(s["candidate"]["seller_machine_id"]): s["record"] for s in resolved_event["ranked"]}
+    assert recorded == {good: msgspec.to_builtins(expected[good]), fresh: msgspec.to_builtins(SellerRecord())}
+
+
+@pytest.mark.parametrize("relayed_machine", [False, True], ids=["message-without-machine", "relay-sends-machine"])
 async def test_an_auto_task_of_a_suspended_buyer_fails_on_the_record(c: Container, fresh_database: str,
-                                                                    stub: StubSeller) -> None:
+                                                                    stub: StubSeller, relayed_machine: bool) -> None:
+    """Whether the buyer machine is read with the task (the relay names it) or after it (older messages)."""
     runtime.use_database(fresh_database, PRIVATE_OK)
     await seller(c, f"{stub.url}/echo", 100)
     await read_models(c)
@@ -145,7 +178,7 @@ async def test_an_auto_task_of_a_suspended_buyer_fails_on_the_record(c: Containe
     await c.machines.suspend(ctx(account), machine, ChangeStatus(reason="audit"))
     event_id = str(uuid.uuid4())
     for _ in range(2):
-        await advance_job(str(task_id), event_id)
+        await advance_job(str(task_id), event_id, None, str(machine) if relayed_machine else None)
     [failed] = await events(c, task_id, "Failed")
     assert failed["code"] == "MACHINE_NOT_ACTIVE" and stub.stats.total == 0
 
