@@ -124,6 +124,11 @@ async def _mm(dsn: str, admin_key: str, *args: str) -> asyncio.subprocess.Proces
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
 
 
+# Projections whose checkpoint is short of the log's last event.
+_BEHIND_HEAD = ("SELECT count(*) FROM projection_checkpoints c, (SELECT tx_id, position FROM events"
+                " ORDER BY tx_id DESC, position DESC LIMIT 1) h WHERE (c.tx_id, c.position) < (h.tx_id, h.position)")
+
+
 async def _run_projector_and_worker(dsn: str, admin_key: str, events: int) -> tuple[bytes, bytes]:
     """`mm projector` and `mm worker` at DEBUG until the relay has handed every event of the flow to the broker and
     the task it requested has an outcome (the worker called the seller with the revealed token), then SIGTERM;
@@ -134,8 +139,11 @@ async def _run_projector_and_worker(dsn: str, admin_key: str, events: int) -> tu
         conn = await asyncpg.connect(dsn)
         try:
             deadline = time.monotonic() + 60
+            # The worker's own events (the run, the outcome) must also reach every read model before the stop,
+            # or a table they feed (seller_stats) is scanned empty when the box is slow.
             while (await conn.fetchval("SELECT events_applied FROM projection_checkpoints WHERE name = 'relay'")
-                   or 0) < events or not await conn.fetchval("SELECT count(*) FROM task_outcomes_view"):
+                   or 0) < events or not await conn.fetchval("SELECT count(*) FROM task_outcomes_view") \
+                    or await conn.fetchval(_BEHIND_HEAD):
                 assert all(p.returncode is None for p in procs), "the projector or the worker exited early"
                 assert time.monotonic() < deadline, "no relay of every event and task outcome within 60 s"
                 await asyncio.sleep(0.1)
