@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
@@ -54,6 +56,42 @@ async def advance_from(
         name, str(expected.tx_id), expected.position, str(to.tx_id), to.position, applied, last_event_at,
     )
     return bool(moved)
+
+
+@dataclass(frozen=True, slots=True)
+class Advance:
+    """One `advance_from`: move `name` from `expected` to `to`, counting `applied` events."""
+
+    name: str
+    expected: LogPosition
+    to: LogPosition
+    applied: int
+    last_event_at: datetime | None
+
+
+_ADVANCE_MANY = """
+UPDATE projection_checkpoints AS c SET tx_id = u.to_tx::xid8, position = u.to_pos,
+    events_applied = c.events_applied + u.applied, updated_at = now(),
+    last_event_at = COALESCE(u.last_event_at, c.last_event_at)
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[], $7::timestamptz[])
+    AS u(name, from_tx, from_pos, to_tx, to_pos, applied, last_event_at)
+WHERE c.name = u.name AND c.tx_id = u.from_tx::xid8 AND c.position = u.from_pos
+RETURNING c.name
+"""
+
+
+async def advance_many(conn: asyncpg.Connection, advances: Sequence[Advance]) -> set[str]:
+    """`advance_from` for several checkpoints in one statement (autocommit); returns the names whose
+    compare-and-set won. Sorted by name, so two such statements meeting on the same rows (two projector
+    processes during a failover) lock them in the same order; a deadlock all the same is an error to retry."""
+    todo = sorted(advances, key=lambda a: a.name)
+    rows = await conn.fetch(
+        _ADVANCE_MANY,
+        [a.name for a in todo], [str(a.expected.tx_id) for a in todo], [a.expected.position for a in todo],
+        [str(a.to.tx_id) for a in todo], [a.to.position for a in todo], [a.applied for a in todo],
+        [a.last_event_at for a in todo],
+    )
+    return {r["name"] for r in rows}
 
 
 async def reset(conn: asyncpg.Connection, name: str, to: LogPosition, applied: int) -> None:

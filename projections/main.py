@@ -29,15 +29,16 @@ def all_projections(settings: Settings, dsn: str) -> list[Projection]:
 async def run_projector(settings: Settings, dsn: str, stop: asyncio.Event) -> None:
     projections = all_projections(settings, dsn)
     # Each projection holds one connection (its leader lock, on which it also applies its batches), plus
-    # the listener, the shared feed's log reads and one spare: a smaller pool would leave a projection waiting
-    # for a connection forever. Two more for a one-off audit upgrade (its lock session and the rebuild's own).
+    # the listener, the shared feed's log reads, the checkpoint flusher's and one spare: a smaller pool would
+    # leave a projection waiting for a connection forever. Two more for a one-off audit upgrade (its lock
+    # session and the rebuild's own).
     # Asynchronous commit: a batch's commit does not wait for the WAL flush. What this pool writes (read-model
     # rows, webhook deliveries with derived ids, checkpoints) is derived from the log; PostgreSQL flushes WAL in
     # order, so a server crash can lose only the newest batches, each whole with its checkpoint, and the runner
     # applies them again, to the same rows and ids. The log itself (the API's appends) and the broker's
     # messages (its own connections) stay synchronous. Measured (ops/bench commands, A/B stacks alternating under
     # the same load): 14 flushed commits per live batch were queueing with the API's own commits.
-    pool = await create_pool(dsn, settings, min_size=2, max_size=len(projections) + 5, asynchronous_commit=True)
+    pool = await create_pool(dsn, settings, min_size=2, max_size=len(projections) + 6, asynchronous_commit=True)
     try:
         runner = ProjectionRunner(
             pool, EventStore(pool), projections,

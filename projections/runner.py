@@ -17,6 +17,8 @@ from app.store.notifier import CHANNEL
 from app.store.types import LogPosition, RecordedEvent
 from projections import checkpoints
 from projections.base import Projection, Tables, live_tables, reads
+from projections.checkpoint_flush import CheckpointFlusher
+from projections.checkpoints import Advance
 
 log = logging.getLogger("mm.projections")
 
@@ -105,20 +107,28 @@ class _Moved(Exception):
 
 async def apply_events_from(
     conn: asyncpg.Connection, projection: Projection, tables: Tables, at: LogPosition,
-    events: Sequence[RecordedEvent],
+    events: Sequence[RecordedEvent], skip: Callable[[Advance], Awaitable[bool]] | None = None,
 ) -> LogPosition:
     """One transaction: write the rows of `events` (the log's next events after `at`, already read) and move
     the checkpoint from `at` to the last of them, unless something else moved it first (compare-and-set:
     then the rows roll back). Returns the checkpoint as it now stands, where the next batch starts.
 
-    The checkpoint's UPDATE comes last, as in `apply_batch`, and for the same reason.
+    The checkpoint's UPDATE comes last, as in `apply_batch`, and for the same reason. `skip`: how to move the
+    checkpoint over events this projection does not read (the runner's CheckpointFlusher, which writes
+    every projection's such advance in one statement); by default a statement of its own on `conn`.
     """
     last = events[-1]
     if not any(reads(projection, e) for e in events):
-        # Nothing here for this projection: no transaction, only the checkpoint moves (one statement).
-        if not await checkpoints.advance_from(
-            conn, projection.name, at, last.log_position, len(events), last.recorded_at
-        ):
+        # Nothing here for this projection: no transaction, only the checkpoint moves (a compare-and-set,
+        # which alone suffices as no row is written: see CheckpointFlusher). Lost: re-read, never overwrite.
+        advance = Advance(projection.name, at, last.log_position, len(events), last.recorded_at)
+        if skip is not None:
+            moved = await skip(advance)
+        else:
+            moved = await checkpoints.advance_from(
+                conn, advance.name, advance.expected, advance.to, advance.applied, advance.last_event_at
+            )
+        if not moved:
             return await _checkpoint(conn, projection.name)
         return last.log_position
     try:
@@ -300,6 +310,7 @@ class ProjectionRunner:
         self.coalesce = coalesce
         self._wake: dict[str, asyncio.Event] = {p.name: asyncio.Event() for p in self.projections}
         self.feed = _Feed(pool, store, batch_size, coalesce, self._wake_all)
+        self.checkpoint_flusher = CheckpointFlusher(pool)
         self.leading: set[str] = set()
 
     def _wake_all(self) -> None:
@@ -321,6 +332,7 @@ class ProjectionRunner:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             await self.feed.close()
+            await self.checkpoint_flusher.close()
 
     async def catch_up(self, projection: Projection) -> int:
         """Apply everything visible now (used by tests and `mm projections catch-up`)."""
@@ -378,7 +390,8 @@ class ProjectionRunner:
             events = await self._next(conn, at, settle=woken)
             woken = False
             if events:
-                at = await apply_events_from(conn, projection, tables, at, events)
+                at = await apply_events_from(conn, projection, tables, at, events,
+                                             self.checkpoint_flusher.advance_from)
                 continue
             try:
                 await asyncio.wait_for(wake.wait(), self.poll_interval)

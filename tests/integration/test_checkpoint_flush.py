@@ -1,0 +1,132 @@
+"""Checkpoint-only advances: the idle projections of one live batch move their checkpoints with one statement,
+and a compare-and-set lost to someone else makes the loop re-read its checkpoint, never overwrite it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
+import pytest
+
+from app.container import Container
+from app.settings import Settings
+from app.store.event_store import EventStore
+from app.store.types import START, LogPosition, NewEvent, RecordedEvent
+from projections import checkpoints
+from projections.base import Tables
+from projections.runner import ProjectionRunner
+
+READ = "test:Read.Happened"
+SKIPPED = "test:Skipped.Happened"
+
+
+@pytest.fixture
+async def c(fresh_database: str) -> AsyncIterator[Container]:
+    container = await Container.open(Settings(), fresh_database, min_size=1, max_size=16)
+    try:
+        yield container
+    finally:
+        await container.close()
+
+
+class Picky:
+    """Reads only READ events (declares it, so the runner skips its transaction for the rest); counts them."""
+
+    tables: tuple[str, ...] = ()
+    prefixes = (READ,)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.handed: list[uuid.UUID] = []
+
+    async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
+        self.handed += [e.event_id for e in events if e.type == READ]
+
+
+async def _append(store: EventStore, type_: str) -> RecordedEvent:
+    result = await store.append([NewEvent(event_id=uuid.uuid4(), stream_id=uuid.uuid4(), stream_type="test:Probe",
+                                          version=1, type=type_, data={}, metadata={})])
+    return result.events[-1]
+
+
+async def _row(c: Container, name: str) -> asyncpg.Record:
+    row = await c.pool.fetchrow("SELECT tx_id::text::bigint AS tx_id, position, events_applied, last_event_at"
+                                " FROM projection_checkpoints WHERE name = $1", name)
+    assert row is not None
+    return row
+
+
+async def _until_at(c: Container, names: Sequence[str], at: LogPosition, within_s: float = 30) -> None:
+    deadline = time.monotonic() + within_s
+    while True:
+        rows = [await _row(c, n) for n in names]
+        if all(LogPosition(r["tx_id"], r["position"]) == at for r in rows):
+            return
+        assert time.monotonic() < deadline, f"checkpoints {[(r['tx_id'], r['position']) for r in rows]} != {at}"
+        await asyncio.sleep(0.005)
+
+
+async def _running(runner: ProjectionRunner, stop: asyncio.Event) -> asyncio.Task[None]:
+    task = asyncio.create_task(runner.run(stop))
+    deadline = time.monotonic() + 30
+    while runner.leading != {p.name for p in runner.projections}:
+        assert time.monotonic() < deadline, "the runner never led every projection"
+        await asyncio.sleep(0.01)
+    return task
+
+
+async def test_idle_projections_advance_their_checkpoints_in_one_flush(c: Container) -> None:
+    idle = [Picky(f"idle{i}") for i in range(8)]
+    names = [p.name for p in idle]
+    runner = ProjectionRunner(c.pool, c.store, idle, poll_interval=5.0)
+    stop = asyncio.Event()
+    task = await _running(runner, stop)
+    try:
+        # All eight at the head: idle from here on.
+        await _until_at(c, names, (await _append(c.store, SKIPPED)).log_position)
+        for _ in range(3):
+            before = {n: await _row(c, n) for n in names}
+            flushes = runner.checkpoint_flusher.flushes
+            event = await _append(c.store, SKIPPED)
+            await _until_at(c, names, event.log_position)
+            # Before: eight autocommit UPDATEs, one per projection. Now the eight loops, woken by one feed
+            # read, submit within a few event-loop iterations and one statement moves all eight.
+            assert runner.checkpoint_flusher.flushes - flushes == 1
+            for n in names:  # the counters the lag metrics read moved as advance_from moved them
+                row = await _row(c, n)
+                assert row["events_applied"] == before[n]["events_applied"] + 1
+                assert row["last_event_at"] == event.recorded_at
+    finally:
+        stop.set()
+        await task
+    assert all(p.handed == [] for p in idle)
+
+
+async def test_a_lost_compare_and_set_rereads_the_checkpoint_instead_of_overwriting_it(c: Container) -> None:
+    picky = Picky("picky")
+    runner = ProjectionRunner(c.pool, c.store, [picky], poll_interval=5.0)
+    stop = asyncio.Event()
+    task = await _running(runner, stop)
+    try:
+        read = (await _append(c.store, READ)).log_position
+        await _until_at(c, [picky.name], read)
+        assert len(picky.handed) == 1
+        # Someone else moves the checkpoint while the loop waits at `read` (as a rebuild's swap or a
+        # `catch_up` would): back to the start, so that re-applying is visible.
+        async with c.pool.acquire() as conn:
+            await checkpoints.reset(conn, picky.name, START, 0)
+        flushes = runner.checkpoint_flusher.flushes
+        skipped = (await _append(c.store, SKIPPED)).log_position
+        await _until_at(c, [picky.name], skipped)
+        # The loop's advance read -> skipped went through the flusher and lost its compare-and-set; the loop
+        # then re-read the checkpoint (START) and applied the log from there: the READ event a second time.
+        # Had the advance overwritten the checkpoint, it would have jumped to `skipped` past that event.
+        assert runner.checkpoint_flusher.flushes > flushes
+        assert picky.handed == [picky.handed[0]] * 2
+        assert (await _row(c, picky.name))["events_applied"] == 2
+    finally:
+        stop.set()
+        await task
