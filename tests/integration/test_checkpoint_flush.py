@@ -18,6 +18,7 @@ from app.store.types import START, LogPosition, NewEvent, RecordedEvent
 from projections import checkpoints
 from projections.base import Tables
 from projections.runner import ProjectionRunner
+from tests.integration.runner_tools import running
 
 READ = "test:Read.Happened"
 SKIPPED = "test:Skipped.Happened"
@@ -69,21 +70,12 @@ async def _until_at(c: Container, names: Sequence[str], at: LogPosition, within_
         await asyncio.sleep(0.005)
 
 
-async def _running(runner: ProjectionRunner, stop: asyncio.Event) -> asyncio.Task[None]:
-    task = asyncio.create_task(runner.run(stop))
-    deadline = time.monotonic() + 30
-    while runner.leading != {p.name for p in runner.projections}:
-        assert time.monotonic() < deadline, "the runner never led every projection"
-        await asyncio.sleep(0.01)
-    return task
-
-
 async def test_idle_projections_advance_their_checkpoints_in_one_flush(c: Container) -> None:
     idle = [Picky(f"idle{i}") for i in range(8)]
     names = [p.name for p in idle]
     runner = ProjectionRunner(c.pool, c.store, idle, poll_interval=5.0)
     stop = asyncio.Event()
-    task = await _running(runner, stop)
+    task = await running(runner, stop)
     try:
         # All eight at the head: idle from here on.
         await _until_at(c, names, (await _append(c.store, SKIPPED)).log_position)
@@ -110,7 +102,7 @@ async def test_a_lost_compare_and_set_rereads_the_checkpoint_instead_of_overwrit
     picky = Picky("picky")
     runner = ProjectionRunner(c.pool, c.store, [picky], poll_interval=5.0)
     stop = asyncio.Event()
-    task = await _running(runner, stop)
+    task = await running(runner, stop)
     try:
         read = (await _append(c.store, READ)).log_position
         await _until_at(c, [picky.name], read)

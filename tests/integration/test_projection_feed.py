@@ -18,6 +18,7 @@ from app.store.event_store import EventStore
 from app.store.types import LogPosition, NewEvent, RecordedEvent
 from projections.base import Tables
 from projections.runner import COALESCE_S, ProjectionRunner
+from tests.integration.runner_tools import running
 
 
 @pytest.fixture
@@ -72,22 +73,13 @@ async def _until_seen(recorders: Sequence[Recorder], event_id: uuid.UUID, within
         await asyncio.sleep(0.002)
 
 
-async def _running(runner: ProjectionRunner, stop: asyncio.Event) -> asyncio.Task[None]:
-    task = asyncio.create_task(runner.run(stop))
-    deadline = time.monotonic() + 30
-    while runner.leading != {p.name for p in runner.projections}:
-        assert time.monotonic() < deadline, "the runner never led every projection"
-        await asyncio.sleep(0.01)
-    return task
-
-
 async def test_one_log_read_hands_a_new_event_to_every_projection(c: Container) -> None:
     recorders = [Recorder(f"rec{i}") for i in range(12)]
     store = CountingStore(c.store)
     # A poll's read that finds the event (the horizon held back past the wake-up's retries) is that one read.
     runner = ProjectionRunner(c.pool, store, recorders)
     stop = asyncio.Event()
-    task = await _running(runner, stop)
+    task = await running(runner, stop)
     try:
         await _until_seen(recorders, await _append(c.store))  # all twelve are at the head now
         for _ in range(3):
@@ -107,7 +99,7 @@ async def test_an_idle_projection_applies_a_single_event_within_a_few_ms(c: Cont
     recorder = Recorder("rec")
     runner = ProjectionRunner(c.pool, c.store, [recorder])
     stop = asyncio.Event()
-    task = await _running(runner, stop)
+    task = await running(runner, stop)
     latencies: dict[float, list[float]] = {0.1: [], 0.008: []}
     try:
         await _until_seen([recorder], await _append(c.store))
