@@ -84,14 +84,6 @@ class LedgerService:
             credits = SellerCredits.open(seller_account_id, currency, shard, ctx.at)
         return wallet, credits
 
-    async def seller_credits(self, ctx: CommandContext, seller_account_id: uuid.UUID, currency: str,
-                             order_id: uuid.UUID) -> SellerCredits:
-        shard = credit_shard(order_id)
-        try:
-            return await self.repo.get(SellerCredits, credits_id(seller_account_id, currency, shard), what="credits")
-        except NotFound:
-            return SellerCredits.open(seller_account_id, currency, shard, ctx.at)
-
     async def spendable(self, ctx: CommandContext, account_id: uuid.UUID, amount: Money,
                         loaded: Wallet | None = None) -> Wallet:
         """The wallet, having counted its seller credits first when what it knows does not cover `amount`.

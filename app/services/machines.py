@@ -55,10 +55,7 @@ class MachinesService:
 
     async def get(self, ctx: CommandContext, machine_id: uuid.UUID) -> Machine:
         """The machine if the caller's account owns it (admins see all); otherwise NOT_FOUND, never 403."""
-        machine = await self.repo.get(Machine, machine_id, what="machine")
-        if not ctx.is_admin and machine.account_id != ctx.account_id:
-            raise NotFound(f"machine {machine_id} not found")
-        return machine
+        return owned_machine(ctx, machine_id, await self.repo.get(Machine, machine_id, what="machine"))
 
     async def require_operational(self, ctx: CommandContext, machine_id: uuid.UUID) -> Machine:
         """The guard every machine-scoped endpoint runs first."""
@@ -122,3 +119,11 @@ class MachinesService:
 
         # Without If-Match a lost race is retried on fresh state; with it, the client's version rules.
         return await retry_conflicts(attempt, expected_version)
+
+
+def owned_machine(ctx: CommandContext, machine_id: uuid.UUID, machine: object) -> Machine:
+    """`machine` as loaded (None or another kind: no such machine) if the caller's account owns it (admins see
+    all); otherwise NOT_FOUND, never 403. The one tenant check of a machine, for a load of one stream or many."""
+    if not isinstance(machine, Machine) or (not ctx.is_admin and machine.account_id != ctx.account_id):
+        raise NotFound(f"machine {machine_id} not found")
+    return machine

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 from eventsourcing.domain import Aggregate
 
-from app.services.machines import MachinesService
+from app.services.machines import MachinesService, owned_machine
 from app.services.policy_guard import PolicyGuard, refusal
 from app.services.retries import RETRIES, retry_conflicts
 from app.services.task_discovery import OfferSource, ReputationSource, screen
@@ -87,10 +87,7 @@ class TasksService:
 
     async def get(self, ctx: CommandContext, machine_id: uuid.UUID, task_id: uuid.UUID) -> Task:
         """The task if it is this machine's and the caller's account owns it; otherwise NOT_FOUND, never 403."""
-        task = await self.load(task_id)
-        if task.machine_id != machine_id or (not ctx.is_admin and task.account_id != ctx.account_id):
-            raise NotFound(f"task {task_id} not found")
-        return task
+        return _machines_task(ctx, machine_id, task_id, await self.load(task_id))
 
     async def load(self, task_id: uuid.UUID) -> Task:
         return await self.repo.get(Task, task_id, what="task")
@@ -100,13 +97,9 @@ class TasksService:
         """require_operational(machine) then get(task), with the same checks in the same order, on one read of
         both streams (a statement and a round trip less for every command on a task)."""
         machine, task = await self.repo.get_many([(Machine, machine_id), (Task, task_id)])
-        if not isinstance(machine, Machine) or (not ctx.is_admin and machine.account_id != ctx.account_id):
-            raise NotFound(f"machine {machine_id} not found")
-        machine.ensure_operational()
-        if not isinstance(task, Task) or task.machine_id != machine_id or (
-                not ctx.is_admin and task.account_id != ctx.account_id):
-            raise NotFound(f"task {task_id} not found")
-        return machine, task
+        owned = owned_machine(ctx, machine_id, machine)
+        owned.ensure_operational()
+        return owned, _machines_task(ctx, machine_id, task_id, task)
 
     async def discover(self, ctx: CommandContext, machine_id: uuid.UUID, task_id: uuid.UUID) -> TaskOutcome:
         machine, task = await self._operational_with_task(ctx, machine_id, task_id)
@@ -337,3 +330,11 @@ def _next_run(ctx: CommandContext, task: Task) -> dict[str, Any] | None:
     endpoint = endpoint_id(step.seller_machine_id, step.provider_key) if step is not None else None
     # The run id derives from the task and attempt: a retried command lands on the same run.
     return task.next_run(StartRun(run_id=derived_id("run", task.id, attempt), endpoint_id=endpoint), ctx.at)
+
+
+def _machines_task(ctx: CommandContext, machine_id: uuid.UUID, task_id: uuid.UUID, task: object) -> Task:
+    """`task` as loaded if it is this machine's and the caller's account owns it; otherwise NOT_FOUND, never 403."""
+    if not isinstance(task, Task) or task.machine_id != machine_id or (
+            not ctx.is_admin and task.account_id != ctx.account_id):
+        raise NotFound(f"task {task_id} not found")
+    return task
