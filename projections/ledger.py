@@ -22,8 +22,14 @@ MOVEMENTS = frozenset({"market:Wallet.Deposited", "market:Wallet.Withdrawn", "ma
                        "market:Wallet.EscrowReleased", "market:Wallet.EscrowRefunded"})
 
 Key = tuple[uuid.UUID, str, str]  # (account, currency, ledger)
-_ENTRY_COLUMNS = ("tx_id", "position", "line", "event_id", "type", "ledger", "account_id", "currency", "amount",
-                  "balance_after", "order_id", "counterparty", "recorded_at")
+# Each column of a ledger entry with its SQL type (the multi-row insert's array parameters).
+_ENTRY_TYPES = {"tx_id": "bigint", "position": "bigint", "line": "smallint", "event_id": "uuid", "type": "text",
+                "ledger": "text", "account_id": "uuid", "currency": "text", "amount": "bigint",
+                "balance_after": "bigint", "order_id": "uuid", "counterparty": "uuid", "recorded_at": "timestamptz"}
+_INSERT_ENTRIES = (
+    "INSERT INTO {table} (" + ", ".join(_ENTRY_TYPES) + ") SELECT * FROM unnest("
+    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_ENTRY_TYPES.values(), 1)) + ")"
+)
 
 
 def lines_of(event: RecordedEvent) -> list[dict[str, Any]]:
@@ -74,12 +80,7 @@ async def _write(conn: asyncpg.Connection, t: Tables, lines: list[dict[str, Any]
         b[2] = x["recorded_at"]
         x["balance_after"] = b[0]
     # One multi-row statement per batch (executemany would run the executor once per posting).
-    await conn.execute(
-        f"INSERT INTO {entries_table} (tx_id, position, line, event_id, type, ledger, account_id, currency, amount,"
-        " balance_after, order_id, counterparty, recorded_at)"
-        " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::smallint[], $4::uuid[], $5::text[], $6::text[],"
-        " $7::uuid[], $8::text[], $9::bigint[], $10::bigint[], $11::uuid[], $12::uuid[], $13::timestamptz[])",
-        *([x[c] for x in lines] for c in _ENTRY_COLUMNS))
+    await conn.execute(_INSERT_ENTRIES.format(table=entries_table), *([x[c] for x in lines] for c in _ENTRY_TYPES))
     changed = [(k, b) for k, b in balances.items() if b[2] is not None]
     await conn.execute(
         f"INSERT INTO {balances_table} (account_id, currency, ledger, balance, version, updated_at)"

@@ -23,13 +23,12 @@ _EFFECT: dict[str, tuple[str | None, str | None, str | None]] = {
     "Confirmed": (o.CONFIRMED, None, None),
     "Disputed": (o.DISPUTED, None, None),
 }
-_COLUMNS = ("buyer_account_id", "buyer_machine_id", "seller_account_id", "seller_machine_id", "listing_id",
-            "task_id", "capability", "amount", "fee", "currency", "status", "payment_status", "escrow_status",
-            "version", "created_at", "updated_at")
+# Each column of an order row after `id`, with its SQL type (the multi-row upsert's array parameters).
 _TYPES = {"buyer_account_id": "uuid", "buyer_machine_id": "uuid", "seller_account_id": "uuid",
           "seller_machine_id": "uuid", "listing_id": "uuid", "task_id": "uuid", "capability": "text",
           "amount": "bigint", "fee": "bigint", "currency": "text", "status": "text", "payment_status": "text",
           "escrow_status": "text", "version": "bigint", "created_at": "timestamptz", "updated_at": "timestamptz"}
+_COLUMNS = tuple(_TYPES)
 
 
 class OrdersProjection:
