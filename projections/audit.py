@@ -15,8 +15,15 @@ from projections.audit_checkpoints import ChainState
 from projections.audit_names import ENVELOPE_KEYS, REDACTED_KEYS, camel, kebab, public_name
 from projections.audit_reader import AUDIT_CHANNEL
 from projections.base import Tables
+from projections.rows import Columns, arrays, insert_rows
 
 _encode = msgspec.json.Encoder().encode
+_FEED: Columns = {
+    "id": "uuid", "tx_id": "bigint", "position": "bigint", "type": "text", "occurred_at": "timestamptz",
+    "actor": "text", "account_id": "uuid", "machine_id": "uuid", "subject": "text", "data": "jsonb",
+    "request_id": "text", "correlation_id": "text", "causation_id": "text", "seq": "bigint", "prev_hash": "bytea",
+    "hash": "bytea",
+}
 
 
 def public_data(data: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +72,8 @@ class AuditProjection:
         self.checkpoint_interval_s = checkpoint_interval_s
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
-        # A few pipelined statements per batch; no ON CONFLICT on the feed, so a double application fails loudly.
+        # Two statements per batch (the chain heads' read, then the writes); no ON CONFLICT on the feed, so a
+        # double application fails loudly.
         if not events:
             return
         records = [(e, record_of(e)) for e in events]
@@ -83,13 +91,12 @@ class AuditProjection:
                 r["causationId"], r["seq"], head.hash, digest,
             ))
             state.advance(head, r, digest, e.tx_id, e.position)
-        # One multi-row statement per batch (one executor run, not one per row as executemany would).
+        # One statement per batch: the feed's rows and the moved chain heads, each a multi-row insert (one
+        # executor run, not one per row as executemany would), the heads' upsert in a data-modifying CTE's wake.
+        heads_sql, heads_args = state.heads_upsert(len(_FEED) + 1)
+        assert heads_sql, "every record moves its account's chain head"
         await conn.execute(
-            f"INSERT INTO {t['audit_events']} (id, tx_id, position, type, occurred_at, actor, account_id,"
-            " machine_id, subject, data, request_id, correlation_id, causation_id, seq, prev_hash, hash)"
-            " SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::text[], $5::timestamptz[],"
-            " $6::text[], $7::uuid[], $8::uuid[], $9::text[], $10::jsonb[], $11::text[], $12::text[], $13::text[],"
-            " $14::bigint[], $15::bytea[], $16::bytea[])",
-            *(list(column) for column in zip(*rows, strict=True)),
+            f"WITH feed AS ({insert_rows(t['audit_events'], _FEED)}) {heads_sql}",
+            *arrays(_FEED, rows), *heads_args,
         )
-        await state.save(conn)
+        await state.save_checkpoints(conn)

@@ -17,6 +17,7 @@ import asyncpg
 
 from projections.audit_chain import GENESIS, NO_ACCOUNT, Checkpoint, Signer, cursor_of, utc_text
 from projections.base import Tables
+from projections.rows import Columns, unnest_select
 
 
 @dataclass
@@ -30,8 +31,12 @@ class Head:
     pending_since: datetime | None = None
 
 
+_HEAD: Columns = {"account_key": "uuid", "seq": "bigint", "hash": "bytea", "tx_id": "bigint", "position": "bigint",
+                  "checkpointed_seq": "bigint", "pending_since": "timestamptz"}
+
+
 class ChainState:
-    """The heads a batch touches, advanced in memory event by event, then written back in two statements."""
+    """The heads a batch touches, advanced in memory event by event, then written back with the feed's rows."""
 
     def __init__(self, t: Tables, signer: Signer | None, every: int, interval_s: float) -> None:
         self.t, self.signer, self.every = t, signer, every
@@ -88,21 +93,21 @@ class ChainState:
         self.checkpoints.append((head.account_key, head.seq, head.tx_id, head.position, head.hash, at,
                                  signed.key_id, signed.signature))
 
-    async def save(self, conn: asyncpg.Connection) -> None:
-        if self._dirty:
-            heads = [self.heads[k] for k in sorted(self._dirty)]
-            # One multi-row upsert per batch (executemany would run the executor once per account touched).
-            await conn.execute(
-                f"INSERT INTO {self.t['audit_chain_heads']} AS h (account_key, seq, hash, tx_id, position,"
-                " checkpointed_seq, pending_since) SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[],"
-                " $4::bigint[], $5::bigint[], $6::bigint[], $7::timestamptz[])"
-                " ON CONFLICT (account_key) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash,"
-                " tx_id = EXCLUDED.tx_id, position = EXCLUDED.position,"
-                " checkpointed_seq = EXCLUDED.checkpointed_seq, pending_since = EXCLUDED.pending_since",
-                [h.account_key for h in heads], [h.seq for h in heads], [h.hash for h in heads],
-                [h.tx_id for h in heads], [h.position for h in heads], [h.checkpointed_seq for h in heads],
-                [h.pending_since for h in heads],
-            )
+    def heads_upsert(self, first: int) -> tuple[str, list[list[Any]]]:
+        """The upsert of every head the batch moved, as SQL with parameters numbered from `first`, and their
+        arguments: one multi-row statement (executemany would run the executor once per account touched),
+        which the projection runs together with its feed rows. ("", []) if no head moved."""
+        if not self._dirty:
+            return "", []
+        heads = [self.heads[k] for k in sorted(self._dirty)]
+        sql = (f"INSERT INTO {self.t['audit_chain_heads']} AS h ({', '.join(_HEAD)})"
+               f" SELECT * FROM {unnest_select(_HEAD, first)}"
+               " ON CONFLICT (account_key) DO UPDATE SET "
+               + ", ".join(f"{c} = EXCLUDED.{c}" for c in _HEAD if c != "account_key"))
+        return sql, [[getattr(h, c) for h in heads] for c in _HEAD]
+
+    async def save_checkpoints(self, conn: asyncpg.Connection) -> None:
+        """The checkpoints signed in this batch (a few per thousand records)."""
         if self.checkpoints:
             await conn.executemany(
                 f"INSERT INTO {self.t['audit_checkpoints']} (account_key, seq, tx_id, position, last_hash, at,"

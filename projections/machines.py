@@ -12,10 +12,18 @@ import msgspec
 
 from app.store.types import RecordedEvent
 from projections.base import Tables
+from projections.rows import Columns, arrays, insert_rows, update_rows
 
 P = "machines:Machine."
 _json = msgspec.json.Encoder().encode
 _COLUMNS = ("name", "description", "labels", "status", "identity_verified_at")
+_INSERT: Columns = {"id": "uuid", "account_id": "uuid", "name": "text", "description": "text", "public_key": "text",
+                    "labels": "jsonb", "status": "text", "identity_verified_at": "timestamptz", "version": "bigint",
+                    "created_at": "timestamptz", "updated_at": "timestamptz"}
+# A changed row: NULL for a column the batch did not touch (COALESCE keeps it; none is ever set back to NULL).
+_CHANGED: Columns = {"id": "uuid", **{c: _INSERT[c] for c in _COLUMNS}, "version": "bigint",
+                     "updated_at": "timestamptz"}
+_SETS = (*(f"{c} = COALESCE(u.{c}, t.{c})" for c in _COLUMNS), "version = u.version", "updated_at = u.updated_at")
 
 
 class MachinesProjection:
@@ -24,7 +32,7 @@ class MachinesProjection:
     tables: tuple[str, ...] = ("machines_view",)
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
-        """Folds the batch to one INSERT or one UPDATE per machine, written with two executemany calls.
+        """Folds the batch to one INSERT or one UPDATE per machine, written with one statement each.
 
         Rows of different machines are independent, and within a machine the fold applies events in
         log order, so the result equals applying them one by one.
@@ -49,23 +57,11 @@ class MachinesProjection:
             row["version"], row["updated_at"] = event.version, at
         table = t["machines_view"]
         if inserts:
-            await conn.executemany(
-                f"INSERT INTO {table} (id, account_id, name, description, public_key, labels, status,"
-                " identity_verified_at, version, created_at, updated_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11)",
-                [(mid, r["account_id"], r["name"], r["description"], r["public_key"], r["labels"], r["status"],
-                  r["identity_verified_at"], r["version"], r["created_at"], r["updated_at"])
-                 for mid, r in inserts.items()],
-            )
+            await conn.execute(insert_rows(table, _INSERT), *arrays(_INSERT, [
+                (mid, *(r[c] for c in _INSERT if c != "id")) for mid, r in inserts.items()]))
         if updates:
-            # COALESCE keeps a column the batch did not touch; none of them is ever set back to NULL.
-            await conn.executemany(
-                f"UPDATE {table} SET name = COALESCE($2, name), description = COALESCE($3, description),"
-                " labels = COALESCE($4::jsonb, labels), status = COALESCE($5, status),"
-                " identity_verified_at = COALESCE($6, identity_verified_at), version = $7, updated_at = $8"
-                " WHERE id = $1",
-                [(mid, *(r.get(c) for c in _COLUMNS), r["version"], r["updated_at"]) for mid, r in updates.items()],
-            )
+            await conn.execute(update_rows(table, "id", _CHANGED, _SETS), *arrays(_CHANGED, [
+                (mid, *(r.get(c) for c in _CHANGED if c != "id")) for mid, r in updates.items()]))
 
 
 def _changes(kind: str, d: dict[str, Any], at: datetime) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from app.store.event_store import EventStore
 from app.store.notifier import CHANNEL
 from app.store.types import LogPosition, RecordedEvent
 from projections import checkpoints
-from projections.base import Projection, Tables, live_tables, reads
+from projections.base import Projection, Tables, live_tables, reads, writes
 from projections.checkpoint_flush import CheckpointFlusher
 from projections.checkpoints import Advance
 
@@ -118,7 +118,7 @@ async def apply_events_from(
     every projection's such advance in one statement); by default a statement of its own on `conn`.
     """
     last = events[-1]
-    if not any(reads(projection, e) for e in events):
+    if not any(reads(projection, e) for e in events) or not await writes(projection, conn, events, tables):
         # Nothing here for this projection: no transaction, only the checkpoint moves (a compare-and-set,
         # which alone suffices as no row is written: see CheckpointFlusher). Lost: re-read, never overwrite.
         advance = Advance(projection.name, at, last.log_position, len(events), last.recorded_at)

@@ -66,6 +66,17 @@ class WebhookFanoutProjection:
         if woken and self.broker is not None:
             await asyncio.to_thread(self._wake, woken, events[-1])
 
+    async def writes(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> bool:
+        """Whether the batch has anything to write: a subscription change, or an event of an account with an
+        enabled subscription. Most batches have neither, and the runner then moves only the checkpoint instead
+        of running a transaction (see projections.base.writes: this projection alone writes these tables)."""
+        if any(e.type.startswith(P) for e in events):
+            return True
+        accounts = {a for e in events if (a := _account(e)) is not None}
+        return bool(accounts) and bool(await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM webhook_subscriptions WHERE account_id = ANY($1::uuid[]) AND enabled)",
+            list(accounts)))
+
     def _wake(self, endpoints: list[uuid.UUID], last: RecordedEvent) -> None:
         """Sent before this batch commits (so a crash cannot lose them), the wake-ups may be taken before the
         rows they announce are visible: each carries the batch's last position, and a drainer that finds

@@ -123,3 +123,41 @@ async def test_a_lost_compare_and_set_rereads_the_checkpoint_instead_of_overwrit
     finally:
         stop.set()
         await task
+
+
+class Asks(Picky):
+    """Reads READ events, but says (through `writes`) that a batch writes nothing unless it says so."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.answer = False
+        self.asked = 0
+
+    async def writes(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> bool:
+        self.asked += 1
+        assert not conn.is_in_transaction()  # asked before, and outside, the batch's transaction
+        return self.answer
+
+
+async def test_a_batch_the_projection_says_writes_nothing_only_moves_the_checkpoint(c: Container) -> None:
+    asks = Asks("asks")
+    runner = ProjectionRunner(c.pool, c.store, [asks], poll_interval=5.0)
+    stop = asyncio.Event()
+    task = await running(runner, stop)
+    try:
+        flushes = runner.checkpoint_flusher.flushes
+        quiet = await _append(c.store, READ)
+        await _until_at(c, [asks.name], quiet.log_position)
+        # Read, but declared empty: no apply, no transaction; the flusher moved the checkpoint.
+        assert asks.asked >= 1 and asks.handed == []
+        assert runner.checkpoint_flusher.flushes > flushes
+        assert (await _row(c, asks.name))["events_applied"] == 1
+        asks.answer = True
+        flushes = runner.checkpoint_flusher.flushes
+        loud = await _append(c.store, READ)
+        await _until_at(c, [asks.name], loud.log_position)
+        assert asks.handed == [loud.event_id]  # applied in its own transaction, not by the flusher
+        assert runner.checkpoint_flusher.flushes == flushes
+    finally:
+        stop.set()
+        await task
