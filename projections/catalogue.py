@@ -13,6 +13,7 @@ import msgspec
 from app.store.types import RecordedEvent
 from domain.shared.ids import derived_id
 from projections.base import Tables
+from projections.rows import Columns, arrays, insert_rows, update_rows
 
 MACHINE, ENDPOINT, GRAPH = "machines:Machine.", "runtime:RuntimeEndpoint.", "graph:MachineGraph."
 _json = msgspec.json.Encoder().encode
@@ -157,36 +158,41 @@ def _node(event: RecordedEvent, nodes: _Fold) -> None:
         nodes.delete(row_id)
 
 
+_MACHINE: Columns = {"id": "uuid", "account_id": "uuid", "name": "text", "identity_verified": "boolean",
+                     "status": "text", "version": "bigint", "updated_at": "timestamptz"}
+# COALESCE keeps what the batch did not touch; none of these columns is ever set back to NULL.
+_MACHINE_SETS = ("name = COALESCE(u.name, t.name)", "identity_verified = COALESCE(u.identity_verified,"
+                 " t.identity_verified)", "status = COALESCE(u.status, t.status)", "version = u.version",
+                 "updated_at = u.updated_at")
+_ENDPOINT: Columns = {"id": "uuid", "machine_id": "uuid", "provider_key": "text", "status": "text", "source": "text",
+                      "lease_expires_at": "timestamptz", "last_seen_at": "timestamptz", "version": "bigint"}
+# `lease`: whether the batch wrote the lease (a manual upsert clears it, so NULL is a value here).
+_ENDPOINT_PATCH: Columns = {"id": "uuid", "status": "text", "source": "text", "lease": "boolean",
+                            "lease_expires_at": "timestamptz", "last_seen_at": "timestamptz", "version": "bigint"}
+_ENDPOINT_SETS = ("status = COALESCE(u.status, t.status)", "source = COALESCE(u.source, t.source)",
+                  "lease_expires_at = CASE WHEN u.lease THEN u.lease_expires_at ELSE t.lease_expires_at END",
+                  "last_seen_at = COALESCE(u.last_seen_at, t.last_seen_at)", "version = u.version")
+
+
 async def _write_machines(conn: asyncpg.Connection, table: str, f: _Fold) -> None:
+    # One statement each for the batch's new and changed rows (one executor run, not one per row).
     if f.full:
-        await conn.executemany(
-            f"INSERT INTO {table} (id, account_id, name, identity_verified, status, version, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            [(mid, r["account_id"], r["name"], r["identity_verified"], r["status"], r["version"], r["updated_at"])
-             for mid, r in f.full.items()])
+        await conn.execute(insert_rows(table, _MACHINE), *arrays(_MACHINE, [
+            (mid, *(r[c] for c in _MACHINE if c != "id")) for mid, r in f.full.items()]))
     if f.patch:
-        # COALESCE keeps what the batch did not touch; none of these columns is ever set back to NULL.
-        await conn.executemany(
-            f"UPDATE {table} SET name = COALESCE($2, name), identity_verified = COALESCE($3, identity_verified),"
-            " status = COALESCE($4, status), version = $5, updated_at = $6 WHERE id = $1",
-            [(mid, r.get("name"), r.get("identity_verified"), r.get("status"), r["version"], r["updated_at"])
-             for mid, r in f.patch.items()])
+        await conn.execute(update_rows(table, "id", _MACHINE, _MACHINE_SETS), *arrays(_MACHINE, [
+            (mid, None, *(r.get(c) for c in _MACHINE if c not in ("id", "account_id")))
+            for mid, r in f.patch.items()]))
 
 
 async def _write_endpoints(conn: asyncpg.Connection, table: str, f: _Fold) -> None:
     if f.full:
-        await conn.executemany(
-            f"INSERT INTO {table} (id, machine_id, provider_key, status, source, lease_expires_at, last_seen_at,"
-            " version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            [(sid, r["machine_id"], r["provider_key"], r["status"], r["source"], r["lease_expires_at"],
-              r["last_seen_at"], r["version"]) for sid, r in f.full.items()])
+        await conn.execute(insert_rows(table, _ENDPOINT), *arrays(_ENDPOINT, [
+            (sid, *(r[c] for c in _ENDPOINT if c != "id")) for sid, r in f.full.items()]))
     if f.patch:
-        await conn.executemany(
-            f"UPDATE {table} SET status = COALESCE($2, status), source = COALESCE($3, source),"
-            " lease_expires_at = CASE WHEN $4 THEN $5 ELSE lease_expires_at END,"
-            " last_seen_at = COALESCE($6, last_seen_at), version = $7 WHERE id = $1",
-            [(sid, r.get("status"), r.get("source"), bool(r.get("lease")), r.get("lease_expires_at"),
-              r.get("last_seen_at"), r["version"]) for sid, r in f.patch.items()])
+        await conn.execute(update_rows(table, "id", _ENDPOINT_PATCH, _ENDPOINT_SETS), *arrays(_ENDPOINT_PATCH, [
+            (sid, r.get("status"), r.get("source"), bool(r.get("lease")), r.get("lease_expires_at"),
+             r.get("last_seen_at"), r["version"]) for sid, r in f.patch.items()]))
 
 
 async def _write_nodes(conn: asyncpg.Connection, table: str, f: _Fold) -> None:
