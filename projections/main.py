@@ -43,6 +43,7 @@ async def run_projector(settings: Settings, dsn: str, stop: asyncio.Event) -> No
         runner = ProjectionRunner(
             pool, EventStore(pool), projections,
             batch_size=settings.projection_batch_size, poll_interval=settings.projection_poll_interval_s,
+            coalesce=settings.projection_coalesce_ms / 1000,
         )
         log.info("projector running: %s", ", ".join(p.name for p in runner.projections))
         audit = next(p for p in projections if p.name == "audit")
