@@ -12,10 +12,26 @@ import msgspec
 
 from app.store.types import RecordedEvent
 from projections.base import Tables
+from projections.rows import Columns, arrays, insert_rows, update_rows
 
 EP, AG = "runtime:RuntimeEndpoint.", "runtime:MachineAgent."
 _json = msgspec.json.Encoder().encode
-_FULL = ("url", "has_auth_token", "metadata", "source", "agent_id", "status", "lease_expires_at")
+_STATE_TYPES = {"url": "text", "has_auth_token": "boolean", "metadata": "jsonb", "source": "text", "agent_id": "uuid",
+                "status": "text", "lease_expires_at": "timestamptz"}
+_EP_ROW: Columns = {"id": "uuid", "account_id": "uuid", "machine_id": "uuid", "provider_key": "text", **_STATE_TYPES,
+                    "version": "bigint", "created_at": "timestamptz", "updated_at": "timestamptz"}
+# An upsert carries the endpoint's whole state: every column is replaced.
+_EP_STATE: Columns = {"id": "uuid", **_STATE_TYPES, "version": "bigint", "updated_at": "timestamptz"}
+_EP_STATE_SETS = tuple(f"{c} = u.{c}" for c in _EP_STATE if c != "id")
+_EP_STATUS: Columns = {"id": "uuid", "status": "text", "version": "bigint", "updated_at": "timestamptz"}
+_EP_STATUS_SETS = ("status = u.status", "version = u.version", "updated_at = u.updated_at",
+                   "has_auth_token = t.has_auth_token AND u.status <> 'deleted'")
+_AG_SEEN: Columns = {"id": "uuid", "status": "text", "last_seen_at": "timestamptz",
+                     "last_lease_expires_at": "timestamptz", "version": "bigint", "updated_at": "timestamptz"}
+# COALESCE keeps what the batch did not touch; none of these columns is ever set back to NULL.
+_AG_SEEN_SETS = ("status = COALESCE(u.status, t.status)", "last_seen_at = COALESCE(u.last_seen_at, t.last_seen_at)",
+                 "last_lease_expires_at = COALESCE(u.last_lease_expires_at, t.last_lease_expires_at)",
+                 "version = u.version", "updated_at = u.updated_at")
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -61,28 +77,19 @@ class RuntimeProjection:
                 if kind == "Deleted" and "has_auth_token" in row:
                     row["has_auth_token"] = False  # a deleted endpoint forgets its token
             row["version"], row["updated_at"] = event.version, _ts(event.data["timestamp"])
+        # One statement per kind of write and batch (one executor run, not one per row as executemany would).
         if inserts:
-            await conn.executemany(
-                f"INSERT INTO {table} (id, account_id, machine_id, provider_key, url, has_auth_token, metadata,"
-                " source, agent_id, status, lease_expires_at, version, created_at, updated_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14)",
-                [(sid, r["account_id"], r["machine_id"], r["provider_key"], *(r[c] for c in _FULL), r["version"],
-                  r["created_at"], r["updated_at"]) for sid, r in inserts.items()],
-            )
+            await conn.execute(insert_rows(table, _EP_ROW), *arrays(_EP_ROW, [
+                (sid, *(r[c] for c in _EP_ROW if c != "id")) for sid, r in inserts.items()]))
         full = {sid: r for sid, r in updates.items() if "url" in r}
         if full:
-            await conn.executemany(
-                f"UPDATE {table} SET url = $2, has_auth_token = $3, metadata = $4::jsonb, source = $5, agent_id = $6,"
-                " status = $7, lease_expires_at = $8, version = $9, updated_at = $10 WHERE id = $1",
-                [(sid, *(r[c] for c in _FULL), r["version"], r["updated_at"]) for sid, r in full.items()],
-            )
+            await conn.execute(update_rows(table, "id", _EP_STATE, _EP_STATE_SETS), *arrays(_EP_STATE, [
+                (sid, *(r[c] for c in _EP_STATE if c != "id")) for sid, r in full.items()]))
         status_only = [(sid, r["status"], r["version"], r["updated_at"])
                        for sid, r in updates.items() if sid not in full]
         if status_only:
-            await conn.executemany(
-                f"UPDATE {table} SET status = $2, version = $3, updated_at = $4,"
-                " has_auth_token = has_auth_token AND $2 <> 'deleted' WHERE id = $1", status_only
-            )
+            await conn.execute(update_rows(table, "id", _EP_STATUS, _EP_STATUS_SETS),
+                               *arrays(_EP_STATUS, status_only))
 
     async def _agents(self, conn: asyncpg.Connection, events: list[RecordedEvent], table: str) -> None:
         inserts: dict[uuid.UUID, dict[str, Any]] = {}
@@ -113,11 +120,6 @@ class RuntimeProjection:
                   r["updated_at"]) for sid, r in inserts.items()],
             )
         if updates:
-            # COALESCE keeps what the batch did not touch; none of these columns is ever set back to NULL.
-            await conn.executemany(
-                f"UPDATE {table} SET status = COALESCE($2, status), last_seen_at = COALESCE($3, last_seen_at),"
-                " last_lease_expires_at = COALESCE($4, last_lease_expires_at), version = $5, updated_at = $6"
-                " WHERE id = $1",
-                [(sid, r.get("status"), r.get("last_seen_at"), r.get("last_lease_expires_at"), r["version"],
-                  r["updated_at"]) for sid, r in updates.items()],
-            )
+            await conn.execute(update_rows(table, "id", _AG_SEEN, _AG_SEEN_SETS), *arrays(_AG_SEEN, [
+                (sid, r.get("status"), r.get("last_seen_at"), r.get("last_lease_expires_at"), r["version"],
+                 r["updated_at"]) for sid, r in updates.items()]))
