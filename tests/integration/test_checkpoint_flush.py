@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -47,6 +48,19 @@ class Picky:
         self.handed += [e.event_id for e in events if e.type == READ]
 
 
+@asynccontextmanager
+async def _leading(c: Container, projections: Sequence[Picky]) -> AsyncIterator[ProjectionRunner]:
+    """A runner leading `projections` in-process until the block ends."""
+    runner = ProjectionRunner(c.pool, c.store, projections, poll_interval=5.0)
+    stop = asyncio.Event()
+    task = await running(runner, stop)
+    try:
+        yield runner
+    finally:
+        stop.set()
+        await task
+
+
 async def _append(store: EventStore, type_: str) -> RecordedEvent:
     result = await store.append([NewEvent(event_id=uuid.uuid4(), stream_id=uuid.uuid4(), stream_type="test:Probe",
                                           version=1, type=type_, data={}, metadata={})])
@@ -73,10 +87,7 @@ async def _until_at(c: Container, names: Sequence[str], at: LogPosition, within_
 async def test_idle_projections_advance_their_checkpoints_in_one_flush(c: Container) -> None:
     idle = [Picky(f"idle{i}") for i in range(8)]
     names = [p.name for p in idle]
-    runner = ProjectionRunner(c.pool, c.store, idle, poll_interval=5.0)
-    stop = asyncio.Event()
-    task = await running(runner, stop)
-    try:
+    async with _leading(c, idle) as runner:
         # All eight at the head: idle from here on.
         await _until_at(c, names, (await _append(c.store, SKIPPED)).log_position)
         for _ in range(3):
@@ -92,18 +103,12 @@ async def test_idle_projections_advance_their_checkpoints_in_one_flush(c: Contai
                 row = await _row(c, n)
                 assert row["events_applied"] == before[n]["events_applied"] + 1
                 assert row["last_event_at"] == event.recorded_at
-    finally:
-        stop.set()
-        await task
     assert all(p.handed == [] for p in idle)
 
 
 async def test_a_lost_compare_and_set_rereads_the_checkpoint_instead_of_overwriting_it(c: Container) -> None:
     picky = Picky("picky")
-    runner = ProjectionRunner(c.pool, c.store, [picky], poll_interval=5.0)
-    stop = asyncio.Event()
-    task = await running(runner, stop)
-    try:
+    async with _leading(c, [picky]) as runner:
         read = (await _append(c.store, READ)).log_position
         await _until_at(c, [picky.name], read)
         assert len(picky.handed) == 1
@@ -120,9 +125,6 @@ async def test_a_lost_compare_and_set_rereads_the_checkpoint_instead_of_overwrit
         assert runner.checkpoint_flusher.flushes > flushes
         assert picky.handed == [picky.handed[0]] * 2
         assert (await _row(c, picky.name))["events_applied"] == 2
-    finally:
-        stop.set()
-        await task
 
 
 class Asks(Picky):
@@ -141,10 +143,7 @@ class Asks(Picky):
 
 async def test_a_batch_the_projection_says_writes_nothing_only_moves_the_checkpoint(c: Container) -> None:
     asks = Asks("asks")
-    runner = ProjectionRunner(c.pool, c.store, [asks], poll_interval=5.0)
-    stop = asyncio.Event()
-    task = await running(runner, stop)
-    try:
+    async with _leading(c, [asks]) as runner:
         flushes = runner.checkpoint_flusher.flushes
         quiet = await _append(c.store, READ)
         await _until_at(c, [asks.name], quiet.log_position)
@@ -158,6 +157,3 @@ async def test_a_batch_the_projection_says_writes_nothing_only_moves_the_checkpo
         await _until_at(c, [asks.name], loud.log_position)
         assert asks.handed == [loud.event_id]  # applied in its own transaction, not by the flusher
         assert runner.checkpoint_flusher.flushes == flushes
-    finally:
-        stop.set()
-        await task
