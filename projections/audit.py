@@ -13,7 +13,7 @@ from app.store.types import RecordedEvent
 from projections.audit_chain import Signer, chain_hash, chain_key, cursor_of, sorted_json
 from projections.audit_checkpoints import ChainState
 from projections.audit_names import ENVELOPE_KEYS, REDACTED_KEYS, camel, kebab, public_name
-from projections.audit_reader import AUDIT_CHANNEL
+from projections.audit_reader import AUDIT_CHANNEL, RECORD_LINE
 from projections.base import Tables
 
 _encode = msgspec.json.Encoder().encode
@@ -83,13 +83,16 @@ class AuditProjection:
                 r["causationId"], r["seq"], head.hash, digest,
             ))
             state.advance(head, r, digest, e.tx_id, e.position)
-        # One multi-row statement per batch (one executor run, not one per row as executemany would).
+        # One multi-row statement per batch (one executor run, not one per row as executemany would), each row
+        # with its export line rendered from the values as inserted (the same SQL the export falls back to).
         await conn.execute(
             f"INSERT INTO {t['audit_events']} (id, tx_id, position, type, occurred_at, actor, account_id,"
-            " machine_id, subject, data, request_id, correlation_id, causation_id, seq, prev_hash, hash)"
-            " SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::text[], $5::timestamptz[],"
-            " $6::text[], $7::uuid[], $8::uuid[], $9::text[], $10::jsonb[], $11::text[], $12::text[], $13::text[],"
-            " $14::bigint[], $15::bytea[], $16::bytea[])",
+            " machine_id, subject, data, request_id, correlation_id, causation_id, seq, prev_hash, hash, line)"
+            f" SELECT e.*, {RECORD_LINE} FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::text[],"
+            " $5::timestamptz[], $6::text[], $7::uuid[], $8::uuid[], $9::text[], $10::jsonb[], $11::text[],"
+            " $12::text[], $13::text[], $14::bigint[], $15::bytea[], $16::bytea[])"
+            " AS e(id, tx_id, position, type, occurred_at, actor, account_id, machine_id, subject, data, request_id,"
+            " correlation_id, causation_id, seq, prev_hash, hash)",
             *(list(column) for column in zip(*rows, strict=True)),
         )
         await state.save(conn)
