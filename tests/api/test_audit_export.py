@@ -186,7 +186,7 @@ async def test_without_a_key_it_is_401(stack: Stack) -> None:
 
 
 async def test_lines_rendered_by_postgres_match_the_feed_and_the_python_rendering(stack: Stack) -> None:
-    """The NDJSON lines come from PostgreSQL (row_to_json); the feed and the other formats from msgspec."""
+    """The NDJSON lines come from PostgreSQL (stored per row); the feed and the other formats from msgspec."""
     from datetime import datetime
 
     from app.api.audit_formats import ndjson
