@@ -13,9 +13,9 @@ from app.store.types import RecordedEvent
 from projections.audit_chain import Signer, chain_hash, chain_key, cursor_of, sorted_json
 from projections.audit_checkpoints import ChainState
 from projections.audit_names import ENVELOPE_KEYS, REDACTED_KEYS, camel, kebab, public_name
-from projections.audit_reader import AUDIT_CHANNEL
+from projections.audit_reader import AUDIT_CHANNEL, RECORD_LINE
 from projections.base import Tables
-from projections.rows import Columns, arrays, insert_rows
+from projections.rows import Columns, arrays, unnest_select
 
 _encode = msgspec.json.Encoder().encode
 _FEED: Columns = {
@@ -91,12 +91,16 @@ class AuditProjection:
                 r["causationId"], r["seq"], head.hash, digest,
             ))
             state.advance(head, r, digest, e.tx_id, e.position)
-        # One statement per batch: the feed's rows and the moved chain heads, each a multi-row insert (one
-        # executor run, not one per row as executemany would), the heads' upsert in a data-modifying CTE's wake.
+        # One statement per batch: the feed's rows, each with its export line rendered from the values as
+        # inserted (the SQL the export falls back to for older rows), and the moved chain heads; each a multi-row
+        # insert (one executor run, not one per row as executemany would), the heads' after a data-modifying CTE.
         heads_sql, heads_args = state.heads_upsert(len(_FEED) + 1)
         assert heads_sql, "every record moves its account's chain head"
+        columns = ", ".join(_FEED)
+        feed = (f"INSERT INTO {t['audit_events']} ({columns}, line) SELECT e.*, {RECORD_LINE}"
+                f" FROM {unnest_select(_FEED)} AS e({columns})")
         await conn.execute(
-            f"WITH feed AS ({insert_rows(t['audit_events'], _FEED)}) {heads_sql}",
+            f"WITH feed AS ({feed}) {heads_sql}",
             *arrays(_FEED, rows), *heads_args,
         )
         await state.save_checkpoints(conn)

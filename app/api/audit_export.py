@@ -31,7 +31,8 @@ from app.api.openapi_headers import MIN_POSITION, headers
 from app.api.problems import problems
 from projections.audit_reader import AuditFilter, export_batch, export_lines, last_position
 
-# NDJSON lines come rendered by PostgreSQL; the other formats are rendered here from the rows.
+# NDJSON lines come ready-made from PostgreSQL (each record's stored when the audit projection wrote it, see
+# projections/audit_reader.py); the other formats are rendered here from the rows.
 FETCH = {"ndjson": export_lines, "csv": export_batch, "cloudevents": export_batch}
 
 _LINE = {"oneOf": [{"$ref": "#/components/schemas/AuditEventView"},

@@ -186,7 +186,7 @@ async def test_without_a_key_it_is_401(stack: Stack) -> None:
 
 
 async def test_lines_rendered_by_postgres_match_the_feed_and_the_python_rendering(stack: Stack) -> None:
-    """The NDJSON lines come from PostgreSQL (row_to_json); the feed and the other formats from msgspec."""
+    """The NDJSON lines come from PostgreSQL (stored per row); the feed and the other formats from msgspec."""
     from datetime import datetime
 
     from app.api.audit_formats import ndjson
@@ -206,3 +206,33 @@ async def test_lines_rendered_by_postgres_match_the_feed_and_the_python_renderin
     lines = [x for x in python if x.get("kind") != "checkpoint"]
     assert all(same(x, y, "occurredAt") for x, y in zip(lines, records, strict=True))
     assert all(same(x, y, "at") for x, y in zip([x for x in python if x.get("kind")], checkpoints, strict=True))
+
+
+async def test_each_record_is_stored_with_the_line_the_export_would_render(stack: Stack) -> None:
+    """The audit projection stores each row's NDJSON line (sql/0140): the bytes rendering it now gives."""
+    from projections.audit_reader import RECORD_LINE
+
+    pool = stack.container.pool
+    assert await pool.fetchval("SELECT count(*) FROM audit_events") >= SEEDED
+    assert await pool.fetchval("SELECT count(*) FROM audit_events WHERE line IS NULL") == 0
+    assert await pool.fetchval(f"SELECT count(*) FROM audit_events e WHERE line IS DISTINCT FROM {RECORD_LINE}") == 0
+
+
+async def test_rows_without_a_stored_line_export_the_same_bytes(stack: Stack) -> None:
+    """Rows from before sql/0140 have no line: the export renders theirs, byte for byte the stored one."""
+    from projections.audit_reader import RECORD_LINE
+
+    tenant = stack.tenants[0]["headers"]
+    cursors = [r["cursor"] for r in _ndjson((await _export(stack, tenant))[1])[0]]
+    params: list[tuple[dict[str, str], dict[str, Any]]] = [
+        (stack.admin, {}), (tenant, {}), (tenant, {"after": cursors[len(cursors) // 3]}),
+        (stack.admin, {"format": "ndjson", "type": "machine.profile-revised"}),
+    ]
+    stored = [(await _export(stack, h, **p))[1] for h, p in params]
+    pool = stack.container.pool
+    try:
+        nulled = await pool.execute("UPDATE audit_events SET line = NULL WHERE position % 2 = 0")
+        assert int(nulled.split()[-1]) > 0
+        assert [(await _export(stack, h, **p))[1] for h, p in params] == stored
+    finally:
+        await pool.execute(f"UPDATE audit_events e SET line = {RECORD_LINE} WHERE line IS NULL")

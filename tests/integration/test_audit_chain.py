@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from app.container import Container
+from projections.audit_reader import RECORD_LINE
 from projections.audit_upgrade import hash_existing_rows, needs_hashing
 from projections.rebuild import rebuild
 from projections.registry import audit_projection
@@ -58,12 +59,15 @@ async def test_rows_from_before_the_chain_are_hashed_by_a_rebuild(audited: Conta
     await caught_up(runner)
     chained = await _snapshot(audited.pool)
     # What a database migrated from before 0070 holds: rows without chain columns, no heads, no checkpoints.
-    await audited.pool.execute("UPDATE audit_events SET seq = NULL, prev_hash = NULL, hash = NULL")
+    # No stored export line either (sql/0140 came after 0070; a line carries the chain columns it would lack).
+    await audited.pool.execute("UPDATE audit_events SET seq = NULL, prev_hash = NULL, hash = NULL, line = NULL")
     await audited.pool.execute("TRUNCATE audit_chain_heads, audit_checkpoints")
     async with audited.pool.acquire() as conn:
         assert await needs_hashing(conn)
     assert await hash_existing_rows(audited.pool, audited.store, audit, 300)
     assert await _snapshot(audited.pool) == chained
+    assert await audited.pool.fetchval(  # the rebuild stored each row's export line again
+        f"SELECT count(*) FROM audit_events e WHERE line IS DISTINCT FROM {RECORD_LINE}") == 0
     assert not await hash_existing_rows(audited.pool, audited.store, audit, 300)
 
 
