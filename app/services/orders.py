@@ -142,6 +142,15 @@ class OrdersService:
         self._remember(order)
         return order, events
 
+    def facts_of(self, order_id: uuid.UUID) -> OrderFacts | None:
+        """The order's facts if this process remembers them."""
+        return self._facts.get(order_id)
+
+    def forget(self, order_id: uuid.UUID) -> None:
+        """Drop what this process remembers of the order (its next command reads the order first, as after a
+        restart)."""
+        self._facts.pop(order_id, None)
+
     def _remember(self, order: Order) -> None:
         if order.id in self._facts:
             return
