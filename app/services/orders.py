@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -155,7 +156,9 @@ class OrdersService:
         if order.id in self._facts:
             return
         if len(self._facts) >= MAX_FACTS:
-            del self._facts[next(iter(self._facts))]  # the oldest remembered
+            # The oldest remembered. Worker threads may share this service: two may pick the same oldest key.
+            with contextlib.suppress(StopIteration, RuntimeError):
+                self._facts.pop(next(iter(self._facts)), None)
         self._facts[order.id] = OrderFacts(order.account_id, order.machine_id, order.seller_account_id,
                                            order.price.currency)
 
