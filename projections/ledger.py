@@ -21,14 +21,30 @@ NIL = uuid.UUID(int=0)  # the account id of the platform's ledger accounts (fees
 MOVEMENTS = frozenset({"market:Wallet.Deposited", "market:Wallet.Withdrawn", "market:Wallet.EscrowHeld",
                        "market:Wallet.EscrowReleased", "market:Wallet.EscrowRefunded"})
 
-Key = tuple[uuid.UUID, str, str]  # (account, currency, ledger)
-# Each column of a ledger entry with its SQL type (the multi-row insert's array parameters).
-_ENTRY_TYPES = {"tx_id": "bigint", "position": "bigint", "line": "smallint", "event_id": "uuid", "type": "text",
-                "ledger": "text", "account_id": "uuid", "currency": "text", "amount": "bigint",
-                "balance_after": "bigint", "order_id": "uuid", "counterparty": "uuid", "recorded_at": "timestamptz"}
-_INSERT_ENTRIES = (
-    "INSERT INTO {table} (" + ", ".join(_ENTRY_TYPES) + ") SELECT * FROM unnest("
-    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_ENTRY_TYPES.values(), 1)) + ")"
+# Each column of a posting line as the projection sends it (array parameters, in order), with its SQL type; the
+# statement adds the balance after each line.
+_LINE_TYPES = {"tx_id": "bigint", "position": "bigint", "line": "smallint", "event_id": "uuid", "type": "text",
+               "ledger": "text", "account_id": "uuid", "currency": "text", "amount": "bigint", "order_id": "uuid",
+               "counterparty": "uuid", "recorded_at": "timestamptz"}
+_ENTRY_COLUMNS = (*_LINE_TYPES, "balance_after")
+# A batch's postings in ONE statement (there were three round trips: read the balances, insert the entries, write
+# the balances): each line's balance after is the account's stored balance plus the running sum of the batch's
+# lines on it, in log order (the lines arrive in that order: `n`); the last line of each account sets its balance.
+# The projection is the tables' only writer, inside the runner's transaction with its checkpoint.
+_WRITE = (
+    "WITH l AS (SELECT * FROM unnest(" + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_LINE_TYPES.values(), 1))
+    + ") WITH ORDINALITY AS l(" + ", ".join(_LINE_TYPES) + ", n)),"
+    " b AS (SELECT l.*, (COALESCE(c.balance, 0) + sum(l.amount) OVER w)::bigint AS balance_after,"
+    " COALESCE(c.version, 0) + count(*) OVER w AS version"
+    " FROM l LEFT JOIN {balances} AS c USING (account_id, currency, ledger)"
+    " WINDOW w AS (PARTITION BY l.account_id, l.currency, l.ledger ORDER BY l.n)),"
+    " e AS (INSERT INTO {entries} (" + ", ".join(_ENTRY_COLUMNS) + ") SELECT " + ", ".join(_ENTRY_COLUMNS)
+    + " FROM b)"
+    " INSERT INTO {balances} (account_id, currency, ledger, balance, version, updated_at)"
+    " SELECT DISTINCT ON (account_id, currency, ledger) account_id, currency, ledger, balance_after, version,"
+    " recorded_at FROM b ORDER BY account_id, currency, ledger, n DESC"
+    " ON CONFLICT (account_id, currency, ledger) DO UPDATE SET balance = EXCLUDED.balance,"
+    " version = EXCLUDED.version, updated_at = EXCLUDED.updated_at"
 )
 
 
@@ -65,27 +81,5 @@ class LedgerProjection:
 
 
 async def _write(conn: asyncpg.Connection, t: Tables, lines: list[dict[str, Any]]) -> None:
-    balances_table, entries_table = t["ledger_balances"], t["ledger_entries"]
-    keys = list({(x["account_id"], x["currency"], x["ledger"]) for x in lines})
-    rows = await conn.fetch(
-        f"SELECT account_id, currency, ledger, balance, version FROM {balances_table}"
-        " WHERE (account_id, currency, ledger) IN (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]))",
-        [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys])
-    balances: dict[Key, list[Any]] = {(r["account_id"], r["currency"], r["ledger"]): [r["balance"], r["version"], None]
-                                      for r in rows}
-    for x in lines:
-        b = balances.setdefault((x["account_id"], x["currency"], x["ledger"]), [0, 0, None])
-        b[0] += x["amount"]
-        b[1] += 1
-        b[2] = x["recorded_at"]
-        x["balance_after"] = b[0]
-    # One multi-row statement per batch (executemany would run the executor once per posting).
-    await conn.execute(_INSERT_ENTRIES.format(table=entries_table), *([x[c] for x in lines] for c in _ENTRY_TYPES))
-    changed = [(k, b) for k, b in balances.items() if b[2] is not None]
-    await conn.execute(
-        f"INSERT INTO {balances_table} (account_id, currency, ledger, balance, version, updated_at)"
-        " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::timestamptz[])"
-        " ON CONFLICT (account_id, currency, ledger) DO UPDATE SET balance = EXCLUDED.balance,"
-        " version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
-        [k[0] for k, _ in changed], [k[1] for k, _ in changed], [k[2] for k, _ in changed],
-        [b[0] for _, b in changed], [b[1] for _, b in changed], [b[2] for _, b in changed])
+    sql = _WRITE.format(balances=t["ledger_balances"], entries=t["ledger_entries"])
+    await conn.execute(sql, *([x[c] for x in lines] for c in _LINE_TYPES))

@@ -26,6 +26,9 @@ from domain.shared.money import Money
 # The codes a wallet can hold: ISO 4217 currencies with minor units (not XAU, XDR and other funds or metals).
 CURRENCIES: tuple[str, ...] = tuple(sorted(c.code for c in Currency if c.exponent is not None))
 
+# Streams a caller read with its own (e.g. with the order): each as found, None when it does not exist.
+Loaded = tuple[Aggregate | None, ...]
+
 # Many commands can race on one buyer's wallet (64 concurrent holds in the proof test): each loser re-decides.
 LEDGER_RETRIES, LEDGER_JITTER_S = 64, 0.005
 
@@ -72,12 +75,15 @@ class LedgerService:
             return Wallet.open(account_id, currency, ctx.at)
 
     async def wallet_and_credits(self, ctx: CommandContext, account_id: uuid.UUID, currency: str,
-                                 seller_account_id: uuid.UUID, order_id: uuid.UUID) -> tuple[Wallet, SellerCredits]:
+                                 seller_account_id: uuid.UUID, order_id: uuid.UUID,
+                                 loaded: Loaded | None = None) -> tuple[Wallet, SellerCredits]:
         """The buyer's wallet and the seller's credit shard for this order, in one statement (a release moves both);
-        either one new (its Opened pending) when its stream does not exist yet."""
+        either one new (its Opened pending) when its stream does not exist yet. `loaded`: the two as the caller
+        has just read them (None for a stream that does not exist), instead of reading them here."""
         shard = credit_shard(order_id)
-        wallet, credits = await self.repo.get_many([(Wallet, wallet_id(account_id, currency)),
-                                                    (SellerCredits, credits_id(seller_account_id, currency, shard))])
+        wallet, credits = loaded if loaded is not None else await self.repo.get_many(
+            [(Wallet, wallet_id(account_id, currency)),
+             (SellerCredits, credits_id(seller_account_id, currency, shard))])
         if not isinstance(wallet, Wallet):
             wallet = Wallet.open(account_id, currency, ctx.at)
         if not isinstance(credits, SellerCredits):
@@ -113,16 +119,26 @@ class LedgerService:
         return [wallet, credits]
 
     async def refund(self, ctx: CommandContext, buyer_account_id: uuid.UUID, order_id: uuid.UUID,
-                     currency: str) -> list[Aggregate]:
-        """The whole hold -> buyer available. ESCROW_NOT_HELD if not open."""
-        wallet = await self.wallet(ctx, buyer_account_id, currency)
+                     currency: str, loaded: Loaded | None = None) -> list[Aggregate]:
+        """The whole hold -> buyer available. ESCROW_NOT_HELD if not open. `loaded`: (the wallet as the caller
+        has just read it, or None if its stream does not exist)."""
+        found = loaded[0] if loaded is not None else None
+        if isinstance(found, Wallet):
+            wallet = found
+        elif loaded is not None:
+            wallet = Wallet.open(buyer_account_id, currency, ctx.at)
+        else:
+            wallet = await self.wallet(ctx, buyer_account_id, currency)
         wallet.refund(order_id, ctx.at)
         return [wallet]
 
     async def split(self, ctx: CommandContext, buyer_account_id: uuid.UUID, order_id: uuid.UUID, currency: str,
-                    seller_account_id: uuid.UUID, seller_amount: int, fee: int) -> list[Aggregate]:
-        """`seller_amount` of the hold released (less `fee`), the rest refunded, in one decision."""
-        wallet, credits = await self.wallet_and_credits(ctx, buyer_account_id, currency, seller_account_id, order_id)
+                    seller_account_id: uuid.UUID, seller_amount: int, fee: int,
+                    loaded: Loaded | None = None) -> list[Aggregate]:
+        """`seller_amount` of the hold released (less `fee`), the rest refunded, in one decision. `loaded`: see
+        wallet_and_credits."""
+        wallet, credits = await self.wallet_and_credits(ctx, buyer_account_id, currency, seller_account_id, order_id,
+                                                        loaded)
         wallet.split(order_id, credits, seller_amount, fee, ctx.at)
         return [wallet, credits]
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import asyncpg
 from eventsourcing.domain import Aggregate
@@ -21,7 +22,9 @@ from app.store.mapper import rebuild
 from app.store.repository import Repository, stream_type_of
 from app.store.types import AppendResult, LogPosition, RecordedEvent
 from domain.machines.aggregate import Machine
+from domain.market.credits import SellerCredits, credit_shard, credits_id
 from domain.market.errors import EscrowAlreadyHeld, EscrowNotHeld
+from domain.market.ledger import Wallet, wallet_id
 from domain.market.order import Order
 from domain.market.order_commands import PlaceOrder, ProofOfPayment
 from domain.market.order_errors import OrderNotFound, PaymentProofInvalid
@@ -35,6 +38,25 @@ from domain.tasks.commands import Constraints
 
 MAX_SIGNATURE_BYTES = 256
 _ORDER_STREAM = stream_type_of(Order)
+MAX_FACTS = 16_384  # orders whose facts a process remembers (~300 bytes each)
+
+
+class OrderFacts(NamedTuple):
+    """What an order's Placed event fixes for good: enough to name, before the order is read, the other streams
+    a command on it reads (the buyer machine; the buyer's wallet and the seller's credit shard), so they come in
+    the same statement as the order (one round trip where there were two)."""
+
+    account_id: uuid.UUID
+    machine_id: uuid.UUID
+    seller_account_id: uuid.UUID
+    currency: str
+
+
+# The streams a command reads besides its order, as its facts name them; what they loaded, by stream id (None:
+# the stream does not exist). A decision looks its streams up by the ids the loaded order names, so a wrong or
+# missing guess only costs the read it would have made anyway.
+Related = Callable[[OrderFacts], Sequence[tuple[type[Aggregate], uuid.UUID]]]
+Prefetched = dict[uuid.UUID, Aggregate | None]
 
 
 class OrderOutcome:
@@ -54,6 +76,7 @@ class OrdersService:
                  fee_bps: int, intent_ttl_s: int) -> None:
         self.repo, self.pool, self.tasks, self.escrow = repo, pool, tasks, escrow
         self.fee_bps, self.intent_ttl_s = fee_bps, intent_ttl_s
+        self._facts: dict[uuid.UUID, OrderFacts] = {}
 
     async def place(self, ctx: CommandContext, buyer_id: uuid.UUID, *, listing_id: uuid.UUID | None,
                     capability: str | None, constraints: Constraints | None, input: Any,
@@ -86,28 +109,67 @@ class OrdersService:
         outcome = OrderOutcome(order, result)
         if result is not None and not result.duplicate:  # the whole new stream, as the log recorded it
             outcome.events = _of(order.id, result)
+        self._remember(order)
         return outcome
 
     async def load(self, order_id: uuid.UUID) -> Order:
         return (await self.load_stream(order_id))[0]
 
-    async def load_stream(self, order_id: uuid.UUID) -> tuple[Order, list[RecordedEvent]]:
+    async def load_stream(self, order_id: uuid.UUID, related: Related | None = None,
+                          prefetched: Prefetched | None = None) -> tuple[Order, list[RecordedEvent]]:
         """The order and the events it was folded from (an order's stream is short: no snapshots), so a view
-        can show its timeline without reading the stream a second time."""
-        events = await self.repo.store.load(order_id)
-        if not events or events[0].stream_type != _ORDER_STREAM:
-            raise OrderNotFound(f"order {order_id} not found")
-        order = rebuild(events)
+        can show its timeline without reading the stream a second time. `related`: the other streams the
+        caller will read, loaded in the same statement into `prefetched` when this process knows the order's
+        facts (it placed or read the order before)."""
+        facts = self._facts.get(order_id) if related is not None else None
+        if prefetched is not None:
+            prefetched.clear()
+        if related is None or facts is None:
+            events = await self.repo.store.load(order_id)
+            if not events or events[0].stream_type != _ORDER_STREAM:
+                raise OrderNotFound(f"order {order_id} not found")
+            order = rebuild(events)
+        else:
+            wanted: list[tuple[type[Aggregate], uuid.UUID]] = [(Order, order_id), *related(facts)]
+            streams: dict[uuid.UUID, list[RecordedEvent]] = {}
+            found = await self.repo.get_many(wanted, streams)
+            if not isinstance(found[0], Order):
+                raise OrderNotFound(f"order {order_id} not found")
+            order, events = found[0], streams[order_id]
+            if prefetched is not None:
+                prefetched.update((aggregate_id, aggregate) for (_, aggregate_id), aggregate
+                                  in zip(wanted[1:], found[1:], strict=True))
         assert isinstance(order, Order)
+        self._remember(order)
         return order, events
+
+    def facts_of(self, order_id: uuid.UUID) -> OrderFacts | None:
+        """The order's facts if this process remembers them."""
+        return self._facts.get(order_id)
+
+    def forget(self, order_id: uuid.UUID) -> None:
+        """Drop what this process remembers of the order (its next command reads the order first, as after a
+        restart)."""
+        self._facts.pop(order_id, None)
+
+    def _remember(self, order: Order) -> None:
+        if order.id in self._facts:
+            return
+        if len(self._facts) >= MAX_FACTS:
+            # The oldest remembered. Worker threads may share this service: two may pick the same oldest key.
+            with contextlib.suppress(StopIteration, RuntimeError):
+                self._facts.pop(next(iter(self._facts)), None)
+        self._facts[order.id] = OrderFacts(order.account_id, order.machine_id, order.seller_account_id,
+                                           order.price.currency)
 
     async def get(self, ctx: CommandContext, order_id: uuid.UUID) -> Order:
         """The order if the caller's account is its buyer or seller (or an admin); otherwise NOT_FOUND."""
         return (await self.get_stream(ctx, order_id))[0]
 
-    async def get_stream(self, ctx: CommandContext, order_id: uuid.UUID) -> tuple[Order, list[RecordedEvent]]:
+    async def get_stream(self, ctx: CommandContext, order_id: uuid.UUID, related: Related | None = None,
+                         prefetched: Prefetched | None = None) -> tuple[Order, list[RecordedEvent]]:
         """`get`, with the order's events (see load_stream)."""
-        order, events = await self.load_stream(order_id)
+        order, events = await self.load_stream(order_id, related, prefetched)
         if not ctx.is_admin and ctx.account_id not in (order.account_id, order.seller_account_id):
             raise OrderNotFound(f"order {order_id} not found")
         return order, events
@@ -115,17 +177,20 @@ class OrdersService:
     async def pay(self, ctx: CommandContext, order_id: uuid.UUID, signature_b64: str) -> OrderOutcome:
         """The buyer machine's Ed25519 signature of the intent's signing payload: a mandate for this payment."""
         signature = _signature(signature_b64)
+        pre: Prefetched = {}
 
         async def decide(ctx: CommandContext, order: Order) -> None:
             order.ensure_buyer(ctx.account_id, ctx.is_admin, "pay")
-            machine = await self.repo.get(Machine, order.machine_id, what="machine")
+            machine = pre.get(order.machine_id)
+            if not isinstance(machine, Machine):
+                machine = await self.repo.get(Machine, order.machine_id, what="machine")
             machine.ensure_operational()
             if not verify_ed25519(machine.public_key, order.signing_payload.encode(), signature):
                 raise PaymentProofInvalid("the signature does not verify against the buyer machine's key over"
                                           " the payment intent's signingPayload")
             order.record_proof(ProofOfPayment(method="mandate", signature=signature_b64), ctx.at)
 
-        return await self.change(ctx, order_id, decide, visible=True)
+        return await self.change(ctx, order_id, decide, visible=True, related=_buyer_machine, prefetched=pre)
 
     async def record_rail_proof(self, ctx: CommandContext, order_id: uuid.UUID, rail: str, reference: str,
                                 signature: str) -> OrderOutcome:
@@ -138,11 +203,14 @@ class OrdersService:
         return await self.change(ctx, order_id, decide)
 
     async def confirm(self, ctx: CommandContext, order_id: uuid.UUID) -> OrderOutcome:
+        pre: Prefetched = {}
+
         async def decide(ctx: CommandContext, order: Order) -> list[Aggregate]:
             order.ensure_buyer(ctx.account_id, ctx.is_admin, "confirm")
-            return await self._settle(order, order.confirm(True, ctx.at), ctx)
+            return await self.escrow.settle(ctx, order, order.confirm(True, ctx.at), pre)
 
-        return await self.change(ctx, order_id, decide, visible=True)
+        return await self.change(ctx, order_id, decide, visible=True, related=settlement_streams(order_id),
+                                 prefetched=pre)
 
     async def dispute(self, ctx: CommandContext, order_id: uuid.UUID, reason: str) -> OrderOutcome:
         async def decide(ctx: CommandContext, order: Order) -> None:
@@ -188,10 +256,12 @@ class OrdersService:
 
     async def change(self, ctx: CommandContext, order_id: uuid.UUID,
                       decide: Callable[[CommandContext, Order], Any], *, visible: bool = False,
-                      attempts: int = LEDGER_RETRIES, loaded: Order | None = None) -> OrderOutcome:
+                      attempts: int = LEDGER_RETRIES, loaded: Order | None = None, related: Related | None = None,
+                      prefetched: Prefetched | None = None) -> OrderOutcome:
         """Load, decide, save with what the decision moved (wallets, the task), retried on a lost race: the loser
         decides again on fresh state, where the winner's change usually makes its command a clear 409.
-        `loaded`: the order as the caller already has it (not yet changed), decided on first instead of a load."""
+        `loaded`: the order as the caller already has it (not yet changed), decided on first instead of a load.
+        `related`/`prefetched`: streams `decide` reads, loaded with the order (see load_stream), each attempt."""
 
         first = [loaded] if loaded is not None else []
 
@@ -199,8 +269,12 @@ class OrdersService:
             events: list[RecordedEvent] | None = None
             if first:  # the caller's order, as it loaded it a moment ago: a lost race reloads below
                 order = first.pop()
+                if prefetched is not None:
+                    prefetched.clear()
+            elif visible:
+                order, events = await self.get_stream(ctx, order_id, related, prefetched)
             else:
-                order, events = await (self.get_stream(ctx, order_id) if visible else self.load_stream(order_id))
+                order, events = await self.load_stream(order_id, related, prefetched)
             loaded_version = order.version  # decide's events move the in-memory version on
             try:
                 extras = list(await decide(ctx, order) or [])
@@ -222,6 +296,20 @@ class OrdersService:
         # Settlements commit on shared streams (the buyer's wallet, the seller's credit shard): as many attempts
         # as the ledger's own commands, spaced by jitter.
         return await retry_conflicts(attempt, attempts=attempts, jitter_s=LEDGER_JITTER_S)
+
+
+def _buyer_machine(facts: OrderFacts) -> Sequence[tuple[type[Aggregate], uuid.UUID]]:
+    return [(Machine, facts.machine_id)]
+
+
+def settlement_streams(order_id: uuid.UUID) -> Related:
+    """The streams a settlement of the order moves: the buyer's wallet and the seller's credit shard."""
+
+    def streams(facts: OrderFacts) -> Sequence[tuple[type[Aggregate], uuid.UUID]]:
+        return [(Wallet, wallet_id(facts.account_id, facts.currency)),
+                (SellerCredits, credits_id(facts.seller_account_id, facts.currency, credit_shard(order_id)))]
+
+    return streams
 
 
 def _of(stream_id: uuid.UUID, result: AppendResult) -> list[RecordedEvent]:

@@ -12,7 +12,7 @@ from app.store.event_store import EventStore
 from app.store.loads import load_streams
 from app.store.mapper import event_type, rebuild, to_data
 from app.store.snapshots import SnapshotStore, restore, schema_version, snapshot_every
-from app.store.types import AppendResult, NewEvent
+from app.store.types import AppendResult, NewEvent, RecordedEvent
 from domain.shared.context import CommandContext
 from domain.shared.errors import NotFound
 from domain.shared.ids import derived_id, new_id
@@ -52,15 +52,19 @@ class Repository:
             raise NotFound(f"{what} {aggregate_id} has no version {version}")
         return aggregate
 
-    async def get_many(self, wanted: Sequence[tuple[type[Aggregate], uuid.UUID]]) -> list[Aggregate | None]:
+    async def get_many(self, wanted: Sequence[tuple[type[Aggregate], uuid.UUID]],
+                       events_of: dict[uuid.UUID, list[RecordedEvent]] | None = None) -> list[Aggregate | None]:
         """Several aggregates as they stand, each from its snapshot and the events after it, in one statement;
-        None for a stream that does not exist (or holds another type)."""
+        None for a stream that does not exist (or holds another type). `events_of`: filled with each stream's
+        events as read (after its snapshot, if any), for a caller that shows them (an order's timeline)."""
         loads = await load_streams(self.store.pool, [
             (aggregate_id, stream_type_of(cls), schema_version(cls) if snapshot_every(cls) else None)
             for cls, aggregate_id in wanted])
         out: list[Aggregate | None] = []
         for cls, aggregate_id in wanted:
             load = loads[aggregate_id]
+            if events_of is not None:
+                events_of[aggregate_id] = load.events
             start = None if load.snapshot is None else restore(
                 cls, aggregate_id, load.snapshot["version"], load.snapshot["data"], load.snapshot["recorded_at"])
             if start is None and (not load.events or load.events[0].stream_type != stream_type_of(cls)):

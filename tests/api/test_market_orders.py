@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 
 from app.container import Container
 from app.settings import Settings
@@ -298,3 +299,40 @@ async def test_confirm_over_http_releases_to_the_seller_less_the_fee(
     sold = await client.get(ORDERS, headers=fresh(m["sh"], r), params={"role": "seller", "status": "settled"})
     assert [x["id"] for x in sold.json()["data"]] == [o["id"]]
     assert sold.json()["data"][0]["escrowStatus"] == "released"
+
+
+@pytest.mark.parametrize("remembered", [True, False])
+async def test_pay_and_confirm_decide_the_same_whether_or_not_the_process_remembers_the_order(
+    client: httpx.AsyncClient, container: Container, admin: dict[str, str], tenant: dict[str, Any], remembered: bool
+) -> None:
+    """A process that placed or read an order loads it with the streams pay and confirm move (the buyer machine;
+    the wallet and the credit shard) in one statement; one that has not reads it first. Same outcome, once."""
+    m = {**await market(client, container, admin, tenant, price=2000), "account": tenant["id"]}
+    dep = await client.post(f"/v1/accounts/{m['account']}/deposits", headers=admin,
+                            json={"amount": {"amount": 2000, "currency": "USD"}})
+    assert dep.status_code == 201, dep.text
+    o = (await place(client, m)).json()
+    oid, base = uuid.UUID(o["id"]), f"{ORDERS}/{o['id']}"
+    facts = container.orders.facts_of(oid)
+    assert facts is not None and (str(facts.machine_id), facts.currency) == (m["buyer"], "USD")
+    if not remembered:
+        container.orders.forget(oid)
+    proof = {"proof": {"signature": m["keys"].sign(o["paymentIntent"]["signingPayload"])}}
+    assert_problem(await client.post(base + "/payment", headers=m["h"], json={"proof": {"signature": Keys().sign(
+        o["paymentIntent"]["signingPayload"])}}), 422, "PAYMENT_PROOF_INVALID")  # checked against the buyer's key
+    paid = await client.post(base + "/payment", headers=m["h"], json=proof)
+    assert paid.status_code == 200 and paid.json()["status"] == "paid", paid.text
+    worker = CommandContext(at=datetime.now(UTC), actor="worker:test", is_admin=True)
+    held = await container.order_settlement.hold(worker, oid)
+    held.order.record_execution(Execution(run_id=None, succeeded=True, code=None, http_status=200,
+                                          result_digest="0" * 64, receipt=None, receipt_verified=False), worker.at)
+    await container.repo.save(held.order, worker)
+    if not remembered:
+        container.orders.forget(oid)
+    r = await client.post(base + "/confirm", headers=m["h"])
+    assert r.status_code == 200 and (r.json()["status"], r.json()["escrow"]["status"]) == ("settled", "released")
+    assert [t["type"] for t in r.json()["timeline"]][-2:] == ["market.order.confirmed", "market.payment.released"]
+    assert r.json()["timeline"] == (await client.get(base, headers=m["h"])).json()["timeline"]
+    assert_problem(await client.post(base + "/confirm", headers=m["h"]), 409, "ORDER_STATE_CONFLICT")
+    assert await balance(client, m["h"], r) == {"available": 0, "escrow": 0}
+    assert await balance(client, m["sh"], r) == {"available": 1950, "escrow": 0}

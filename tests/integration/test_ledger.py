@@ -150,6 +150,9 @@ async def test_refund_and_split_on_the_read_model_and_the_log(c: Container, fres
         ("ledger.escrow-released", "escrow", -200), ("ledger.escrow-refunded", "escrow", -100),
         ("ledger.escrow-refunded", "available", 100)]
     assert entries[2]["counterparty"] == seller
+    # Each line's balance after its own account: held second of three (1000 - 600 available, 600 in escrow), then
+    # o1's refund (escrow 600 -> 300 after o2's release and refund), o2's refund back to available (400 + 100).
+    assert [e["balance_after"] for e in entries] == [400, 600, 400, 300, 500]
     audit = await verify_ledger(fresh_database)
     assert audit.breaches == [] and audit.orders[str(o3)]["held"] == [300]
     credits = await c.store.load(credits_id(seller, "USD", credit_shard(o2)))
