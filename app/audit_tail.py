@@ -10,8 +10,8 @@ last row seen" misses nothing.
 Fan-out is what a thousand subscribers cost on a small box, so it is done per batch, not per record: each row
 is encoded to its SSE frame once; subscribers with the same filter form a group, and a batch is filtered once
 per group; each subscriber is handed ONE chunk (its group's frames, joined once) per batch, which its response
-writes in one send. Reads are spaced so that the subscribers' wake-ups and writes stay under WRITES_PER_S a
-second (`spacing`): a busy feed with many subscribers makes fewer, larger batches.
+writes in one send. Reads are spaced by what a fan-out measurably costs on this box (`spacing`): a busy feed
+with many subscribers on a slow or loaded box makes fewer, larger batches; on a fast one, smaller and sooner.
 """
 
 from __future__ import annotations
@@ -33,10 +33,18 @@ _END = (2**63 - 1, 2**63 - 1)
 _BATCH = 1000
 # Per read, every subscriber's response task wakes and sends once: about 10 us of Python and 3.5 us of kernel
 # per write besides the bytes (measured for ops/bench `export`), which at a thousand subscribers is most of
-# the API's CPU. So reads are spaced to keep those writes under this many a second (at 1,000 subscribers:
-# a read every 100 ms), within these bounds on the latency the spacing adds.
-WRITES_PER_S = 10_000
-MIN_SPACING_S, MAX_SPACING_S = 0.01, 0.1
+# the API's CPU. What that costs depends on the box and on what else runs on it, so the tail measures it: a
+# fan-out wakes the subscribers (their steps are queued on the event loop at once), then the tail yields once;
+# its own step, queued after theirs, runs when every woken subscriber has written. That span, from the
+# fan-out's start, is the read's cost; reads are spaced so that fan-outs take at most BUSY_SHARE of the
+# loop (spacing = cost / BUSY_SHARE), within these bounds on the latency the spacing adds. A fixed rate of
+# writes tuned on one machine (it was 10,000 a second) added 100 ms at 1,000 subscribers on a box three
+# times faster, and would still let a slower one fall behind.
+BUSY_SHARE = 0.5
+MIN_SPACING_S, MAX_SPACING_S = 0.01, 1.0
+# A dearer read counts at once; a cheaper one pulls the estimate down by this share of the difference, so
+# one quick read after a slow one does not bring the next read too soon.
+COST_EASE = 0.25
 Position = tuple[int, int]
 Frames = Sequence[tuple[Position, bytes]]
 
@@ -106,6 +114,11 @@ class Subscriber:
             self._timer = None
 
 
+def spacing_for(cost: float) -> float:
+    """The least time between two reads whose fan-outs cost `cost` seconds each (see BUSY_SHARE)."""
+    return min(MAX_SPACING_S, max(MIN_SPACING_S, cost / BUSY_SHARE))
+
+
 def _release(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -154,6 +167,8 @@ class AuditTail:
         self._groups: dict[bytes, _Group] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.cost = 0.0  # seconds the loop spent on a read's fan-out (see BUSY_SHARE), eased down
+        self._fanned_at = 0.0  # when the last fan-out began (loop time)
 
     @property
     def subscribers(self) -> int:
@@ -161,8 +176,12 @@ class AuditTail:
 
     @property
     def spacing(self) -> float:
-        """The least time between two reads that offered rows."""
-        return min(MAX_SPACING_S, max(MIN_SPACING_S, self.subscribers / WRITES_PER_S))
+        """The least time between the starts of two reads that offered rows."""
+        return spacing_for(self.cost)
+
+    def measured(self, cost: float) -> None:
+        """A read's fan-out took `cost` seconds of the loop (see BUSY_SHARE)."""
+        self.cost = cost if cost >= self.cost else self.cost + (cost - self.cost) * COST_EASE
 
     async def subscribe(self, filt: AuditFilter, size: int) -> Subscriber:
         """A subscriber receiving every matching row after the tail's current position."""
@@ -204,6 +223,8 @@ class AuditTail:
             started = loop.time()
             try:
                 if await self._read():  # rows came: let the next ones gather for a while
+                    await asyncio.sleep(0)  # runs after every subscriber the fan-out woke (see BUSY_SHARE)
+                    self.measured(loop.time() - self._fanned_at)
                     await asyncio.sleep(self.spacing - (loop.time() - started))
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                 log.warning("audit tail: %s; retrying", exc)
@@ -228,6 +249,7 @@ class AuditTail:
 
     def _fan_out(self, rows: list[asyncpg.Record]) -> None:
         """Synchronous (no await): a subscriber either joins before the batch and gets all of it, or after."""
+        self._fanned_at = asyncio.get_running_loop().time()
         at = [(r["tx_id"], r["position"]) for r in rows]
         frames: list[bytes | None] = [None] * len(rows)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -244,3 +245,37 @@ async def test_bad_resume_points_are_400(live: tuple[Stack, str], headers: dict[
     r = await stack.client.get("/v1/audit-events/stream", params=params, headers={**stack.admin, **headers})
     assert_problem(r, 400, "VALIDATION_ERROR")
     assert_problem(await stack.client.get("/v1/audit-events/stream"), 401, "UNAUTHORIZED")
+
+
+async def test_the_tail_spaces_its_reads_by_what_its_fan_out_costs(live: tuple[Stack, str]) -> None:
+    """The measured cost of a read covers the writes of every subscriber it woke: consumers that each spend
+    20 ms per chunk make a read cost at least 5 x 20 ms, so reads are spaced at least twice that apart."""
+    from app.audit_tail import BUSY_SHARE, spacing_for
+
+    stack, _ = live
+    tail = stack.container.audit_tail
+    account = uuid.UUID(stack.tenants[1]["id"])
+    subs = [await tail.subscribe(AuditFilter(account_id=account), 1000) for _ in range(5)]
+    got = [0] * len(subs)
+
+    async def consume(i: int) -> None:
+        while True:
+            chunks = await subs[i].take(30.0)
+            got[i] += sum(len(_frames([c])) for _, c in chunks)
+            spin = time.perf_counter() + 0.02  # a dear write: 20 ms of this loop, not a sleep
+            while time.perf_counter() < spin:
+                pass
+
+    consumers = [asyncio.create_task(consume(i)) for i in range(len(subs))]
+    try:
+        await seed(stack.container.store, [str(account)], 10)
+        async with asyncio.timeout(20):
+            while min(got) < 10 or tail.cost < 0.1:  # noqa: ASYNC110 (the tail measures after its fan-out)
+                await asyncio.sleep(0.01)
+        assert tail.spacing == spacing_for(tail.cost) >= 0.1 / BUSY_SHARE
+    finally:
+        for task in consumers:
+            task.cancel()
+        for s in subs:
+            tail.unsubscribe(s)
+        tail.cost = 0.0  # the next tests' reads come soon again
