@@ -168,7 +168,7 @@ class AuditTail:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.cost = 0.0  # seconds the loop spent on a read's fan-out (see BUSY_SHARE), eased down
-        self._fanned_at = 0.0  # when the last fan-out began (loop time)
+        self._fanned_at: float | None = None  # when this read's (last) fan-out began (loop time), if it made one
 
     @property
     def subscribers(self) -> int:
@@ -220,11 +220,12 @@ class AuditTail:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
             self._wake.clear()
-            started = loop.time()
+            started, self._fanned_at = loop.time(), None
             try:
                 if await self._read():  # rows came: let the next ones gather for a while
-                    await asyncio.sleep(0)  # runs after every subscriber the fan-out woke (see BUSY_SHARE)
-                    self.measured(loop.time() - self._fanned_at)
+                    if self._fanned_at is not None:  # (not when nobody is subscribed)
+                        await asyncio.sleep(0)  # runs after every subscriber the fan-out woke (see BUSY_SHARE)
+                        self.measured(loop.time() - self._fanned_at)
                     await asyncio.sleep(self.spacing - (loop.time() - started))
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                 log.warning("audit tail: %s; retrying", exc)

@@ -279,3 +279,29 @@ async def test_the_tail_spaces_its_reads_by_what_its_fan_out_costs(live: tuple[S
         for s in subs:
             tail.unsubscribe(s)
         tail.cost = 0.0  # the next tests' reads come soon again
+
+
+async def test_reads_nobody_is_subscribed_to_measure_no_cost(live: tuple[Stack, str]) -> None:
+    """With nobody subscribed the tail skips the rows (no fan-out): that read costs the loop nothing, so it must
+    not count the time since the last fan-out, which would space the next subscriber's reads a second apart."""
+    stack, _ = live
+    tail, pool = stack.container.audit_tail, stack.container.pool
+    account = uuid.UUID(stack.tenants[0]["id"])
+    sub = await tail.subscribe(AuditFilter(account_id=account), 1000)
+    try:  # one fan-out first
+        await seed(stack.container.store, [str(account)], 1)
+        assert await sub.take(20.0)
+    finally:
+        tail.unsubscribe(sub)
+    assert tail.subscribers == 0
+    await asyncio.sleep(0.3)  # that fan-out lies well behind (and the tail has measured it)
+    tail.cost = 0.0
+    before = await _count(stack, account)
+    await seed(stack.container.store, [str(account)], 5)
+    async with asyncio.timeout(20):
+        while await _count(stack, account) < before + 5:  # noqa: ASYNC110 (the projector has applied them)
+            await asyncio.sleep(0.05)
+        end = await last_position(pool)
+        while tail.position is None or end is None or tail.position < end:  # noqa: ASYNC110 (and the tail read them)
+            await asyncio.sleep(0.05)
+    assert tail.cost == 0.0
