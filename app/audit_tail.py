@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 import asyncpg
@@ -33,15 +34,18 @@ _END = (2**63 - 1, 2**63 - 1)
 _BATCH = 1000
 # Per read, every subscriber's response task wakes and sends once: about 10 us of Python and 3.5 us of kernel
 # per write besides the bytes (measured for ops/bench `export`), which at a thousand subscribers is most of
-# the API's CPU. What that costs depends on the box and on what else runs on it, so the tail measures it: a
-# fan-out wakes the subscribers (their steps are queued on the event loop at once), then the tail yields once;
-# its own step, queued after theirs, runs when every woken subscriber has written. That span, from the
-# fan-out's start, is the read's cost; reads are spaced so that fan-outs take at most BUSY_SHARE of the
-# loop (spacing = cost / BUSY_SHARE), within these bounds on the latency the spacing adds. A fixed rate of
-# writes tuned on one machine (it was 10,000 a second) added 100 ms at 1,000 subscribers on a box three
-# times faster, and would still let a slower one fall behind.
+# the API's CPU. What that costs depends on the box, so the tail measures it: a fan-out wakes the subscribers
+# (their steps are queued on the event loop at once), then the tail yields once; its own step, queued after
+# theirs, runs when every woken subscriber has written. The CPU time the loop's thread spent over that span,
+# from the fan-out's start, is the read's cost; reads are spaced so that fan-outs take at most BUSY_SHARE of
+# the loop (spacing = cost / BUSY_SHARE), within these bounds on the latency the spacing adds. CPU time, not
+# wall-clock: on a box shared with other work the span stretches while the process waits for a core, and
+# spacing by it would back off further the more the box is loaded, by more than it saves (measured: at load
+# 10-14 on 2 cores a fan-out of 10 rows to 1,000 subscribers took 25-30 ms of CPU but 60-470 ms of wall time).
+# A fixed rate of writes tuned on one machine (it was 10,000 a second) added 100 ms at 1,000 subscribers on
+# a box three times faster, and would still let a slower one fall behind.
 BUSY_SHARE = 0.5
-MIN_SPACING_S, MAX_SPACING_S = 0.01, 1.0
+MIN_SPACING_S, MAX_SPACING_S = 0.01, 0.5
 # A dearer read counts at once; a cheaper one pulls the estimate down by this share of the difference, so
 # one quick read after a slow one does not bring the next read too soon.
 COST_EASE = 0.25
@@ -168,7 +172,7 @@ class AuditTail:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.cost = 0.0  # seconds the loop spent on a read's fan-out (see BUSY_SHARE), eased down
-        self._fanned_at: float | None = None  # when this read's (last) fan-out began (loop time), if it made one
+        self._fanned_at: float | None = None  # the thread's CPU time when this read's (last) fan-out began, if any
 
     @property
     def subscribers(self) -> int:
@@ -225,7 +229,7 @@ class AuditTail:
                 if await self._read():  # rows came: let the next ones gather for a while
                     if self._fanned_at is not None:  # (not when nobody is subscribed)
                         await asyncio.sleep(0)  # runs after every subscriber the fan-out woke (see BUSY_SHARE)
-                        self.measured(loop.time() - self._fanned_at)
+                        self.measured(time.thread_time() - self._fanned_at)
                     await asyncio.sleep(self.spacing - (loop.time() - started))
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                 log.warning("audit tail: %s; retrying", exc)
@@ -250,7 +254,7 @@ class AuditTail:
 
     def _fan_out(self, rows: list[asyncpg.Record]) -> None:
         """Synchronous (no await): a subscriber either joins before the batch and gets all of it, or after."""
-        self._fanned_at = asyncio.get_running_loop().time()
+        self._fanned_at = time.thread_time()
         at = [(r["tx_id"], r["position"]) for r in rows]
         frames: list[bytes | None] = [None] * len(rows)
 
