@@ -41,7 +41,7 @@ _BATCH = 1000
 # the loop (spacing = cost / BUSY_SHARE), within these bounds on the latency the spacing adds. CPU time, not
 # wall-clock: on a box shared with other work the span stretches while the process waits for a core, and
 # spacing by it would back off further the more the box is loaded, by more than it saves (measured: at load
-# 10-14 on 2 cores a fan-out of 10 rows to 1,000 subscribers took 25-30 ms of CPU but 60-470 ms of wall time).
+# 10-14 on 2 cores a fan-out of 10 rows to 1,000 subscribers took 21-30 ms of CPU but 46-470 ms of wall time).
 # A fixed rate of writes tuned on one machine (it was 10,000 a second) added 100 ms at 1,000 subscribers on
 # a box three times faster, and would still let a slower one fall behind.
 BUSY_SHARE = 0.5
