@@ -186,6 +186,16 @@ async def test_a_slow_client_is_told_where_to_resume(live: tuple[Stack, str]) ->
     assert not set(rest) & set(records)
 
 
+async def _settled(stack: Stack) -> None:
+    """Every record so far is in the feed, and the tail (if started) has read past it: a subscriber from now on
+    gets only what is appended after."""
+    await stack.catch_up()
+    end, tail = await last_position(stack.container.pool), stack.container.audit_tail
+    async with asyncio.timeout(20):
+        while tail.position is not None and end is not None and tail.position < end:  # noqa: ASYNC110 (no event)
+            await asyncio.sleep(0.05)
+
+
 def _frames(chunks: list[bytes]) -> list[bytes]:
     """The frames in what the generator wrote (it joins everything queued into one write)."""
     return [f + b"\n\n" for f in b"".join(chunks).split(b"\n\n") if f]
@@ -203,6 +213,7 @@ async def test_the_tail_encodes_each_record_once_and_hands_each_subscriber_one_c
     stack, _ = live
     tail, pool = stack.container.audit_tail, stack.container.pool
     mine, theirs = (uuid.UUID(t["id"]) for t in stack.tenants)
+    await _settled(stack)  # else records the fixture made may still reach these subscribers
     same = [await tail.subscribe(AuditFilter(account_id=mine), 1000) for _ in range(3)]
     other = await tail.subscribe(AuditFilter(account_id=theirs), 1000)
     try:
