@@ -10,8 +10,8 @@ last row seen" misses nothing.
 Fan-out is what a thousand subscribers cost on a small box, so it is done per batch, not per record: each row
 is encoded to its SSE frame once; subscribers with the same filter form a group, and a batch is filtered once
 per group; each subscriber is handed ONE chunk (its group's frames, joined once) per batch, which its response
-writes in one send. Reads are spaced so that the subscribers' wake-ups and writes stay under WRITES_PER_S a
-second (`spacing`): a busy feed with many subscribers makes fewer, larger batches.
+writes in one send. Reads are spaced by what a fan-out measurably costs on this box (`spacing`): a busy feed
+with many subscribers on a slow or loaded box makes fewer, larger batches; on a fast one, smaller and sooner.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 import asyncpg
@@ -33,10 +34,21 @@ _END = (2**63 - 1, 2**63 - 1)
 _BATCH = 1000
 # Per read, every subscriber's response task wakes and sends once: about 10 us of Python and 3.5 us of kernel
 # per write besides the bytes (measured for ops/bench `export`), which at a thousand subscribers is most of
-# the API's CPU. So reads are spaced to keep those writes under this many a second (at 1,000 subscribers:
-# a read every 100 ms), within these bounds on the latency the spacing adds.
-WRITES_PER_S = 10_000
-MIN_SPACING_S, MAX_SPACING_S = 0.01, 0.1
+# the API's CPU. What that costs depends on the box, so the tail measures it: a fan-out wakes the subscribers
+# (their steps are queued on the event loop at once), then the tail yields once; its own step, queued after
+# theirs, runs when every woken subscriber has written. The CPU time the loop's thread spent over that span,
+# from the fan-out's start, is the read's cost; reads are spaced so that fan-outs take at most BUSY_SHARE of
+# the loop (spacing = cost / BUSY_SHARE), within these bounds on the latency the spacing adds. CPU time, not
+# wall-clock: on a box shared with other work the span stretches while the process waits for a core, and
+# spacing by it would back off further the more the box is loaded, by more than it saves (measured: at load
+# 10-14 on 2 cores a fan-out of 10 rows to 1,000 subscribers took 21-30 ms of CPU but 46-470 ms of wall time).
+# A fixed rate of writes tuned on one machine (it was 10,000 a second) added 100 ms at 1,000 subscribers on
+# a box three times faster, and would still let a slower one fall behind.
+BUSY_SHARE = 0.5
+MIN_SPACING_S, MAX_SPACING_S = 0.01, 0.5
+# A dearer read counts at once; a cheaper one pulls the estimate down by this share of the difference, so
+# one quick read after a slow one does not bring the next read too soon.
+COST_EASE = 0.25
 Position = tuple[int, int]
 Frames = Sequence[tuple[Position, bytes]]
 
@@ -106,6 +118,11 @@ class Subscriber:
             self._timer = None
 
 
+def spacing_for(cost: float) -> float:
+    """The least time between two reads whose fan-outs cost `cost` seconds each (see BUSY_SHARE)."""
+    return min(MAX_SPACING_S, max(MIN_SPACING_S, cost / BUSY_SHARE))
+
+
 def _release(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -154,6 +171,8 @@ class AuditTail:
         self._groups: dict[bytes, _Group] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.cost = 0.0  # seconds the loop spent on a read's fan-out (see BUSY_SHARE), eased down
+        self._fanned_at: float | None = None  # the thread's CPU time when this read's (last) fan-out began, if any
 
     @property
     def subscribers(self) -> int:
@@ -161,8 +180,12 @@ class AuditTail:
 
     @property
     def spacing(self) -> float:
-        """The least time between two reads that offered rows."""
-        return min(MAX_SPACING_S, max(MIN_SPACING_S, self.subscribers / WRITES_PER_S))
+        """The least time between the starts of two reads that offered rows."""
+        return spacing_for(self.cost)
+
+    def measured(self, cost: float) -> None:
+        """A read's fan-out took `cost` seconds of the loop (see BUSY_SHARE)."""
+        self.cost = cost if cost >= self.cost else self.cost + (cost - self.cost) * COST_EASE
 
     async def subscribe(self, filt: AuditFilter, size: int) -> Subscriber:
         """A subscriber receiving every matching row after the tail's current position."""
@@ -201,9 +224,12 @@ class AuditTail:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
             self._wake.clear()
-            started = loop.time()
+            started, self._fanned_at = loop.time(), None
             try:
                 if await self._read():  # rows came: let the next ones gather for a while
+                    if self._fanned_at is not None:  # (not when nobody is subscribed)
+                        await asyncio.sleep(0)  # runs after every subscriber the fan-out woke (see BUSY_SHARE)
+                        self.measured(time.thread_time() - self._fanned_at)
                     await asyncio.sleep(self.spacing - (loop.time() - started))
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
                 log.warning("audit tail: %s; retrying", exc)
@@ -228,6 +254,7 @@ class AuditTail:
 
     def _fan_out(self, rows: list[asyncpg.Record]) -> None:
         """Synchronous (no await): a subscriber either joins before the batch and gets all of it, or after."""
+        self._fanned_at = time.thread_time()
         at = [(r["tx_id"], r["position"]) for r in rows]
         frames: list[bytes | None] = [None] * len(rows)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -185,6 +186,16 @@ async def test_a_slow_client_is_told_where_to_resume(live: tuple[Stack, str]) ->
     assert not set(rest) & set(records)
 
 
+async def _settled(stack: Stack) -> None:
+    """Every record so far is in the feed, and the tail (if started) has read past it: a subscriber from now on
+    gets only what is appended after."""
+    await stack.catch_up()
+    end, tail = await last_position(stack.container.pool), stack.container.audit_tail
+    async with asyncio.timeout(20):
+        while tail.position is not None and end is not None and tail.position < end:  # noqa: ASYNC110 (no event)
+            await asyncio.sleep(0.05)
+
+
 def _frames(chunks: list[bytes]) -> list[bytes]:
     """The frames in what the generator wrote (it joins everything queued into one write)."""
     return [f + b"\n\n" for f in b"".join(chunks).split(b"\n\n") if f]
@@ -202,6 +213,7 @@ async def test_the_tail_encodes_each_record_once_and_hands_each_subscriber_one_c
     stack, _ = live
     tail, pool = stack.container.audit_tail, stack.container.pool
     mine, theirs = (uuid.UUID(t["id"]) for t in stack.tenants)
+    await _settled(stack)  # else records the fixture made may still reach these subscribers
     same = [await tail.subscribe(AuditFilter(account_id=mine), 1000) for _ in range(3)]
     other = await tail.subscribe(AuditFilter(account_id=theirs), 1000)
     try:
@@ -244,3 +256,63 @@ async def test_bad_resume_points_are_400(live: tuple[Stack, str], headers: dict[
     r = await stack.client.get("/v1/audit-events/stream", params=params, headers={**stack.admin, **headers})
     assert_problem(r, 400, "VALIDATION_ERROR")
     assert_problem(await stack.client.get("/v1/audit-events/stream"), 401, "UNAUTHORIZED")
+
+
+async def test_the_tail_spaces_its_reads_by_what_its_fan_out_costs(live: tuple[Stack, str]) -> None:
+    """The measured cost of a read covers the writes of every subscriber it woke: consumers that each spend
+    20 ms of CPU per chunk make a read cost at least 5 x 20 ms, so reads are spaced at least twice that apart."""
+    from app.audit_tail import BUSY_SHARE, spacing_for
+
+    stack, _ = live
+    tail = stack.container.audit_tail
+    account = uuid.UUID(stack.tenants[1]["id"])
+    subs = [await tail.subscribe(AuditFilter(account_id=account), 1000) for _ in range(5)]
+    got = [0] * len(subs)
+
+    async def consume(i: int) -> None:
+        while True:
+            chunks = await subs[i].take(30.0)
+            got[i] += sum(len(_frames([c])) for _, c in chunks)
+            spin = time.thread_time() + 0.02  # a dear write: 20 ms of the loop's CPU, not a sleep
+            while time.thread_time() < spin:
+                pass
+
+    consumers = [asyncio.create_task(consume(i)) for i in range(len(subs))]
+    try:
+        await seed(stack.container.store, [str(account)], 10)
+        async with asyncio.timeout(20):
+            while min(got) < 10 or tail.cost < 0.1:  # noqa: ASYNC110 (the tail measures after its fan-out)
+                await asyncio.sleep(0.01)
+        assert tail.spacing == spacing_for(tail.cost) >= 0.1 / BUSY_SHARE
+    finally:
+        for task in consumers:
+            task.cancel()
+        for s in subs:
+            tail.unsubscribe(s)
+        tail.cost = 0.0  # the next tests' reads come soon again
+
+
+async def test_reads_nobody_is_subscribed_to_measure_no_cost(live: tuple[Stack, str]) -> None:
+    """With nobody subscribed the tail skips the rows (no fan-out): that read costs the loop nothing, so it must
+    not count the time since the last fan-out, which would space the next subscriber's reads a second apart."""
+    stack, _ = live
+    tail, pool = stack.container.audit_tail, stack.container.pool
+    account = uuid.UUID(stack.tenants[0]["id"])
+    sub = await tail.subscribe(AuditFilter(account_id=account), 1000)
+    try:  # one fan-out first
+        await seed(stack.container.store, [str(account)], 1)
+        assert await sub.take(20.0)
+    finally:
+        tail.unsubscribe(sub)
+    assert tail.subscribers == 0
+    await asyncio.sleep(0.3)  # that fan-out lies well behind (and the tail has measured it)
+    tail.cost = 0.0
+    before = await _count(stack, account)
+    await seed(stack.container.store, [str(account)], 5)
+    async with asyncio.timeout(20):
+        while await _count(stack, account) < before + 5:  # noqa: ASYNC110 (the projector has applied them)
+            await asyncio.sleep(0.05)
+        end = await last_position(pool)
+        while tail.position is None or end is None or tail.position < end:  # noqa: ASYNC110 (and the tail read them)
+            await asyncio.sleep(0.05)
+    assert tail.cost == 0.0
