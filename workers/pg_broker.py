@@ -26,6 +26,7 @@ from workers.pg_broker_consumer import (
     build_conninfo,
     connect,
     translate_errors,
+    without_flush_wait,
 )
 
 __all__ = ["PostgresBroker"]
@@ -163,6 +164,8 @@ class PostgresBroker(Broker):
         self.done_retention_seconds = None if done_retention_seconds is None else float(done_retention_seconds)
         self.queues: set[str] = set()
         self.pool = _Pool(self.conninfo, pool_size, pool_timeout)
+        # Acks only: derived state, committed without waiting for the WAL flush (see consumer.ack).
+        self.ack_pool = _Pool(without_flush_wait(self.conninfo), pool_size, pool_timeout)
         self.leases = LeaseBook()
 
     @property
@@ -263,3 +266,4 @@ class PostgresBroker(Broker):
 
     def close(self) -> None:
         self.pool.close()
+        self.ack_pool.close()
