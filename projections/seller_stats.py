@@ -94,14 +94,23 @@ class SellerStatsProjection:
             seller = uuid.UUID(d["seller_machine_id"])
             s = stats.setdefault(seller, Stats(account_id=uuid.UUID(d["seller_account_id"])))
             s.fold(d, datetime.fromisoformat(d["timestamp"]), self.policy)
-        await conn.executemany(
+        # One multi-row upsert per batch (executemany would run the executor once per seller). The latency
+        # windows travel as array literals: unnest would flatten an integer[][] into one column of integers.
+        await conn.execute(
             f"INSERT INTO {table} (machine_id, account_id, runs, successes, consecutive_failures, cooling_down_until,"
             " recent_latencies_ms, p50_latency_ms, last_run_at, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) ON CONFLICT (machine_id) DO UPDATE SET"
+            " SELECT machine_id, account_id, runs, successes, consecutive_failures, cooling_down_until,"
+            " recent::integer[], p50, last_run_at, last_run_at"
+            " FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::bigint[], $5::integer[], $6::timestamptz[],"
+            " $7::text[], $8::integer[], $9::timestamptz[]) AS u(machine_id, account_id, runs, successes,"
+            " consecutive_failures, cooling_down_until, recent, p50, last_run_at)"
+            " ON CONFLICT (machine_id) DO UPDATE SET"
             " runs = EXCLUDED.runs, successes = EXCLUDED.successes,"
             " consecutive_failures = EXCLUDED.consecutive_failures, cooling_down_until = EXCLUDED.cooling_down_until,"
             " recent_latencies_ms = EXCLUDED.recent_latencies_ms, p50_latency_ms = EXCLUDED.p50_latency_ms,"
             " last_run_at = EXCLUDED.last_run_at, updated_at = EXCLUDED.updated_at",
-            [(mid, s.account_id, s.runs, s.successes, s.consecutive_failures, s.cooling_down_until,
-              s.recent_latencies_ms, s.p50_latency_ms, s.last_run_at) for mid, s in stats.items()],
+            *(list(column) for column in zip(*(
+                (mid, s.account_id, s.runs, s.successes, s.consecutive_failures, s.cooling_down_until,
+                 "{" + ",".join(map(str, s.recent_latencies_ms)) + "}", s.p50_latency_ms, s.last_run_at)
+                for mid, s in stats.items()), strict=True)),
         )

@@ -29,10 +29,13 @@ class _Table:
 
     Folding a whole batch per row keeps the writes to one per row however many events it had, and loading the
     rows first lets an event change any column without the writer knowing which ones the batch touched.
+    `types`: each column after the key with its SQL type (jsonb ones travel as JSON text), for the multi-row
+    upsert's array parameters.
     """
 
-    def __init__(self, table: str, key: str, columns: tuple[str, ...], jsonb: frozenset[str]) -> None:
-        self.table, self.key, self.columns, self.jsonb = table, key, columns, jsonb
+    def __init__(self, table: str, key: str, types: dict[str, str]) -> None:
+        self.table, self.key, self.types = table, key, types
+        self.columns = tuple(types)
         self.rows: dict[uuid.UUID, dict[str, Any]] = {}
         self.changed: set[uuid.UUID] = set()
 
@@ -40,7 +43,7 @@ class _Table:
         wanted = [i for i in set(ids) if i not in self.rows]
         if not wanted:
             return
-        cols = ", ".join(f"{c}::text AS {c}" if c in self.jsonb else c for c in (self.key, *self.columns))
+        cols = ", ".join(f"{c}::text AS {c}" if self.types.get(c) == "jsonb" else c for c in (self.key, *self.columns))
         rows = await conn.fetch(f"SELECT {cols} FROM {self.table} WHERE {self.key} = ANY($1::uuid[])", wanted)
         for r in rows:
             self.rows[r[self.key]] = dict(r)
@@ -60,26 +63,35 @@ class _Table:
     async def write(self, conn: asyncpg.Connection) -> None:
         if not self.changed:
             return
-        names = (self.key, *self.columns)
-        values = ", ".join(f"${i}::jsonb" if c in self.jsonb else f"${i}" for i, c in enumerate(names, 1))
+        # One multi-row upsert (executemany would run the executor once per row); jsonb as text, cast per row.
+        arrays = ", ".join(f"${i}::{'text' if t == 'jsonb' else t}[]" for i, t in enumerate(self.types.values(), 2))
+        picked = ", ".join(f"{c}::jsonb" if t == "jsonb" else c for c, t in self.types.items())
         sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in self.columns)
-        await conn.executemany(
-            f"INSERT INTO {self.table} ({', '.join(names)}) VALUES ({values})"
+        names = f"{self.key}, {', '.join(self.columns)}"
+        changed = [self.rows[i] for i in self.changed]
+        await conn.execute(
+            f"INSERT INTO {self.table} ({names}) SELECT {self.key}, {picked}"
+            f" FROM unnest($1::uuid[], {arrays}) AS u({names})"
             f" ON CONFLICT ({self.key}) DO UPDATE SET {sets}",
-            [tuple(self.rows[i].get(c) for c in names) for i in self.changed],
+            [r[self.key] for r in changed], *([r.get(c) for r in changed] for c in self.columns),
         )
 
 
-TASK_COLUMNS = ("account_id", "machine_id", "capability", "input", "constraints", "auto", "status",
-                "candidates_count", "candidates", "dropped", "route_id", "runs_count", "outcome_code", "version",
-                "created_at", "updated_at")
-ROUTE_COLUMNS = ("task_id", "account_id", "machine_id", "capability", "strategy", "chosen", "steps", "ranked",
-                 "excluded", "dropped", "created_at")
-RUN_COLUMNS = ("task_id", "attempt", "buyer_machine_id", "buyer_account_id", "seller_machine_id",
-               "seller_account_id", "listing_id", "capability", "provider_key", "status", "http_status",
-               "latency_ms", "error_class", "retryable", "response_digest", "body", "started_at", "finished_at")
-OUTCOME_COLUMNS = ("account_id", "machine_id", "capability", "status", "code", "detail", "run_id", "http_status",
-                   "output", "finished_at")
+TASK_TYPES = {"account_id": "uuid", "machine_id": "uuid", "capability": "text", "input": "jsonb",
+              "constraints": "jsonb", "auto": "boolean", "status": "text", "candidates_count": "integer",
+              "candidates": "jsonb", "dropped": "jsonb", "route_id": "uuid", "runs_count": "integer",
+              "outcome_code": "text", "version": "bigint", "created_at": "timestamptz", "updated_at": "timestamptz"}
+ROUTE_TYPES = {"task_id": "uuid", "account_id": "uuid", "machine_id": "uuid", "capability": "text",
+               "strategy": "text", "chosen": "jsonb", "steps": "jsonb", "ranked": "jsonb", "excluded": "jsonb",
+               "dropped": "jsonb", "created_at": "timestamptz"}
+RUN_TYPES = {"task_id": "uuid", "attempt": "integer", "buyer_machine_id": "uuid", "buyer_account_id": "uuid",
+             "seller_machine_id": "uuid", "seller_account_id": "uuid", "listing_id": "uuid", "capability": "text",
+             "provider_key": "text", "status": "text", "http_status": "integer", "latency_ms": "integer",
+             "error_class": "text", "retryable": "boolean", "response_digest": "text", "body": "jsonb",
+             "started_at": "timestamptz", "finished_at": "timestamptz"}
+OUTCOME_TYPES = {"account_id": "uuid", "machine_id": "uuid", "capability": "text", "status": "text", "code": "text",
+                 "detail": "text", "run_id": "uuid", "http_status": "integer", "output": "jsonb",
+                 "finished_at": "timestamptz"}
 
 
 class TasksProjection:
@@ -91,12 +103,10 @@ class TasksProjection:
         mine = [e for e in events if e.type.startswith(P)]
         if not mine:
             return
-        tasks = _Table(t["tasks_view"], "id", TASK_COLUMNS,
-                       frozenset({"input", "constraints", "candidates", "dropped"}))
-        routes = _Table(t["task_routes_view"], "id", ROUTE_COLUMNS,
-                        frozenset({"chosen", "steps", "ranked", "excluded", "dropped"}))
-        runs = _Table(t["task_runs_view"], "id", RUN_COLUMNS, frozenset({"body"}))
-        outcomes = _Table(t["task_outcomes_view"], "task_id", OUTCOME_COLUMNS, frozenset({"output"}))
+        tasks = _Table(t["tasks_view"], "id", TASK_TYPES)
+        routes = _Table(t["task_routes_view"], "id", ROUTE_TYPES)
+        runs = _Table(t["task_runs_view"], "id", RUN_TYPES)
+        outcomes = _Table(t["task_outcomes_view"], "task_id", OUTCOME_TYPES)
         await tasks.load(conn, (e.stream_id for e in mine if not e.type.endswith(".Submitted")))
         await runs.load(conn, (uuid.UUID(e.data["run_id"]) for e in mine
                                if e.data.get("run_id") and not e.type.endswith(".RunStarted")))
@@ -105,8 +115,8 @@ class TasksProjection:
         for table in (tasks, routes, runs, outcomes):
             await table.write(conn)
         if outcomes.changed:
-            await conn.executemany("SELECT pg_notify($1, $2)",
-                                   [(OUTCOMES_CHANNEL, str(task_id)) for task_id in outcomes.changed])
+            await conn.execute("SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id",
+                               OUTCOMES_CHANNEL, [str(task_id) for task_id in outcomes.changed])
 
 
 def _fold(event: RecordedEvent, tasks: _Table, routes: _Table, runs: _Table, outcomes: _Table) -> None:

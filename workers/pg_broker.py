@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import psycopg
@@ -26,6 +26,7 @@ from workers.pg_broker_consumer import (
     build_conninfo,
     connect,
     translate_errors,
+    without_flush_wait,
 )
 
 __all__ = ["PostgresBroker"]
@@ -33,21 +34,42 @@ __all__ = ["PostgresBroker"]
 # A re-enqueue of a message id that already has a row is a duplicate and is dropped, except a retry: the
 # Retries middleware re-enqueues the message it is processing (same id, options["retries"] bumped), so a
 # higher retries count on a consumed row puts that row back in the queue, fenced from the pending ack.
+# One statement for a whole batch: rows are inserted in the order given (ORDER BY ord), so ids (the claim's
+# tie-break after eta) follow the caller's order as one INSERT per message did; one NOTIFY per woken queue.
 _ENQUEUE = """
 WITH upsert AS (
     INSERT INTO worker_messages AS w (message_id, queue_name, actor_name, eta, retries, message)
-    VALUES (%(message_id)s, %(queue)s, %(actor)s,
-            COALESCE(to_timestamp(%(eta_ms)s::float8 / 1000), now() + make_interval(secs => %(delay_s)s)),
-            %(retries)s, %(message)s)
+    SELECT m.message_id, m.queue_name, m.actor_name,
+           COALESCE(to_timestamp(m.eta_ms / 1000), now() + make_interval(secs => m.delay_s)), m.retries, m.message
+    FROM unnest(%(message_id)s::uuid[], %(queue)s::text[], %(actor)s::text[], %(eta_ms)s::float8[],
+                %(delay_s)s::float8[], %(retries)s::int[], %(message)s::bytea[])
+         WITH ORDINALITY AS m(message_id, queue_name, actor_name, eta_ms, delay_s, retries, message, ord)
+    ORDER BY m.ord
     ON CONFLICT (message_id) DO UPDATE
         SET state = 'queued', eta = EXCLUDED.eta, retries = EXCLUDED.retries, message = EXCLUDED.message,
             lease_expires_at = NULL, updated_at = now()
         WHERE w.state = 'consumed' AND EXCLUDED.retries > w.retries
-    RETURNING w.eta <= now() AS ready
+    RETURNING w.queue_name, w.eta <= now() AS ready
 )
-SELECT pg_notify(%(channel)s, %(queue)s) FROM upsert WHERE ready
+SELECT pg_notify(%(channel)s, q.queue_name) FROM (SELECT DISTINCT queue_name FROM upsert WHERE ready) AS q
 """
+_COLUMNS = ("message_id", "queue", "actor", "eta_ms", "delay_s", "retries", "message")
 _PENDING = "SELECT count(*) FROM worker_messages WHERE queue_name = %s AND state IN ('queued', 'consumed')"
+
+
+def _without_repeated_ids(params: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The messages cut into runs without a repeated message id (one upsert statement cannot touch a row twice):
+    one run in the normal case; a repeat starts a new run, so the later copy is judged against the earlier one
+    as it would be one statement per message."""
+    runs: list[list[dict[str, Any]]] = [[]]
+    seen: set[uuid.UUID] = set()
+    for p in params:
+        if p["message_id"] in seen:
+            runs.append([])
+            seen.clear()
+        runs[-1].append(p)
+        seen.add(p["message_id"])
+    return runs
 
 
 class _Pool:
@@ -142,6 +164,8 @@ class PostgresBroker(Broker):
         self.done_retention_seconds = None if done_retention_seconds is None else float(done_retention_seconds)
         self.queues: set[str] = set()
         self.pool = _Pool(self.conninfo, pool_size, pool_timeout)
+        # Acks only: derived state, committed without waiting for the WAL flush (see consumer.ack).
+        self.ack_pool = _Pool(without_flush_wait(self.conninfo), pool_size, pool_timeout)
         self.leases = LeaseBook()
 
     @property
@@ -165,18 +189,17 @@ class PostgresBroker(Broker):
         return self.enqueue_many([(message, delay)])[0]
 
     def enqueue_many(self, messages: list[tuple[Message[Any], int | None]]) -> list[Message[Any]]:
-        """`enqueue` for several messages in one transaction: one commit (one WAL flush) for all of them.
-        The relay hands over a batch at a time; a commit per message was its whole cost under load."""
+        """`enqueue` for several messages in one statement: one round trip and one commit (one WAL flush) for all
+        of them, all or none stored. The relay hands over a batch at a time; a commit per message was its whole
+        cost under load, and then a statement per message most of what was left."""
         prepared = [self._prepare(m, d) for m, d in messages]
         for result, _, delay in prepared:
             self.emit_before("enqueue", result, delay)
         try:
-            with self.pool.connection() as conn, conn.transaction():
-                if len(prepared) == 1:
-                    conn.execute(_ENQUEUE, prepared[0][1])
-                else:
-                    with conn.cursor() as cur:
-                        cur.executemany(_ENQUEUE, [p for _, p, _ in prepared])
+            runs = _without_repeated_ids([p for _, p, _ in prepared])
+            with self.pool.connection() as conn, conn.transaction() if len(runs) > 1 else nullcontext():
+                for run in runs:  # one, as a rule: one statement, committed on its own (autocommit)
+                    conn.execute(_ENQUEUE, {"channel": CHANNEL, **{c: [p[c] for p in run] for c in _COLUMNS}})
         except BrokerConnectionError:
             # The Retries middleware re-enqueues the message it holds, and dramatiq only logs a failure there
             # before it acks: the ack would then settle the row as done and the retry would be lost. Such a
@@ -208,7 +231,6 @@ class PostgresBroker(Broker):
             "delay_s": (delay or 0) / 1000,
             "retries": int(stored.options.get("retries", 0)),
             "message": stored.encode(),
-            "channel": CHANNEL,
         }
         self.logger.debug("Enqueueing message %r on queue %r.", stored.message_id, stored.queue_name)
         return result, params, delay
@@ -244,3 +266,4 @@ class PostgresBroker(Broker):
 
     def close(self) -> None:
         self.pool.close()
+        self.ack_pool.close()

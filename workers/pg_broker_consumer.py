@@ -50,6 +50,12 @@ def build_conninfo(url: str) -> str:
     return make_conninfo(url, **{k: v for k, v in _CONNINFO_DEFAULTS.items() if k not in given})
 
 
+def without_flush_wait(conninfo: str) -> str:
+    """`conninfo` for sessions whose commits do not wait for the WAL flush (synchronous_commit=off)."""
+    given = conninfo_to_dict(conninfo).get("options")
+    return make_conninfo(conninfo, options=f"{given or ''} -c synchronous_commit=off".strip())
+
+
 def connect(conninfo: str) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(conninfo, autocommit=True)
@@ -116,6 +122,9 @@ class BrokerSide(Protocol):
     def pool(self) -> _PooledConnections: ...
 
     @property
+    def ack_pool(self) -> _PooledConnections: ...
+
+    @property
     def keeps_done_rows(self) -> bool: ...
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]: ...
@@ -160,9 +169,11 @@ class PostgresConsumer(Consumer):
                 room = self.prefetch - self._held()
                 wait = self.broker.poll_interval
                 if room > 0:
-                    if self._claim(room):
+                    due_in = self._claim(room)
+                    if self._buffer:
                         return self._buffer.popleft()
-                    wait = min(wait, self._seconds_to_next_eta())
+                    if due_in is not None:
+                        wait = min(wait, max(0.0, due_in))
                 now = time.monotonic()
                 remaining = deadline - now
                 if remaining <= 0:
@@ -187,7 +198,11 @@ class PostgresConsumer(Consumer):
             proxy.owner.forget(proxy)
             return
         statement = sql.ACK if self.broker.keeps_done_rows else sql.ACK_DELETE
-        with self.broker.pool.connection() as conn:
+        # Without waiting for the WAL flush: an ack is derived state. Lost in a server crash (the last few hundred
+        # ms of such commits), the row is consumed again with a lease nobody renews, so it runs again once the
+        # lease expires, and the actors are idempotent (they go on from the recorded stream: a settled task does
+        # nothing, a finished run is never called again). An enqueue or a claim still waits for its flush.
+        with self.broker.ack_pool.connection() as conn:
             conn.execute(statement, {"id": proxy.row_id, "attempts": proxy.attempts})
         proxy.owner.forget(proxy)
 
@@ -236,10 +251,14 @@ class PostgresConsumer(Consumer):
         with self._lock:
             return len(self._outstanding)
 
-    def _claim(self, n: int) -> bool:
+    def _claim(self, n: int) -> float | None:
+        """Claims up to `n` ready messages into the buffer. Returns in how many seconds the next queued message
+        is due: 0 when some were claimed (more may be ready), None when none is queued."""
         params = {"queue": self.queue_name, "n": n, "lease": self.broker.lease_seconds}
         rows = self._conn.execute(sql.CLAIM, params).fetchall()
-        for row_id, attempts, _eta, data in sorted(rows, key=lambda r: (r[2], r[0])):
+        due_in = next((row[4] for row in rows if row[0] is None), None)
+        claimed = [row for row in rows if row[0] is not None]
+        for row_id, attempts, _eta, data, _ in sorted(claimed, key=lambda r: (r[2], r[0])):
             try:
                 message = Message.decode(bytes(data))
             except DecodeError:
@@ -250,11 +269,9 @@ class PostgresConsumer(Consumer):
                 self._outstanding.add(row_id)
             self.broker.leases.track(self.queue_name, row_id, attempts)
             self._buffer.append(PgMessageProxy(message, row_id, attempts, self))
-        return bool(self._buffer)
-
-    def _seconds_to_next_eta(self) -> float:
-        row = self._conn.execute(sql.NEXT_ETA, {"queue": self.queue_name}).fetchone()
-        return self.broker.poll_interval if row is None or row[0] is None else max(0.0, float(row[0]))
+        if claimed:
+            return 0.0
+        return None if due_in is None else float(due_in)
 
     def _wait_for_notify(self, seconds: float) -> None:
         notifies = self._conn.notifies(timeout=seconds)

@@ -1,5 +1,7 @@
 """SQL the PostgreSQL broker's consumer runs on table worker_messages (created by sql/0050)."""
 
+# Claims up to n ready messages; when it finds none, one more row (id NULL) says in how many seconds the next
+# queued one is due (NULL: none queued), so an idle consumer knows how long to wait without a second statement.
 CLAIM = """
 WITH picked AS MATERIALIZED (
     SELECT id FROM worker_messages
@@ -7,16 +9,18 @@ WITH picked AS MATERIALIZED (
     ORDER BY eta, id
     LIMIT %(n)s
     FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE worker_messages AS w
+    SET state = 'consumed', attempts = w.attempts + 1, consumed_at = now(),
+        lease_expires_at = now() + make_interval(secs => %(lease)s), updated_at = now()
+    FROM picked WHERE w.id = picked.id
+    RETURNING w.id, w.attempts, w.eta, w.message
 )
-UPDATE worker_messages AS w
-SET state = 'consumed', attempts = w.attempts + 1, consumed_at = now(),
-    lease_expires_at = now() + make_interval(secs => %(lease)s), updated_at = now()
-FROM picked WHERE w.id = picked.id
-RETURNING w.id, w.attempts, w.eta, w.message
-"""
-NEXT_ETA = """
-SELECT EXTRACT(EPOCH FROM min(eta) - now())::float8 FROM worker_messages
-WHERE queue_name = %(queue)s AND state = 'queued'
+SELECT id, attempts, eta, message, NULL::float8 AS due_in_s FROM claimed
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, EXTRACT(EPOCH FROM min(eta) - now())::float8 FROM worker_messages
+WHERE queue_name = %(queue)s AND state = 'queued' AND NOT EXISTS (SELECT FROM claimed)
+HAVING NOT EXISTS (SELECT FROM claimed)
 """
 RECLAIM = """
 WITH expired AS MATERIALIZED (
