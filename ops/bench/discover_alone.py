@@ -3,7 +3,7 @@ loop, timed in rounds, with each process's CPU per discover; optionally against 
 (alternated, on the same database and catalogue) for A/B runs.
 
     MM_DATABASE_URL=... .venv/bin/python -m ops.bench.discover_alone --rounds 3 [--api-root DIR ...]
-        [--modes idle,busy] [--stats drop] [--state FILE] [--pyspy PATH]
+        [--modes idle+drop,idle+analyze] [--stats drop] [--state FILE] [--pyspy PATH]
 
 Each round creates `--count` queued tasks, then (mode idle) waits until every projection has caught up and the
 processes are idle, or (mode busy) starts at once as the phase does, and times POST .../discover on each task.
@@ -124,9 +124,15 @@ async def _round(client: httpx.AsyncClient, maker: httpx.AsyncClient, buyer: str
         await _idle(procs, conn)
         print(f"  after the creates: projections caught up in {caught_up * 1000:.0f} ms,"
               f" processes idle in {(time.perf_counter() - created) * 1000:.0f} ms", flush=True)
-    backends = [psutil.Process(r["pid"]) for r in await conn.fetch(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
-    procs = {**procs, "pg backends (this db)": _Group(backends)}  # type: ignore[dict-item]
+    rows = await conn.fetch("SELECT pid, client_port FROM pg_stat_activity"
+                            " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    # Each backend by the process on the other end of its socket (the client's port), where it is one of ours.
+    owner = {c.laddr.port: c.pid for c in psutil.net_connections("tcp") if c.pid is not None and c.laddr}
+    groups: dict[str, list[psutil.Process]] = {}
+    for r in rows:
+        name = next((n for n, p in procs.items() if owner.get(r["client_port"]) == p.pid), "other")
+        groups.setdefault(f"pg for {name}", []).append(psutil.Process(r["pid"]))
+    procs = {**procs, **{n: _Group(b) for n, b in sorted(groups.items())}}  # type: ignore[dict-item]
     before = {n: tree_cpu(p) for n, p in procs.items()}
     spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-r", "200", "-o", pyspy,  # noqa: ASYNC220
                             "-f", "raw", "-p", str(procs["api"].pid)],
@@ -184,14 +190,18 @@ async def _run(args: argparse.Namespace, roots: list[Path], dsn: str, key: str, 
                 try:
                     await _statistics(conn, args.stats)
                     for rnd in range(args.rounds):
-                        for (root, port, api), busy in itertools.product(
+                        for (root, port, api), mode in itertools.product(
                                 zip(roots, ports, apis, strict=True), args.modes.split(",")):
                             async with _clients(port, key, 1) as (client,):
                                 await _healthy(client)
                                 procs = {"api": api, **{k: v for k, v in st.procs.items() if k != "api"}}
+                                for stats in ("drop", "analyze"):
+                                    if stats in mode.split("+"):
+                                        await _statistics(conn, stats)
                                 timed, cpu = await _round(client, maker, buyer, args.count, procs, conn,
-                                                          busy == "busy", args.pyspy and f"{args.pyspy}.{rnd}")
-                            print(f"round {rnd} {root.name} {busy}: p50 {timed.p(50):.1f} p90 {timed.p(90):.1f}"
+                                                          "busy" in mode.split("+"),
+                                                          args.pyspy and f"{args.pyspy}.{rnd}")
+                            print(f"round {rnd} {root.name} {mode}: p50 {timed.p(50):.1f} p90 {timed.p(90):.1f}"
                                   f" p99 {timed.p(99):.1f} ms; {dict(timed.statuses)}; per discover: "
                                   + ", ".join(f"{n} {v:.1f}" for n, v in cpu.items())
                                   + f"; load {os.getloadavg()[0]:.2f}", flush=True)
@@ -207,8 +217,9 @@ if __name__ == "__main__":
     p.add_argument("--api-root", action="append", default=[])
     p.add_argument("--state", help="a JSON file: seed a kept database and record it there, or reuse the one named")
     p.add_argument("--pyspy", help="record the api's CPU samples with py-spy (raw format) to this path + round")
-    p.add_argument("--modes", default="idle", help="idle (wait for the projections and processes to be idle after"
-                   " the creates), busy (time at once, as the phase does), or both alternated: idle,busy")
+    p.add_argument("--modes", default="idle", help="rounds alternated over these, comma-separated: idle (wait for the"
+                   " projections and processes to be idle after the creates) or busy (time at once, as the phase"
+                   " does), each optionally +drop or +analyze (the catalogue's statistics before the round)")
     p.add_argument("--stats", choices=["keep", "drop", "analyze"], default="keep",
                    help="the catalogue tables' planner statistics before the rounds (drop: as never analyzed)")
     a = p.parse_args()
