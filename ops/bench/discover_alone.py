@@ -111,7 +111,7 @@ async def _idle(procs: dict[str, psutil.Process], conn: asyncpg.Connection, with
 
 async def _round(client: httpx.AsyncClient, maker: httpx.AsyncClient, buyer: str, count: int,
                  procs: dict[str, psutil.Process], conn: asyncpg.Connection,
-                 busy: bool, pyspy: str | None) -> tuple[Timed, dict[str, float]]:
+                 busy: bool, pyspy: str | None, paused: psutil.Process | None) -> tuple[Timed, dict[str, float]]:
     ids = []
     for i in range(count):
         r = await maker.post(f"/v1/machines/{buyer}/tasks", json={"capability": tasks_seed.capability(i % 5),
@@ -137,6 +137,9 @@ async def _round(client: httpx.AsyncClient, maker: httpx.AsyncClient, buyer: str
     spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-r", "200", "-o", pyspy,  # noqa: ASYNC220
                             "-f", "raw", "-p", str(procs["api"].pid)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if pyspy else None
+    if paused is not None:  # a diagnostic: the loop without the projector's concurrent work (SIGSTOP)
+        for p in (paused, *paused.children(recursive=True)):
+            p.suspend()
     out, size = Timed(), 0
     started = time.perf_counter()
     for task_id in ids:
@@ -146,6 +149,9 @@ async def _round(client: httpx.AsyncClient, maker: httpx.AsyncClient, buyer: str
         out.statuses[str(r.status_code)] += 1
         size += len(r.content)
     out.seconds = time.perf_counter() - started
+    if paused is not None:
+        for p in (paused, *paused.children(recursive=True)):
+            p.resume()
     if spy is not None:
         spy.send_signal(2)
         spy.wait(30)
@@ -200,7 +206,8 @@ async def _run(args: argparse.Namespace, roots: list[Path], dsn: str, key: str, 
                                         await _statistics(conn, stats)
                                 timed, cpu = await _round(client, maker, buyer, args.count, procs, conn,
                                                           "busy" in mode.split("+"),
-                                                          args.pyspy and f"{args.pyspy}.{rnd}")
+                                                          args.pyspy and f"{args.pyspy}.{rnd}",
+                                                      st.procs["projector"] if "noprojector" in mode else None)
                             print(f"round {rnd} {root.name} {mode}: p50 {timed.p(50):.1f} p90 {timed.p(90):.1f}"
                                   f" p99 {timed.p(99):.1f} ms; {dict(timed.statuses)}; per discover: "
                                   + ", ".join(f"{n} {v:.1f}" for n, v in cpu.items())
@@ -219,7 +226,8 @@ if __name__ == "__main__":
     p.add_argument("--pyspy", help="record the api's CPU samples with py-spy (raw format) to this path + round")
     p.add_argument("--modes", default="idle", help="rounds alternated over these, comma-separated: idle (wait for the"
                    " projections and processes to be idle after the creates) or busy (time at once, as the phase"
-                   " does), each optionally +drop or +analyze (the catalogue's statistics before the round)")
+                   " does), each optionally +drop or +analyze (the catalogue's statistics before the round) and"
+                   " +noprojector (the projector stopped during the timed loop: a diagnostic, not a valid run)")
     p.add_argument("--stats", choices=["keep", "drop", "analyze"], default="keep",
                    help="the catalogue tables' planner statistics before the rounds (drop: as never analyzed)")
     a = p.parse_args()
