@@ -10,7 +10,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to the target. `cut()` resets every open connection and refuses new ones
-    (what clients see when the server dies); `restore()` listens again on the same port."""
+    (what clients see when the server dies); `restore()` listens again on the same port. `cut_on(marker)`
+    cuts instead of forwarding the first client message that holds `marker`: the server dies with that
+    statement in flight, at an exact point a real restart only hits by chance."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         # A host that is a directory means a unix socket there (libpq's convention), as the embedded server has.
@@ -20,6 +22,11 @@ class TcpProxy:
             self.port = int(s.getsockname()[1])
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._marker: bytes | None = None
+        self.tripped = asyncio.Event()
+
+    def cut_on(self, marker: bytes) -> None:
+        self._marker, self.tripped = marker, asyncio.Event()
 
     @classmethod
     def for_url(cls, url: str) -> TcpProxy:
@@ -72,6 +79,11 @@ class TcpProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
+                    if dst is server_w and self._marker is not None and self._marker in data:
+                        self._marker = None
+                        self.tripped.set()
+                        await self.cut()
+                        return
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):

@@ -16,7 +16,8 @@ from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Sen
 
 from app.api.context import lookup_principal
 from app.api.idempotency import IdempotencyStore
-from app.api.problems import PROBLEM_JSON, TITLES, Problem, database_unavailable
+from app.api.problems import PROBLEM_JSON, TITLES, Problem
+from app.db import outage_behind
 
 log = logging.getLogger("mm.api")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -103,7 +104,7 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
                     # The command ran and its answer is here; only keeping it for a replay failed (the database
                     # went away in between). Answer it: a 503 would hide a committed command, and a retry with
                     # this key runs it again on the same streams (ids derive from the key) instead of replaying.
-                    if not database_unavailable(exc):
+                    if not outage_behind(exc):
                         raise
                     log.warning("Idempotency-Key answer not kept (%s: %s); sent without it", type(exc).__name__, exc)
                 await send_raw(send, captured["status"], captured["headers"], captured["body"])

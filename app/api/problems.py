@@ -22,6 +22,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from app import sealing
 from app.api.problem_examples import problem_examples
 from app.api.validation_names import wire_names
+from app.db import database_unavailable, outage_behind
 from domain.accounts import errors as account_errors
 from domain.graph import errors as graph_errors
 from domain.machines import errors as machine_errors
@@ -153,31 +154,12 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     return response
 
 
-# Lost connections, a server that is down, starting, shutting down or out of connections, and statement
-# timeouts (class 57): the database is unavailable, not our code broken; the client should retry.
-_DATABASE_DOWN: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    OSError,
-    TimeoutError,
-)
 RETRY_AFTER_S = 2
-
-
-def database_unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, _DATABASE_DOWN):
-        return True
-    # asyncpg raises a bare InterfaceError for a connection that died under it or a pool that is closing;
-    # other InterfaceErrors are misuse (a bug), which must stay a 500.
-    return isinstance(exc, asyncpg.InterfaceError) and ("closed" in str(exc) or "closing" in str(exc))
 
 
 def _problem_for(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     if database_unavailable(exc):
-        log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
-        return problem_response(request, 503, "DATABASE_UNAVAILABLE",
-                                "the database is unavailable; retry after the delay in Retry-After")
+        return _unavailable(request, exc)
     if isinstance(exc, asyncpg.UntranslatableCharacterError | asyncpg.CharacterNotInRepertoireError):
         # PostgreSQL text and jsonb cannot hold NUL (\u0000): that is the client's input, not our fault.
         return problem_response(request, 400, "VALIDATION_ERROR", "text must not contain NUL (\\u0000) characters")
@@ -207,8 +189,17 @@ def _problem_for(request: Request[Any, Any, Any], exc: Exception) -> Response[Pr
     if isinstance(exc, HTTPException):
         code = "VALIDATION_ERROR" if exc.status_code == 400 else TITLES.get(exc.status_code, "ERROR").upper()
         return problem_response(request, exc.status_code, code.replace(" ", "_"), exc.detail)
+    if outage_behind(exc):
+        # Not itself an outage, but raised from or while handling one: still the outage, not a bug to log.
+        return _unavailable(request, exc)
     log.exception("unhandled error", exc_info=exc)
     return problem_response(request, 500, "INTERNAL_ERROR", "an unexpected error occurred; it has been logged")
+
+
+def _unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+    return problem_response(request, 503, "DATABASE_UNAVAILABLE",
+                            "the database is unavailable; retry after the delay in Retry-After")
 
 
 def _validation_detail(exc: ValidationException, errors: list[Any] | None) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from app.db import database_unavailable
 from app.store.event_store import COLUMNS, as_uuid, row_to_event
 from app.store.types import RecordedEvent
 
@@ -65,6 +66,10 @@ async def load_streams(pool: asyncpg.Pool,
             rows = await conn.fetch(_sql(tuple(w[2] is not None for w in unique)),
                                     *(p for w in unique for p in (w if w[2] is not None else w[:1])))
         except asyncpg.PostgresError as exc:
+            if database_unavailable(exc):
+                # The connection or the server is gone (or the statement timed out): there is no snapshot
+                # problem to work around, and a dead connection is already back in the pool, detached.
+                raise
             # A snapshot is a cache: if they cannot be read, replay the streams whole.
             log.warning("snapshots not read, replaying %d stream(s): %s", len(unique), exc)
             rows = await conn.fetch(f"SELECT {COLUMNS} FROM events WHERE stream_id = ANY($1::uuid[])"

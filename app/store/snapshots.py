@@ -11,6 +11,8 @@ from eventsourcing.domain import Aggregate, Snapshot
 from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, UUIDAsHex
 from eventsourcing.utils import get_topic
 
+from app.db import database_unavailable
+
 log = logging.getLogger("mm.store")
 
 # eventsourcing's transcoder tags UUIDs, datetimes and decimals, so nested values come back typed.
@@ -76,6 +78,8 @@ class SnapshotStore:
                     stream_id, stream_type, schema_version(cls), at_most,
                 )
         except asyncpg.PostgresError as exc:
+            if database_unavailable(exc):
+                raise  # an outage is not an unreadable snapshot: the replay would meet it too
             log.warning("snapshot of %s not read, replaying the stream: %s", stream_id, exc)
             return None
         return None if row is None else restore(cls, stream_id, row["version"], row["state"], row["taken_at"])

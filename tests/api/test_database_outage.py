@@ -77,3 +77,46 @@ async def test_every_route_answers_503_while_the_database_is_down_and_recovers(
         await asyncio.sleep(0.2)
     ready = await api.get("/ready")
     assert {c["name"]: c["ok"] for c in ready.json()["checks"]}["database"] is True
+
+
+# How the statement that loads aggregates' streams (app/store/loads.py) ends; a fresh pool sends its text.
+_STREAM_LOAD = b" ORDER BY 4, 6"
+_LOST_MID_LOAD = [
+    ("GET", "/v1/machines/{mid}/graph", {}),  # a read: the machine guard loads the machine
+    ("PATCH", "/v1/machines/{mid}", {"json": {"description": "x"}}),
+    ("POST", "/v1/machines/{mid}/identity/challenge", {"headers": {"Idempotency-Key": "fresh"}}),
+    ("POST", "/v1/market/orders", {"json": {"buyerMachineId": "{mid}", "capability": "outage", "input": {}}}),
+    ("POST", "/v1/market/orders", {"json": {"buyerMachineId": "{mid}", "capability": "outage", "input": {}},
+                                   "headers": {"Idempotency-Key": "fresh"}}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs"), _LOST_MID_LOAD,
+                         ids=[f"{m} {p}{' idempotent' if 'headers' in k else ''}" for m, p, k in _LOST_MID_LOAD])
+async def test_the_server_dying_while_a_stream_loads_is_a_503_not_a_500(
+    proxied: tuple[httpx.AsyncClient, TcpProxy], client: httpx.AsyncClient, tenant: dict[str, Any],
+    method: str, path: str, kwargs: dict[str, Any],
+) -> None:
+    """The restart seen under load: the connection dies with the load statement in flight. The load's
+    unreadable-snapshot fallback took that for a snapshot problem and re-ran the load on the dead connection,
+    which asyncpg had already detached ("connection has been released back to the pool"): a 500."""
+    api, proxy = proxied
+    h = tenant["headers"]
+    mid = (await active_machine(client, h)).json()["id"]  # set up through the shared API, not the proxy
+    headers = {**h, **{k: uuid.uuid4().hex for k in kwargs.get("headers", {})}}
+    body = kwargs.get("json")
+    if body is not None:
+        body = {k: v.format(mid=mid) if isinstance(v, str) else v for k, v in body.items()}
+
+    proxy.cut_on(_STREAM_LOAD)
+    r = await api.request(method, path.format(mid=mid), headers=headers, json=body)
+    assert proxy.tripped.is_set(), "the request never loaded a stream: the cut proved nothing"
+    assert_problem(r, 503, "DATABASE_UNAVAILABLE")
+    assert int(r.headers["retry-after"]) > 0
+
+    await proxy.restore()
+    deadline = time.monotonic() + 15
+    while (r := await api.get(f"/v1/machines/{mid}", headers=h)).status_code != 200:
+        assert r.status_code == 503, r.text
+        assert time.monotonic() < deadline, "service did not resume after the database came back"
+        await asyncio.sleep(0.2)
