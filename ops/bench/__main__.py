@@ -256,6 +256,8 @@ async def _commands(report: Report, dsn: str, plan: Plan) -> None:
                      COMMANDS_LIVE_CPU_RATIO, ".2f")
     report.check_max("commands", "projection lag p99 under load (all projections)", r.lag_p99_ms(),
                      COMMANDS_LAG_P99_MS, ".0f", " ms")
+    report.add(Row("commands", "  during POST / heartbeat rounds",
+                   f"{commands.p99_ms(r.post.lag_samples):.0f} / {commands.p99_ms(r.beat.lag_samples):.0f} ms"))
     report.notes.append(
         f"commands: load generator {r.generator}, 1 thread, {c} connections, {r.seconds:g} s per run,"
         f" {r.rounds} rounds alternating bare, POST, heartbeat / heartbeat, POST, bare; figures are medians of"

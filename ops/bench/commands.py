@@ -52,6 +52,7 @@ class Side:
     events: int = 0  # events appended during its rounds
     projector_cpu: float = 0.0  # projector CPU seconds from each round's start until it had caught up
     lags: dict[str, list[float]] = field(default_factory=dict)  # lag samples (s) by projection
+    lag_samples: list[float] = field(default_factory=list)  # each sample's worst projection (s), its rounds only
 
     def median(self, attr: str) -> float:
         return statistics.median(getattr(r, attr) for r in self.runs) if self.runs else 0.0
@@ -176,12 +177,15 @@ async def _live_round(dsn: str, conn: asyncpg.Connection, side: Side, gen: str, 
     """One wrk run with the projector following live; its CPU counts until it has applied the round's events."""
     head, cpu = await _head(conn), wrk.tree_cpu(projector)
     stop = asyncio.Event()
-    sampler = asyncio.create_task(_sample_lag(dsn, lags, side.lags, stop))
+    mine: list[float] = []
+    sampler = asyncio.create_task(_sample_lag(dsn, mine, side.lags, stop))
     try:
         run = await asyncio.to_thread(wrk.run_wrk, gen, url, script, CONNECTIONS, seconds, {"api": api})
     finally:
         stop.set()
         await sampler
+        lags += mine
+        side.lag_samples += mine
     await _caught_up(conn)
     side.runs.append(run)
     side.events += await _head(conn) - head
