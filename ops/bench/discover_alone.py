@@ -36,7 +36,7 @@ from ops.bench.commands import _caught_up
 from ops.bench.db import bench_database, reset, server_url, tree_cpu
 from ops.bench.heartbeats import _active_machine
 from ops.bench.http_api import _clients, _free_port, stop_process, tenant_key
-from ops.bench.tasks import ECHO, Timed, _listed, mm_stack
+from ops.bench.tasks import ECHO, Timed, _listed, discover_each, mm_stack
 from projections.audit_chain import new_signing_key
 
 
@@ -140,15 +140,7 @@ async def _round(client: httpx.AsyncClient, maker: httpx.AsyncClient, buyer: str
     if paused is not None:  # a diagnostic: the loop without the projector's concurrent work (SIGSTOP)
         for p in (paused, *paused.children(recursive=True)):
             p.suspend()
-    out, size = Timed(), 0
-    started = time.perf_counter()
-    for task_id in ids:
-        t0 = time.perf_counter()
-        r = await client.post(f"/v1/machines/{buyer}/tasks/{task_id}/discover")
-        out.latencies.append(time.perf_counter() - t0)
-        out.statuses[str(r.status_code)] += 1
-        size += len(r.content)
-    out.seconds = time.perf_counter() - started
+    out, size = await discover_each(client, buyer, ids)
     if paused is not None:
         for p in (paused, *paused.children(recursive=True)):
             p.resume()

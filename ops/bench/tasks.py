@@ -184,15 +184,21 @@ async def _discover(client: httpx.AsyncClient, conn: asyncpg.Connection, buyer: 
         ids.append(r.json()["id"])
     # The creates' projection (0.3-0.8 s behind when the last create answers) is not discover's latency.
     await _caught_up(conn)
-    out = Timed()
+    return (await discover_each(client, buyer, ids))[0]
+
+
+async def discover_each(client: httpx.AsyncClient, buyer: str, ids: list[str]) -> tuple[Timed, int]:
+    """POST .../discover on each task in turn, timed; with the response bytes received in all."""
+    out, size = Timed(), 0
     started = time.perf_counter()
     for task_id in ids:
         t0 = time.perf_counter()
         r = await client.post(f"/v1/machines/{buyer}/tasks/{task_id}/discover")
         out.latencies.append(time.perf_counter() - t0)
         out.statuses[str(r.status_code)] += 1
+        size += len(r.content)
     out.seconds = time.perf_counter() - started
-    return out
+    return out, size
 
 
 async def _listed(client: httpx.AsyncClient, capability: str, at_least: int, within: float = 300.0) -> None:

@@ -46,6 +46,15 @@ def _outage_requests(machine_id: str) -> list[tuple[str, str, dict[str, Any]]]:
     ]
 
 
+async def _resumes(api: httpx.AsyncClient, path: str, headers: dict[str, str], within_s: float = 15) -> None:
+    """Once the database is back, `path` answers 200 within `within_s`, and only 503 until then."""
+    deadline = time.monotonic() + within_s
+    while (r := await api.get(path, headers=headers)).status_code != 200:
+        assert r.status_code == 503, r.text
+        assert time.monotonic() < deadline, "service did not resume after the database came back"
+        await asyncio.sleep(0.2)
+
+
 async def test_every_route_answers_503_while_the_database_is_down_and_recovers(
     proxied: tuple[httpx.AsyncClient, TcpProxy], client: httpx.AsyncClient, tenant: dict[str, Any],
 ) -> None:
@@ -70,11 +79,7 @@ async def test_every_route_answers_503_while_the_database_is_down_and_recovers(
     assert checks["broker"]["ok"] is False, checks
 
     await proxy.restore()
-    deadline = time.monotonic() + 15
-    while (r := await api.get(f"/v1/machines/{mid}", headers=h)).status_code != 200:
-        assert r.status_code == 503, r.text
-        assert time.monotonic() < deadline, "service did not resume after the database came back"
-        await asyncio.sleep(0.2)
+    await _resumes(api, f"/v1/machines/{mid}", h)
     ready = await api.get("/ready")
     assert {c["name"]: c["ok"] for c in ready.json()["checks"]}["database"] is True
 
@@ -115,8 +120,4 @@ async def test_the_server_dying_while_a_stream_loads_is_a_503_not_a_500(
     assert int(r.headers["retry-after"]) > 0
 
     await proxy.restore()
-    deadline = time.monotonic() + 15
-    while (r := await api.get(f"/v1/machines/{mid}", headers=h)).status_code != 200:
-        assert r.status_code == 503, r.text
-        assert time.monotonic() < deadline, "service did not resume after the database came back"
-        await asyncio.sleep(0.2)
+    await _resumes(api, f"/v1/machines/{mid}", h)
