@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import httpx
 import msgspec
 import pytest
@@ -18,6 +19,7 @@ import uvicorn
 
 from app.api.app import create_app
 from app.api.audit_stream import events
+from app.audit_tail import AuditTail
 from app.migrate import create_database, drop_database
 from projections.audit_reader import AuditFilter, last_position
 from tests.api.audit_stack import Stack, audit_stack, seed
@@ -160,12 +162,7 @@ async def test_a_slow_client_is_told_where_to_resume(live: tuple[Stack, str]) ->
     hello = await anext(slow)  # subscribed; then it reads nothing while 100 records land
     before = await _count(stack, account)
     await seed(stack.container.store, [str(account)], 100, chunk=10)
-    async with asyncio.timeout(20):
-        while await _count(stack, account) < before + 100:  # noqa: ASYNC110 (the projector has applied them)
-            await asyncio.sleep(0.05)
-        end = await last_position(pool)
-        while tail.position is None or end is None or tail.position < end:  # noqa: ASYNC110 (and the tail read them)
-            await asyncio.sleep(0.05)
+    await _projected_and_read(stack, tail, pool, account, before + 100)
     frames = _frames([f async for f in slow])
     *records, final = frames
     assert len(records) == 20 and final.startswith(b"id: ") and b"event: resume" in final
@@ -206,6 +203,18 @@ async def _count(stack: Stack, account: uuid.UUID) -> int:
                                                    account))
 
 
+async def _projected_and_read(stack: Stack, tail: AuditTail, pool: asyncpg.Pool, account: uuid.UUID,
+                              count: int) -> None:
+    """Wait (20 s at most) until the projector has applied `count` records of `account` and the tail has read
+    up to the log's end."""
+    async with asyncio.timeout(20):
+        while await _count(stack, account) < count:  # noqa: ASYNC110 (the projector has applied them)
+            await asyncio.sleep(0.05)
+        end = await last_position(pool)
+        while tail.position is None or end is None or tail.position < end:  # noqa: ASYNC110 (the tail read them)
+            await asyncio.sleep(0.05)
+
+
 async def test_the_tail_encodes_each_record_once_and_hands_each_subscriber_one_chunk_per_read(
         live: tuple[Stack, str]) -> None:
     """Subscribers sharing a filter share one group: the very same chunk object reaches each (filtered, encoded
@@ -219,12 +228,7 @@ async def test_the_tail_encodes_each_record_once_and_hands_each_subscriber_one_c
     try:
         before = await _count(stack, mine)
         await seed(stack.container.store, [str(mine), str(theirs)], 200, chunk=20)
-        async with asyncio.timeout(20):
-            while await _count(stack, mine) < before + 100:  # noqa: ASYNC110 (the projector has applied them)
-                await asyncio.sleep(0.05)
-            end = await last_position(pool)
-            while tail.position is None or end is None or tail.position < end:  # noqa: ASYNC110 (the tail read them)
-                await asyncio.sleep(0.05)
+        await _projected_and_read(stack, tail, pool, mine, before + 100)
         got = [await s.take(1.0) for s in same]
         assert all(len(g) == len(got[0]) for g in got)
         assert all(a[1] is b[1] for g in got[1:] for a, b in zip(got[0], g, strict=True))
@@ -309,10 +313,5 @@ async def test_reads_nobody_is_subscribed_to_measure_no_cost(live: tuple[Stack, 
     tail.cost = 0.0
     before = await _count(stack, account)
     await seed(stack.container.store, [str(account)], 5)
-    async with asyncio.timeout(20):
-        while await _count(stack, account) < before + 5:  # noqa: ASYNC110 (the projector has applied them)
-            await asyncio.sleep(0.05)
-        end = await last_position(pool)
-        while tail.position is None or end is None or tail.position < end:  # noqa: ASYNC110 (and the tail read them)
-            await asyncio.sleep(0.05)
+    await _projected_and_read(stack, tail, pool, account, before + 5)
     assert tail.cost == 0.0
