@@ -16,6 +16,7 @@ import asyncpg
 from app.store.types import RecordedEvent
 from projections.audit_names import public_name
 from projections.base import Tables
+from projections.rows import unnest_select
 
 NIL = uuid.UUID(int=0)  # the account id of the platform's ledger accounts (fees, external)
 MOVEMENTS = frozenset({"market:Wallet.Deposited", "market:Wallet.Withdrawn", "market:Wallet.EscrowHeld",
@@ -32,8 +33,8 @@ _ENTRY_COLUMNS = (*_LINE_TYPES, "balance_after")
 # lines on it, in log order (the lines arrive in that order: `n`); the last line of each account sets its balance.
 # The projection is the tables' only writer, inside the runner's transaction with its checkpoint.
 _WRITE = (
-    "WITH l AS (SELECT * FROM unnest(" + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_LINE_TYPES.values(), 1))
-    + ") WITH ORDINALITY AS l(" + ", ".join(_LINE_TYPES) + ", n)),"
+    "WITH l AS (SELECT * FROM " + unnest_select(_LINE_TYPES)
+    + " WITH ORDINALITY AS l(" + ", ".join(_LINE_TYPES) + ", n)),"
     " b AS (SELECT l.*, (COALESCE(c.balance, 0) + sum(l.amount) OVER w)::bigint AS balance_after,"
     " COALESCE(c.version, 0) + count(*) OVER w AS version"
     " FROM l LEFT JOIN {balances} AS c USING (account_id, currency, ledger)"

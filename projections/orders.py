@@ -12,6 +12,7 @@ import asyncpg
 from app.store.types import RecordedEvent
 from domain.market import order_states as o
 from projections.base import Tables
+from projections.rows import unnest_select
 
 P = "market:Order."
 # The status, payment and escrow each event leaves behind (None: unchanged), as the aggregate's evolve sets them.
@@ -92,11 +93,10 @@ async def _write(conn: asyncpg.Connection, table: str, rows: dict[uuid.UUID, dic
     if not rows:
         return
     cols = ", ".join(_COLUMNS)
-    arrays = ", ".join(f"${i}::{_TYPES[c]}[]" for i, c in enumerate(_COLUMNS, 2))
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS if c != "created_at")
     # One multi-row upsert per batch (executemany would run the executor once per order).
     await conn.execute(
-        f"INSERT INTO {table} (id, {cols}) SELECT * FROM unnest($1::uuid[], {arrays})"
+        f"INSERT INTO {table} (id, {cols}) SELECT * FROM {unnest_select({'id': 'uuid', **_TYPES})}"
         f" ON CONFLICT (id) DO UPDATE SET {updates}",
         list(rows), *([r[c] for r in rows.values()] for c in _COLUMNS),
     )

@@ -12,6 +12,7 @@ import msgspec
 
 from app.store.types import RecordedEvent
 from projections.base import Tables
+from projections.rows import unnest_select
 
 P = "tasks:Task."
 # NOTIFY payload: the task id; sent inside the batch transaction, so it is delivered when the row is visible.
@@ -64,14 +65,14 @@ class _Table:
         if not self.changed:
             return
         # One multi-row upsert (executemany would run the executor once per row); jsonb as text, cast per row.
-        arrays = ", ".join(f"${i}::{'text' if t == 'jsonb' else t}[]" for i, t in enumerate(self.types.values(), 2))
+        sent = {self.key: "uuid", **{c: "text" if t == "jsonb" else t for c, t in self.types.items()}}
         picked = ", ".join(f"{c}::jsonb" if t == "jsonb" else c for c, t in self.types.items())
         sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in self.columns)
         names = f"{self.key}, {', '.join(self.columns)}"
         changed = [self.rows[i] for i in self.changed]
         await conn.execute(
             f"INSERT INTO {self.table} ({names}) SELECT {self.key}, {picked}"
-            f" FROM unnest($1::uuid[], {arrays}) AS u({names})"
+            f" FROM {unnest_select(sent)} AS u({names})"
             f" ON CONFLICT ({self.key}) DO UPDATE SET {sets}",
             [r[self.key] for r in changed], *([r.get(c) for r in changed] for c in self.columns),
         )
