@@ -29,7 +29,7 @@ from domain.market.order import Order
 from domain.market.order_commands import PlaceOrder, ProofOfPayment
 from domain.market.order_errors import OrderNotFound, PaymentProofInvalid
 from domain.market.order_states import CANCELLED, PAYMENT_FAILED
-from domain.market.order_terms import DEFAULT_CONFIRM_WINDOW_S, Split
+from domain.market.order_terms import DEFAULT_CONFIRM_WINDOW_S
 from domain.shared.context import CommandContext
 from domain.shared.errors import ConcurrencyConflict, PermissionDenied
 from domain.shared.ids import derived_id, new_id
@@ -226,7 +226,7 @@ class OrdersService:
             raise PermissionDenied("only an admin key may resolve a dispute")
 
         async def decide(ctx: CommandContext, order: Order) -> list[Aggregate]:
-            return await self._settle(order, order.resolve_dispute(outcome, seller_share, note, ctx.at), ctx)
+            return await self.escrow.settle(ctx, order, order.resolve_dispute(outcome, seller_share, note, ctx.at))
 
         return await self.change(ctx, order_id, decide)
 
@@ -250,9 +250,6 @@ class OrdersService:
         task.cancel("order " + order.status, ctx.at)
         released = await self.tasks.guard.release(ctx, task.id) if self.tasks.guard is not None else []
         return [task, *released]
-
-    async def _settle(self, order: Order, split: Split | None, ctx: CommandContext) -> list[Aggregate]:
-        return await self.escrow.settle(ctx, order, split)
 
     async def change(self, ctx: CommandContext, order_id: uuid.UUID,
                       decide: Callable[[CommandContext, Order], Any], *, visible: bool = False,
