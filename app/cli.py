@@ -8,7 +8,6 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
 
 from app.settings import Settings, get_settings
 
@@ -97,6 +96,7 @@ def cmd_projector(settings: Settings, _: argparse.Namespace) -> int:
     _stop_cleanly_on_signals()
     if not _require_audit_key(settings, "projector"):
         return 2
+    from app.event_loops import fast_loop_factory
     from projections.main import run_projector
 
     dsn = database_url(settings)
@@ -109,20 +109,9 @@ def cmd_projector(settings: Settings, _: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGUSR1, _log_tasks)
         await run_projector(settings, dsn, stop)
 
-    with asyncio.Runner(loop_factory=_fast_loop()) as runner:
+    with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
         runner.run(main())
     return 0
-
-
-def _fast_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop where it is installed (uvicorn[standard] brings it; the API runs on it too): the
-    projector's work is mostly asyncpg round trips, and uvloop took a fifth off its CPU per event (batches of 40
-    events, as a busy live feed reads them). None: asyncio's own loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def _log_tasks() -> None:

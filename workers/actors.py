@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dramatiq.middleware.asyncio import AsyncIO
-
 from app.settings import get_settings
 from workers.broker import configure_broker
+from workers.event_loop import FastAsyncIO
 from workers.runtime import CloseContainer
 
 
@@ -18,7 +17,7 @@ def broker_url() -> str:
 
 
 broker = configure_broker(broker_url(), get_settings())
-broker.add_middleware(AsyncIO())
+broker.add_middleware(FastAsyncIO())
 broker.add_middleware(CloseContainer())
 
 # Actors bind to the global broker when declared, so these imports must come after configure_broker.
