@@ -25,7 +25,7 @@ import psutil
 
 from app.sealing import new_secret_key
 from ops.bench import bare, wrk
-from ops.bench.db import reset
+from ops.bench.db import reset, settle
 from ops.bench.heartbeats import HEARTBEAT, _active_machine, _enroll
 from ops.bench.http_api import ROOT, _clients, _free_port, fan_out, machine_body, stop_process, tenant_key
 from projections.audit_chain import new_signing_key
@@ -233,6 +233,7 @@ async def run(dsn: str, seconds: float, rounds: int, machines: int, agents: int)
                 await asyncio.to_thread(wrk.run_wrk, gen, url, script, CONNECTIONS, min(2.0, seconds),
                                         {"x": watched})
             await _caught_up(conn)
+            await settle(conn)
             result = CommandsResult(generator, Side(), Side(), Side(), 0, 0.0, [], agents, rounds, seconds)
             for r in range(rounds):
                 order = ["bare", "post", "beat"] if r % 2 == 0 else ["beat", "post", "bare"]

@@ -185,9 +185,9 @@ async def run(dsn: str, orders: int, warmup: int) -> MarketResult:
             assert listing["seller"]["machineId"] == seller, listing
             buyers = [await _buyer(setup, account, key) for account, key in accounts]
         async with _keyed_clients(st.port, buyers):
+            await _run_orders(buyers, listing["id"], waiter, warmup)
             async with c.pool.acquire() as conn:
                 await settle(conn)
-            await _run_orders(buyers, listing["id"], waiter, warmup)
             backends = _backends(procs, dsn)
             before = {name: tree_cpu(p) for name, p in procs.items()}
             before_db, events_before = _cpu(backends), await c.pool.fetchval("SELECT count(*) FROM events")
