@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import itertools
 import logging
 import math
 import zlib
@@ -29,11 +30,13 @@ _SETTLE_DELAYS = (0.002, 0.005, 0.01, 0.02, 0.05)
 # handful of events, and the per-round work (the read, each projection's commit) would dwarf the projections'
 # own (measured in ops/bench `commands`: 5x the CPU per event of catch-up). So after a read that found some
 # events the next one waits, for up to this long, letting the next events accumulate. The wait grows with
-# what the last read found (the full window from COALESCE_EVENTS on): one or two events (a lone client, a
-# task's steps) wait a few ms; a busy log waits the full window. An idle log (the last read found nothing)
-# is read at once on a wake-up; a full batch (catching up) is followed at once too.
+# how many commits the last read found (the full window from COALESCE_COMMITS on): one or two (a lone
+# client, one worker step however many events it recorded) wait a few ms; a busy log waits the full window.
+# Commits, not events: one command's transaction of several events says nothing about how busy the log is
+# (counting events, a lone auto task's worker step of 4 events made the next read wait 12 ms). An idle log
+# (the last read found nothing) is read at once on a wake-up; a full batch (catching up) is followed at once.
 COALESCE_S = 0.025
-COALESCE_EVENTS = 8
+COALESCE_COMMITS = 8
 
 
 # After a failure, try again this soon (or at the poll interval, if shorter): a restarted server is back in
@@ -246,17 +249,19 @@ class _Feed:
         if pause > 0:
             await asyncio.sleep(pause)
         started = loop.time()
-        n = await self._read_once()
+        n, commits = await self._read_once()
         for delay in _SETTLE_DELAYS if settle and not n else ():
             await asyncio.sleep(delay)
             started = loop.time()
-            if n := await self._read_once():
+            n, commits = await self._read_once()
+            if n:
                 break
         self._found_at = started if 0 < n < self.batch_size else -math.inf
-        self._pause = self.coalesce * min(1.0, n / COALESCE_EVENTS)
+        self._pause = self.coalesce * min(1.0, commits / COALESCE_COMMITS)
         return n
 
-    async def _read_once(self) -> int:
+    async def _read_once(self) -> tuple[int, int]:
+        """Read what follows `head` into the window: how many events, and how many commits (transactions)."""
         start = self.head
         assert start is not None
         if self._conn is None:
@@ -268,7 +273,7 @@ class _Feed:
             raise
         self.reads += 1
         if self.head is not start:
-            return 0  # rebased meanwhile: these events follow the old head, not the new one
+            return 0, 0  # rebased meanwhile: these events follow the old head, not the new one
         if events:
             self.events.extend(events)
             self.head = events[-1].log_position
@@ -276,7 +281,9 @@ class _Feed:
                 self.base = self.events[extra - 1].log_position
                 del self.events[:extra]
             self.on_new()
-        return len(events)
+        # The log is ordered by (tx_id, position): each commit's events are adjacent.
+        commits = sum(1 for a, b in itertools.pairwise(events) if a.tx_id != b.tx_id) + bool(events)
+        return len(events), commits
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
