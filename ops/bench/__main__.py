@@ -330,6 +330,19 @@ RUNNERS: dict[str, Phase] = {"store": _store, "http": _http, "catchup": _catchup
                              "market": _market}
 
 
+def cpu_speed_s() -> float:
+    """CPU seconds of a fixed pure-Python loop (10 M additions): this machine's speed right now.
+
+    On the bench machine the same additions (at module level) took 0.69 s and 1.03 s a minute apart, and every
+    process's CPU per operation moved with it; printed before and after each phase, it tells a slow run from a
+    slow change.
+    """
+    started, total = time.process_time(), 0
+    for i in range(10_000_000):
+        total += i
+    return time.process_time() - started
+
+
 async def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     plan = QUICK if args.quick else FULL
@@ -344,13 +357,20 @@ async def main(argv: list[str] | None = None) -> int:
             f"make bench ({'quick' if args.quick else 'full'} run): {os.cpu_count()} CPUs, {facts}"
             f" at {describe(server)}, database {name}"
         )
+        speeds = []
         for phase in phases:
             print(f"bench: running {phase} ...", file=sys.stderr, flush=True)
+            before = cpu_speed_s()
             try:
                 await RUNNERS[phase](report, dsn, plan)
             except Exception as exc:
                 traceback.print_exc()
                 report.error(phase, exc)
+            speeds.append(f"{phase} {before:.2f} / {cpu_speed_s():.2f} s")
+    report.notes.append(
+        "CPU speed (a fixed Python loop of 10 M additions, before / after each phase; lower is faster, and every"
+        f" figure of a phase moves with it): {', '.join(speeds)}"
+    )
     report.notes.append(
         f"load average before/after: {load_before[0]:.2f} / {os.getloadavg()[0]:.2f} (other work on this machine"
         f" skews figures); total {time.monotonic() - started:.0f} s"

@@ -133,3 +133,5 @@ def test_bench_process_fails_when_a_target_is_missed(server_url: str, value: str
     assert result.returncode == code, result.stdout + result.stderr
     assert verdict in result.stderr, result.stderr
     assert re.search(rf"forced figure\s+\|\s+{value} \|\s+>= 1.00 \| {'FAIL' if code else 'PASS'}", result.stdout)
+    # The machine's speed around the phase, so a slow run can be told from a slow change.
+    assert re.search(r"CPU speed \(.*\): store \d+\.\d\d / \d+\.\d\d s", result.stdout), result.stdout
