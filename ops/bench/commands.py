@@ -233,7 +233,7 @@ async def run(dsn: str, seconds: float, rounds: int, machines: int, agents: int)
                 await asyncio.to_thread(wrk.run_wrk, gen, url, script, CONNECTIONS, min(2.0, seconds),
                                         {"x": watched})
             await _caught_up(conn)
-            await settle(conn)
+            await settle(conn, analyze=True)
             result = CommandsResult(generator, Side(), Side(), Side(), 0, 0.0, [], agents, rounds, seconds)
             for r in range(rounds):
                 order = ["bare", "post", "beat"] if r % 2 == 0 else ["beat", "post", "bare"]

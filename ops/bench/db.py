@@ -62,18 +62,20 @@ async def reset(dsn: str) -> None:
         await conn.close()
 
 
-async def settle(conn: asyncpg.Connection) -> None:
-    """Before a timed run (after its warm-up): give the planner statistics, and flush dirty buffers so a
-    checkpoint the previous phase caused rarely lands inside the run.
+async def settle(conn: asyncpg.Connection, *, analyze: bool = False) -> None:
+    """Before a timed run: flush dirty buffers so a checkpoint the previous phase caused rarely lands inside it;
+    with `analyze` (only after a warm-up that filled the tables), give the planner statistics first.
 
     ANALYZE is what autovacuum would have done by then (it analyzes a table once 50 rows + 10% of it changed),
     on a server that runs with autovacuum off (as this machine's does). Without it the tables a phase filled
     from empty keep no statistics, and each session keeps the generic plan it cached while they were empty: a
     sequential scan for `WHERE id = ANY($1)` that grows with the table (the tasks projection's read of its rows
     took 0.6-1.8 ms per batch after 2,000 tasks; pg_stat_statements, auto_explain). ANALYZE invalidates those
-    cached plans in every session.
+    cached plans in every session. Not on tables still empty: analyzed empty, a table loses the planner's
+    "at least 10 pages" guess for a never-analyzed one, and plans cached then are made for a tiny table.
     """
-    await conn.execute("ANALYZE")
+    if analyze:
+        await conn.execute("ANALYZE")
     try:
         await conn.execute("CHECKPOINT")
     except asyncpg.InsufficientPrivilegeError:

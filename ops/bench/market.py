@@ -187,7 +187,7 @@ async def run(dsn: str, orders: int, warmup: int) -> MarketResult:
         async with _keyed_clients(st.port, buyers):
             await _run_orders(buyers, listing["id"], waiter, warmup)
             async with c.pool.acquire() as conn:
-                await settle(conn)
+                await settle(conn, analyze=True)
             backends = _backends(procs, dsn)
             before = {name: tree_cpu(p) for name, p in procs.items()}
             before_db, events_before = _cpu(backends), await c.pool.fetchval("SELECT count(*) FROM events")

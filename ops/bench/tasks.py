@@ -233,7 +233,7 @@ async def run(dsn: str, tasks: int, warmup: int, listings: int, discovers: int) 
             direct = await _direct(stub, tasks)
             await _auto(clients, waiter, buyer, warmup)
             async with c.pool.acquire() as conn:
-                await settle(conn)
+                await settle(conn, analyze=True)
             before = {name: tree_cpu(p) for name, p in procs.items()}
             auto = await _auto(clients, waiter, buyer, tasks)
             cpu_ms = {name: (tree_cpu(p) - before[name]) / tasks * 1000 for name, p in procs.items()}

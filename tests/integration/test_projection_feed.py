@@ -135,7 +135,7 @@ async def test_a_lone_writers_next_commit_does_not_wait_out_the_window_after_a_m
         c: Container) -> None:
     """A lone client's pipeline: one commit of 8 events (a worker's step), then a single event 8 ms later. The
     window scales with the commits the last read found, not its events: one commit waits a few ms. (Counting
-    events, the 8 filled the window and the next event waited until 25 ms after that read: about 17 ms.)"""
+    events, the 8 filled the window and the next event waited until 25 ms after that read: 14-17 ms.)"""
     recorder = Recorder("rec")
     runner = ProjectionRunner(c.pool, c.store, [recorder])
     stop = asyncio.Event()
