@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from app.settings import get_settings
 from workers.broker import configure_broker
-from workers.event_loop import FastAsyncIO
-from workers.runtime import CloseContainer
+from workers.runtime import add_worker_middleware
 
 
 def broker_url() -> str:
@@ -17,8 +16,7 @@ def broker_url() -> str:
 
 
 broker = configure_broker(broker_url(), get_settings())
-broker.add_middleware(FastAsyncIO())
-broker.add_middleware(CloseContainer())
+add_worker_middleware(broker)
 
 # Actors bind to the global broker when declared, so these imports must come after configure_broker.
 from workers import machines, market, runtime_leases, tasks, tasks_auto, webhooks  # noqa: E402

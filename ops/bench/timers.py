@@ -28,7 +28,6 @@ from ops.bench.workload import agent_endpoint
 from projections.relay import RelayProjection
 from workers import runtime
 from workers.broker import make_broker
-from workers.event_loop import FastAsyncIO
 
 dramatiq.set_broker(StubBroker())  # actors bind at import; never let dramatiq pick a default broker here
 from workers.runtime_leases import expire_runtime_endpoint_lease as lease_actor  # noqa: E402
@@ -118,8 +117,7 @@ def _worker(dsn: str) -> Iterator[tuple[dramatiq.Broker, dramatiq.Worker]]:
     """The lease actor bound to a fresh PostgreSQL broker with the worker process's middleware, and one worker of
     THREADS threads, not yet started (as tests/workers/harness.py `worker_on` binds it); stops both afterwards."""
     broker = make_broker(dsn)
-    broker.add_middleware(FastAsyncIO())
-    broker.add_middleware(runtime.CloseContainer())
+    runtime.add_worker_middleware(broker)
     previous = lease_actor.broker
     lease_actor.broker = broker
     broker.declare_actor(lease_actor)

@@ -23,7 +23,6 @@ from projections.relay import RelayProjection
 from projections.runner import ProjectionRunner
 from workers import runtime
 from workers.broker import make_broker
-from workers.event_loop import FastAsyncIO
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -66,8 +65,7 @@ async def worker_on(broker_url: str, dsn: str, actors: list[Any], *, private_que
     `settings` replace the environment's for the actors' container and outbound client.
     """
     broker = make_broker(broker_url)
-    broker.add_middleware(FastAsyncIO())
-    broker.add_middleware(runtime.CloseContainer())
+    runtime.add_worker_middleware(broker)
     previous = [(a.broker, a.queue_name) for a in actors]
     for a in actors:
         a.broker = broker
