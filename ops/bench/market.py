@@ -29,8 +29,9 @@ from ops.bench import tasks_seed
 from ops.bench.commands import _wait_healthy_or_404
 from ops.bench.db import reset, settle, tree_cpu
 from ops.bench.http_api import _project, _runner, fan_out
+from ops.bench.lean_http import LeanClient
 from ops.bench.report import Report, Row
-from ops.bench.tasks import WORKER_THREADS, Timed, _listed, mm_stack
+from ops.bench.tasks import CLIENT_CPU, WORKER_THREADS, Timed, _listed, mm_stack
 
 ORDERS_RATE = 100.0  # issue 9: at least 100 orders/s end to end, 32 buyers at once
 BUYERS = 32
@@ -45,7 +46,7 @@ class Buyer:
     key: str
     machine: str
     private: Ed25519PrivateKey
-    client: httpx.AsyncClient | None = None
+    client: LeanClient | None = None
 
 
 @dataclass
@@ -156,14 +157,12 @@ def _cpu(procs: list[psutil.Process]) -> float:
 
 @asynccontextmanager
 async def _keyed_clients(port: int, buyers: list[Buyer]) -> AsyncIterator[None]:
-    """One keep-alive, one-connection client per buyer, with its account's key (see http_api._clients)."""
+    """One keep-alive, one-connection client per buyer, with its account's key (lean_http: the load generator's
+    own CPU is taken from the services under test on this box)."""
     async with AsyncExitStack() as stack:
         for b in buyers:
-            b.client = await stack.enter_async_context(httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{port}", timeout=30.0, headers={"Authorization": f"Bearer {b.key}"},
-                # Idle connections expire here before `mm api` (uvicorn: 5 s) closes them: at the same 5 s a request
-                # sent as the server closes the connection failed the phase (ReadError) when a wait ran long.
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=2.0)))
+            b.client = await stack.enter_async_context(
+                LeanClient(f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {b.key}"}))
         yield
 
 
@@ -191,8 +190,10 @@ async def run(dsn: str, orders: int, warmup: int) -> MarketResult:
             backends = _backends(procs, dsn)
             before = {name: tree_cpu(p) for name, p in procs.items()}
             before_db, events_before = _cpu(backends), await c.pool.fetchval("SELECT count(*) FROM events")
+            own = time.process_time()
             timed = await _run_orders(buyers, listing["id"], waiter, orders)
             cpu_ms = {name: (tree_cpu(p) - before[name]) / orders * 1000 for name, p in procs.items()}
+            cpu_ms[CLIENT_CPU] = (time.process_time() - own) / orders * 1000
             if backends:
                 cpu_ms["PostgreSQL (this database's backends)"] = (_cpu(backends) - before_db) / orders * 1000
             appended = await c.pool.fetchval("SELECT count(*) FROM events") - events_before

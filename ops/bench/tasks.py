@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
@@ -32,6 +32,7 @@ from ops.bench.commands import _caught_up, _process, _wait_healthy_or_404
 from ops.bench.db import postmaster, reset, settle, tree_cpu
 from ops.bench.heartbeats import _active_machine
 from ops.bench.http_api import ROOT, _clients, _free_port, fan_out, tenant_key
+from ops.bench.lean_http import LeanClient, lean_clients
 from ops.bench.report import Report, Row, rate
 from projections.audit_chain import new_signing_key
 
@@ -39,6 +40,8 @@ from projections.audit_chain import new_signing_key
 # stub seller (same run); discovery over a catalogue of 10,000 listings: p99 within 20 ms.
 TASKS_RATE, TASKS_ADDED_P50_MS, DISCOVER_P99_MS = 150.0, 25.0, 20.0
 CLIENTS = 32
+# The load generator's own CPU (this process: the clients and the outcome waiter), on the same 2 cores.
+CLIENT_CPU = "bench client (lean_http) + outcome waiter"
 WORKER_THREADS = 32  # executions wait on the network: the worker's threads bound how many run at once
 ECHO = "bench-echo"
 
@@ -136,25 +139,24 @@ async def mm_stack(dsn: str, secret: str, pool_size: int) -> AsyncIterator[Stack
 async def _direct(url: str, count: int, clients: int = CLIENTS) -> Timed:
     """The baseline: the same POST (JSON body, Idempotency-Key, bearer) straight to the stub, `clients` at once."""
     out = Timed()
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients), timeout=30) as client:
-        async def call(_: object, i: int) -> None:
+    async with lean_clients(url, {"Authorization": "Bearer t"}, clients) as conns:
+        async def call(client: LeanClient, i: int) -> None:
             started = time.perf_counter()
-            r = await client.post(f"{url}/echo", json={"text": f"direct {i}"},
-                                  headers={"Idempotency-Key": str(uuid.uuid4()), "Authorization": "Bearer t"})
+            r = await client.post("/echo", json={"text": f"direct {i}"}, headers={"Idempotency-Key": str(uuid.uuid4())})
             out.latencies.append(time.perf_counter() - started)
             out.statuses[str(r.status_code)] += 1
 
         started = time.perf_counter()
-        await fan_out(list(range(clients)), count, call)
+        await fan_out(conns, count, call)
         out.seconds = time.perf_counter() - started
     return out
 
 
-async def _auto(clients: list[httpx.AsyncClient], waiter: OutcomeWaiter, buyer: str, count: int) -> Timed:
+async def _auto(clients: Sequence[LeanClient], waiter: OutcomeWaiter, buyer: str, count: int) -> Timed:
     """CLIENTS buyers' requests at once: POST an auto task, then wait until its outcome row exists."""
     out = Timed()
 
-    async def one(client: httpx.AsyncClient, i: int) -> None:
+    async def one(client: LeanClient, i: int) -> None:
         started = time.perf_counter()
         r = await client.post(f"/v1/machines/{buyer}/tasks", json={
             "capability": ECHO, "input": {"text": f"task {i}"}, "auto": True,
@@ -223,7 +225,8 @@ async def run(dsn: str, tasks: int, warmup: int, listings: int, discovers: int) 
         seeded = time.perf_counter()
         sellers = await tasks_seed.catalogue(c, uuid.uuid4(), f"{stub}/echo", listings)
         await tasks_seed.seller(c, uuid.uuid4(), "bench-echo-seller", f"{stub}/echo", [(ECHO, 10)])
-        async with _clients(port, key, CLIENTS) as clients:
+        async with _clients(port, key, CLIENTS) as clients, \
+                lean_clients(f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"}, CLIENTS) as load:
             await _wait_healthy_or_404(clients[0])
             await _listed(clients[0], tasks_seed.capability(0), min(100, listings // tasks_seed.CAPABILITIES))
             await _listed(clients[0], ECHO, 1)
@@ -231,15 +234,16 @@ async def run(dsn: str, tasks: int, warmup: int, listings: int, discovers: int) 
             buyer = await _active_machine(clients[0], dict(clients[0].headers), 0)
             await _direct(stub, warmup)
             direct = await _direct(stub, tasks)
-            await _auto(clients, waiter, buyer, warmup)
+            await _auto(load, waiter, buyer, warmup)
             async with c.pool.acquire() as conn:
                 await settle(conn, analyze=True)
-            before = {name: tree_cpu(p) for name, p in procs.items()}
-            auto = await _auto(clients, waiter, buyer, tasks)
+            before, own = {name: tree_cpu(p) for name, p in procs.items()}, time.process_time()
+            auto = await _auto(load, waiter, buyer, tasks)
             cpu_ms = {name: (tree_cpu(p) - before[name]) / tasks * 1000 for name, p in procs.items()}
+            cpu_ms[CLIENT_CPU] = (time.process_time() - own) / tasks * 1000
             # The pipeline's own latency, without queueing behind 31 other tasks: one at a time.
             direct_one = await _direct(stub, tasks // 10, clients=1)
-            auto_one = await _auto(clients[:1], waiter, buyer, tasks // 10)
+            auto_one = await _auto(load[:1], waiter, buyer, tasks // 10)
             async with c.pool.acquire() as conn:
                 discover = await _discover(clients[0], conn, buyer, discovers)
     return TasksResult(direct, auto, discover, listings, sellers, seed_seconds, WORKER_THREADS, cpu_ms,
