@@ -31,6 +31,7 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, projection: Projection,
             for logical, table in shadow.items():
                 await conn.execute(f"DROP TABLE IF EXISTS {table}")
                 await conn.execute(f"CREATE TABLE {table} (LIKE {logical} INCLUDING ALL)")
+                await _copy_storage_parameters(conn, logical, table)
         at, applied = START, 0
         while True:
             async with conn.transaction():
@@ -50,6 +51,14 @@ async def rebuild(pool: asyncpg.Pool, store: EventStore, projection: Projection,
     log.info("rebuilt %s: %d events up to %s, the last %d of them while holding the checkpoint",
              projection.name, applied, at.token(), tail)
     return applied
+
+
+async def _copy_storage_parameters(conn: asyncpg.Connection, source: str, target: str) -> None:
+    """LIKE ... INCLUDING ALL copies columns, defaults, constraints, indexes and column storage, not the table's
+    storage parameters (e.g. audit_events' toast_tuple_target): the swapped-in table must keep them."""
+    options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE oid = $1::regclass", source)
+    if options:  # each "name=value" as PostgreSQL itself stored it
+        await conn.execute(f"ALTER TABLE {target} SET ({', '.join(options)})")
 
 
 async def _swap(conn: asyncpg.Connection, projection: Projection) -> None:

@@ -3,6 +3,7 @@ reproduces every hash and every signed checkpoint; rows from before the chain ge
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -12,6 +13,7 @@ import asyncpg
 import pytest
 
 from app.container import Container
+from app.store.types import NewEvent
 from projections.audit_reader import RECORD_LINE
 from projections.audit_upgrade import hash_existing_rows, needs_hashing
 from projections.rebuild import rebuild
@@ -51,6 +53,27 @@ async def test_a_rebuild_reproduces_every_hash_and_checkpoint(audited: Container
     assert any(c % 50 == 0 for c in counts) and any(c % 50 for c in counts), counts  # both triggers fired
     assert await rebuild(audited.pool, audited.store, audit, batch_size=1000) == 940
     assert await _snapshot(audited.pool) == live
+
+
+async def test_the_feed_keeps_its_rows_inline_and_a_rebuild_keeps_that(audited: Container) -> None:
+    # sql/0150: rows up to a page stay inline (no TOAST at ~2 kB); LIKE ... INCLUDING ALL alone would drop that.
+    options = "SELECT reloptions FROM pg_class WHERE oid = 'audit_events'::regclass"
+    assert await audited.pool.fetchval(options) == ["toast_tuple_target=8160"]
+    audit = audit_projection(audited.settings)
+    await caught_up(ProjectionRunner(audited.pool, audited.store, [audit]))
+    # A 3 kB event (random hex: pglz cannot shrink it): its feed row (data + export line) is over 4 kB.
+    await audited.store.append([NewEvent(
+        event_id=uuid.uuid4(), stream_id=uuid.uuid4(), stream_type="machines:Machine", version=1,
+        type="machines:Machine.ProfileRevised",
+        data={"timestamp": "2026-01-02T00:00:00+00:00", "name": os.urandom(1500).hex()},
+        metadata={"ownerAccountId": str(uuid.uuid4()), "actor": "system:seed"})])
+    assert await rebuild(audited.pool, audited.store, audit) == 941
+    assert await audited.pool.fetchval(options) == ["toast_tuple_target=8160"]
+    # That row of the rebuilt table is stored in the heap, not in its TOAST table.
+    wide = await audited.pool.fetchval("SELECT max(pg_column_size(a.*)) FROM audit_events a")
+    toasted = await audited.pool.fetchval(
+        "SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = 'audit_events'::regclass")
+    assert wide > 4000 and toasted == 0, (wide, toasted)
 
 
 async def test_rows_from_before_the_chain_are_hashed_by_a_rebuild(audited: Container) -> None:
