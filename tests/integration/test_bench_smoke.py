@@ -135,3 +135,6 @@ def test_bench_process_fails_when_a_target_is_missed(server_url: str, value: str
     assert re.search(rf"forced figure\s+\|\s+{value} \|\s+>= 1.00 \| {'FAIL' if code else 'PASS'}", result.stdout)
     # The machine's speed around the phase, so a slow run can be told from a slow change.
     assert re.search(r"CPU speed \(.*\): store \d+\.\d\d / \d+\.\d\d s", result.stdout), result.stdout
+    # And the cost of one PostgreSQL round trip around it (client + local backend CPU, in microseconds).
+    trips = re.search(r"PostgreSQL round trip \(.*\): store (\d+)\+(\d+) / (\d+)\+(\d+) us", result.stdout)
+    assert trips and all(0 < int(us) < 10_000 for us in trips.groups()), result.stdout
