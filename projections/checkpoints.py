@@ -58,6 +58,36 @@ async def advance_from(
     return bool(moved)
 
 
+# SQLSTATE of mm_checkpoint_advance (sql/0160) when the checkpoint is no longer where the batch started.
+MOVED_SQLSTATE = "MMC01"
+
+
+def commit_advancing_sql(name: str, expected: LogPosition, to: LogPosition, applied: int,
+                         last_event_at: datetime | None, notify_channel: str | None = None) -> str:
+    """One simple-protocol message that ends a projection's batch: the checkpoint's compare-and-set (the
+    function raises MOVED_SQLSTATE on a miss, which abandons the rest of the message, COMMIT included), then
+    COMMIT, then the projection's NOTIFY (after the commit, in its own implicit transaction, as before).
+
+    Values are inlined (the simple protocol takes no parameters): integers, an ISO timestamp and a projection
+    name, each rendered as a literal here."""
+    at = "NULL" if last_event_at is None else f"{_literal(last_event_at.isoformat())}::timestamptz"
+    sql = (f"SELECT mm_checkpoint_advance({_literal(name)}, '{int(expected.tx_id)}'::xid8,"
+           f" {int(expected.position)}, '{int(to.tx_id)}'::xid8, {int(to.position)}, {int(applied)}, {at}); COMMIT")
+    if notify_channel is not None:
+        if not notify_channel.isidentifier():
+            raise ValueError(f"not a channel name: {notify_channel!r}")
+        sql += f"; NOTIFY {notify_channel}"
+    return sql
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal for the values above (a name from code, an ISO timestamp): quotes doubled; NUL and
+    backslashes refused, so the literal means the same whatever standard_conforming_strings says."""
+    if "\x00" in text or "\\" in text:
+        raise ValueError(f"not inlinable in SQL: {text!r}")
+    return "'" + text.replace("'", "''") + "'"
+
+
 @dataclass(frozen=True, slots=True)
 class Advance:
     """One `advance_from`: move `name` from `expected` to `to`, counting `applied` events."""

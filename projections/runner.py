@@ -134,22 +134,37 @@ async def apply_events_from(
         if not moved:
             return await _checkpoint(conn, projection.name)
         return last.log_position
+    # The batch ends with one message: the checkpoint's compare-and-set, COMMIT and the projection's NOTIFY
+    # (checkpoints.commit_advancing_sql), one round trip instead of three. So the transaction is driven by hand
+    # rather than by conn.transaction(), whose COMMIT is a message of its own.
+    finish = checkpoints.commit_advancing_sql(projection.name, at, last.log_position, len(events), last.recorded_at,
+                                              getattr(projection, "notify_channel", None))
     try:
-        async with conn.transaction():
+        await conn.execute("BEGIN")
+        try:
             await apply_events(conn, projection, tables, events)
-            if not await checkpoints.advance_from(
-                conn, projection.name, at, last.log_position, len(events), last.recorded_at
-            ):
-                raise _Moved
-    except _Moved:
-        return await _checkpoint(conn, projection.name)
-    except (asyncpg.IntegrityConstraintViolationError, asyncpg.DeadlockDetectedError):
-        # Our rows collided with another writer's (see apply_batch): fine if it moved the checkpoint.
-        if (now := await _checkpoint(conn, projection.name)) == at:
+            await conn.execute(finish)
+        except BaseException:
+            await _rollback(conn)
             raise
-        return now
-    await _committed(conn, projection)
+    except asyncpg.PostgresError as exc:
+        if getattr(exc, "sqlstate", None) == checkpoints.MOVED_SQLSTATE:
+            return await _checkpoint(conn, projection.name)  # something else moved it: rows rolled back
+        if isinstance(exc, asyncpg.IntegrityConstraintViolationError | asyncpg.DeadlockDetectedError):
+            # Our rows collided with another writer's (see apply_batch): fine if it moved the checkpoint.
+            if (now := await _checkpoint(conn, projection.name)) == at:
+                raise
+            return now
+        raise
     return last.log_position
+
+
+async def _rollback(conn: asyncpg.Connection) -> None:
+    """End a failed batch's transaction. A session that cannot (lost, or cancelled mid-statement) is left to the
+    pool, which closes or resets it on release: nothing of the batch was committed either way."""
+    if not conn.is_closed() and conn.is_in_transaction():
+        with contextlib.suppress(*_CONNECTION_ERRORS):
+            await conn.execute("ROLLBACK")
 
 
 async def _checkpoint(conn: asyncpg.Connection, name: str) -> LogPosition:
