@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import asyncpg
@@ -50,22 +51,33 @@ async def _events(c: Container, n: int) -> list[RecordedEvent]:
     return await c.store.read_all(START, 100)
 
 
+@asynccontextmanager
+async def _batch_session(c: Container, p: Rows) -> AsyncIterator[tuple[asyncpg.Connection, LogPosition,
+                                                                           asyncio.Queue[str]]]:
+    """A session to apply on, the projection's checkpoint, and the NOTIFYs heard on CHANNEL meanwhile."""
+    notified: asyncio.Queue[str] = asyncio.Queue()
+
+    def heard(*args: object) -> None:
+        notified.put_nowait(str(args[-1]))
+
+    async with c.pool.acquire() as listener, c.pool.acquire() as conn:
+        await listener.add_listener(CHANNEL, heard)
+        try:
+            await checkpoints.ensure(conn, p.name)
+            at = await checkpoints.position(conn, p.name)
+            assert at is not None
+            yield conn, at, notified
+        finally:
+            await listener.remove_listener(CHANNEL, heard)
+
+
 async def test_the_batch_commits_moves_its_checkpoint_and_notifies_after(c: Container) -> None:
     events, p = await _events(c, 3), Rows()
-    notified: asyncio.Queue[str] = asyncio.Queue()
-    async with c.pool.acquire() as listener, c.pool.acquire() as conn:
-        def heard(*args: object) -> None:
-            notified.put_nowait(str(args[-1]))
-
-        await listener.add_listener(CHANNEL, heard)
-        await checkpoints.ensure(conn, p.name)
-        at = await checkpoints.position(conn, p.name)
-        assert at is not None
+    async with _batch_session(c, p) as (conn, at, notified):
         assert await apply_events_from(conn, p, {"batch_commit_rows": "batch_commit_rows"}, at, events) \
             == events[-1].log_position
         assert not conn.is_in_transaction()
         await asyncio.wait_for(notified.get(), 5)
-        await listener.remove_listener(CHANNEL, heard)
     assert await c.pool.fetchval("SELECT count(*) FROM batch_commit_rows") == 3
     row = await c.pool.fetchrow("SELECT events_applied, last_event_at FROM projection_checkpoints WHERE name = $1",
                                 p.name)
@@ -74,15 +86,7 @@ async def test_the_batch_commits_moves_its_checkpoint_and_notifies_after(c: Cont
 
 async def test_a_checkpoint_moved_under_the_batch_rolls_it_back_unnotified(c: Container) -> None:
     events, p = await _events(c, 3), Rows()
-    notified: asyncio.Queue[str] = asyncio.Queue()
-    async with c.pool.acquire() as listener, c.pool.acquire() as conn:
-        def heard(*args: object) -> None:
-            notified.put_nowait(str(args[-1]))
-
-        await listener.add_listener(CHANNEL, heard)
-        await checkpoints.ensure(conn, p.name)
-        at = await checkpoints.position(conn, p.name)
-        assert at is not None
+    async with _batch_session(c, p) as (conn, at, notified):
         # Another writer (a rebuild's swap, a catch-up beside the leader) moved it after this batch was read.
         elsewhere = events[0].log_position
         await checkpoints.advance(c.pool, p.name, elsewhere, 1, datetime.now(UTC))  # type: ignore[arg-type]
@@ -90,7 +94,6 @@ async def test_a_checkpoint_moved_under_the_batch_rolls_it_back_unnotified(c: Co
         assert not conn.is_in_transaction()
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(notified.get(), 0.3)
-        await listener.remove_listener(CHANNEL, heard)
     assert await c.pool.fetchval("SELECT count(*) FROM batch_commit_rows") == 0
     assert await checkpoints.position(c.pool, p.name) == elsewhere  # type: ignore[arg-type]
 
