@@ -31,7 +31,7 @@ from ops.bench import (
     time_travel,
     timers,
 )
-from ops.bench.db import bench_database, describe, server_facts, server_url
+from ops.bench.db import bench_database, describe, server_facts, server_url, tree_cpu
 from ops.bench.report import Report, Row, rate
 
 PHASES = ("store", "http", "catchup", "heartbeats", "timers", "commands", "timetravel", "export", "policies",
@@ -352,9 +352,10 @@ async def round_trip_us(dsn: str, count: int = 3_000) -> tuple[float, float | No
     """CPU microseconds per trivial statement round trip (`SELECT $1::int` on one asyncpg connection): this
     process's, and its PostgreSQL backend's (None when the server is not a local process).
 
-    On the bench machine (a VM) a round trip cost the client 63-73 us and the backend 41-49 us of CPU, ten times
-    the Python loop's share of an order's work would suggest, and it moved independently of that loop: the
-    services' per-operation CPU follows the number of round trips they make as much as their Python.
+    On the bench machine (a VM) a round trip cost the client 63-119 us and the backend 33-83 us of CPU on
+    2026-12-03, a day when every service's CPU per operation was up to twice the day before's while the Python
+    loop above was not slower: the services' cost follows the number of round trips they make as much as their
+    Python.
     """
     conn = await asyncpg.connect(dsn)
     try:
@@ -363,23 +364,14 @@ async def round_trip_us(dsn: str, count: int = 3_000) -> tuple[float, float | No
             backend = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()"))
         for _ in range(200):
             await conn.fetchval("SELECT $1::int", 1)
-        own, theirs = time.process_time(), _cpu(backend)
+        own, theirs = time.process_time(), tree_cpu(backend) if backend is not None else 0.0
         for _ in range(count):
             await conn.fetchval("SELECT $1::int", 1)
         client = (time.process_time() - own) / count * 1e6
-        server = (_cpu(backend) - theirs) / count * 1e6 if backend is not None and theirs is not None else None
+        server = (tree_cpu(backend) - theirs) / count * 1e6 if backend is not None else None
         return client, server
     finally:
         await conn.close()
-
-
-def _cpu(p: psutil.Process | None) -> float | None:
-    if p is None:
-        return None
-    try:
-        return sum(p.cpu_times()[:2])
-    except psutil.Error:
-        return None
 
 
 def _round_trip_text(rt: tuple[float, float | None]) -> str:

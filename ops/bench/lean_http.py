@@ -108,8 +108,7 @@ class LeanClient:
             raise ValueError(f"lean_http speaks plain http to a host: {base_url!r}")
         self.host, self.port = parts.hostname, parts.port or 80
         self.timeout = timeout
-        self.headers = dict(headers or {})
-        self._fixed = f"Host: {self.host}:{self.port}\r\n".encode() + self._render(self.headers)
+        self._fixed = f"Host: {self.host}:{self.port}\r\n".encode() + self._render(headers or {})
         self._proto: _Protocol | None = None
         self._last_used = 0.0
 
