@@ -172,6 +172,10 @@ class StubSeller:
         self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
+        # Listening from here on: `python -m app.outbound.stub_seller` prints its URL before uvicorn starts, and a
+        # client connecting in between was refused (seen once in CI on a slow box). Connections now wait in the
+        # backlog until uvicorn accepts them (its own listen() on this socket only sets the backlog again).
+        self._sock.listen(2048)
         self.host, self.port = host, self._sock.getsockname()[1]
         config = uvicorn.Config(make_app(self.stats), lifespan="off", access_log=False, log_level="warning",
                                 timeout_keep_alive=30, timeout_graceful_shutdown=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 
 import pytest
@@ -39,6 +40,16 @@ async def test_the_stub_runs_as_a_process_with_stats_over_http() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+def test_the_stub_accepts_connections_once_its_url_is_known() -> None:
+    # The process prints its URL before uvicorn starts serving: a connection made in between must wait in the
+    # backlog, not be refused, and is answered once the server runs.
+    seller = StubSeller()
+    with socket.create_connection((seller.host, seller.port), timeout=5) as early:
+        early.sendall(b"GET /_stats HTTP/1.1\r\nHost: stub\r\nConnection: close\r\n\r\n")
+        with seller:
+            assert early.recv(64).startswith(b"HTTP/1.1 200")
 
 
 async def test_one_shared_client_per_process_until_closed() -> None:
