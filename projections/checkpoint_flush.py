@@ -9,6 +9,7 @@ import asyncpg
 
 from projections import checkpoints
 from projections.checkpoints import Advance
+from projections.held import HeldConnection
 
 
 class CheckpointFlusher:
@@ -33,7 +34,8 @@ class CheckpointFlusher:
         self.flushes = 0  # statements run (tests count them)
         self._pending: list[tuple[Advance, asyncio.Future[bool]]] = []
         self._task: asyncio.Task[None] | None = None
-        self._conn: asyncpg.pool.PoolConnectionProxy | None = None
+        # A spare of the pool (projections.main sizes it), held between flushes.
+        self._conn = HeldConnection(pool)
 
     async def advance_from(self, advance: Advance) -> bool:
         """True if the checkpoint moved from `advance.expected`; False if something else moved it first.
@@ -68,13 +70,9 @@ class CheckpointFlusher:
         if not live:
             return
         try:
-            if self._conn is None:
-                # A spare of the pool (projections.main sizes it), held between flushes: a release would
-                # cost a reset round trip each time.
-                self._conn = await self.pool.acquire()
-            won = await checkpoints.advance_many(self._conn, [a for a, _ in live])
+            won = await checkpoints.advance_many(await self._conn.get(), [a for a, _ in live])
         except BaseException as exc:
-            await self._release()
+            await self._conn.release()
             for _, done in live:
                 if done.done():
                     continue
@@ -90,15 +88,9 @@ class CheckpointFlusher:
             if not done.done():
                 done.set_result(a.name in won)
 
-    async def _release(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await self.pool.release(conn)
-
     async def close(self) -> None:
         if (task := self._task) is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._release()
+        await self._conn.release()

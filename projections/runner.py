@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import logging
 import math
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -20,6 +21,7 @@ from projections import checkpoints
 from projections.base import Projection, Tables, live_tables, reads, writes
 from projections.checkpoint_flush import CheckpointFlusher
 from projections.checkpoints import Advance
+from projections.held import HeldConnection
 
 log = logging.getLogger("mm.projections")
 
@@ -44,6 +46,11 @@ COALESCE_COMMITS = 8
 _RETRY_S = 0.5
 # What a session lost mid-operation raises (asyncpg's InternalClientError included: "cannot switch to state").
 _CONNECTION_ERRORS = (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
+# Of those, what a server that is down or restarting causes (see _OutageLog); any other PostgreSQL error is the
+# projection's own (a bug, a constraint) and is logged every time.
+_OUTAGE_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError,
+                  asyncpg.PostgresConnectionError, asyncpg.exceptions.AdminShutdownError,
+                  asyncpg.exceptions.CrashShutdownError, asyncpg.exceptions.CannotConnectNowError)
 
 
 async def _first(*waits: Awaitable[object]) -> None:
@@ -210,7 +217,7 @@ class _Feed:
         self._reading: asyncio.Future[int] | None = None
         self._found_at = -math.inf  # when the last read that found some (not a full batch of) events started
         self._pause = 0.0  # how long after that the next read may start
-        self._conn: asyncpg.pool.PoolConnectionProxy | None = None
+        self._conn = HeldConnection(pool)
 
     def after(self, at: LogPosition, limit: int) -> list[RecordedEvent] | None:
         """The next events after `at` (up to `limit`), or None when `at` lies outside the window."""
@@ -279,10 +286,8 @@ class _Feed:
         """Read what follows `head` into the window: how many events, and how many commits (transactions)."""
         start = self.head
         assert start is not None
-        if self._conn is None:
-            self._conn = await self.pool.acquire()
         try:
-            events = await self.store.read_all(start, self.batch_size, conn=self._conn)
+            events = await self.store.read_all(start, self.batch_size, conn=await self._conn.get())
         except BaseException:
             await self.close()
             raise
@@ -301,14 +306,37 @@ class _Feed:
         return len(events), commits
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(*_CONNECTION_ERRORS):
-                await self.pool.release(conn)
+        await self._conn.release()
 
 
 def _position(event: RecordedEvent) -> LogPosition:
     return event.log_position
+
+
+class _OutageLog:
+    """One warning when the database becomes unreachable and one when it is back, not one per projection per
+    retry: a server restart of a few seconds made every projection and the listener log a line every retry
+    interval (about 90 lines per restart, hiding anything else). Errors other than a lost or refused session
+    are not an outage and are always logged by the caller."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.failures = 0
+
+    def failed(self, who: str, exc: BaseException) -> None:
+        self.failures += 1
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning("%s: %s: %s; the database is unreachable, retrying every %.1f s (until it is back, "
+                        "further connection errors are logged at DEBUG)", who, type(exc).__name__, exc, _RETRY_S)
+        else:
+            log.debug("%s: %s: %s; retrying", who, type(exc).__name__, exc)
+
+    def reached(self) -> None:
+        if self.since is not None:
+            log.warning("database reachable again after %.1f s (%d failed attempts); projections resume",
+                        time.monotonic() - self.since, self.failures)
+            self.since, self.failures = None, 0
 
 
 class ProjectionRunner:
@@ -334,6 +362,7 @@ class ProjectionRunner:
         self.feed = _Feed(pool, store, batch_size, coalesce, self._wake_all)
         self.checkpoint_flusher = CheckpointFlusher(pool)
         self.leading: set[str] = set()
+        self._outage = _OutageLog()
 
     def _wake_all(self) -> None:
         for event in self._wake.values():
@@ -379,7 +408,9 @@ class ProjectionRunner:
         while not stop.is_set():
             try:
                 async with self.pool.acquire() as conn:
-                    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                    locked = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+                    self._outage.reached()
+                    if locked:
                         self.leading.add(projection.name)
                         try:
                             await self._follow(conn, projection, stop)
@@ -387,9 +418,12 @@ class ProjectionRunner:
                             self.leading.discard(projection.name)
                             if not conn.is_closed():
                                 await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            except _OUTAGE_ERRORS as exc:
+                # A lost or refused session (a server restart): the batch rolled back, so retry.
+                self._outage.failed(f"projection {projection.name}", exc)
             except Exception as exc:
-                # Whatever went wrong, the projection must not die silently with its task: its batch rolled
-                # back, so retry. A lost connection is routine; anything else is logged with its traceback.
+                # Whatever else went wrong, the projection must not die silently with its task: its batch
+                # rolled back, so retry. A PostgreSQL error is logged as such; anything else with its traceback.
                 log.warning("projection %s: %s: %s; retrying", projection.name, type(exc).__name__, exc,
                             exc_info=not isinstance(exc, _CONNECTION_ERRORS))
             await self._sleep(stop, min(self.poll_interval, _RETRY_S))
@@ -453,6 +487,7 @@ class ProjectionRunner:
                     lost = asyncio.Event()
                     conn.add_termination_listener(lambda _, lost=lost: lost.set())
                     await conn.add_listener(CHANNEL, on_notify)
+                    self._outage.reached()
                     try:
                         # Until stopped, or until the session dies (a server restart): then listen anew, or
                         # the projections would fall back to polling for good.
@@ -461,7 +496,9 @@ class ProjectionRunner:
                         with contextlib.suppress(*_CONNECTION_ERRORS):  # a dead session has nothing to remove
                             await conn.remove_listener(CHANNEL, on_notify)
                     if lost.is_set():
-                        log.warning("event listener: connection lost; reconnecting")
+                        self._outage.failed("event listener", ConnectionError("connection lost"))
+            except _OUTAGE_ERRORS as exc:
+                self._outage.failed("event listener", exc)
             except Exception as exc:
                 log.warning("event listener: %s: %s; reconnecting", type(exc).__name__, exc,
                             exc_info=not isinstance(exc, _CONNECTION_ERRORS))
