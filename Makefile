@@ -27,8 +27,12 @@ $(STAMP): pyproject.toml
 run: venv
 	$(BIN)/mm up
 
+# Two pytest-xdist workers, each file on one worker, each worker on an embedded server of its own (see
+# tests/conftest.py). Against an external MM_DATABASE_URL the suite runs in one process: transaction ids are
+# shared by a server's databases, so two workers there would hold back each other's log readers.
+TEST_WORKERS ?= $(if $(MM_DATABASE_URL),0,2)
 test: venv
-	$(BIN)/pytest -q -p no:cacheprovider --durations=15
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint: venv
 	$(BIN)/ruff check .
@@ -41,7 +45,7 @@ migrate: venv
 	$(BIN)/mm migrate
 
 # Stops the embedded servers first: deleting PGDATA under a running postmaster leaves it running orphaned.
-# .data/pg (make run) and .data/test-pg (make test), plus any other cluster a crashed test left behind.
+# .data/pg (make run) and .data/test-pg* (make test), plus any other cluster a crashed test left behind.
 STOP_ALL := from pathlib import Path; from app.embedded_db import stop_embedded_postgres as stop; \
 	[stop(d) for d in {Path(".data/pg"), Path(".data/test-pg"), *(p.parent for p in Path(".data").glob("**/PG_VERSION"))}]
 clean-data:

@@ -32,7 +32,11 @@ def _server_url() -> str:
         return url
     from app.embedded_db import ensure_embedded_postgres
 
-    return ensure_embedded_postgres(ROOT / ".data" / "test-pg")
+    # Under pytest-xdist (`make test`) each worker has a server of its own: transaction ids are server-wide, so
+    # one worker's open transaction would hold back the log readers' horizon (EventStore.read_all) in the other
+    # worker's databases, and a catch-up would find nothing to apply yet.
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return ensure_embedded_postgres(ROOT / ".data" / (f"test-pg-{worker}" if worker else "test-pg"))
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +99,17 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture(scope="session")
 def store(pool: asyncpg.Pool) -> EventStore:
     return EventStore(pool)
+
+
+# The longest files, started first so the other worker is never left waiting for one at the end (pytest-xdist
+# hands files out in collection order): the schemathesis run takes about a third of the suite on its own.
+_LONGEST_FIRST = ("tests/contract/test_openapi.py", "tests/integration/test_bench_smoke.py",
+                  "tests/contract/test_stateful.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.partition("::")[0]
+        return _LONGEST_FIRST.index(path) if path in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each file, and of the other files, is kept
