@@ -91,9 +91,9 @@ FULL = Plan(store_seconds=5.0, store_warmup=1.0, store_rounds=5, http_requests=3
             sse_seconds=10.0, tasks=3_000, tasks_warmup=300, tasks_listings=10_000, tasks_discovers=500)
 QUICK = Plan(store_seconds=2.0, store_warmup=0.3, store_rounds=2, http_requests=500, http_warmup=50,
              catchup_events=10_000, heartbeat_machines=10, heartbeat_agents=100, heartbeat_requests=500,
-             timer_relay=500, timer_renewed=500, timer_expiring=50, commands_seconds=2.0, commands_rounds=1,
-             commands_agents=100, export_rows=20_000, sse_subscribers=50, sse_rate=200, sse_seconds=3.0, tasks=300,
-             tasks_warmup=64, tasks_listings=1_000, tasks_discovers=100)
+             timer_relay=500, timer_renewed=500, timer_expiring=50, commands_seconds=1.0, commands_rounds=1,
+             commands_agents=100, export_rows=20_000, sse_subscribers=50, sse_rate=200, sse_seconds=3.0, tasks=100,
+             tasks_warmup=32, tasks_listings=500, tasks_discovers=50)
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:

@@ -74,18 +74,18 @@ PHASES = {
         "direct POST to the stub seller, 32 at once (baseline)",
         "auto tasks end to end (POST -> outcome visible), 32 at once",
         "p50 added over the direct call (same run)",
-        "1 client: p50 added over the direct call (30 tasks)",
-        "POST .../discover over 1,000 listings, 1 client: p50",
+        "1 client: p50 added over the direct call (10 tasks)",
+        "POST .../discover over 500 listings, 1 client: p50",
         "note: tasks: `mm api` + `mm projector` + `mm worker --threads 32`",
         "CPU per auto task: api",
-    ), r"outcomes succeeded\s+\|\s+300 / 300 \|\s+300 \| PASS"),
+    ), r"outcomes succeeded\s+\|\s+100 / 100 \|\s+100 \| PASS"),
     "market": ((
         "orders end to end (create -> pay -> hold -> execute -> confirm -> release), 32 buyers at once",
         "latency p50 / p99",
         "1 buyer at a time: p50",
         "note: market: `mm api` + `mm projector` + `mm worker --threads 32`",
         "CPU per order: api",
-    ), r"orders released\s+\|\s+300 / 300 \|\s+300 \| PASS"),
+    ), r"orders released\s+\|\s+100 / 100 \|\s+100 \| PASS"),
 }
 
 
