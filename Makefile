@@ -32,7 +32,7 @@ run: venv
 # shared by a server's databases, so two workers there would hold back each other's log readers.
 TEST_WORKERS ?= $(if $(MM_DATABASE_URL),0,2)
 test: venv
-	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 lint: venv
 	$(BIN)/ruff check .

@@ -101,8 +101,9 @@ def store(pool: asyncpg.Pool) -> EventStore:
     return EventStore(pool)
 
 
-# The longest files, started first so the other worker is never left waiting for one at the end (pytest-xdist
-# hands files out in collection order): the schemathesis run takes about a third of the suite on its own.
+# The longest files, started first so the other worker is never left waiting for one at the end (`make test`
+# has pytest-xdist hand files out in collection order, --no-loadscope-reorder; by default it would start the
+# files with the most tests first): the schemathesis run takes about a third of the suite on its own.
 _LONGEST_FIRST = ("tests/contract/test_openapi.py", "tests/integration/test_bench_smoke.py",
                   "tests/contract/test_stateful.py")
 
