@@ -61,6 +61,12 @@ async def drain_job(endpoint_id: str, retry_delivery_id: str | None = None,
     eid, holder = uuid.UUID(endpoint_id), uuid.uuid4()
     if retry_delivery_id is not None:
         await store.retry_now(c.pool, eid, uuid.UUID(retry_delivery_id))
+    if fanned_out_to is not None and not await _fanned_out(c.pool, fanned_out_to):
+        # Sent before the fan-out's batch committed: its deliveries are not visible yet, so come back. Asked
+        # before the work list is read, never after an empty read: a batch committing between the two would
+        # pass this check with its deliveries unseen, left pending with no wake-up to come.
+        _wake(endpoint_id, FANOUT_LAG_RETRY_MS, fanned_out_to)
+        return
     if not await store.take_lease(c.pool, eid, holder, LEASE_S):
         # Another drainer holds it. It may be past its last look at the work list (about to release), so this
         # wake-up is not dropped: it comes back shortly and drains whatever that one left.
@@ -70,8 +76,6 @@ async def drain_job(endpoint_id: str, retry_delivery_id: str | None = None,
         for _run in range(MAX_PER_RUN):
             d = await store.next_pending(c.pool, eid)
             if d is None:
-                if fanned_out_to is not None and not await _fanned_out(c.pool, fanned_out_to):
-                    _wake(endpoint_id, FANOUT_LAG_RETRY_MS, fanned_out_to)
                 return
             now = datetime.now(UTC)
             if d["next_attempt_at"] > now:

@@ -146,6 +146,43 @@ async def test_a_wake_up_taken_before_its_batch_commits_still_delivers(
     assert len(stub.stats.requests) == 1
 
 
+async def test_a_batch_committing_between_an_empty_read_and_the_check_still_delivers(
+    c: Container, fresh_database: str, stub: StubSeller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving seen under CPU load (a rotation's delivery left pending, never attempted): the drainer
+    reads an empty work list, then the fan-out's batch commits, then the drainer asks whether that batch is
+    visible. Forced here: the first empty read returns only once the fan-out's checkpoint has moved."""
+    from app.services import webhook_deliveries
+    from projections import checkpoints
+
+    real = webhook_deliveries.next_pending
+    stalled: list[bool] = []
+
+    async def empty_read_then_commit(pool: Any, endpoint_id: uuid.UUID) -> Any:
+        row = await real(pool, endpoint_id)
+        if row is None and not stalled:
+            stalled.append(True)
+            async with pool.acquire() as conn:
+                at = await checkpoints.position(conn, WebhookFanoutProjection.name)
+                deadline = time.monotonic() + 3
+                while await checkpoints.position(conn, WebhookFanoutProjection.name) == at:
+                    if time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.02)
+        return row
+
+    monkeypatch.setattr(webhook_deliveries, "next_pending", empty_read_then_commit)
+    made = await c.webhooks.register(ctx(), url=f"{stub.url}/echo", types=["webhook-endpoint.created"],
+                                     description="", enabled=True)
+    eid = made.endpoint.id
+    async with worker_on(fresh_database, fresh_database, [drain_webhook_endpoint], settings=FAST) as (broker, w):
+        w.start()
+        await caught_up(ProjectionRunner(c.pool, c.store, [AuditProjection(), _SlowToCommit(broker)]))
+        assert await eventually(lambda: _all_delivered(c, eid, 1), 10), await delivered(c, eid)
+    assert stalled, "no empty read happened: the interleaving was not exercised"
+    assert len(stub.stats.requests) == 1
+
+
 async def test_a_redelivered_fan_out_batch_writes_no_second_delivery(c: Container, stub: StubSeller) -> None:
     made = await c.webhooks.register(ctx(), url=f"{stub.url}/echo", types=["*"], description="", enabled=True)
     events = await c.store.load(made.endpoint.id)
