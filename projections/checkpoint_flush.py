@@ -30,7 +30,6 @@ class CheckpointFlusher:
     """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
         self.flushes = 0  # statements run (tests count them)
         self._pending: list[tuple[Advance, asyncio.Future[bool]]] = []
         self._task: asyncio.Task[None] | None = None

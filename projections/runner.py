@@ -207,7 +207,7 @@ class _Feed:
 
     def __init__(self, pool: asyncpg.Pool, store: EventStore, batch_size: int, coalesce: float,
                  on_new: Callable[[], None]) -> None:
-        self.pool, self.store, self.batch_size, self.coalesce, self.on_new = pool, store, batch_size, coalesce, on_new
+        self.store, self.batch_size, self.coalesce, self.on_new = store, batch_size, coalesce, on_new
         # Room for a few batches, so a projection a little slower than the others still reads from here.
         self.capacity = 4 * batch_size
         self.events: list[RecordedEvent] = []
