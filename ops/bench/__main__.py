@@ -273,6 +273,14 @@ async def _commands(report: Report, dsn: str, plan: Plan) -> None:
         f" sampled every {commands.LAG_SAMPLE_S * 1000:.0f} ms ({len(r.lag_samples):,} samples); p99 by projection: "
         + ", ".join(f"{n} {ms:.0f} ms" for n, ms in r.lag_by_projection().items())
     )
+    # Where the two cores went: wrk's rate is bounded by the whole machine, not the API process alone.
+    report.notes.append(
+        "commands: CPU ms per request by process, over every round (the projector's counted within the runs only): "
+        + "; ".join(f"{label} " + ", ".join(f"{proc} {side.cpu_ms(proc):.3f}" for proc in
+                                            ("api", "projector", "worker", "postgres", "wrk") if side.runs and
+                                            proc in side.runs[0].cpu)
+                    for label, side in (("bare", r.bare), ("POST", r.post), ("heartbeat", r.beat)))
+    )
 
 
 async def _timetravel(report: Report, dsn: str, plan: Plan) -> None:

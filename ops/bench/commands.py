@@ -25,7 +25,7 @@ import psutil
 
 from app.sealing import new_secret_key
 from ops.bench import bare, wrk
-from ops.bench.db import reset, settle
+from ops.bench.db import postmaster, reset, settle
 from ops.bench.heartbeats import HEARTBEAT, _active_machine, _enroll
 from ops.bench.http_api import ROOT, _clients, _free_port, fan_out, machine_body, stop_process, tenant_key
 from projections.audit_chain import new_signing_key
@@ -173,14 +173,15 @@ async def _sample_lag(dsn: str, samples: list[float], by_projection: dict[str, l
 
 
 async def _live_round(dsn: str, conn: asyncpg.Connection, side: Side, gen: str, url: str, script: str,
-                      seconds: float, api: psutil.Process, projector: psutil.Process, lags: list[float]) -> None:
+                      seconds: float, watched: dict[str, psutil.Process], lags: list[float]) -> None:
     """One wrk run with the projector following live; its CPU counts until it has applied the round's events."""
+    projector = watched["projector"]
     head, cpu = await _head(conn), wrk.tree_cpu(projector)
     stop = asyncio.Event()
     mine: list[float] = []
     sampler = asyncio.create_task(_sample_lag(dsn, mine, side.lags, stop))
     try:
-        run = await asyncio.to_thread(wrk.run_wrk, gen, url, script, CONNECTIONS, seconds, {"api": api})
+        run = await asyncio.to_thread(wrk.run_wrk, gen, url, script, CONNECTIONS, seconds, watched)
     finally:
         stop.set()
         await sampler
@@ -219,7 +220,11 @@ async def run(dsn: str, seconds: float, rounds: int, machines: int, agents: int)
                                                       str(bare_port)], env))
             api = stack.enter_context(_process([*mm, "api", "--port", str(api_port)], env))
             projector = stack.enter_context(_process([*mm, "projector"], env))
-            stack.enter_context(_process([*mm, "worker"], env))
+            worker = stack.enter_context(_process([*mm, "worker"], env))
+            # PostgreSQL's CPU, when it runs here: the postmaster and its processes (the pools' sessions live on).
+            server = await postmaster(dsn)
+            pg = {"postgres": server} if server is not None else {}
+            live = {"api": api, "projector": projector, "worker": worker, **pg}
             for port in (bare_port, api_port):
                 async with _clients(port, None, 1) as (client,):
                     await _wait_healthy_or_404(client)
@@ -240,14 +245,14 @@ async def run(dsn: str, seconds: float, rounds: int, machines: int, agents: int)
                 for name in order:
                     if name == "bare":
                         run_ = await asyncio.to_thread(wrk.run_wrk, gen, f"{bare_url}/v1/machines", post_script,
-                                                       CONNECTIONS, seconds, {"api": bare_proc})
+                                                       CONNECTIONS, seconds, {"api": bare_proc, **pg})
                         result.bare.runs.append(run_)
                     elif name == "post":
                         await _live_round(dsn, conn, result.post, gen, f"{api_url}/v1/machines", post_script,
-                                          seconds, api, projector, result.lag_samples)
+                                          seconds, live, result.lag_samples)
                     else:
                         await _live_round(dsn, conn, result.beat, gen, f"{api_url}{HEARTBEAT}", beat_script,
-                                          seconds, api, projector, result.lag_samples)
+                                          seconds, live, result.lag_samples)
             result.catchup_events, result.catchup_cpu = await _catchup_round(
                 conn, gen, f"{api_url}/v1/machines", post_script, seconds, api, projector)
     finally:

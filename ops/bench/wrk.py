@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -89,18 +90,26 @@ def tree_cpu(proc: psutil.Process) -> float:
     return total
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_wrk(wrk: str, url: str, script: str, connections: int, seconds: float,
             watched: dict[str, psutil.Process]) -> WrkRun:
-    """One wrk run (1 thread); the CPU each watched process (and its children) used meanwhile."""
+    """One wrk run (1 thread); the CPU each watched process (and its children) used meanwhile, and wrk's own
+    (`wrk`: this process's reaped children's CPU; nothing else is reaped during a run)."""
     with tempfile.TemporaryDirectory() as tmp:
         lua = Path(tmp) / "post.lua"
         lua.write_text(script)
         before = {name: tree_cpu(p) for name, p in watched.items()}
+        reaped = _children_cpu()
         result = subprocess.run(
             [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s", "-s", str(lua), url],
             capture_output=True, text=True, timeout=seconds + 60, check=False,
         )
         cpu = {name: tree_cpu(p) - before[name] for name, p in watched.items()}
+        cpu["wrk"] = _children_cpu() - reaped
     if result.returncode != 0:
         raise RuntimeError(f"wrk exited {result.returncode}: {result.stderr or result.stdout}")
     return parse(result.stdout, cpu)
