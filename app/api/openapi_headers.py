@@ -43,7 +43,10 @@ REQUEST_HEADERS: dict[str, dict[str, Any]] = {
 }
 _IDEMPOTENCY_KEY = {
     "description": "Makes the POST safe to retry: a repeat with the same key and body returns the first answer"
-                   " (marked Idempotent-Replayed); the same key with another body is 422. Blank means none.",
+                   " (marked Idempotent-Replayed); the same key with another body is 422. Blank means none. If"
+                   " the first answer was never kept (a 503, or a connection lost after the command committed),"
+                   " the repeat answers with the resource as that command left it, never a refusal caused by"
+                   " the command itself, and changes nothing twice.",
     "schema": {"type": "string", "maxLength": 255}, "example": "3d6f0a1c-register-node-7"}
 _REQUEST_ID = {
     "description": "Your id for this request, echoed in X-Request-Id and problem bodies when it matches"

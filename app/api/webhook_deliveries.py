@@ -85,6 +85,10 @@ class WebhookDeliveriesController(Controller):
         if row is None:
             raise NotFound(f"delivery {delivery_id} not found")
         if row["status"] == "delivered":
+            # Unless this very request (its Idempotency-Key) recorded the retry, whose answer was lost: the
+            # delivery it asked for has happened since.
+            if (done := await c.repo.recorded(ctx, endpoint_id)) is not None:
+                return Response(_view(row), status_code=202, headers=write_headers(None, done.last))
             raise InvalidTransition(f"delivery {delivery_id} was delivered; each event is sent once per endpoint")
         outcome = await c.webhooks.request_delivery_retry(ctx, endpoint_id, delivery_id)
         return Response(_view(row), status_code=202, headers=write_headers(None, outcome.position))

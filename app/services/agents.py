@@ -87,7 +87,12 @@ class AgentsService:
                 agent = await self.get(ctx, machine_id, agent_id)
             return AgentOutcome(agent, result.last if result else None)
 
-        return await retry_conflicts(attempt, expected_version)
+        async def replay() -> AgentOutcome | None:
+            # Refused (already revoked), but by this very request (its Idempotency-Key): answer as it did.
+            done = await self.repo.recorded(ctx, agent_id)
+            return None if done is None else AgentOutcome(await self.get(ctx, machine_id, agent_id), done.last)
+
+        return await retry_conflicts(attempt, expected_version, replay=replay)
 
     async def heartbeat(self, ctx: CommandContext, token: str | None, reported: list[ReportedEndpoint],
                         lease_seconds: int | None = None) -> AgentOutcome:

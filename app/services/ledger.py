@@ -165,7 +165,8 @@ class LedgerService:
             wallet.deposit(amount, ctx.at, reference)
             return await self._saved(ctx, wallet)
 
-        return await retry_conflicts(attempt, attempts=LEDGER_RETRIES, jitter_s=LEDGER_JITTER_S)
+        return await retry_conflicts(attempt, attempts=LEDGER_RETRIES, jitter_s=LEDGER_JITTER_S,
+                                     replay=lambda: self._replay(ctx, account_id, amount.currency))
 
     async def withdraw(self, ctx: CommandContext, account_id: uuid.UUID, amount: Money,
                        reference: str | None = None) -> LedgerOutcome:
@@ -177,7 +178,15 @@ class LedgerService:
             wallet.withdraw(amount, ctx.at, reference)
             return await self._saved(ctx, wallet)
 
-        return await retry_conflicts(attempt, attempts=LEDGER_RETRIES, jitter_s=LEDGER_JITTER_S)
+        return await retry_conflicts(attempt, attempts=LEDGER_RETRIES, jitter_s=LEDGER_JITTER_S,
+                                     replay=lambda: self._replay(ctx, account_id, amount.currency))
+
+    async def _replay(self, ctx: CommandContext, account_id: uuid.UUID, currency: str) -> LedgerOutcome | None:
+        """Refused (e.g. INSUFFICIENT_FUNDS), but this very request (its Idempotency-Key) was recorded before, and
+        its own withdrawal is what the balance lacks now: answer as it did."""
+        if (done := await self.repo.recorded(ctx, wallet_id(account_id, currency))) is None:
+            return None
+        return LedgerOutcome(await self.repo.get(Wallet, wallet_id(account_id, currency), what="wallet"), done)
 
     async def _saved(self, ctx: CommandContext, wallet: Wallet) -> LedgerOutcome:
         result = await self.repo.save(wallet, ctx)

@@ -117,8 +117,13 @@ class MachinesService:
                 machine = await self.get(ctx, machine_id)
             return Outcome(machine, result)
 
+        async def replay() -> Outcome | None:
+            # Refused, but this very request (its Idempotency-Key) was recorded before: answer as it did.
+            done = await self.repo.recorded(ctx, machine_id)
+            return None if done is None else Outcome(await self.get(ctx, machine_id), done)
+
         # Without If-Match a lost race is retried on fresh state; with it, the client's version rules.
-        return await retry_conflicts(attempt, expected_version)
+        return await retry_conflicts(attempt, expected_version, replay=replay)
 
 
 def owned_machine(ctx: CommandContext, machine_id: uuid.UUID, machine: object) -> Machine:

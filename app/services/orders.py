@@ -290,9 +290,18 @@ class OrdersService:
             outcome.events = events
             return outcome
 
+        async def replay() -> OrderOutcome | None:
+            # Refused, but this very request (its Idempotency-Key) was recorded before: answer as it did.
+            if (done := await self.repo.recorded(ctx, order_id)) is None:
+                return None
+            order, events = await (self.get_stream(ctx, order_id) if visible else self.load_stream(order_id))
+            outcome = OrderOutcome(order, done)
+            outcome.events = events
+            return outcome
+
         # Settlements commit on shared streams (the buyer's wallet, the seller's credit shard): as many attempts
         # as the ledger's own commands, spaced by jitter.
-        return await retry_conflicts(attempt, attempts=attempts, jitter_s=LEDGER_JITTER_S)
+        return await retry_conflicts(attempt, attempts=attempts, jitter_s=LEDGER_JITTER_S, replay=replay)
 
 
 def _buyer_machine(facts: OrderFacts) -> Sequence[tuple[type[Aggregate], uuid.UUID]]:

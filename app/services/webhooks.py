@@ -98,9 +98,25 @@ class WebhooksService:
             endpoint.rotate_secret(RotateWebhookSecret(
                 sealed_secret=self._seal(endpoint_id, secret),
                 previous_valid_until=(ctx.at + ROTATION_OVERLAP).isoformat()), ctx.at)
-            return WebhookOutcome(endpoint, await self.repo.save(endpoint, ctx), secret)
+            result = await self.repo.save(endpoint, ctx)
+            if result is not None and result.duplicate:
+                # A retry of a rotation already recorded: never show this attempt's secret, which was not saved.
+                return await self._rotated(ctx, endpoint_id, result)
+            return WebhookOutcome(endpoint, result, secret)
 
-        return await retry_conflicts(attempt, expected_version)
+        async def replay() -> WebhookOutcome | None:
+            # Refused (If-Match: its own rotation moved the version on), but recorded by this very request.
+            done = await self.repo.recorded(ctx, endpoint_id)
+            return None if done is None else await self._rotated(ctx, endpoint_id, done)
+
+        return await retry_conflicts(attempt, expected_version, replay=replay)
+
+    async def _rotated(self, ctx: CommandContext, endpoint_id: uuid.UUID, result: AppendResult) -> WebhookOutcome:
+        """The endpoint as it stands, with the secret this request's recorded rotation generated."""
+        rotation = await self.repo.recorded_event(ctx, endpoint_id)
+        assert rotation is not None  # `result` is its append
+        secret = self.sealer.unseal(rotation.data["sealed_secret"], endpoint_id.bytes)
+        return WebhookOutcome(await self.get(ctx, endpoint_id), result, secret)
 
     async def delete(self, ctx: CommandContext, endpoint_id: uuid.UUID,
                      expected_version: int | None) -> WebhookOutcome:

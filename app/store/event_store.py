@@ -197,6 +197,20 @@ class EventStore:
             )
         return None if row is None else LogPosition(row["tx_id"], row["position"])
 
+    async def event(self, event_id: uuid.UUID) -> RecordedEvent | None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(f"SELECT {COLUMNS} FROM events WHERE event_id = $1", event_id)
+        return None if row is None else row_to_event(row)
+
+    async def command_of(self, event_id: uuid.UUID) -> LogPosition | None:
+        """Where the append that recorded `event_id` ended (its transaction's last event), or None if no append
+        recorded it. One append is one transaction, so its events share a tx_id."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT e.tx_id::text::bigint AS tx_id, max(e.position) AS position FROM events e"
+                " WHERE e.tx_id = (SELECT tx_id FROM events WHERE event_id = $1) GROUP BY e.tx_id", event_id)
+        return None if row is None else LogPosition(row["tx_id"], row["position"])
+
     async def _position_of(self, conn: asyncpg.Connection, event_id: uuid.UUID) -> LogPosition:
         row = await conn.fetchrow(
             "SELECT position, tx_id::text::bigint AS tx_id FROM events WHERE event_id = $1", event_id

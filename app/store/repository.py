@@ -109,6 +109,24 @@ class Repository:
         return result
 
 
+    async def recorded(self, ctx: CommandContext, stream_id: uuid.UUID) -> AppendResult | None:
+        """The append this very request (its Idempotency-Key) already made on `stream_id`, or None.
+
+        A retry whose first attempt committed but whose answer was lost (the connection dropped after the
+        COMMIT, or the answer could not be kept for replay) decides again on the state its own first attempt
+        left: a transition that is no longer allowed then (confirm a confirmed order, withdraw what is already
+        gone) would refuse the client's own, successful, command. The services ask here before refusing."""
+        if not ctx.idempotency_key:
+            return None
+        last = await self.store.command_of(_event_id(ctx, stream_id, 0))
+        return None if last is None else AppendResult(last=last, duplicate=True)
+
+    async def recorded_event(self, ctx: CommandContext, stream_id: uuid.UUID) -> RecordedEvent | None:
+        """The first event this very request (its Idempotency-Key) recorded on `stream_id`, or None: what a retry
+        shows when its answer carries something only the recorded command knows (a secret it generated)."""
+        return await self.store.event(_event_id(ctx, stream_id, 0)) if ctx.idempotency_key else None
+
+
 def _metadata(aggregate: Aggregate, ctx: CommandContext) -> dict[str, Any]:
     metadata: dict[str, Any] = {k: v for k, v in ctx.metadata().items() if v is not None}
     owner = getattr(aggregate, "account_id", None)
