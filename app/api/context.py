@@ -87,7 +87,8 @@ async def provide_ctx(request: Request[Any, Any, Any]) -> CommandContext:
         account_id=principal.account_id,
         request_id=state.get("request_id"),
         correlation_id=request.headers.get("x-correlation-id") or state.get("request_id"),
-        idempotency_key=request.headers.get("idempotency-key") if request.method == "POST" else None,
+        idempotency_key=(state.get("idempotency_key") or request.headers.get("idempotency-key"))
+        if request.method == "POST" else None,
         is_admin=principal.is_admin,
     )
 

@@ -71,6 +71,10 @@ def idempotency_middleware(app: ASGIApp) -> ASGIApp:
             return
         account_id = principal.account_id
         request_hash = fingerprint(scope["method"], scope["path"], scope.get("query_string", b""), body)
+        # What the command derives its ids from (see CommandContext.idempotency_key): the key *and* the request.
+        # A key the client reuses for another request once the first one's record has expired must not land on
+        # the first request's ids, which would answer the old result and do nothing.
+        scope.setdefault("state", {})["idempotency_key"] = f"{key}:{request_hash}"
         settings = container.settings
         store = IdempotencyStore(container.pool, account_id, key, settings.idempotency_ttl_hours,
                                  settings.idempotency_lease_s, container.sealer)

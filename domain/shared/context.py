@@ -15,7 +15,9 @@ class CommandContext(msgspec.Struct, frozen=True, kw_only=True):
     request_id: str | None = None
     correlation_id: str | None = None
     causation_id: str | None = None
-    # When set, event ids derive from it so a retried command cannot append twice.
+    # When set, event ids derive from it so a retried command cannot append twice. Over HTTP it is the request's
+    # Idempotency-Key bound to the request itself (method, path, query and body; app.api.middleware): one key
+    # reused for another request, once the first one's record has expired, derives other ids.
     idempotency_key: str | None = None
     is_admin: bool = False
 

@@ -15,7 +15,7 @@ import pytest
 
 from app.container import Container
 from domain.shared.context import CommandContext
-from tests.api.helpers import action, active_machine, assert_problem, fresh
+from tests.api.helpers import action, active_machine, assert_problem, fresh, register
 from tests.api.test_agents import _agent
 from tests.api.test_market_orders import ORDERS, balance, executed_order, market
 from tests.api.test_webhook_endpoints import BASE, create, fan_out
@@ -174,3 +174,38 @@ async def test_a_delivery_retry_retried_after_its_answer_was_lost_is_202_though_
     assert_problem(await client.post(f"{path}/deliveries/{delivery}/retry", headers=tenant["headers"]), 409,
                    "INVALID_STATE_TRANSITION")
 
+
+async def _expire(container: Container, account_id: str, key: str) -> None:
+    """The record as it stands once its TTL has passed: a new request may claim the key again."""
+    hours = container.settings.idempotency_ttl_hours + 1
+    updated = await container.pool.execute(
+        "UPDATE idempotency_keys SET created_at = now() - make_interval(hours => $3)"
+        " WHERE account_id = $1 AND key = $2", uuid.UUID(account_id), key, hours)
+    assert updated == "UPDATE 1"
+
+
+async def test_a_key_reused_for_another_request_after_its_record_expired_runs_that_request(
+    client: httpx.AsyncClient, container: Container, tenant: dict[str, Any]
+) -> None:
+    key = f"register-node-{uuid.uuid4()}"
+    h = {**tenant["headers"], "Idempotency-Key": key}
+    first, _ = await register(client, h, name="node-a")
+    await _expire(container, tenant["id"], key)
+    # The same request again, past the TTL: still the machine it registered (its ids derive from the request).
+    same = await client.post("/v1/machines", headers=h, content=first.request.content)
+    assert same.status_code == 201 and same.json()["id"] == first.json()["id"], same.text
+    await _expire(container, tenant["id"], key)
+    # Another request with that key: registered as asked; was answered with the first machine, nothing recorded.
+    other, _ = await register(client, h, name="node-b")
+    assert other.json()["id"] != first.json()["id"] and other.json()["name"] == "node-b"
+    # And a transition: another machine's suspend with a key once used on this one is its own command.
+    mid = (await active_machine(client, tenant["headers"])).json()["id"]
+    key = f"suspend-{uuid.uuid4()}"
+    h = {**tenant["headers"], "Idempotency-Key": key}
+    assert (await action(client, h, mid, "suspend", json={"reason": "a"})).status_code == 200
+    back = await action(client, tenant["headers"], mid, "reactivate")
+    assert back.status_code == 200, back.text
+    await _expire(container, tenant["id"], key)
+    again = await action(client, h, mid, "suspend", json={"reason": "b"})
+    assert again.status_code == 200 and again.json()["status"] == "suspended", again.text
+    assert again.json()["version"] == back.json()["version"] + 1  # recorded: was the old ids, a no-op
