@@ -50,7 +50,9 @@ class History:
     async def version_at(self, stream_id: uuid.UUID, at: datetime) -> int | None:
         """The stream's version at moment `at` (the last event recorded at or before it); None: not yet begun."""
         version: int | None = await self.pool.fetchval(
-            "SELECT max(version) FROM events WHERE stream_id = $1 AND recorded_at <= $2", stream_id, at
+            # Backward from the stream's end (see EventStore.stream_version), not an aggregate over all of it.
+            "SELECT version FROM events WHERE stream_id = $1 AND recorded_at <= $2 ORDER BY version DESC LIMIT 1",
+            stream_id, at
         )
         return version
 
