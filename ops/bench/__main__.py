@@ -356,7 +356,7 @@ def cpu_speed_s() -> float:
     return time.process_time() - started
 
 
-async def round_trip_us(dsn: str, count: int = 3_000) -> tuple[float, float | None]:
+async def round_trip_us(dsn: str, count: int = 3_000, at_least_s: float = 0.3) -> tuple[float, float | None]:
     """CPU microseconds per trivial statement round trip (`SELECT $1::int` on one asyncpg connection): this
     process's, and its PostgreSQL backend's (None when the server is not a local process).
 
@@ -364,6 +364,9 @@ async def round_trip_us(dsn: str, count: int = 3_000) -> tuple[float, float | No
     2026-12-03, a day when every service's CPU per operation was up to twice the day before's while the Python
     loop above was not slower: the services' cost follows the number of round trips they make as much as their
     Python.
+
+    At least `count` round trips and `at_least_s` of wall time: another process's CPU is read in clock ticks
+    (10 ms), and on a fast day 3,000 trips cost the backend about 15 ms, which read as 0 or 3 us per trip.
     """
     conn = await asyncpg.connect(dsn)
     try:
@@ -373,10 +376,13 @@ async def round_trip_us(dsn: str, count: int = 3_000) -> tuple[float, float | No
         for _ in range(200):
             await conn.fetchval("SELECT $1::int", 1)
         own, theirs = time.process_time(), tree_cpu(backend) if backend is not None else 0.0
-        for _ in range(count):
-            await conn.fetchval("SELECT $1::int", 1)
-        client = (time.process_time() - own) / count * 1e6
-        server = (tree_cpu(backend) - theirs) / count * 1e6 if backend is not None else None
+        started, done = time.monotonic(), 0
+        while done < count or time.monotonic() - started < at_least_s:
+            for _ in range(500):
+                await conn.fetchval("SELECT $1::int", 1)
+            done += 500
+        client = (time.process_time() - own) / done * 1e6
+        server = (tree_cpu(backend) - theirs) / done * 1e6 if backend is not None else None
         return client, server
     finally:
         await conn.close()
