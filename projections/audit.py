@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -77,12 +78,14 @@ class AuditProjection:
         if not events:
             return
         records = [(e, record_of(e)) for e in events]
+        # Each record's chain, parsed once per account id in the batch (a batch is mostly a few accounts').
+        keys: dict[Any, uuid.UUID] = {}
+        chains = [keys.get(a) or keys.setdefault(a, chain_key(a)) for a in (r["accountId"] for _, r in records)]
         state = ChainState(t, self.signer, self.checkpoint_every, self.checkpoint_interval_s)
-        await state.load(conn, {chain_key(r["accountId"]) for _, r in records},
-                         max(r["occurredAt"] for _, r in records))
+        await state.load(conn, set(keys.values()), max(r["occurredAt"] for _, r in records))
         rows = []
-        for e, r in records:
-            head = state.head(chain_key(r["accountId"]))
+        for (e, r), chain in zip(records, chains, strict=True):
+            head = state.head(chain)
             r["seq"] = head.seq + 1
             digest = chain_hash(head.hash, r)
             rows.append((
