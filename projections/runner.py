@@ -11,6 +11,7 @@ import math
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -67,6 +68,60 @@ def lock_key(name: str) -> int:
     return 0x6D6D0000 << 32 | zlib.crc32(name.encode())
 
 
+class ReadAhead:
+    """The next batch of a catch-up, read on a second session while the first writes the current batch.
+
+    A catch-up alternates Python (decoding the events, building rows) and PostgreSQL (the read, the writes),
+    each idle while the other works; reading ahead overlaps the next read and its decoding with this batch's
+    writes. It is only ever a prefix of what a read at the same position would return later (the log reader's
+    gap-free rule), and it is used only if the checkpoint still stands where it was read from.
+    """
+
+    # A pool without a spare session makes the read wait: give up soon and read on the batch's own session.
+    ACQUIRE_TIMEOUT_S = 1.0
+
+    def __init__(self, pool: asyncpg.Pool, store: EventStore, limit: int) -> None:
+        self.pool, self.store, self.limit = pool, store, limit
+        self._after: LogPosition | None = None
+        self._task: asyncio.Task[list[RecordedEvent]] | None = None
+        self.used = 0  # batches handed out (tests count them)
+
+    def start(self, after: LogPosition) -> None:
+        self._after = after
+        self._task = asyncio.create_task(self._read(after), name="catch-up-read-ahead")
+
+    async def _read(self, after: LogPosition) -> list[RecordedEvent]:
+        async with self.pool.acquire(timeout=self.ACQUIRE_TIMEOUT_S) as conn:
+            return await self.store.read_all(after, self.limit, conn=conn)
+
+    async def take(self, at: LogPosition) -> list[RecordedEvent] | None:
+        """What was read ahead after `at`; None if nothing was read from there, or the read failed (the caller
+        reads on its own session), or it found nothing (more may be visible by now: read again)."""
+        task, self._task = self._task, None
+        if task is None:
+            return None
+        if self._after != at:
+            await _cancelled(task)
+            return None
+        try:
+            events = await task
+        except Exception:
+            return None
+        self.used += bool(events)
+        return events or None
+
+    async def close(self) -> None:
+        if (task := self._task) is not None:
+            self._task = None
+            await _cancelled(task)
+
+
+async def _cancelled(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
 async def apply_batch(
     conn: asyncpg.Connection,
     store: EventStore,
@@ -74,9 +129,11 @@ async def apply_batch(
     tables: Tables,
     checkpoint_name: str,
     limit: int,
+    ahead: ReadAhead | None = None,
 ) -> int:
     """One transaction: read the checkpoint and the next events, write rows, then advance the checkpoint if
     no other writer moved it meanwhile (one compare-and-set UPDATE; else roll back and retry from there).
+    `ahead`: reads the batch after a full one while this one is written (catch-up), used by the next call.
 
     The checkpoint's row lock comes last on purpose: a transaction holds back every log reader's visibility
     horizon from its first write (the row lock assigns its xid) until it commits, so reading the log and
@@ -89,9 +146,12 @@ async def apply_batch(
                 after = await checkpoints.position(conn, checkpoint_name)
                 if after is None:
                     raise LookupError(f"no checkpoint row for projection {checkpoint_name!r}")
-                events = await store.read_all(after, limit, conn=conn)
+                events = (await ahead.take(after) if ahead is not None else None) \
+                    or await store.read_all(after, limit, conn=conn)
                 if not events:
                     return 0
+                if ahead is not None and len(events) == limit:
+                    ahead.start(events[-1].log_position)
                 await apply_events(conn, projection, tables, events)
                 last = events[-1]
                 if not await checkpoints.advance_from(
@@ -363,6 +423,7 @@ class ProjectionRunner:
         self.checkpoint_flusher = CheckpointFlusher(pool)
         self.leading: set[str] = set()
         self._outage = _OutageLog()
+        self.batches_read_ahead = 0  # by catch_up (tests count them)
 
     def _wake_all(self) -> None:
         for event in self._wake.values():
@@ -388,12 +449,19 @@ class ProjectionRunner:
     async def catch_up(self, projection: Projection) -> int:
         """Apply everything visible now (used by tests and `mm projections catch-up`)."""
         total = 0
+        # Reading ahead needs a second session: a pool of one would only make it wait.
+        ahead = ReadAhead(self.pool, self.store, self.batch_size) if self.pool.get_max_size() > 1 else None
         async with self.pool.acquire() as conn:
-            await checkpoints.ensure(conn, projection.name)
-            while n := await apply_batch(
-                conn, self.store, projection, live_tables(projection), projection.name, self.batch_size
-            ):
-                total += n
+            try:
+                await checkpoints.ensure(conn, projection.name)
+                while n := await apply_batch(
+                    conn, self.store, projection, live_tables(projection), projection.name, self.batch_size, ahead
+                ):
+                    total += n
+            finally:
+                if ahead is not None:
+                    await ahead.close()
+                    self.batches_read_ahead += ahead.used
         return total
 
     async def _lead(self, projection: Projection, stop: asyncio.Event) -> None:
