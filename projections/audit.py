@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -58,6 +60,10 @@ def record_of(event: RecordedEvent) -> dict[str, Any]:
     }
 
 
+# Rows per statement of a large batch (see apply_many); a live batch is usually smaller and goes in one.
+CHUNK = 125
+
+
 class AuditProjection:
     name = "audit"
     tables: tuple[str, ...] = ("audit_events", "audit_chain_heads", "audit_checkpoints")
@@ -83,27 +89,43 @@ class AuditProjection:
         chains = [keys.get(a) or keys.setdefault(a, chain_key(a)) for a in (r["accountId"] for _, r in records)]
         state = ChainState(t, self.signer, self.checkpoint_every, self.checkpoint_interval_s)
         await state.load(conn, set(keys.values()), max(r["occurredAt"] for _, r in records))
-        rows = []
-        for (e, r), chain in zip(records, chains, strict=True):
-            head = state.head(chain)
-            r["seq"] = head.seq + 1
-            digest = chain_hash(head.hash, r)
-            rows.append((
-                e.event_id, e.tx_id, e.position, r["type"], r["occurredAt"], r["actor"], r["accountId"],
-                r["machineId"], r["subject"], bytes(r["data"]).decode(), r["requestId"], r["correlationId"],
-                r["causationId"], r["seq"], head.hash, digest,
-            ))
-            state.advance(head, r, digest, e.tx_id, e.position)
-        # One statement per batch: the feed's rows, each with its export line rendered from the values as
-        # inserted (the SQL the export falls back to for older rows), and the moved chain heads; each a multi-row
-        # insert (one executor run, not one per row as executemany would), the heads' after a data-modifying CTE.
-        heads_sql, heads_args = state.heads_upsert(len(_FEED) + 1)
-        assert heads_sql, "every record moves its account's chain head"
+        # The feed's rows, each with its export line rendered from the values as inserted (the SQL the export
+        # falls back to for older rows), as multi-row inserts (one executor run, not one per row as executemany
+        # would), the last with the moved chain heads after it in a data-modifying CTE. A live batch is one
+        # statement. A large one (catch-up, rebuild) goes in chunks, each chunk's rows built while PostgreSQL
+        # inserts the previous one: the chain is Python's work, the rows PostgreSQL's, and they took turns.
         columns = ", ".join(_FEED)
         feed = (f"INSERT INTO {t['audit_events']} ({columns}, line) SELECT e.*, {RECORD_LINE}"
                 f" FROM {unnest_select(_FEED)} AS e({columns})")
-        await conn.execute(
-            f"WITH feed AS ({feed}) {heads_sql}",
-            *arrays(_FEED, rows), *heads_args,
-        )
+        inserting: asyncio.Task[str] | None = None
+        try:
+            for start in range(0, len(records), CHUNK):
+                rows = [self._row(state, e, r, chain) for (e, r), chain in
+                        zip(records[start:start + CHUNK], chains[start:start + CHUNK], strict=True)]
+                if inserting is not None:
+                    await inserting  # one statement at a time on the batch's session
+                if start + CHUNK < len(records):
+                    inserting = asyncio.ensure_future(conn.execute(feed, *arrays(_FEED, rows)))
+                    await asyncio.sleep(0)  # sent now; the next chunk is built meanwhile
+                else:
+                    heads_sql, heads_args = state.heads_upsert(len(_FEED) + 1)
+                    assert heads_sql, "every record moves its account's chain head"
+                    inserting = None
+                    await conn.execute(f"WITH feed AS ({feed}) {heads_sql}", *arrays(_FEED, rows), *heads_args)
+        finally:
+            if inserting is not None:  # building a chunk failed: let the statement in flight finish first
+                with contextlib.suppress(Exception):
+                    await inserting
         await state.save_checkpoints(conn)
+
+    @staticmethod
+    def _row(state: ChainState, e: RecordedEvent, r: dict[str, Any], chain: uuid.UUID) -> tuple[Any, ...]:
+        """The record's feed row, chained after its account's head (which moves on to it)."""
+        head = state.head(chain)
+        r["seq"] = head.seq + 1
+        digest = chain_hash(head.hash, r)
+        row = (e.event_id, e.tx_id, e.position, r["type"], r["occurredAt"], r["actor"], r["accountId"],
+               r["machineId"], r["subject"], bytes(r["data"]).decode(), r["requestId"], r["correlationId"],
+               r["causationId"], r["seq"], head.hash, digest)
+        state.advance(head, r, digest, e.tx_id, e.position)
+        return row

@@ -14,6 +14,7 @@ import pytest
 
 from app.container import Container
 from app.store.types import NewEvent
+from projections.audit import CHUNK
 from projections.audit_reader import RECORD_LINE
 from projections.audit_upgrade import hash_existing_rows, needs_hashing
 from projections.rebuild import rebuild
@@ -51,8 +52,13 @@ async def test_a_rebuild_reproduces_every_hash_and_checkpoint(audited: Container
     assert all(h is not None for *_, h in events) and len({h for *_, h in events}) == 940
     counts = [cp[1] for cp in checkpoints]
     assert any(c % 50 == 0 for c in counts) and any(c % 50 for c in counts), counts  # both triggers fired
+    # Batches of 1,000 go in chunks of CHUNK rows, each built while the previous one is inserted: the same
+    # chain, checkpoints, heads and stored export lines as batches of 97 in one statement each.
+    assert CHUNK < 97 * 2 < 1000
     assert await rebuild(audited.pool, audited.store, audit, batch_size=1000) == 940
     assert await _snapshot(audited.pool) == live
+    assert await audited.pool.fetchval(
+        f"SELECT count(*) FROM audit_events e WHERE line IS DISTINCT FROM {RECORD_LINE}") == 0
 
 
 async def test_the_feed_keeps_its_rows_inline_and_a_rebuild_keeps_that(audited: Container) -> None:
