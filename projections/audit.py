@@ -42,14 +42,24 @@ def subject_of(event: RecordedEvent) -> str:
     return f"{kebab(entity)}:{event.stream_id}"
 
 
+def account_of(event: RecordedEvent) -> Any:
+    """The account whose feed (and chain) the event belongs to: the owner, else the actor's account."""
+    m = event.metadata
+    return m.get("ownerAccountId") or (
+        event.stream_id if event.stream_type == "accounts:Account" else m.get("accountId"))
+
+
+def occurred_of(event: RecordedEvent) -> datetime:
+    d = event.data
+    return datetime.fromisoformat(d["timestamp"]) if "timestamp" in d else event.recorded_at
+
+
 def record_of(event: RecordedEvent) -> dict[str, Any]:
     """The public record (the feed's field names) without its chain fields."""
     d, m = event.data, event.metadata
     machine_id = event.stream_id if event.stream_type == "machines:Machine" else m.get("machineId")
-    account_id = m.get("ownerAccountId") or (
-        event.stream_id if event.stream_type == "accounts:Account" else m.get("accountId")
-    )
-    occurred = datetime.fromisoformat(d["timestamp"]) if "timestamp" in d else event.recorded_at
+    account_id = account_of(event)
+    occurred = occurred_of(event)
     # Encoded once, keys sorted: the jsonb column's input, and the hash's canonical form of `data` as is.
     data = msgspec.Raw(sorted_json(public_data(d)))
     return {
@@ -83,12 +93,12 @@ class AuditProjection:
         # double application fails loudly.
         if not events:
             return
-        records = [(e, record_of(e)) for e in events]
-        # Each record's chain, parsed once per account id in the batch (a batch is mostly a few accounts').
+        # Each event's chain, parsed once per account id in the batch (a batch is mostly a few accounts'); the
+        # records themselves are made chunk by chunk below, while the previous chunk is inserted.
         keys: dict[Any, uuid.UUID] = {}
-        chains = [keys.get(a) or keys.setdefault(a, chain_key(a)) for a in (r["accountId"] for _, r in records)]
+        chains = [keys.get(a) or keys.setdefault(a, chain_key(a)) for a in map(account_of, events)]
         state = ChainState(t, self.signer, self.checkpoint_every, self.checkpoint_interval_s)
-        await state.load(conn, set(keys.values()), max(r["occurredAt"] for _, r in records))
+        await state.load(conn, set(keys.values()), max(map(occurred_of, events)))
         # The feed's rows, each with its export line rendered from the values as inserted (the SQL the export
         # falls back to for older rows), as multi-row inserts (one executor run, not one per row as executemany
         # would), the last with the moved chain heads after it in a data-modifying CTE. A live batch is one
@@ -99,12 +109,12 @@ class AuditProjection:
                 f" FROM {unnest_select(_FEED)} AS e({columns})")
         inserting: asyncio.Task[str] | None = None
         try:
-            for start in range(0, len(records), CHUNK):
-                rows = [self._row(state, e, r, chain) for (e, r), chain in
-                        zip(records[start:start + CHUNK], chains[start:start + CHUNK], strict=True)]
+            for start in range(0, len(events), CHUNK):
+                rows = [self._row(state, e, record_of(e), chain) for e, chain in
+                        zip(events[start:start + CHUNK], chains[start:start + CHUNK], strict=True)]
                 if inserting is not None:
                     await inserting  # one statement at a time on the batch's session
-                if start + CHUNK < len(records):
+                if start + CHUNK < len(events):
                     inserting = asyncio.ensure_future(conn.execute(feed, *arrays(_FEED, rows)))
                     await asyncio.sleep(0)  # sent now; the next chunk is built meanwhile
                 else:
