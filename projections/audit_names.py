@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 PUBLIC_NAMES: dict[str, str] = {
@@ -102,10 +103,12 @@ def public_name(topic: str) -> str:
     return f"{kebab(entity)}.{kebab(kind)}"
 
 
+@functools.lru_cache(maxsize=4096)  # stream types and event kinds: a small set
 def kebab(name: str) -> str:
     return _CAMEL.sub("-", name).lower()
 
 
+@functools.lru_cache(maxsize=4096)  # the events' field names: a small set, met on every record
 def camel(key: str) -> str:
     head, *tail = key.split("_")
     return head + "".join(part.title() for part in tail)
