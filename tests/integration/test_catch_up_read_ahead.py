@@ -20,12 +20,8 @@ from tests.conftest import TEST_SECRET_KEY
 
 
 @pytest.fixture
-async def c(fresh_database: str) -> AsyncIterator[Container]:
-    container = await Container.open(Settings(secret_key=TEST_SECRET_KEY), fresh_database, min_size=1, max_size=4)
-    try:
-        yield container
-    finally:
-        await container.close()
+def c(fresh_container: Container) -> Container:
+    return fresh_container
 
 
 class Recorder:
