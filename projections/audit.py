@@ -89,8 +89,8 @@ class AuditProjection:
         self.checkpoint_interval_s = checkpoint_interval_s
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
-        # Two statements per batch (the chain heads' read, then the writes); no ON CONFLICT on the feed, so a
-        # double application fails loudly.
+        # The chain heads' read, then the writes (one statement, or one per chunk of a large batch); no ON
+        # CONFLICT on the feed, so a double application fails loudly.
         if not events:
             return
         # Each event's chain, parsed once per account id in the batch (a batch is mostly a few accounts'); the

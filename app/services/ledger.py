@@ -184,9 +184,10 @@ class LedgerService:
     async def _replay(self, ctx: CommandContext, account_id: uuid.UUID, currency: str) -> LedgerOutcome | None:
         """Refused (e.g. INSUFFICIENT_FUNDS), but this very request (its Idempotency-Key) was recorded before, and
         its own withdrawal is what the balance lacks now: answer as it did."""
-        if (done := await self.repo.recorded(ctx, wallet_id(account_id, currency))) is None:
+        wallet = wallet_id(account_id, currency)
+        if (done := await self.repo.recorded(ctx, wallet)) is None:
             return None
-        return LedgerOutcome(await self.repo.get(Wallet, wallet_id(account_id, currency), what="wallet"), done)
+        return LedgerOutcome(await self.repo.get(Wallet, wallet, what="wallet"), done)
 
     async def _saved(self, ctx: CommandContext, wallet: Wallet) -> LedgerOutcome:
         result = await self.repo.save(wallet, ctx)

@@ -108,7 +108,6 @@ class Repository:
                     await self.snapshots.save(aggregate, stream_type_of(type(aggregate)))
         return result
 
-
     async def recorded(self, ctx: CommandContext, stream_id: uuid.UUID) -> AppendResult | None:
         """The append this very request (its Idempotency-Key) already made on `stream_id`, or None.
 
