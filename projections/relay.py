@@ -30,8 +30,9 @@ def _machine_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any]
 
 
 def _runtime_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any], datetime | None]]:
-    """Each agent lease gets a timer at its expiry; a later heartbeat's upsert brings its own, and the
-    actor ignores a timer whose lease was renewed, replaced by a manual upsert, or deleted."""
+    """Each agent lease gets a timer at its expiry; a later heartbeat's upsert brings its own and supersedes
+    the earlier one (see SUPERSEDING), and the actor ignores a timer whose lease was renewed, replaced by a
+    manual upsert, or deleted."""
     if event.type in _LEASED and event.data.get("lease_expires_at"):
         expires = datetime.fromisoformat(event.data["lease_expires_at"])
         kwargs = {"endpoint_id": str(event.stream_id), "version": event.version}
@@ -88,6 +89,14 @@ def _webhook_routes(event: RecordedEvent) -> list[tuple[str, str, dict[str, Any]
 
 ROUTES: list[Route] = [_machine_routes, _runtime_routes, _task_routes, _webhook_routes, _market_routes]
 
+# Timers of which only the one planned for a stream's latest version can still do anything: each is named by
+# (actor, stream, version), and the next version's names the one it supersedes. The lease timer of version v
+# is a no-op once version v+1 exists (its actor checks the stream's version first), so deleting it before it
+# is claimed changes nothing but the work: an agent beating every 30 s on a 60 s lease used to leave one
+# timer per beat to fire later and find its lease renewed. The PostgreSQL broker deletes a superseded timer
+# still queued (not one already claimed); any other broker delivers it, and the actor ignores it as before.
+SUPERSEDING = frozenset({"expire_runtime_endpoint_lease"})
+
 
 # Every event type some route above may answer with a message (the runner skips the relay's transaction for
 # a batch of none of these): keep it in step with ROUTES (tests/unit/test_relay_prefixes.py checks it).
@@ -110,31 +119,36 @@ class RelayProjection:
         self.now = now
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
-        outgoing = [m for event in events for m in self._messages(event)]
-        if outgoing:
+        planned = [p for event in events for p in planned_messages(event)]
+        if planned:
             # One hop to a thread per batch (the brokers' clients block), not one per message.
-            await asyncio.to_thread(self._enqueue_all, outgoing)
+            await asyncio.to_thread(self._enqueue_all, *self._outgoing(planned))
 
-    def _enqueue_all(self, outgoing: list[tuple[dramatiq.Message[Any], int | None]]) -> None:
-        many = getattr(self.broker, "enqueue_many", None)
-        if many is not None:  # the PostgreSQL broker: the whole batch in one transaction, one commit
-            many(outgoing)
-            return
-        for message, delay in outgoing:
-            self.broker.enqueue(message, delay=delay)
-
-    def _messages(self, event: RecordedEvent) -> list[tuple[dramatiq.Message[Any], int | None]]:
+    def _outgoing(self, planned: list[Planned]) -> tuple[list[tuple[dramatiq.Message[Any], int | None]], list[str]]:
+        """The batch's messages, less those a later one of the same batch supersedes, and the ids of the
+        timers they supersede that earlier batches sent."""
+        superseded = {p.supersedes for p in planned if p.supersedes is not None}
         out = []
-        for planned in planned_messages(event):
+        for p in planned:
+            if p.message_id in superseded:
+                continue  # never sent: the stream's next version, in this same batch, plans the live timer
             message: dramatiq.Message[Any] = dramatiq.Message(
-                queue_name=planned.queue, actor_name=planned.actor, args=(), kwargs=planned.kwargs, options={},
-                message_id=planned.message_id,
+                queue_name=p.queue, actor_name=p.actor, args=(), kwargs=p.kwargs, options={}, message_id=p.message_id,
             )
             delay = None
-            if planned.not_before is not None:
-                delay = max(0, int((planned.not_before - self.now()).total_seconds() * 1000))
+            if p.not_before is not None:
+                delay = max(0, int((p.not_before - self.now()).total_seconds() * 1000))
             out.append((message, delay))
-        return out
+        sent = {p.message_id for p in planned}
+        return out, sorted(superseded - sent)
+
+    def _enqueue_all(self, outgoing: list[tuple[dramatiq.Message[Any], int | None]], superseded: list[str]) -> None:
+        many = getattr(self.broker, "enqueue_many", None)
+        if many is not None:  # the PostgreSQL broker: the whole batch in one statement, one commit
+            many(outgoing, cancel=superseded)
+            return
+        for message, delay in outgoing:  # a superseded timer is delivered, and its actor ignores it
+            self.broker.enqueue(message, delay=delay)
 
 
 class Planned(msgspec.Struct, frozen=True, kw_only=True):
@@ -146,6 +160,7 @@ class Planned(msgspec.Struct, frozen=True, kw_only=True):
     kwargs: dict[str, Any]
     not_before: datetime | None
     message_id: str
+    supersedes: str | None = None  # the message id of the stream's previous timer of this actor (SUPERSEDING)
 
 
 def planned_messages(event: RecordedEvent) -> list[Planned]:
@@ -162,5 +177,14 @@ def planned_messages(event: RecordedEvent) -> list[Planned]:
     return [
         Planned(queue=queue, actor=actor, kwargs={**kwargs, **envelope}, not_before=not_before,
                 message_id=str(derived_id("relay", event.event_id, actor, index)))
+        if actor not in SUPERSEDING else
+        Planned(queue=queue, actor=actor, kwargs={**kwargs, **envelope}, not_before=not_before,
+                message_id=timer_id(actor, event.stream_id, event.version),
+                supersedes=timer_id(actor, event.stream_id, event.version - 1) if event.version > 1 else None)
         for index, (queue, actor, kwargs, not_before) in routed
     ]
+
+
+def timer_id(actor: str, stream_id: Any, version: int) -> str:
+    """The message id of a SUPERSEDING actor's timer for one version of a stream (one per version at most)."""
+    return str(derived_id("relay-timer", actor, stream_id, version))

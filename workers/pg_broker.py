@@ -6,7 +6,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -53,6 +53,12 @@ WITH upsert AS (
 )
 SELECT pg_notify(%(channel)s, q.queue_name) FROM (SELECT DISTINCT queue_name FROM upsert WHERE ready) AS q
 """
+# The same, also deleting the superseded messages still waiting (projections/relay.py SUPERSEDING). A claimed
+# one is left alone: the claim's row lock makes the DELETE wait, then find it consumed. A sibling CTE: it runs
+# whether or not the outer query reads it, and sees none of the rows this statement inserts.
+_ENQUEUE_CANCELLING = _ENQUEUE.replace("WITH upsert AS (", (
+    "WITH cancelled AS (DELETE FROM worker_messages WHERE message_id = ANY(%(cancel)s::uuid[]) AND state = 'queued'),"
+    " upsert AS ("), 1)
 _COLUMNS = ("message_id", "queue", "actor", "eta_ms", "delay_s", "retries", "message")
 _PENDING = "SELECT count(*) FROM worker_messages WHERE queue_name = %s AND state IN ('queued', 'consumed')"
 
@@ -188,18 +194,24 @@ class PostgresBroker(Broker):
         """Store `message` (deduped by message_id), ready now or after `delay` ms; wakes idle consumers."""
         return self.enqueue_many([(message, delay)])[0]
 
-    def enqueue_many(self, messages: list[tuple[Message[Any], int | None]]) -> list[Message[Any]]:
+    def enqueue_many(self, messages: list[tuple[Message[Any], int | None]],
+                     cancel: Sequence[str] = ()) -> list[Message[Any]]:
         """`enqueue` for several messages in one statement: one round trip and one commit (one WAL flush) for all
         of them, all or none stored. The relay hands over a batch at a time; a commit per message was its whole
-        cost under load, and then a statement per message most of what was left."""
+        cost under load, and then a statement per message most of what was left. `cancel`: ids of messages this
+        batch supersedes, deleted in the same statement if still queued (not yet claimed)."""
         prepared = [self._prepare(m, d) for m, d in messages]
         for result, _, delay in prepared:
             self.emit_before("enqueue", result, delay)
         try:
             runs = _without_repeated_ids([p for _, p, _ in prepared])
             with self.pool.connection() as conn, conn.transaction() if len(runs) > 1 else nullcontext():
-                for run in runs:  # one, as a rule: one statement, committed on its own (autocommit)
-                    conn.execute(_ENQUEUE, {"channel": CHANNEL, **{c: [p[c] for p in run] for c in _COLUMNS}})
+                for i, run in enumerate(runs):  # one, as a rule: one statement, committed on its own (autocommit)
+                    params = {"channel": CHANNEL, **{c: [p[c] for p in run] for c in _COLUMNS}}
+                    if i == 0 and cancel:
+                        conn.execute(_ENQUEUE_CANCELLING, {**params, "cancel": [uuid.UUID(m) for m in cancel]})
+                    else:
+                        conn.execute(_ENQUEUE, params)
         except BrokerConnectionError:
             # The Retries middleware re-enqueues the message it holds, and dramatiq only logs a failure there
             # before it acks: the ack would then settle the row as done and the retry would be lost. Such a

@@ -44,8 +44,8 @@ T = TypeVar("T")
 class TimersResult:
     enqueue: Timed  # baseline: broker.enqueue of the same timer messages, built beforehand
     relay: Timed  # RelayProjection.apply_many over the read-back events
-    relay_delayed: int  # of the baseline's and the relay's messages (2 per relayed event), how many were
-    # still delayed (eta in the future) when both had run
+    relay_delayed: int  # of the baseline's messages (one per relayed event) and the relay's (one per stream: a
+    # heartbeat's timer supersedes the endpoint's previous one), how many were still delayed when both had run
     renewed: Timed  # worker: timers whose endpoint a later heartbeat renewed (one index lookup each)
     expiring: Timed  # worker: timers whose lease really ran out (load the endpoint, append Expired)
     expired_due: int  # Expired events on the expiring streams afterwards (expected: one each)
