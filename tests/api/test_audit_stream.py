@@ -226,9 +226,11 @@ async def test_the_tail_encodes_each_record_once_and_hands_each_subscriber_one_c
     same = [await tail.subscribe(AuditFilter(account_id=mine), 1000) for _ in range(3)]
     other = await tail.subscribe(AuditFilter(account_id=theirs), 1000)
     try:
-        before = await _count(stack, mine)
+        before, theirs_before = await _count(stack, mine), await _count(stack, theirs)
         await seed(stack.container.store, [str(mine), str(theirs)], 200, chunk=20)
+        # Both accounts' records: the last append is theirs, and may still be on its way once all of mine are in.
         await _projected_and_read(stack, tail, pool, mine, before + 100)
+        await _projected_and_read(stack, tail, pool, theirs, theirs_before + 100)
         got = [await s.take(1.0) for s in same]
         assert all(len(g) == len(got[0]) for g in got)
         assert all(a[1] is b[1] for g in got[1:] for a, b in zip(got[0], g, strict=True))
