@@ -42,7 +42,7 @@ class Container:
         self.credentials = CredentialCache(pool, None, settings.credential_cache_ttl_s)
         inline = (ApiKeyCredentials(on_revoked=self.credentials.invalidate),)
         self.store = EventStore(pool, self.notifier, inline)
-        self.repo = Repository(self.store)
+        self.repo = Repository(self.store, settings.aggregate_cache_entries)
         self.machines = MachinesService(self.repo, settings.challenge_ttl_seconds)
         self.accounts = AccountsService(self.repo)
         self.sealer = Sealer(settings.secret_key)

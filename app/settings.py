@@ -34,6 +34,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # arrive, so it applies them as one batch (projections/runner.py COALESCE_S): less CPU per event, more lag.
     projection_coalesce_ms: Annotated[float, msgspec.Meta(ge=0, le=1000)] = 25.0
     read_your_writes_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
+    # Long streams (agents, endpoints, graphs, wallets) whose aggregate each process keeps a copy of, so a load
+    # reads only what was appended since (app/store/aggregate_cache.py); 0 keeps none. A few KB each.
+    aggregate_cache_entries: Annotated[int, msgspec.Meta(ge=0)] = 10_000
     # A database that does not answer a connect within this is reported unavailable (503), not waited on.
     database_connect_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     idempotency_ttl_hours: Annotated[int, msgspec.Meta(ge=1)] = 24
@@ -155,6 +158,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         "MM_PROJECTION_POLL_INTERVAL_S": "projection_poll_interval_s",
         "MM_PROJECTION_COALESCE_MS": "projection_coalesce_ms",
         "MM_READ_YOUR_WRITES_TIMEOUT_S": "read_your_writes_timeout_s",
+        "MM_AGGREGATE_CACHE_ENTRIES": "aggregate_cache_entries",
         "MM_DATABASE_CONNECT_TIMEOUT_S": "database_connect_timeout_s",
         "MM_IDEMPOTENCY_TTL_HOURS": "idempotency_ttl_hours",
         "MM_IDEMPOTENCY_LEASE_S": "idempotency_lease_s",

@@ -29,21 +29,37 @@ _AFTER_SNAPSHOT = (
     " WHERE stream_id = ${i} AND stream_type = ${t} AND schema_version = ${v}), 0)"
 )
 _WHOLE = f"SELECT {COLUMNS} FROM events WHERE stream_id = ${{i}}"
+# A stream this process holds a copy of (app/store/aggregate_cache.py): the copy's own last event, then the rest.
+_FROM = f"SELECT {COLUMNS} FROM events WHERE stream_id = ${{i}} AND version >= ${{f}}"
+SNAPSHOT, WHOLE, FROM = "snapshot", "whole", "from"
 
 
 @functools.lru_cache(maxsize=256)
-def _sql(snapshotted: tuple[bool, ...]) -> str:
-    """The statement for streams with (True: id, type, schema version) or without (False: id) snapshots."""
+def _sql(kinds: tuple[str, ...]) -> str:
+    """The statement for streams read from their snapshot (SNAPSHOT: id, type, schema version), whole (WHOLE: id)
+    or from a version on (FROM: id, version)."""
     blocks, n = [], 0
-    for snap in snapshotted:
-        if snap:
+    for kind in kinds:
+        if kind == SNAPSHOT:
             i, t, v = n + 1, n + 2, n + 3
             blocks += [_SNAPSHOT.format(i=i, t=t, v=v), _AFTER_SNAPSHOT.format(i=i, t=t, v=v)]
             n += 3
+        elif kind == FROM:
+            blocks.append(_FROM.format(i=n + 1, f=n + 2))
+            n += 2
         else:
             blocks.append(_WHOLE.format(i=n + 1))
             n += 1
     return " UNION ALL ".join(f"({b})" for b in blocks) + " ORDER BY 4, 6"  # stream, version
+
+
+def _kind(w: tuple[uuid.UUID, str, int | None, int | None]) -> str:
+    return FROM if w[3] is not None else SNAPSHOT if w[2] is not None else WHOLE
+
+
+def _params(w: tuple[uuid.UUID, str, int | None, int | None]) -> tuple[object, ...]:
+    kind = _kind(w)
+    return (w[0], w[3]) if kind == FROM else w[:3] if kind == SNAPSHOT else w[:1]
 
 
 class StreamLoad:
@@ -56,15 +72,15 @@ class StreamLoad:
         self.events: list[RecordedEvent] = []
 
 
-async def load_streams(pool: asyncpg.Pool,
-                       wanted: Sequence[tuple[uuid.UUID, str, int | None]]) -> dict[uuid.UUID, StreamLoad]:
-    """(stream id, stream type, snapshot schema version or None for no snapshot) -> each stream's load."""
+async def load_streams(pool: asyncpg.Pool, wanted: Sequence[tuple[uuid.UUID, str, int | None, int | None]],
+                       ) -> dict[uuid.UUID, StreamLoad]:
+    """(stream id, stream type, snapshot schema version or None for no snapshot, version to read from or None)
+    -> each stream's load: from that version on if one is given, else from its snapshot, else whole."""
     unique = list({w[0]: w for w in wanted}.values())  # a stream asked for twice is read once
     out = {w[0]: StreamLoad() for w in unique}
     async with pool.acquire() as conn:
         try:
-            rows = await conn.fetch(_sql(tuple(w[2] is not None for w in unique)),
-                                    *(p for w in unique for p in (w if w[2] is not None else w[:1])))
+            rows = await conn.fetch(_sql(tuple(_kind(w) for w in unique)), *(p for w in unique for p in _params(w)))
         except asyncpg.PostgresError as exc:
             if database_unavailable(exc):
                 # The connection or the server is gone (or the statement timed out): there is no snapshot

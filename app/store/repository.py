@@ -8,8 +8,9 @@ from typing import Any, TypeVar
 
 from eventsourcing.domain import Aggregate
 
+from app.store.aggregate_cache import AggregateCache, Copy
 from app.store.event_store import EventStore
-from app.store.loads import load_streams
+from app.store.loads import StreamLoad, load_streams
 from app.store.mapper import event_type, rebuild, to_data
 from app.store.snapshots import SnapshotStore, restore, schema_version, snapshot_every
 from app.store.types import AppendResult, NewEvent, RecordedEvent
@@ -25,9 +26,11 @@ def stream_type_of(cls: type[Aggregate]) -> str:
 
 
 class Repository:
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, cache_entries: int = 0) -> None:
+        """`cache_entries`: how many long streams' aggregates to keep a copy of (app/store/aggregate_cache.py)."""
         self.store = store
         self.snapshots = SnapshotStore(store.pool)
+        self.cache = AggregateCache(cache_entries)
 
     async def get(self, cls: type[A], aggregate_id: uuid.UUID, *, what: str = "resource",
                   version: int | None = None) -> A:
@@ -57,12 +60,23 @@ class Repository:
         """Several aggregates as they stand, each from its snapshot and the events after it, in one statement;
         None for a stream that does not exist (or holds another type). `events_of`: filled with each stream's
         events as read (after its snapshot, if any), for a caller that shows them (an order's timeline)."""
+        # A copy is used only when the caller wants the aggregate, not the events it was read from.
+        copies = {} if events_of is not None else {
+            aggregate_id: copy for cls, aggregate_id in wanted if (copy := self.cache.get(cls, aggregate_id))}
         loads = await load_streams(self.store.pool, [
-            (aggregate_id, stream_type_of(cls), schema_version(cls) if snapshot_every(cls) else None)
+            (aggregate_id, stream_type_of(cls), schema_version(cls) if snapshot_every(cls) else None,
+             copies[aggregate_id].version if aggregate_id in copies else None)
             for cls, aggregate_id in wanted])
         out: list[Aggregate | None] = []
         for cls, aggregate_id in wanted:
             load = loads[aggregate_id]
+            if aggregate_id in copies:
+                found = self._from_copy(copies[aggregate_id], load)
+                if found is None:  # not the stream the copy was taken from: forget it and load the stream whole
+                    self.cache.drop(aggregate_id)
+                    (found,) = await self.get_many([(cls, aggregate_id)])
+                out.append(found)
+                continue
             if events_of is not None:
                 events_of[aggregate_id] = load.events
             start = None if load.snapshot is None else restore(
@@ -72,8 +86,23 @@ class Repository:
                 continue
             aggregate = rebuild(load.events, start)
             assert isinstance(aggregate, cls)
+            if load.events:  # (one loaded from its snapshot alone: its last event's id is not at hand)
+                self.cache.put(aggregate, load.events[-1].event_id)
             out.append(aggregate)
         return out
+
+    def _from_copy(self, copy: Copy, load: StreamLoad) -> Aggregate | None:
+        """The copy brought up to date with the events read after it; None if the stream's event at the copy's
+        version is missing or another one (then the copy is of no use)."""
+        events = load.events
+        at = next((k for k, e in enumerate(events) if e.version == copy.version), None)
+        if at is None or events[at].event_id != copy.event_id:
+            return None
+        aggregate = rebuild(events[at + 1:], self.cache.restore(copy))
+        assert aggregate is not None
+        if at + 1 < len(events):
+            self.cache.put(aggregate, events[-1].event_id)
+        return aggregate
 
     async def save(self, aggregate: Aggregate, ctx: CommandContext) -> AppendResult | None:
         """Append what the aggregate recorded; None when the decision recorded nothing."""
@@ -102,10 +131,13 @@ class Repository:
             return None
         result = await self.store.append(new)
         if not result.duplicate:
+            last = {e.stream_id: e.event_id for e in new}  # each stream's newest event (`new` is in version order)
             for aggregate, events in pending:
                 every = snapshot_every(type(aggregate))
                 if every and events and aggregate.version // every > (aggregate.version - len(events)) // every:
                     await self.snapshots.save(aggregate, stream_type_of(type(aggregate)))
+                if events:
+                    self.cache.put(aggregate, last[aggregate.id])
         return result
 
     async def recorded(self, ctx: CommandContext, stream_id: uuid.UUID) -> AppendResult | None:
