@@ -174,15 +174,21 @@ def planned_messages(event: RecordedEvent) -> list[Planned]:
     envelope = {"event_id": str(event.event_id)}
     if event.metadata.get("correlationId"):
         envelope["correlation_id"] = str(event.metadata["correlationId"])
-    return [
-        Planned(queue=queue, actor=actor, kwargs={**kwargs, **envelope}, not_before=not_before,
-                message_id=str(derived_id("relay", event.event_id, actor, index)))
-        if actor not in SUPERSEDING else
-        Planned(queue=queue, actor=actor, kwargs={**kwargs, **envelope}, not_before=not_before,
-                message_id=timer_id(actor, event.stream_id, event.version),
-                supersedes=timer_id(actor, event.stream_id, event.version - 1) if event.version > 1 else None)
-        for index, (queue, actor, kwargs, not_before) in routed
-    ]
+    out = []
+    for index, (queue, actor, kwargs, not_before) in routed:
+        message_id, supersedes = _names(event, actor, index)
+        out.append(Planned(queue=queue, actor=actor, kwargs={**kwargs, **envelope}, not_before=not_before,
+                           message_id=message_id, supersedes=supersedes))
+    return out
+
+
+def _names(event: RecordedEvent, actor: str, index: int) -> tuple[str, str | None]:
+    """A message's id, derived from the event, and the id of the message it supersedes: for a SUPERSEDING
+    actor's timer, both are named by the stream's version (this one's, and the one before)."""
+    if actor not in SUPERSEDING:
+        return str(derived_id("relay", event.event_id, actor, index)), None
+    previous = timer_id(actor, event.stream_id, event.version - 1) if event.version > 1 else None
+    return timer_id(actor, event.stream_id, event.version), previous
 
 
 def timer_id(actor: str, stream_id: Any, version: int) -> str:

@@ -65,16 +65,14 @@ class AggregateCache:
         cls = type(aggregate)
         if not self.entries or not snapshot_every(cls):
             return
+        self.drop(aggregate.id)  # the older copy goes, whether or not this one can be kept
         try:
             blob = pickle.dumps(aggregate, protocol=pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             log.debug("no cached copy of %s: %s", cls.__qualname__, exc)
-            self.drop(aggregate.id)
             return
         if len(blob) > MAX_COPY_BYTES:
-            self.drop(aggregate.id)
             return
-        self.drop(aggregate.id)
         self._copies[aggregate.id] = (cls, Copy(aggregate.version, event_id, blob))
         self.bytes += len(blob)
         while len(self._copies) > self.entries or self.bytes > MAX_TOTAL_BYTES:

@@ -53,13 +53,12 @@ def _sql(kinds: tuple[str, ...]) -> str:
     return " UNION ALL ".join(f"({b})" for b in blocks) + " ORDER BY 4, 6"  # stream, version
 
 
-def _kind(w: tuple[uuid.UUID, str, int | None, int | None]) -> str:
-    return FROM if w[3] is not None else SNAPSHOT if w[2] is not None else WHOLE
-
-
-def _params(w: tuple[uuid.UUID, str, int | None, int | None]) -> tuple[object, ...]:
-    kind = _kind(w)
-    return (w[0], w[3]) if kind == FROM else w[:3] if kind == SNAPSHOT else w[:1]
+def _block(w: tuple[uuid.UUID, str, int | None, int | None]) -> tuple[str, tuple[object, ...]]:
+    """How one wanted stream is read (see _sql), and its parameters."""
+    stream_id, stream_type, schema, start = w
+    if start is not None:
+        return FROM, (stream_id, start)
+    return (SNAPSHOT, (stream_id, stream_type, schema)) if schema is not None else (WHOLE, (stream_id,))
 
 
 class StreamLoad:
@@ -80,7 +79,8 @@ async def load_streams(pool: asyncpg.Pool, wanted: Sequence[tuple[uuid.UUID, str
     out = {w[0]: StreamLoad() for w in unique}
     async with pool.acquire() as conn:
         try:
-            rows = await conn.fetch(_sql(tuple(_kind(w) for w in unique)), *(p for w in unique for p in _params(w)))
+            blocks = [_block(w) for w in unique]
+            rows = await conn.fetch(_sql(tuple(kind for kind, _ in blocks)), *(p for _, ps in blocks for p in ps))
         except asyncpg.PostgresError as exc:
             if database_unavailable(exc):
                 # The connection or the server is gone (or the statement timed out): there is no snapshot
