@@ -18,6 +18,7 @@ from projections.audit_checkpoints import ChainState
 from projections.audit_names import ENVELOPE_KEYS, REDACTED_KEYS, camel, kebab, public_name
 from projections.audit_reader import AUDIT_CHANNEL, RECORD_LINE
 from projections.base import Tables
+from projections.one_statement import OneStatementBatch
 from projections.rows import Columns, arrays, unnest_select
 
 _encode = msgspec.json.Encoder().encode
@@ -121,7 +122,10 @@ class AuditProjection:
                     heads_sql, heads_args = state.heads_upsert(len(_FEED) + 1)
                     assert heads_sql, "every record moves its account's chain head"
                     inserting = None
-                    await conn.execute(f"WITH feed AS ({feed}) {heads_sql}", *arrays(_FEED, rows), *heads_args)
+                    args = [*arrays(_FEED, rows), *heads_args]
+                    # The feed's rows and the moved heads never read each other (the heads are parameters).
+                    if not (isinstance(conn, OneStatementBatch) and conn.independent([feed, heads_sql], args)):
+                        await conn.execute(f"WITH feed AS ({feed}) {heads_sql}", *args)
         finally:
             if inserting is not None:  # building a chunk failed: let the statement in flight finish first
                 with contextlib.suppress(Exception):

@@ -17,6 +17,7 @@ import asyncpg
 
 from projections.audit_chain import GENESIS, NO_ACCOUNT, Checkpoint, Signer, cursor_of, utc_text
 from projections.base import Tables
+from projections.one_statement import OneStatementBatch
 from projections.rows import Columns, unnest_select
 
 
@@ -48,7 +49,10 @@ class ChainState:
 
     async def load(self, conn: asyncpg.Connection, keys: set[uuid.UUID], latest: datetime) -> None:
         """The batch's accounts, plus every account whose unsigned records fall due before `latest`."""
-        rows = await conn.fetch(
+        # A live batch reads the heads before its transaction: only this projection writes them, and a batch
+        # committed meanwhile moved the checkpoint too, so this one's compare-and-set fails (OneStatementBatch).
+        read = conn.prefetch if isinstance(conn, OneStatementBatch) else conn.fetch
+        rows = await read(
             "SELECT account_key, seq, hash, tx_id, position, checkpointed_seq, pending_since"
             f" FROM {self.t['audit_chain_heads']}"
             " WHERE account_key = ANY($1::uuid[]) OR pending_since <= $2",

@@ -24,7 +24,9 @@ class Projection(Protocol):
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
         """Write the effect of these events, in order, with `conn` (inside the batch transaction).
 
-        Takes a whole batch so a projection can write it in a few round trips; unknown types are ignored.
+        Takes a whole batch so a projection can write it in a few round trips; unknown types are ignored. A live
+        batch's `conn` is a projections.one_statement.OneStatementBatch: a batch that is one write goes with the
+        checkpoint as one statement, anything more opens the transaction first.
         """
 
 

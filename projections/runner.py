@@ -11,7 +11,7 @@ import math
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 
@@ -23,6 +23,7 @@ from projections.base import Projection, Tables, live_tables, reads, writes
 from projections.checkpoint_flush import CheckpointFlusher
 from projections.checkpoints import Advance
 from projections.held import HeldConnection
+from projections.one_statement import OneStatementBatch
 
 log = logging.getLogger("mm.projections")
 
@@ -201,16 +202,21 @@ async def apply_events_from(
         if not moved:
             return await _checkpoint(conn, projection.name)
         return last.log_position
-    # The batch ends with one message: the checkpoint's compare-and-set, COMMIT and the projection's NOTIFY
-    # (checkpoints.commit_advancing_sql), one round trip instead of three. So the transaction is driven by hand
-    # rather than by conn.transaction(), whose COMMIT is a message of its own.
-    finish = checkpoints.commit_advancing_sql(projection.name, at, last.log_position, len(events), last.recorded_at,
-                                              getattr(projection, "notify_channel", None))
+    # Most batches are one statement with the checkpoint's compare-and-set (OneStatementBatch); the others open
+    # their transaction on their first statement and end with one message: the compare-and-set, COMMIT and the
+    # projection's NOTIFY (checkpoints.commit_advancing_sql). So the transaction is driven by hand rather than by
+    # conn.transaction(), whose BEGIN and COMMIT are messages of their own.
+    advance = Advance(projection.name, at, last.log_position, len(events), last.recorded_at)
+    channel = getattr(projection, "notify_channel", None)
+    batch, alone = OneStatementBatch(conn), False
     try:
-        await conn.execute("BEGIN")
         try:
-            await apply_events(conn, projection, tables, events)
-            await conn.execute(finish)
+            # The batch stands in for the session (it offers what projections call on one).
+            await apply_events(cast(asyncpg.Connection, batch), projection, tables, events)
+            alone = await batch.finish(advance)
+            if not alone:
+                await conn.execute(checkpoints.commit_advancing_sql(
+                    projection.name, at, last.log_position, len(events), last.recorded_at, channel))
         except BaseException:
             await _rollback(conn)
             raise
@@ -223,6 +229,8 @@ async def apply_events_from(
                 raise
             return now
         raise
+    if alone and channel is not None:
+        await _committed(conn, projection)  # after the commit, as commit_advancing_sql sends it
     return last.log_position
 
 
