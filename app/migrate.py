@@ -58,21 +58,30 @@ def with_database(url: str, name: str) -> str:
 async def create_database(server_url: str, prefix: str) -> str:
     """CREATE DATABASE `<prefix>_<random>` on the server, apply sql/, return its URL (tests, benchmarks)."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(server_url)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
+    await _on_server(server_url, f'CREATE DATABASE "{name}"')
     url = with_database(server_url, name)
     await migrate(url)
     return url
 
 
+async def copy_database(server_url: str, template_url: str, prefix: str) -> str:
+    """CREATE DATABASE `<prefix>_<random>` as a copy of the migrated database `template_url` (which nothing may
+    be connected to meanwhile); returns its URL. A copy costs about a fifth of migrating a new one (tests)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    template = urlsplit(template_url).path.lstrip("/")
+    await _on_server(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return with_database(server_url, name)
+
+
 async def drop_database(server_url: str, url: str) -> None:
     """Drop the database `url` names, disconnecting whoever is still on it."""
     name = urlsplit(url).path.lstrip("/")
+    await _on_server(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _on_server(server_url: str, sql: str) -> None:
     conn = await asyncpg.connect(server_url)
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(sql)
     finally:
         await conn.close()

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from app.container import Container
-from app.migrate import create_database, drop_database
+from app.migrate import copy_database, create_database, drop_database
 from app.sealing import new_secret_key
 from app.settings import Settings
 from app.store.event_store import EventStore
@@ -54,10 +54,21 @@ def database_url(server_url: str) -> Iterator[str]:
         asyncio.run(drop_database(server_url, url))
 
 
+@pytest.fixture(scope="session")
+def template_database(server_url: str) -> Iterator[str]:
+    """The session's migrated database that every fresh one is copied from (nothing ever connects to it again):
+    a copy takes about a fifth of the time of migrating a new database, and hundreds of tests take one."""
+    url = asyncio.run(create_database(server_url, "mm_template"))
+    try:
+        yield url
+    finally:
+        asyncio.run(drop_database(server_url, url))
+
+
 @pytest.fixture
-async def fresh_database(server_url: str) -> AsyncIterator[str]:
+async def fresh_database(server_url: str, template_database: str) -> AsyncIterator[str]:
     """A database of its own for tests that run projections from zero (no other runner touches it)."""
-    url = await create_database(server_url, "mm_test")
+    url = await copy_database(server_url, template_database, "mm_test")
     try:
         yield url
     finally:
@@ -75,9 +86,9 @@ async def fresh_container(fresh_database: str) -> AsyncIterator[Container]:
 
 
 @pytest.fixture
-def fresh_database_sync(server_url: str) -> Iterator[str]:
+def fresh_database_sync(server_url: str, template_database: str) -> Iterator[str]:
     """`fresh_database` for synchronous tests (subprocess-driven ones)."""
-    url = asyncio.run(create_database(server_url, "mm_test"))
+    url = asyncio.run(copy_database(server_url, template_database, "mm_test"))
     try:
         yield url
     finally:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
+from app.store.event_store import EventStore
+from app.store.types import START, NewEvent, RecordedEvent
 from projections.runner import ProjectionRunner
 
 
@@ -16,3 +19,11 @@ async def running(runner: ProjectionRunner, stop: asyncio.Event) -> asyncio.Task
         assert time.monotonic() < deadline, "the runner never led every projection"
         await asyncio.sleep(0.01)
     return task
+
+
+async def thing_events(store: EventStore, n: int) -> list[RecordedEvent]:
+    """Append `n` events of one new stream to an empty log; return the log as recorded (up to 100 events)."""
+    stream = uuid.uuid4()
+    await store.append([NewEvent(event_id=uuid.uuid4(), stream_id=stream, stream_type="tests:Thing", version=v,
+                                 type="tests:Thing.Happened", data={"n": v}, metadata={}) for v in range(1, n + 1)])
+    return await store.read_all(START, 100)

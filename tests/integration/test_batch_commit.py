@@ -4,7 +4,6 @@ checkpoint is where the batch began; rolled back, unnotified, when something mov
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -14,10 +13,11 @@ import pytest
 
 from app.container import Container
 from app.settings import Settings
-from app.store.types import START, LogPosition, NewEvent, RecordedEvent
+from app.store.types import LogPosition, RecordedEvent
 from projections import checkpoints
 from projections.base import Tables
 from projections.runner import apply_events_from
+from tests.integration.runner_tools import thing_events
 
 CHANNEL = "mm_test_batch_commit"
 
@@ -44,13 +44,6 @@ async def c(fresh_database: str) -> AsyncIterator[Container]:
         await container.close()
 
 
-async def _events(c: Container, n: int) -> list[RecordedEvent]:
-    stream = uuid.uuid4()
-    await c.store.append([NewEvent(event_id=uuid.uuid4(), stream_id=stream, stream_type="tests:Thing", version=v,
-                                   type="tests:Thing.Happened", data={"n": v}, metadata={}) for v in range(1, n + 1)])
-    return await c.store.read_all(START, 100)
-
-
 @asynccontextmanager
 async def _batch_session(c: Container, p: Rows) -> AsyncIterator[tuple[asyncpg.Connection, LogPosition,
                                                                            asyncio.Queue[str]]]:
@@ -72,7 +65,7 @@ async def _batch_session(c: Container, p: Rows) -> AsyncIterator[tuple[asyncpg.C
 
 
 async def test_the_batch_commits_moves_its_checkpoint_and_notifies_after(c: Container) -> None:
-    events, p = await _events(c, 3), Rows()
+    events, p = await thing_events(c.store, 3), Rows()
     async with _batch_session(c, p) as (conn, at, notified):
         assert await apply_events_from(conn, p, {"batch_commit_rows": "batch_commit_rows"}, at, events) \
             == events[-1].log_position
@@ -85,7 +78,7 @@ async def test_the_batch_commits_moves_its_checkpoint_and_notifies_after(c: Cont
 
 
 async def test_a_checkpoint_moved_under_the_batch_rolls_it_back_unnotified(c: Container) -> None:
-    events, p = await _events(c, 3), Rows()
+    events, p = await thing_events(c.store, 3), Rows()
     async with _batch_session(c, p) as (conn, at, notified):
         # Another writer (a rebuild's swap, a catch-up beside the leader) moved it after this batch was read.
         elsewhere = events[0].log_position

@@ -15,7 +15,7 @@ import pytest
 
 from app.container import Container
 from app.settings import Settings
-from app.store.types import START, LogPosition, NewEvent, RecordedEvent
+from app.store.types import LogPosition, RecordedEvent
 from projections import checkpoints
 from projections.base import Tables
 from projections.one_statement import OneStatementBatch
@@ -23,6 +23,7 @@ from projections.rebuild import rebuild
 from projections.registry import audit_projection
 from projections.runner import apply_events_from
 from tests.api.audit_stack import seed, settings
+from tests.integration.runner_tools import thing_events
 
 T = {"one_rows": "one_rows", "one_more": "one_more"}
 Apply = Callable[[asyncpg.Connection, Sequence[RecordedEvent], Tables], Any]
@@ -56,13 +57,6 @@ async def c(fresh_database: str) -> AsyncIterator[Container]:
         await container.close()
 
 
-async def _events(c: Container, n: int) -> list[RecordedEvent]:
-    stream = uuid.uuid4()
-    await c.store.append([NewEvent(event_id=uuid.uuid4(), stream_id=stream, stream_type="tests:Thing", version=v,
-                                   type="tests:Thing.Happened", data={"n": v}, metadata={}) for v in range(1, n + 1)])
-    return await c.store.read_all(START, 100)
-
-
 @asynccontextmanager
 async def _session(c: Container, name: str) -> AsyncIterator[tuple[asyncpg.Connection, LogPosition, list[str]]]:
     """A session, the projection's checkpoint, and every statement the session sends meanwhile."""
@@ -89,7 +83,7 @@ async def _applied(c: Container, name: str) -> tuple[LogPosition | None, int]:
 
 
 async def test_one_write_goes_with_the_checkpoint_as_one_statement(c: Container) -> None:
-    events, p = await _events(c, 3), Scripted(insert_rows)
+    events, p = await thing_events(c.store, 3), Scripted(insert_rows)
     async with _session(c, p.name) as (conn, at, sent):
         assert await apply_events_from(conn, p, T, at, events) == events[-1].log_position
         assert not conn.is_in_transaction()
@@ -99,7 +93,7 @@ async def test_one_write_goes_with_the_checkpoint_as_one_statement(c: Container)
 
 
 async def test_a_moved_checkpoint_leaves_no_row_of_the_statement(c: Container) -> None:
-    events, p = await _events(c, 3), Scripted(insert_rows)
+    events, p = await thing_events(c.store, 3), Scripted(insert_rows)
     async with _session(c, p.name) as (conn, at, sent):
         elsewhere = events[0].log_position  # a catch-up beside the leader got there first
         await checkpoints.advance(c.pool, p.name, elsewhere, 1, datetime.now(UTC))  # type: ignore[arg-type]
@@ -111,7 +105,7 @@ async def test_a_moved_checkpoint_leaves_no_row_of_the_statement(c: Container) -
 
 
 async def test_a_failing_write_moves_no_checkpoint(c: Container) -> None:
-    events, p = await _events(c, 3), Scripted(insert_rows)
+    events, p = await thing_events(c.store, 3), Scripted(insert_rows)
     await c.pool.execute("INSERT INTO one_rows (id, n) VALUES ($1, 0)", events[1].event_id)
     async with _session(c, p.name) as (conn, at, _sent):
         with pytest.raises(asyncpg.UniqueViolationError):
@@ -128,7 +122,7 @@ async def test_a_second_write_that_reads_the_first_runs_in_a_transaction(c: Cont
         await conn.execute(f"UPDATE {t['one_rows']} SET n = n + 10 WHERE id = ANY($1::uuid[])",
                            [e.event_id for e in events])
 
-    events, p = await _events(c, 3), Scripted(insert_then_bump)
+    events, p = await thing_events(c.store, 3), Scripted(insert_then_bump)
     async with _session(c, p.name) as (conn, at, sent):
         assert await apply_events_from(conn, p, T, at, events) == events[-1].log_position
         assert not conn.is_in_transaction()
@@ -146,7 +140,7 @@ async def test_a_read_after_a_write_sees_it_inside_the_transaction(c: Container)
         seen.append(await conn.fetchval(f"SELECT count(*) FROM {t['one_rows']}"))
         seen.append(len(await conn.prefetch(f"SELECT id FROM {t['one_rows']}")))  # type: ignore[attr-defined]
 
-    events, p = await _events(c, 3), Scripted(insert_then_read)
+    events, p = await thing_events(c.store, 3), Scripted(insert_then_read)
     async with _session(c, p.name) as (conn, at, sent):
         assert await apply_events_from(conn, p, T, at, events) == events[-1].log_position
     assert seen == [3, 3] and sent[0] == "BEGIN"
@@ -162,7 +156,7 @@ async def test_independent_writes_go_in_one_statement_with_the_checkpoint(c: Con
                  f"INSERT INTO {t['one_more']} (id) SELECT unnest($2::uuid[])"]
         assert isinstance(conn, OneStatementBatch) and conn.independent(parts, [ids, ids])
 
-    events, p = await _events(c, 4), Scripted(two_tables)
+    events, p = await thing_events(c.store, 4), Scripted(two_tables)
     async with _session(c, p.name) as (conn, at, sent):
         assert await apply_events_from(conn, p, T, at, events) == events[-1].log_position
     assert len(sent) == 2 and sent[0].startswith("SELECT count(*)")
@@ -182,7 +176,7 @@ async def test_independent_writes_held_back_are_sent_first_when_the_batch_needs_
         assert not conn.independent([f"INSERT INTO {t['one_more']} (id) VALUES ($1)"], [[uuid.uuid4()]])
         await conn.executemany(f"UPDATE {t['one_rows']} SET n = n * 5 WHERE id = $1", [(i,) for i in ids])
 
-    events, p = await _events(c, 2), Scripted(two_then_many)
+    events, p = await thing_events(c.store, 2), Scripted(two_then_many)
     async with _session(c, p.name) as (conn, at, sent):
         assert await apply_events_from(conn, p, T, at, events) == events[-1].log_position
     assert sent[0] == "BEGIN" and sent[1].startswith("WITH mm_batch_1") and sent[1].endswith("SELECT 1")
