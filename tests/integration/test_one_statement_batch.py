@@ -17,6 +17,7 @@ from app.container import Container
 from app.settings import Settings
 from app.store.types import LogPosition, RecordedEvent
 from projections import checkpoints
+from projections.audit import CHUNK
 from projections.base import Tables
 from projections.one_statement import OneStatementBatch
 from projections.rebuild import rebuild
@@ -196,9 +197,11 @@ async def test_what_a_batch_does_not_offer_fails_loudly(c: Container) -> None:
         await conn.execute("ROLLBACK")
 
 
-async def test_the_audit_feed_written_live_equals_its_rebuild(fresh_database: str) -> None:
+@pytest.mark.parametrize("batch", [37, CHUNK * 2 + 50])
+async def test_the_audit_feed_written_live_equals_its_rebuild(fresh_database: str, batch: int) -> None:
     """The audit projection's live batches (heads read first, the feed and heads in one statement, or a
-    transaction when a batch signs a checkpoint) give the very chain, checkpoints and heads a rebuild gives."""
+    transaction when a batch signs a checkpoint or is written in chunks) give the very chain, checkpoints and
+    heads a rebuild gives."""
     c = await Container.open(settings(audit_checkpoint_every=50, audit_checkpoint_interval_s=30.0),
                              fresh_database, min_size=1, max_size=4)
     try:
@@ -207,10 +210,12 @@ async def test_the_audit_feed_written_live_equals_its_rebuild(fresh_database: st
         audit = audit_projection(c.settings)
         tables = {name: name for name in audit.tables}
         async with _session(c, audit.name) as (conn, at, sent):
-            while events := await c.store.read_all(at, 37, conn=conn):
+            while events := await c.store.read_all(at, batch, conn=conn):
                 at = await apply_events_from(conn, audit, tables, at, events)
         alone = [q for q in sent if q.startswith("WITH mm_batch_1") and "mm_checkpoint_advance" in q]
-        assert alone and "BEGIN" in sent  # both kinds of batch ran: one statement, and a signing one
+        # Batches of 37: both kinds ran (one statement; a transaction for those that sign a checkpoint). One batch
+        # of 300: its chunks, the first held back and then sent after BEGIN, in a transaction.
+        assert "BEGIN" in sent and bool(alone) == (batch < CHUNK)
         live = await _snapshot(c.pool)
         assert len(live[0]) == 300 and live[1]
         assert await rebuild(c.pool, c.store, audit, batch_size=1000) == 300
