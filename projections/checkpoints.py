@@ -62,17 +62,18 @@ async def advance_from(
 MOVED_SQLSTATE = "MMC01"
 
 
-def commit_advancing_sql(name: str, expected: LogPosition, to: LogPosition, applied: int,
-                         last_event_at: datetime | None, notify_channel: str | None = None) -> str:
+def commit_advancing_sql(advance: Advance, notify_channel: str | None = None) -> str:
     """One simple-protocol message that ends a projection's batch: the checkpoint's compare-and-set (the
     function raises MOVED_SQLSTATE on a miss, which abandons the rest of the message, COMMIT included), then
     COMMIT, then the projection's NOTIFY (after the commit, in its own implicit transaction, as before).
 
     Values are inlined (the simple protocol takes no parameters): integers, an ISO timestamp and a projection
     name, each rendered as a literal here."""
-    at = "NULL" if last_event_at is None else f"{_literal(last_event_at.isoformat())}::timestamptz"
-    sql = (f"SELECT mm_checkpoint_advance({_literal(name)}, '{int(expected.tx_id)}'::xid8,"
-           f" {int(expected.position)}, '{int(to.tx_id)}'::xid8, {int(to.position)}, {int(applied)}, {at}); COMMIT")
+    a = advance
+    at = "NULL" if a.last_event_at is None else f"{_literal(a.last_event_at.isoformat())}::timestamptz"
+    sql = (f"SELECT mm_checkpoint_advance({_literal(a.name)}, '{int(a.expected.tx_id)}'::xid8,"
+           f" {int(a.expected.position)}, '{int(a.to.tx_id)}'::xid8, {int(a.to.position)}, {int(a.applied)}, {at});"
+           " COMMIT")
     if notify_channel is not None:
         if not notify_channel.isidentifier():
             raise ValueError(f"not a channel name: {notify_channel!r}")

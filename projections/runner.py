@@ -189,10 +189,10 @@ async def apply_events_from(
     every projection's such advance in one statement); by default a statement of its own on `conn`.
     """
     last = events[-1]
+    advance = Advance(projection.name, at, last.log_position, len(events), last.recorded_at)
     if not any(reads(projection, e) for e in events) or not await writes(projection, conn, events, tables):
         # Nothing here for this projection: no transaction, only the checkpoint moves (a compare-and-set,
         # which alone suffices as no row is written: see CheckpointFlusher). Lost: re-read, never overwrite.
-        advance = Advance(projection.name, at, last.log_position, len(events), last.recorded_at)
         if skip is not None:
             moved = await skip(advance)
         else:
@@ -206,7 +206,6 @@ async def apply_events_from(
     # their transaction on their first statement and end with one message: the compare-and-set, COMMIT and the
     # projection's NOTIFY (checkpoints.commit_advancing_sql). So the transaction is driven by hand rather than by
     # conn.transaction(), whose BEGIN and COMMIT are messages of their own.
-    advance = Advance(projection.name, at, last.log_position, len(events), last.recorded_at)
     channel = getattr(projection, "notify_channel", None)
     batch, alone = OneStatementBatch(conn), False
     try:
@@ -215,8 +214,7 @@ async def apply_events_from(
             await apply_events(cast(asyncpg.Connection, batch), projection, tables, events)
             alone = await batch.finish(advance)
             if not alone:
-                await conn.execute(checkpoints.commit_advancing_sql(
-                    projection.name, at, last.log_position, len(events), last.recorded_at, channel))
+                await conn.execute(checkpoints.commit_advancing_sql(advance, channel))
         except BaseException:
             await _rollback(conn)
             raise

@@ -16,6 +16,7 @@ from app.settings import Settings
 from app.store.types import LogPosition, RecordedEvent
 from projections import checkpoints
 from projections.base import Tables
+from projections.checkpoints import Advance
 from projections.runner import apply_events_from
 from tests.integration.runner_tools import thing_events
 
@@ -92,13 +93,14 @@ async def test_a_checkpoint_moved_under_the_batch_rolls_it_back_unnotified(c: Co
 
 
 def test_the_message_inlines_only_literals_it_can_render() -> None:
-    sql = checkpoints.commit_advancing_sql("it's", LogPosition(7, 8), LogPosition(9, 10), 2,
-                                           datetime(2026, 1, 2, tzinfo=UTC), "mm_audit")
+    sql = checkpoints.commit_advancing_sql(
+        Advance("it's", LogPosition(7, 8), LogPosition(9, 10), 2, datetime(2026, 1, 2, tzinfo=UTC)), "mm_audit")
     assert sql == ("SELECT mm_checkpoint_advance('it''s', '7'::xid8, 8, '9'::xid8, 10, 2,"
                    " '2026-01-02T00:00:00+00:00'::timestamptz); COMMIT; NOTIFY mm_audit")
-    assert checkpoints.commit_advancing_sql("a", LogPosition(1, 1), LogPosition(1, 2), 1, None).endswith(
+    assert checkpoints.commit_advancing_sql(Advance("a", LogPosition(1, 1), LogPosition(1, 2), 1, None)).endswith(
         "1, NULL); COMMIT")
     with pytest.raises(ValueError):
-        checkpoints.commit_advancing_sql("a\\", LogPosition(1, 1), LogPosition(1, 2), 1, None)
+        checkpoints.commit_advancing_sql(Advance("a\\", LogPosition(1, 1), LogPosition(1, 2), 1, None))
     with pytest.raises(ValueError):
-        checkpoints.commit_advancing_sql("a", LogPosition(1, 1), LogPosition(1, 2), 1, None, "x; DROP TABLE t")
+        checkpoints.commit_advancing_sql(Advance("a", LogPosition(1, 1), LogPosition(1, 2), 1, None),
+                                        "x; DROP TABLE t")
