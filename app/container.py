@@ -83,4 +83,5 @@ class Container:
         await self.outcomes.stop()
         if self.notifier is not None:
             await self.notifier.stop()
+        await self.store.close()
         await self.pool.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import itertools
 import logging
 import math
 import time
@@ -34,13 +33,14 @@ _SETTLE_DELAYS = (0.002, 0.005, 0.01, 0.02, 0.05)
 # handful of events, and the per-round work (the read, each projection's commit) would dwarf the projections'
 # own (measured in ops/bench `commands`: 5x the CPU per event of catch-up). So after a read that found some
 # events the next one waits, for up to this long, letting the next events accumulate. The wait grows with
-# how many commits the last read found (the full window from COALESCE_COMMITS on): one or two (a lone
+# how many commands the last read found (the full window from COALESCE_COMMANDS on): one or two (a lone
 # client, one worker step however many events it recorded) wait a few ms; a busy log waits the full window.
-# Commits, not events: one command's transaction of several events says nothing about how busy the log is
-# (counting events, a lone auto task's worker step of 4 events made the next read wait 12 ms). An idle log
-# (the last read found nothing) is read at once on a wake-up; a full batch (catching up) is followed at once.
+# Commands, not events: one command's transaction of several events says nothing about how busy the log is
+# (counting events, a lone auto task's worker step of 4 events made the next read wait 12 ms). Nor
+# transactions: the event store writes concurrent commands' one-event appends as one (see _commands). An idle
+# log (the last read found nothing) is read at once on a wake-up; a full batch (catching up) is followed at once.
 COALESCE_S = 0.025
-COALESCE_COMMITS = 8
+COALESCE_COMMANDS = 8
 
 
 # After a failure, try again this soon (or at the poll interval, if shorter): a restarted server is back in
@@ -337,19 +337,19 @@ class _Feed:
         if pause > 0:
             await asyncio.sleep(pause)
         started = loop.time()
-        n, commits = await self._read_once()
+        n, commands = await self._read_once()
         for delay in _SETTLE_DELAYS if settle and not n else ():
             await asyncio.sleep(delay)
             started = loop.time()
-            n, commits = await self._read_once()
+            n, commands = await self._read_once()
             if n:
                 break
         self._found_at = started if 0 < n < self.batch_size else -math.inf
-        self._pause = self.coalesce * min(1.0, commits / COALESCE_COMMITS)
+        self._pause = self.coalesce * min(1.0, commands / COALESCE_COMMANDS)
         return n
 
     async def _read_once(self) -> tuple[int, int]:
-        """Read what follows `head` into the window: how many events, and how many commits (transactions)."""
+        """Read what follows `head` into the window: how many events, and how many commands recorded them."""
         start = self.head
         assert start is not None
         try:
@@ -367,12 +367,17 @@ class _Feed:
                 self.base = self.events[extra - 1].log_position
                 del self.events[:extra]
             self.on_new()
-        # The log is ordered by (tx_id, position): each commit's events are adjacent.
-        commits = sum(1 for a, b in itertools.pairwise(events) if a.tx_id != b.tx_id) + bool(events)
-        return len(events), commits
+        return len(events), _commands(events)
 
     async def close(self) -> None:
         await self._conn.release()
+
+
+def _commands(events: Sequence[RecordedEvent]) -> int:
+    """How many commands recorded `events`: one per transaction and request (or message). A transaction of one
+    command's several events counts once; one of several commands' one-event appends written together (the
+    event store's group commit) counts each of them, as they would count written one by one."""
+    return len({(e.tx_id, e.metadata.get("requestId"), e.metadata.get("causationId")) for e in events})
 
 
 def _position(event: RecordedEvent) -> LogPosition:

@@ -10,6 +10,7 @@ import asyncpg
 import msgspec
 
 from app.store.credentials import ApiKeyCredentials
+from app.store.group_append import RECORDED, GroupAppender
 from app.store.notifier import Notifier
 from app.store.types import AppendResult, LogPosition, NewEvent, RecordedEvent
 from domain.shared.errors import ConcurrencyConflict
@@ -23,12 +24,7 @@ COLUMNS = (
 )
 
 # What an append reads back of each row it recorded (AppendResult.events).
-_RECORDED = "position, tx_id::text::bigint AS tx_id, event_id, recorded_at"
-_INSERT_ONE = (
-    "INSERT INTO events (event_id, stream_id, stream_type, version, type, data, metadata)"
-    " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb)"
-    f" ON CONFLICT (event_id) DO NOTHING RETURNING {_RECORDED}"
-)
+_RECORDED = RECORDED
 _ROWS = (
     "INSERT INTO events (event_id, stream_id, stream_type, version, type, data, metadata)"
     " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],"
@@ -99,21 +95,18 @@ class EventStore:
         self.pool = pool
         self.notifier = notifier
         self.inline = tuple(inline)
+        self._group: GroupAppender | None = None
 
     async def append(self, events: Sequence[NewEvent]) -> AppendResult:
         """Append one command's events atomically. The versions are the optimistic-concurrency check."""
         if not events:
             raise ValueError("nothing to append")
+        inline = [p for p in self.inline if any(e.type in p.types for e in events)]
+        if len(events) == 1 and not inline:
+            return await self._append_one(events[0])
         try:
-            inline = [p for p in self.inline if any(e.type in p.types for e in events)]
             async with self.pool.acquire() as conn:
-                if len(events) == 1 and not inline:
-                    e = events[0]
-                    rows = await conn.fetch(
-                        _INSERT_ONE, e.event_id, e.stream_id, e.stream_type, e.version, e.type,
-                        _encode(e.data).decode(), _encode(e.metadata).decode(),
-                    )
-                elif not inline:
+                if not inline:
                     rows = await self._all_or_none(conn, events)
                 else:
                     async with conn.transaction():
@@ -133,12 +126,34 @@ class EventStore:
                     stream_id=str(events[0].stream_id),
                 ) from None
             raise
+        except asyncpg.DeadlockDetectedError:
+            # Waiting on a concurrent append of the same stream versions while it waited on ours: PostgreSQL
+            # rolled this one back. It is the same clash as a version taken, met in another order.
+            raise ConcurrencyConflict("the resource changed since it was read; reload and retry",
+                                      stream_id=str(events[0].stream_id)) from None
         for projection in inline:
             projection.committed(events)
         if self.notifier is not None:
             self.notifier.poke()
         last = max(rows, key=lambda r: (r["tx_id"], r["position"]))
         return AppendResult(last=LogPosition(last["tx_id"], last["position"]), events=_recorded(events, rows))
+
+    async def _append_one(self, event: NewEvent) -> AppendResult:
+        """One event, with the other one-event appends in flight (see GroupAppender)."""
+        if self._group is None:
+            self._group = GroupAppender(self.pool)
+        outcome = await self._group.append(event)
+        if isinstance(outcome, LogPosition):
+            return AppendResult(last=outcome, duplicate=True)
+        if self.notifier is not None:
+            self.notifier.poke()
+        return AppendResult(last=LogPosition(outcome["tx_id"], outcome["position"]),
+                            events=_recorded([event], [outcome]))
+
+    async def close(self) -> None:
+        """Wait for the one-event appends being written (before the pool closes under them)."""
+        if self._group is not None:
+            await self._group.close()
 
     async def _all_or_none(self, conn: asyncpg.Connection, events: Sequence[NewEvent]) -> list[asyncpg.Record]:
         """Several events in one autocommit statement; [] when all of them were recorded before (a retry)."""
@@ -207,8 +222,9 @@ class EventStore:
         return None if row is None else row_to_event(row)
 
     async def command_of(self, event_id: uuid.UUID) -> LogPosition | None:
-        """Where the append that recorded `event_id` ended (its transaction's last event), or None if no append
-        recorded it. One append is one transaction, so its events share a tx_id."""
+        """Where the append that recorded `event_id` ended, or None if no append recorded it: its transaction's
+        last event. An append's events share one transaction, which may hold other commands' one-event appends
+        too (GroupAppender): then this is at or after the command's own last event, never before it."""
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
                 "SELECT e.tx_id::text::bigint AS tx_id, max(e.position) AS position FROM events e"

@@ -226,7 +226,11 @@ async def test_a_clients_retry_goes_through_the_relay_and_sends_a_failed_deliver
         await project(c, broker)
 
         async def failed() -> bool:
-            return [r["status"] for r in await delivered(c, eid)] == ["failed"]
+            # Failed for good, and the endpoint disabled for it: the worker records the two one after the other,
+            # and a re-enabling that came between them would be undone by the disabling (as for any client).
+            endpoint = await c.webhooks.load(eid)
+            return [r["status"] for r in await delivered(c, eid)] == ["failed"] and endpoint is not None \
+                and not endpoint.enabled
         assert await eventually(failed, 20)
         # The receiver is fixed and the endpoint enabled again; the client retries the failed delivery.
         await c.webhooks.revise(ctx(), eid, ReviseWebhookEndpoint(url=f"{stub.url}/echo", enabled=True), None)

@@ -1,0 +1,128 @@
+"""Group commit: concurrent one-event appends written together, each still its own atomic, idempotent command."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from app.store.event_store import EventStore
+from app.store.group_append import GroupAppender
+from app.store.types import AppendResult, NewEvent
+from domain.shared.errors import ConcurrencyConflict
+
+
+def ev(stream: uuid.UUID, version: int, event_id: uuid.UUID | None = None) -> NewEvent:
+    return NewEvent(event_id=event_id or uuid.uuid4(), stream_id=stream, stream_type="test:Grouped", version=version,
+                    type="test:Grouped.Happened", data={"n": version}, metadata={"actor": "test"})
+
+
+@pytest.fixture
+def store(pool: asyncpg.Pool) -> EventStore:
+    return EventStore(pool)  # its own group, so the statements counted are this test's
+
+
+def groups(store: EventStore) -> GroupAppender:
+    assert store._group is not None
+    return store._group
+
+
+async def _tx_ids(pool: asyncpg.Pool, results: list[AppendResult]) -> set[int]:
+    rows = await pool.fetch("SELECT tx_id::text::bigint AS tx FROM events WHERE event_id = ANY($1::uuid[])",
+                            [r.events[0].event_id for r in results])
+    return {r["tx"] for r in rows}
+
+
+async def test_concurrent_appends_are_written_as_one_statement_each_with_its_own_row(
+        store: EventStore, pool: asyncpg.Pool) -> None:
+    events = [ev(uuid.uuid4(), 1) for _ in range(20)]
+    results = await asyncio.gather(*(store.append([e]) for e in events))
+    assert groups(store).groups == 1  # all arrived before the first was written
+    assert len(await _tx_ids(pool, results)) == 1  # one transaction
+    for e, r in zip(events, results, strict=True):
+        assert not r.duplicate
+        assert r.events[0].event_id == e.event_id and r.events[0].log_position == r.last
+        (loaded,) = await store.load(e.stream_id)
+        assert loaded.event_id == e.event_id and loaded.log_position == r.last
+    assert len({r.last for r in results}) == 20
+
+
+async def test_a_lone_append_is_written_at_once_and_the_next_ones_in_groups(store: EventStore) -> None:
+    first = await store.append([ev(uuid.uuid4(), 1)])
+    assert groups(store).groups == 1 and not first.duplicate
+    await asyncio.gather(*(store.append([ev(uuid.uuid4(), 1)]) for _ in range(5)))
+    assert groups(store).groups == 2
+
+
+async def test_a_retry_in_a_group_is_a_duplicate_answered_with_where_it_was_recorded(store: EventStore) -> None:
+    stream, eid = uuid.uuid4(), uuid.uuid4()
+    original = await store.append([ev(stream, 1, eid)])
+    retry, *others = await asyncio.gather(store.append([ev(stream, 1, eid)]),
+                                          *(store.append([ev(uuid.uuid4(), 1)]) for _ in range(4)))
+    assert retry.duplicate and retry.last == original.last and retry.events == ()
+    assert all(not o.duplicate for o in others)
+    assert [e.event_id for e in await store.load(stream)] == [eid]
+
+
+async def test_two_commands_on_one_stream_version_in_a_group_one_wins_the_others_are_recorded(
+        store: EventStore) -> None:
+    stream = uuid.uuid4()
+    await store.append([ev(stream, 1)])
+    results = await asyncio.gather(store.append([ev(stream, 2)]), store.append([ev(stream, 2)]),
+                                   *(store.append([ev(uuid.uuid4(), 1)]) for _ in range(3)), return_exceptions=True)
+    assert groups(store).groups == 2
+    clashing, others = results[:2], results[2:]
+    assert sum(isinstance(r, ConcurrencyConflict) for r in clashing) == 1
+    assert all(isinstance(r, AppendResult) and not r.duplicate for r in others)
+    assert [e.version for e in await store.load(stream)] == [1, 2]
+
+
+async def test_a_row_postgresql_refuses_fails_only_its_own_append(store: EventStore) -> None:
+    bad = ev(uuid.uuid4(), 0)  # events_version_check: version > 0
+    good = [ev(uuid.uuid4(), 1) for _ in range(4)]
+    results = await asyncio.gather(store.append([bad]), *(store.append([e]) for e in good), return_exceptions=True)
+    assert isinstance(results[0], asyncpg.CheckViolationError)
+    assert all(isinstance(r, AppendResult) and not r.duplicate for r in results[1:])
+    for e in good:
+        assert [x.event_id for x in await store.load(e.stream_id)] == [e.event_id]
+    assert await store.load(bad.stream_id) == []
+
+
+async def test_an_event_that_cannot_be_encoded_fails_only_its_own_append(store: EventStore) -> None:
+    bad = NewEvent(event_id=uuid.uuid4(), stream_id=uuid.uuid4(), stream_type="test:Grouped", version=1,
+                   type="test:Grouped.Happened", data={"n": object()}, metadata={})
+    good = [ev(uuid.uuid4(), 1) for _ in range(3)]
+    results = await asyncio.gather(*(store.append([e]) for e in good[:2]), store.append([bad]),
+                                   store.append([good[2]]), return_exceptions=True)
+    assert isinstance(results[2], TypeError)
+    assert all(isinstance(r, AppendResult) and not r.duplicate for r in (*results[:2], results[3]))
+    assert groups(store).groups == 1
+
+
+async def test_a_cancelled_append_leaves_the_others_of_its_group_to_complete(store: EventStore) -> None:
+    events = [ev(uuid.uuid4(), 1) for _ in range(6)]
+    tasks = [asyncio.create_task(store.append([e])) for e in events]
+    await asyncio.sleep(0)  # every append queued, the group not yet written
+    tasks[0].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert all(isinstance(r, AppendResult) for r in results[1:])
+    # The cancelled caller only stopped waiting: its event was written with the group (as a request cut off
+    # mid-INSERT may have been), and a retry of it is answered as a duplicate.
+    assert len(await store.load(events[0].stream_id)) == 1
+    assert (await store.append([events[0]])).duplicate
+
+
+async def test_a_lost_server_fails_every_append_of_the_group(pool: asyncpg.Pool, database_url: str) -> None:
+    from app.db import create_pool
+    from app.settings import Settings
+
+    own = await create_pool(database_url, Settings(), min_size=1, max_size=2)
+    store = EventStore(own)
+    await store.append([ev(uuid.uuid4(), 1)])
+    await own.close()  # every session gone, as after a server restart with no way back
+    results = await asyncio.gather(*(store.append([ev(uuid.uuid4(), 1)]) for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(r, asyncpg.InterfaceError) for r in results), results
+    await store.close()
