@@ -10,7 +10,7 @@ import asyncpg
 import msgspec
 
 from app.store.credentials import ApiKeyCredentials
-from app.store.group_append import RECORDED, GroupAppender
+from app.store.group_append import RECORDED, GroupAppender, version_taken
 from app.store.notifier import Notifier
 from app.store.types import AppendResult, LogPosition, NewEvent, RecordedEvent
 from domain.shared.errors import ConcurrencyConflict
@@ -23,20 +23,18 @@ COLUMNS = (
     " data::text AS data, metadata::text AS metadata, recorded_at"
 )
 
-# What an append reads back of each row it recorded (AppendResult.events).
-_RECORDED = RECORDED
 _ROWS = (
     "INSERT INTO events (event_id, stream_id, stream_type, version, type, data, metadata)"
     " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],"
     " $6::jsonb[], $7::jsonb[])"
 )
-_INSERT_MANY = f"{_ROWS} ON CONFLICT (event_id) DO NOTHING RETURNING {_RECORDED}"
+_INSERT_MANY = f"{_ROWS} ON CONFLICT (event_id) DO NOTHING RETURNING {RECORDED}"
 # One statement, no explicit transaction (BEGIN and COMMIT were two more round trips per command): it records
 # every row or none. A batch holding any recorded id records nothing; a racing writer of the same ids makes it
 # fail whole on the event_id key. Either way the caller then tells a retry (all recorded) from a clash.
 _INSERT_ALL_OR_NONE = (
     f"{_ROWS} WHERE NOT EXISTS (SELECT FROM events WHERE event_id = ANY($1::uuid[]))"
-    f" RETURNING {_RECORDED}"
+    f" RETURNING {RECORDED}"
 )
 STREAM_VERSION_SQL = "SELECT version FROM events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1"
 # Only rows whose writing transaction is older than every transaction still running are safe to
@@ -121,16 +119,12 @@ class EventStore:
                     return AppendResult(last=await self._position_of(conn, events[-1].event_id), duplicate=True)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "events_stream_version_key":
-                raise ConcurrencyConflict(
-                    "the resource changed since it was read; reload and retry",
-                    stream_id=str(events[0].stream_id),
-                ) from None
+                raise version_taken(events[0].stream_id) from None
             raise
         except asyncpg.DeadlockDetectedError:
             # Waiting on a concurrent append of the same stream versions while it waited on ours: PostgreSQL
             # rolled this one back. It is the same clash as a version taken, met in another order.
-            raise ConcurrencyConflict("the resource changed since it was read; reload and retry",
-                                      stream_id=str(events[0].stream_id)) from None
+            raise version_taken(events[0].stream_id) from None
         for projection in inline:
             projection.committed(events)
         if self.notifier is not None:

@@ -34,6 +34,7 @@ from domain.shared.errors import ConcurrencyConflict
 
 _encode = msgspec.json.Encoder().encode
 
+# What an append reads back of each row it recorded (AppendResult.events).
 RECORDED = "position, tx_id::text::bigint AS tx_id, event_id, recorded_at"
 _INSERT_GROUP = (
     "INSERT INTO events (event_id, stream_id, stream_type, version, type, data, metadata)"
@@ -147,13 +148,13 @@ async def _insert(conn: asyncpg.Connection, group: Sequence[_Waiting]) -> list[O
         missing = [e.event_id for e in events if e.event_id not in by_id]
         for r in await conn.fetch(_RECORDED_BEFORE, missing):
             by_id[r["event_id"]] = LogPosition(r["tx_id"], r["position"])
-    return [_conflict(e) if (found := by_id.get(e.event_id)) is None else found for e in events]
+    return [version_taken(e.stream_id) if (found := by_id.get(e.event_id)) is None else found for e in events]
 
 
 def _lock_order(waiting: _Waiting) -> tuple[uuid.UUID, int]:
     return waiting[0].stream_id, waiting[0].version
 
 
-def _conflict(event: NewEvent) -> ConcurrencyConflict:
-    return ConcurrencyConflict("the resource changed since it was read; reload and retry",
-                               stream_id=str(event.stream_id))
+def version_taken(stream_id: uuid.UUID) -> ConcurrencyConflict:
+    """What an append whose stream version another command took meanwhile raises."""
+    return ConcurrencyConflict("the resource changed since it was read; reload and retry", stream_id=str(stream_id))
