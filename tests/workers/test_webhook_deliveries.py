@@ -128,17 +128,21 @@ class _SlowToCommit(WebhookFanoutProjection):
 
     async def apply_many(self, conn: Any, events: Any, t: Any) -> None:
         await super().apply_many(conn, events, t)
+        await self.hold()
+
+    async def hold(self) -> None:
         await asyncio.sleep(1.5)
 
 
-async def _one_delivery_through_a_slow_fan_out(c: Container, fresh_database: str, stub: StubSeller) -> None:
+async def _one_delivery_through_a_slow_fan_out(c: Container, fresh_database: str, stub: StubSeller,
+                                               fan_out: type[_SlowToCommit] = _SlowToCommit) -> None:
     """One endpoint, one event for it, fanned out by a projection slow to commit: delivered exactly once."""
     made = await c.webhooks.register(ctx(), url=f"{stub.url}/echo", types=["webhook-endpoint.created"],
                                      description="", enabled=True)
     eid = made.endpoint.id
     async with worker_on(fresh_database, fresh_database, [drain_webhook_endpoint], settings=FAST) as (broker, w):
         w.start()
-        await caught_up(ProjectionRunner(c.pool, c.store, [AuditProjection(), _SlowToCommit(broker)]))
+        await caught_up(ProjectionRunner(c.pool, c.store, [AuditProjection(), fan_out(broker)]))
         assert await eventually(lambda: _all_delivered(c, eid, 1), 10), await delivered(c, eid)
     assert len(stub.stats.requests) == 1
 
@@ -156,29 +160,46 @@ async def test_a_batch_committing_between_an_empty_read_and_the_check_still_deli
 ) -> None:
     """The interleaving seen under CPU load (a rotation's delivery left pending, never attempted): the drainer
     reads an empty work list, then the fan-out's batch commits, then the drainer asks whether that batch is
-    visible. Forced here: the first empty read returns only once the fan-out's checkpoint has moved."""
+    visible. Forced here: the fan-out holds its batch open until a drainer has run against it, and an empty read
+    before any delivery returns only once the fan-out's checkpoint has moved. A drainer that reads before it
+    checks then finds the batch visible with nothing seen and strands the delivery; one that checks first comes
+    back."""
+    import threading
+
     from app.services import webhook_deliveries
     from projections import checkpoints
+    from workers import webhooks
 
-    real = webhook_deliveries.next_pending
-    stalled: list[bool] = []
+    real_read, real_check = webhook_deliveries.next_pending, webhooks._fanned_out
+    drainer_ran = threading.Event()  # the drainer runs on the worker's event loop, in another thread
+    ran_before_commit: list[bool] = []
 
     async def empty_read_then_commit(pool: Any, endpoint_id: uuid.UUID) -> Any:
-        row = await real(pool, endpoint_id)
-        if row is None and not stalled:
-            stalled.append(True)
+        drainer_ran.set()
+        row = await real_read(pool, endpoint_id)
+        if row is None and not await pool.fetchval(
+                "SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1 AND status = 'delivered'",
+                endpoint_id):
             async with pool.acquire() as conn:
                 at = await checkpoints.position(conn, WebhookFanoutProjection.name)
-                deadline = time.monotonic() + 3
-                while await checkpoints.position(conn, WebhookFanoutProjection.name) == at:
-                    if time.monotonic() > deadline:
+                for _ in range(250):  # 5 s at most
+                    if await checkpoints.position(conn, WebhookFanoutProjection.name) != at:
                         break
                     await asyncio.sleep(0.02)
         return row
 
+    async def checked(pool: Any, to: list[int]) -> bool:
+        drainer_ran.set()
+        return await real_check(pool, to)
+
+    class _HeldUntilADrainerRan(_SlowToCommit):
+        async def hold(self) -> None:
+            ran_before_commit.append(await asyncio.to_thread(drainer_ran.wait, 10))
+
     monkeypatch.setattr(webhook_deliveries, "next_pending", empty_read_then_commit)
-    await _one_delivery_through_a_slow_fan_out(c, fresh_database, stub)
-    assert stalled, "no empty read happened: the interleaving was not exercised"
+    monkeypatch.setattr(webhooks, "_fanned_out", checked)
+    await _one_delivery_through_a_slow_fan_out(c, fresh_database, stub, _HeldUntilADrainerRan)
+    assert ran_before_commit and all(ran_before_commit), "no drainer ran before the batch committed"
 
 
 async def test_a_redelivered_fan_out_batch_writes_no_second_delivery(c: Container, stub: StubSeller) -> None:
