@@ -15,7 +15,7 @@ plain read that comes before every write and that the compare-and-set re-validat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -121,3 +121,28 @@ class OneStatementBatch:
             str(advance.to.tx_id), advance.to.position, advance.applied, advance.last_event_at,
         )
         return True
+
+
+class IndependentWrites:
+    """A batch's writes none of which reads what another writes (different rows, or different tables), collected
+    to be sent as one statement with a live batch's checkpoint (`OneStatementBatch.independent`), else one by one.
+    Each is added as a function of its first parameter's number, so it can be numbered across all of them or
+    on its own."""
+
+    def __init__(self) -> None:
+        self._writes: list[tuple[Callable[[int], str], Sequence[Any]]] = []
+
+    def add(self, sql: Callable[[int], str], args: Sequence[Any]) -> None:
+        self._writes.append((sql, args))
+
+    async def send(self, conn: asyncpg.Connection | OneStatementBatch) -> None:
+        if len(self._writes) > 1 and isinstance(conn, OneStatementBatch):
+            parts: list[str] = []
+            args: list[Any] = []
+            for sql, more in self._writes:
+                parts.append(sql(len(args) + 1))
+                args += more
+            if conn.independent(parts, args):
+                return
+        for sql, more in self._writes:
+            await conn.execute(sql(1), *more)

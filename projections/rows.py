@@ -19,16 +19,18 @@ def unnest_select(columns: Columns, first: int = 1) -> str:
     return "unnest(" + ", ".join(f"${i}::{t}[]" for i, t in enumerate(columns.values(), first)) + ")"
 
 
-def insert_rows(table: str, columns: Columns, tail: str = "") -> str:
-    """`INSERT INTO table (columns) SELECT * FROM unnest(...)`, then `tail` (an ON CONFLICT clause, say)."""
-    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM {unnest_select(columns)}{tail}"
+def insert_rows(table: str, columns: Columns, tail: str = "", first: int = 1) -> str:
+    """`INSERT INTO table (columns) SELECT * FROM unnest(...)`, then `tail` (an ON CONFLICT clause, say);
+    parameters numbered from `first`."""
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM {unnest_select(columns, first)}{tail}"
 
 
-def update_rows(table: str, key: str, columns: Columns, sets: Iterable[str]) -> str:
+def update_rows(table: str, key: str, columns: Columns, sets: Iterable[str], first: int = 1) -> str:
     """`UPDATE table t SET <sets> FROM unnest(...) AS u(columns) WHERE t.key = u.key`: one statement for many
-    rows, each matched by `key` (the first column). `sets` name the new values as `u.<column>`."""
+    rows, each matched by `key` (the first column). `sets` name the new values as `u.<column>`; parameters
+    numbered from `first`."""
     names = ", ".join(columns)
-    return (f"UPDATE {table} t SET {', '.join(sets)} FROM {unnest_select(columns)} AS u({names})"
+    return (f"UPDATE {table} t SET {', '.join(sets)} FROM {unnest_select(columns, first)} AS u({names})"
             f" WHERE t.{key} = u.{key}")
 
 

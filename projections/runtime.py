@@ -12,6 +12,7 @@ import msgspec
 
 from app.store.types import RecordedEvent
 from projections.base import Tables
+from projections.one_statement import IndependentWrites
 from projections.rows import Columns, arrays, insert_rows, update_rows
 
 EP, AG = "runtime:RuntimeEndpoint.", "runtime:MachineAgent."
@@ -54,11 +55,20 @@ class RuntimeProjection:
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
         # Heartbeats dominate the log, so each batch folds to one write per stream (rows of different
-        # streams are independent; within a stream the fold applies events in log order).
-        await self._endpoints(conn, [e for e in events if e.type.startswith(EP)], t["runtime_endpoints_view"])
-        await self._agents(conn, [e for e in events if e.type.startswith(AG)], t["machine_agents_view"])
+        # streams are independent; within a stream the fold applies events in log order). The writes touch
+        # different rows or tables and read none of each other's: a heartbeat batch (its endpoints' and agents'
+        # updates) is one statement with the checkpoint, not a transaction of four round trips.
+        writes = IndependentWrites()
+        self._endpoints([e for e in events if e.type.startswith(EP)], t["runtime_endpoints_view"], writes)
+        enrolled = self._agents([e for e in events if e.type.startswith(AG)], t["machine_agents_view"], writes)
+        if enrolled:
+            await conn.executemany(
+                f"INSERT INTO {t['machine_agents_view']} (id, account_id, machine_id, name, allowed_provider_keys,"
+                " lease_seconds, status, last_seen_at, last_lease_expires_at, version, created_at, updated_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)", enrolled)
+        await writes.send(conn)
 
-    async def _endpoints(self, conn: asyncpg.Connection, events: list[RecordedEvent], table: str) -> None:
+    def _endpoints(self, events: list[RecordedEvent], table: str, writes: IndependentWrites) -> None:
         inserts: dict[uuid.UUID, dict[str, Any]] = {}
         updates: dict[uuid.UUID, dict[str, Any]] = {}
         for event in events:
@@ -79,19 +89,21 @@ class RuntimeProjection:
             row["version"], row["updated_at"] = event.version, _ts(event.data["timestamp"])
         # One statement per kind of write and batch (one executor run, not one per row as executemany would).
         if inserts:
-            await conn.execute(insert_rows(table, _EP_ROW), *arrays(_EP_ROW, [
+            writes.add(lambda n: insert_rows(table, _EP_ROW, first=n), arrays(_EP_ROW, [
                 (sid, *(r[c] for c in _EP_ROW if c != "id")) for sid, r in inserts.items()]))
         full = {sid: r for sid, r in updates.items() if "url" in r}
         if full:
-            await conn.execute(update_rows(table, "id", _EP_STATE, _EP_STATE_SETS), *arrays(_EP_STATE, [
+            writes.add(lambda n: update_rows(table, "id", _EP_STATE, _EP_STATE_SETS, n), arrays(_EP_STATE, [
                 (sid, *(r[c] for c in _EP_STATE if c != "id")) for sid, r in full.items()]))
         status_only = [(sid, r["status"], r["version"], r["updated_at"])
                        for sid, r in updates.items() if sid not in full]
         if status_only:
-            await conn.execute(update_rows(table, "id", _EP_STATUS, _EP_STATUS_SETS),
-                               *arrays(_EP_STATUS, status_only))
+            writes.add(lambda n: update_rows(table, "id", _EP_STATUS, _EP_STATUS_SETS, n),
+                       arrays(_EP_STATUS, status_only))
 
-    async def _agents(self, conn: asyncpg.Connection, events: list[RecordedEvent], table: str) -> None:
+    def _agents(self, events: list[RecordedEvent], table: str, writes: IndependentWrites) -> list[tuple[Any, ...]]:
+        """Adds the agents' updates to `writes`; returns the rows of newly enrolled agents (inserted with
+        executemany: their provider keys are an array per row, which one unnest of arrays cannot carry)."""
         inserts: dict[uuid.UUID, dict[str, Any]] = {}
         updates: dict[uuid.UUID, dict[str, Any]] = {}
         for event in events:
@@ -110,16 +122,10 @@ class RuntimeProjection:
                 elif kind == "Revoked":
                     row["status"] = "revoked"
             row["version"], row["updated_at"] = event.version, at
-        if inserts:
-            await conn.executemany(
-                f"INSERT INTO {table} (id, account_id, machine_id, name, allowed_provider_keys, lease_seconds, status,"
-                " last_seen_at, last_lease_expires_at, version, created_at, updated_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                [(sid, r["account_id"], r["machine_id"], r["name"], r["allowed_provider_keys"], r["lease_seconds"],
-                  r["status"], r["last_seen_at"], r["last_lease_expires_at"], r["version"], r["created_at"],
-                  r["updated_at"]) for sid, r in inserts.items()],
-            )
         if updates:
-            await conn.execute(update_rows(table, "id", _AG_SEEN, _AG_SEEN_SETS), *arrays(_AG_SEEN, [
+            writes.add(lambda n: update_rows(table, "id", _AG_SEEN, _AG_SEEN_SETS, n), arrays(_AG_SEEN, [
                 (sid, r.get("status"), r.get("last_seen_at"), r.get("last_lease_expires_at"), r["version"],
                  r["updated_at"]) for sid, r in updates.items()]))
+        return [(sid, r["account_id"], r["machine_id"], r["name"], r["allowed_provider_keys"], r["lease_seconds"],
+                 r["status"], r["last_seen_at"], r["last_lease_expires_at"], r["version"], r["created_at"],
+                 r["updated_at"]) for sid, r in inserts.items()]

@@ -16,8 +16,9 @@ from domain.runtime.agent import MachineAgent
 from domain.runtime.endpoint import RuntimeEndpoint, endpoint_id
 from domain.shared.context import CommandContext
 from domain.shared.errors import DomainError
+from projections import checkpoints
 from projections.rebuild import rebuild
-from projections.runner import ProjectionRunner
+from projections.runner import ProjectionRunner, apply_events_from
 from projections.runtime import RuntimeProjection
 from tests.journeys import all_visible, enrolled_agent, operational_machine
 
@@ -89,3 +90,33 @@ async def test_small_batches_a_rebuild_and_the_aggregates_agree(fresh_container:
         a = await c.repo.get(MachineAgent, r["id"])
         assert (r["status"], r["last_seen_at"], r["last_lease_expires_at"], r["version"], r["allowed_provider_keys"]) \
             == (a.status, a.last_seen_at, a.last_lease_expires_at, a.version, a.allowed_provider_keys)
+
+
+async def test_live_batches_one_statement_each_for_heartbeats_agree_with_a_rebuild(fresh_container: Container) -> None:
+    """The runner's live path (OneStatementBatch): a batch of heartbeats (endpoint and agent updates) is one
+    statement with the checkpoint; batches of every other shape still go in a transaction; the rows equal a
+    rebuild's."""
+    c = fresh_container
+    ctx = CommandContext(at=T0, actor="seed", account_id=uuid.uuid4())
+    mid = (await operational_machine(c, ctx)).id
+    agents = [await enrolled_agent(c, ctx, mid, keys=KEYS, lease_seconds=5) for _ in range(2)]
+    await churn(c, ctx.account_id, mid, [token for _, token in agents], 160)  # type: ignore[arg-type]
+    await all_visible(c)
+    projection = RuntimeProjection()
+    tables = {name: name for name in projection.tables}
+    sent: list[str] = []
+    async with c.pool.acquire() as conn:
+        await checkpoints.ensure(conn, projection.name)
+        at = await checkpoints.position(conn, projection.name)
+        assert at is not None
+        conn.add_query_logger(lambda record: sent.append(record.query.strip()))
+        while events := await c.store.read_all(at, 4, conn=conn):
+            at = await apply_events_from(conn, projection, tables, at, events)
+    one = [q for q in sent if q.startswith("WITH mm_batch_1 AS (UPDATE runtime_endpoints_view")
+           and "mm_batch_2 AS (UPDATE machine_agents_view" in q and "mm_checkpoint_advance" in q]
+    assert one, "no heartbeat batch went as one statement"
+    assert "BEGIN" in sent  # the enrolments' executemany
+    live = await rows(c.pool)
+    assert len(live[0]) == len(KEYS) and len(live[1]) == 2
+    await rebuild(c.pool, c.store, projection, batch_size=10_000)
+    assert await rows(c.pool) == live
