@@ -13,6 +13,7 @@ import msgspec
 from app.store.types import RecordedEvent
 from domain.shared.ids import derived_id
 from projections.base import Tables
+from projections.one_statement import IndependentWrites
 from projections.rows import Columns, arrays, insert_rows, update_rows
 
 MACHINE, ENDPOINT, GRAPH = "machines:Machine.", "runtime:RuntimeEndpoint.", "graph:MachineGraph."
@@ -95,6 +96,10 @@ class CatalogueProjection:
                 _node(event, nodes)
                 touched.add(uuid.UUID(event.metadata["machineId"]))
         endpoint_ids = [*endpoints.full, *endpoints.patch]
+        if endpoints.patch and not (touched or endpoints.full or machines.full or machines.patch or nodes.full
+                                    or nodes.patch or nodes.deleted):
+            await _heartbeats(conn, t, endpoints)
+            return
         await _write_machines(conn, t["catalogue_machines"], machines)
         await _write_endpoints(conn, t["catalogue_endpoints"], endpoints)
         await _write_nodes(conn, t["catalogue_listings"], nodes)
@@ -185,14 +190,32 @@ async def _write_machines(conn: asyncpg.Connection, table: str, f: _Fold) -> Non
             for mid, r in f.patch.items()]))
 
 
+async def _heartbeats(conn: asyncpg.Connection, t: Tables, endpoints: _Fold) -> None:
+    """A batch that only changes endpoints the catalogue already has (heartbeats, expiries): the endpoints' update
+    and the listings' refresh as independent writes, one statement with a live batch's checkpoint. The refresh
+    reads the endpoints as they were and overlays the statuses the batch sets (see _REFRESH_PATCHED), so it does
+    not need to see the update's rows; run one after the other (a transaction) it reads the same statuses."""
+    ids = list(endpoints.patch)
+    statuses = [r.get("status") for r in endpoints.patch.values()]
+    writes = IndependentWrites()
+    writes.add(lambda n: update_rows(t["catalogue_endpoints"], "id", _ENDPOINT_PATCH, _ENDPOINT_SETS, n),
+               _endpoint_patch_args(endpoints))
+    writes.add(lambda n: _REFRESH_PATCHED.format(ids=n, statuses=n + 1, **t), [ids, statuses])
+    await writes.send(conn)
+
+
+def _endpoint_patch_args(f: _Fold) -> list[list[Any]]:
+    return arrays(_ENDPOINT_PATCH, [
+        (sid, r.get("status"), r.get("source"), bool(r.get("lease")), r.get("lease_expires_at"), r.get("last_seen_at"),
+         r["version"]) for sid, r in f.patch.items()])
+
+
 async def _write_endpoints(conn: asyncpg.Connection, table: str, f: _Fold) -> None:
     if f.full:
         await conn.execute(insert_rows(table, _ENDPOINT), *arrays(_ENDPOINT, [
             (sid, *(r[c] for c in _ENDPOINT if c != "id")) for sid, r in f.full.items()]))
     if f.patch:
-        await conn.execute(update_rows(table, "id", _ENDPOINT_PATCH, _ENDPOINT_SETS), *arrays(_ENDPOINT_PATCH, [
-            (sid, r.get("status"), r.get("source"), bool(r.get("lease")), r.get("lease_expires_at"),
-             r.get("last_seen_at"), r["version"]) for sid, r in f.patch.items()]))
+        await conn.execute(update_rows(table, "id", _ENDPOINT_PATCH, _ENDPOINT_SETS), *_endpoint_patch_args(f))
 
 
 async def _write_nodes(conn: asyncpg.Connection, table: str, f: _Fold) -> None:
@@ -227,4 +250,14 @@ UPDATE {{catalogue_listings}} l SET machine_operational = {_OPERATIONAL}, endpoi
 WHERE l.machine_id = ANY(ARRAY(SELECT unnest($1::uuid[]) UNION
                                SELECT machine_id FROM {{catalogue_endpoints}} WHERE id = ANY($2::uuid[])))
   AND (l.machine_operational <> {_OPERATIONAL} OR l.endpoint_active <> {_ACTIVE})
+"""
+# The refresh for a batch of endpoint changes only, in the same statement as their update: each endpoint's status
+# is the one the batch sets (parameter `statuses`, NULL where it sets none), else the one stored.
+_ACTIVE_PATCHED = ("COALESCE((SELECT COALESCE(u.status, e.status) = 'active' FROM {catalogue_endpoints} e"
+                   " LEFT JOIN unnest(${ids}::uuid[], ${statuses}::text[]) AS u(id, status) ON u.id = e.id"
+                   " WHERE e.machine_id = l.machine_id AND e.provider_key = l.provider_key), false)")
+_REFRESH_PATCHED = f"""
+UPDATE {{catalogue_listings}} l SET machine_operational = {_OPERATIONAL}, endpoint_active = {_ACTIVE_PATCHED}
+WHERE l.machine_id = ANY(ARRAY(SELECT machine_id FROM {{catalogue_endpoints}} WHERE id = ANY(${{ids}}::uuid[])))
+  AND (l.machine_operational <> {_OPERATIONAL} OR l.endpoint_active <> {_ACTIVE_PATCHED})
 """

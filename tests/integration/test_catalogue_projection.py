@@ -18,10 +18,11 @@ from domain.shared.context import CommandContext
 from domain.shared.ids import derived_id
 from domain.shared.money import Money
 from ops.bench.workload import agent_endpoint
+from projections import checkpoints
 from projections.catalogue import CatalogueProjection
 from projections.catalogue_reader import find_listings, get_listing, list_catalogue
 from projections.rebuild import rebuild
-from projections.runner import ProjectionRunner
+from projections.runner import ProjectionRunner, apply_events_from
 from tests.journeys import all_visible, enrolled_agent, operational_machine
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -195,3 +196,52 @@ async def test_endpoint_events_need_no_machine_in_their_metadata(fresh_container
     row = await c.pool.fetchrow("SELECT status, source, lease_expires_at, last_seen_at, version"
                                 " FROM catalogue_endpoints")
     assert tuple(row) == ("active", "agent", beats[1] + timedelta(seconds=60), beats[1], 2)
+
+
+async def test_live_heartbeat_batches_go_as_one_statement_and_flip_listings(fresh_container: Container) -> None:
+    """The runner's live path: a batch of endpoint changes only (heartbeats, an expiry) is one statement, its
+    update and the listings' refresh together; the refresh sees the statuses the batch sets, so an expiry
+    unlists and the next heartbeat lists again, and the rows equal a rebuild's."""
+    c = fresh_container
+    clock = Clock(uuid.uuid4())
+    mid = (await operational_machine(c, clock())).id
+    listings = {}
+    for key in ("k0", "k1"):
+        out = await c.graph.create_node(clock(), mid, node_type="capability", label=key, status="active",
+                                        data={**CAP, "providerKey": key})
+        assert out.item is not None
+        listings[key] = derived_id("listing", out.item["id"])
+    _, token = await enrolled_agent(c, clock(), mid, keys=["k0", "k1"], lease_seconds=1)
+    projection, sent = CatalogueProjection(), []
+    tables = {name: name for name in projection.tables}
+
+    async def beat(*keys: str) -> None:
+        await c.agents.heartbeat(clock(), token, [ReportedEndpoint(provider_key=k, url=f"https://{k}.example")
+                                                 for k in keys])
+
+    async def live() -> set[uuid.UUID]:
+        await all_visible(c)
+        async with c.pool.acquire() as conn:
+            await checkpoints.ensure(conn, projection.name)
+            at = await checkpoints.position(conn, projection.name)
+            assert at is not None
+            conn.add_query_logger(lambda record: sent.append(record.query.strip()))
+            while events := await c.store.read_all(at, 3, conn=conn):
+                at = await apply_events_from(conn, projection, tables, at, events)
+        return {r["id"] for r in await c.pool.fetch("SELECT id FROM catalogue_listings WHERE listed")}
+
+    await beat("k0", "k1")
+    assert await live() == set(listings.values())
+    sent.clear()
+    for _ in range(3):
+        await beat("k0", "k1")
+    await c.runtime.expire(clock(), endpoint_id(mid, "k0"))  # the clock is past the one-second lease by now
+    assert await live() == {listings["k1"]}
+    assert any(q.startswith("WITH mm_batch_1 AS (UPDATE catalogue_endpoints")
+               and "mm_batch_2 AS (\nUPDATE catalogue_listings" in q and "mm_checkpoint_advance" in q for q in sent)
+    assert "BEGIN" not in sent
+    await beat("k0")
+    assert await live() == set(listings.values())
+    live_rows = await rows(c.pool)
+    await rebuild(c.pool, c.store, CatalogueProjection(), batch_size=10_000)
+    assert await rows(c.pool) == live_rows
