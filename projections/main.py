@@ -23,7 +23,11 @@ log = logging.getLogger("mm.projections")
 def all_projections(settings: Settings, dsn: str) -> list[Projection]:
     # The relay only builds messages; the broker is chosen in workers.broker, the one place for it.
     broker = make_broker(settings.broker_url or dsn, settings)
-    return [*read_models(settings), RelayProjection(broker), WebhookFanoutProjection(broker)]
+    # The default broker (no MM_BROKER_URL, or `mm up` passing the database's own URL) is the PostgreSQL one on
+    # this very database: the relay hands its messages over on its own session then. Any other URL, even one
+    # naming the same database another way, keeps the broker's own connections.
+    relay = RelayProjection(broker, same_database=settings.broker_url in (None, "", dsn))
+    return [*read_models(settings), relay, WebhookFanoutProjection(broker)]
 
 
 async def run_projector(settings: Settings, dsn: str, stop: asyncio.Event) -> None:

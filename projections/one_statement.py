@@ -93,11 +93,18 @@ class OneStatementBatch:
         await self._begin()
         await self.conn.executemany(sql, args)
 
+    def unbatched(self) -> asyncpg.Connection:
+        """The session itself, for a statement that commits on its own ahead of the batch: the relay's hand-off of
+        messages, which the compare-and-set need not cover (a message sent again is the same message id)."""
+        if self.begun or self._parts:
+            raise RuntimeError("the batch has begun: a statement on the session now would be part of it")
+        return self.conn
+
     def __getattr__(self, name: str) -> Any:
         # Anything else a projection might use (a cursor, a savepoint) is a session feature this batch does not
         # offer: a loud error in tests, never a write outside the batch's transaction.
         raise AttributeError(f"OneStatementBatch has no {name!r}: a live batch offers execute, executemany,"
-                             " fetch, fetchrow, fetchval, prefetch and independent")
+                             " fetch, fetchrow, fetchval, prefetch, independent and unbatched")
 
     async def _begin(self) -> None:
         if self.begun:

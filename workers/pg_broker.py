@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from typing import Any
 
 import psycopg
@@ -60,6 +61,10 @@ _ENQUEUE_CANCELLING = _ENQUEUE.replace("WITH upsert AS (", (
     "WITH cancelled AS (DELETE FROM worker_messages WHERE message_id = ANY(%(cancel)s::uuid[]) AND state = 'queued'),"
     " upsert AS ("), 1)
 _COLUMNS = ("message_id", "queue", "actor", "eta_ms", "delay_s", "retries", "message")
+# The same statements with positional parameters, for a caller on an asyncpg session (enqueue_many_on).
+_POSITIONS = {name: i for i, name in enumerate((*_COLUMNS, "channel", "cancel"), 1)}
+_ENQUEUE_ON, _ENQUEUE_CANCELLING_ON = (re.sub(r"%\((\w+)\)s", lambda m: f"${_POSITIONS[m.group(1)]}", sql)
+                                       for sql in (_ENQUEUE, _ENQUEUE_CANCELLING))
 _PENDING = "SELECT count(*) FROM worker_messages WHERE queue_name = %s AND state IN ('queued', 'consumed')"
 
 
@@ -76,6 +81,11 @@ def _without_repeated_ids(params: list[dict[str, Any]]) -> list[list[dict[str, A
         runs[-1].append(p)
         seen.add(p["message_id"])
     return runs
+
+
+@asynccontextmanager
+async def _no_transaction() -> AsyncIterator[None]:
+    yield
 
 
 class _Pool:
@@ -220,6 +230,26 @@ class PostgresBroker(Broker):
                 if isinstance(message, PgMessageProxy):
                     message.retry_delay = delay or 0
             raise
+        for result, _, delay in prepared:
+            self.emit_after("enqueue", result, delay)
+        return [result for result, _, _ in prepared]
+
+    async def enqueue_many_on(self, conn: Any, messages: list[tuple[Message[Any], int | None]],
+                              cancel: Sequence[str] = ()) -> list[Message[Any]]:
+        """`enqueue_many` on `conn`, an asyncpg session of the database this broker's table lives in (the relay's
+        own): the same statement, with no thread hop and no connection of the broker's. It commits on its own
+        (or with `conn`'s transaction, if one is open): the caller knows what its session's commits promise."""
+        prepared = [self._prepare(m, d) for m, d in messages]
+        for result, _, delay in prepared:
+            self.emit_before("enqueue", result, delay)
+        runs = _without_repeated_ids([p for _, p, _ in prepared])
+        async with conn.transaction() if len(runs) > 1 else _no_transaction():
+            for i, run in enumerate(runs):
+                args = [[p[c] for p in run] for c in _COLUMNS]
+                if i == 0 and cancel:
+                    await conn.execute(_ENQUEUE_CANCELLING_ON, *args, CHANNEL, [uuid.UUID(m) for m in cancel])
+                else:
+                    await conn.execute(_ENQUEUE_ON, *args, CHANNEL)
         for result, _, delay in prepared:
             self.emit_after("enqueue", result, delay)
         return [result for result, _, _ in prepared]
