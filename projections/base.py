@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 
 import asyncpg
 
-from app.store.types import RecordedEvent
+from app.store.types import LogPosition, RecordedEvent
 
 # Logical table name -> the physical table to write (the live one, or its shadow during a rebuild).
 Tables = Mapping[str, str]
@@ -39,15 +39,16 @@ def reads(projection: Projection, event: RecordedEvent) -> bool:
 
 
 async def writes(projection: Projection, conn: asyncpg.Connection, events: Sequence[RecordedEvent],
-                 t: Tables) -> bool:
-    """Whether this batch, which holds events `projection` reads, writes any row. A projection may declare
-    `async def writes(conn, events, t)` to answer from its own tables, asked on `conn` outside any transaction,
-    before the batch's; when it says no, the runner only moves the checkpoint, with a compare-and-set from the
-    batch's start. That answer is sound only for tables the projection alone writes: if the CAS wins, nothing
-    else committed a batch of it since the start, so what the question read was its tables as they stood
-    there (a batch committed meanwhile moved the checkpoint, and the CAS loses). Without it: always yes."""
+                 t: Tables, at: LogPosition) -> bool:
+    """Whether this batch, which holds events `projection` reads and starts after checkpoint `at`, writes any
+    row. A projection may declare `async def writes(conn, events, t, at)` to answer from its own tables, asked
+    on `conn` outside any transaction, before the batch's; when it says no, the runner only moves the checkpoint,
+    with a compare-and-set from `at`. That answer is sound only for tables the projection alone writes: if the
+    CAS wins, nothing else committed a batch of it since the start, so what the question read was its tables as
+    they stood there (a batch committed meanwhile moved the checkpoint, and the CAS loses). Without it: always
+    yes."""
     ask = getattr(projection, "writes", None)
-    return True if ask is None else bool(await ask(conn, events, t))
+    return True if ask is None else bool(await ask(conn, events, t, at))
 
 
 def live_tables(projection: Projection) -> dict[str, str]:

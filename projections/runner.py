@@ -190,7 +190,7 @@ async def apply_events_from(
     """
     last = events[-1]
     advance = Advance(projection.name, at, last.log_position, len(events), last.recorded_at)
-    if not any(reads(projection, e) for e in events) or not await writes(projection, conn, events, tables):
+    if not any(reads(projection, e) for e in events) or not await writes(projection, conn, events, tables, at):
         # Nothing here for this projection: no transaction, only the checkpoint moves (a compare-and-set,
         # which alone suffices as no row is written: see CheckpointFlusher). Lost: re-read, never overwrite.
         if skip is not None:

@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 import dramatiq
 
-from app.store.types import RecordedEvent
+from app.store.types import LogPosition, RecordedEvent
 from domain.shared.ids import derived_id
 from domain.webhooks.rules import matches
 from projections.audit import record_of
@@ -41,6 +41,9 @@ class WebhookFanoutProjection:
 
     def __init__(self, broker: dramatiq.Broker | None = None) -> None:
         self.broker = broker  # None: decide deliveries only (tests drain them directly)
+        # The accounts with an enabled subscription as of checkpoint `_as_of` (see writes).
+        self._enabled: frozenset[uuid.UUID] = frozenset()
+        self._as_of: LogPosition | None = None
 
     async def apply_many(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> None:
         accounts = {a for e in events if (a := _account(e)) is not None}
@@ -66,16 +69,31 @@ class WebhookFanoutProjection:
         if woken and self.broker is not None:
             await asyncio.to_thread(self._wake, woken, events[-1])
 
-    async def writes(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> bool:
+    async def writes(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables,
+                     at: LogPosition) -> bool:
         """Whether the batch has anything to write: a subscription change, or an event of an account with an
         enabled subscription. Most batches have neither, and the runner then moves only the checkpoint instead
-        of running a transaction (see projections.base.writes: this projection alone writes these tables)."""
+        of running a transaction (see projections.base.writes: this projection alone writes these tables).
+
+        The subscriptions are a function of the log up to this projection's checkpoint (only its batches write
+        them, in log order), so the accounts read at one checkpoint hold at every later one reached through
+        batches without a subscription change, whoever applied them. They are read again only when the batch
+        starts anywhere else (after a batch that changed them, another leader's batches, a restart): not a
+        round trip per batch."""
         if any(e.type.startswith(P) for e in events):
+            self._as_of = None  # this batch changes them: read them again after it
             return True
         accounts = {a for e in events if (a := _account(e)) is not None}
-        return bool(accounts) and bool(await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM webhook_subscriptions WHERE account_id = ANY($1::uuid[]) AND enabled)",
-            list(accounts)))
+        if not accounts:
+            return False
+        if self._as_of != at:
+            rows = await conn.fetch("SELECT DISTINCT account_id FROM webhook_subscriptions WHERE enabled")
+            self._enabled = frozenset(r["account_id"] for r in rows)
+        if self._enabled.isdisjoint(accounts):
+            self._as_of = events[-1].log_position  # nothing here changes them
+            return False
+        self._as_of = None
+        return True
 
     def _wake(self, endpoints: list[uuid.UUID], last: RecordedEvent) -> None:
         """Sent before this batch commits (so a crash cannot lose them), the wake-ups may be taken before the
@@ -99,11 +117,23 @@ class WebhookFanoutProjection:
             self.broker.enqueue(message, delay=delay)
 
 
+_ACCOUNT_IDS: dict[str, uuid.UUID] = {}  # parsed once: a few accounts make most of the log
+
+
 def _account(event: RecordedEvent) -> uuid.UUID | None:
     m = event.metadata
     raw = m.get("ownerAccountId") or (event.stream_id if event.stream_type == "accounts:Account"
                                       else m.get("accountId"))
-    return uuid.UUID(str(raw)) if raw else None
+    if not raw:
+        return None
+    if isinstance(raw, uuid.UUID):
+        return raw
+    found = _ACCOUNT_IDS.get(raw)
+    if found is None:
+        if len(_ACCOUNT_IDS) >= 10_000:
+            _ACCOUNT_IDS.clear()
+        found = _ACCOUNT_IDS[raw] = uuid.UUID(str(raw))
+    return found
 
 
 def _fold(subs: dict[uuid.UUID, Subscription | None], changed: dict[uuid.UUID, Subscription | None],
