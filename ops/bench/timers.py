@@ -136,7 +136,7 @@ async def _drain(dsn: str, conn: asyncpg.Connection, events: list[RecordedEvent]
     """Relay the due timers of `events` (not timed), then start one worker and time it until none is left undone.
     The worker's start-up (threads, broker connections, the container's pool) is inside the timing."""
     with _worker(dsn) as (broker, worker):
-        relay = RelayProjection(broker)
+        relay = RelayProjection(broker, same_database=True)
         for chunk in _chunks(events, batch):
             await relay.apply_many(conn, chunk, {})
         queued = await conn.fetchval(_UNDONE)
@@ -196,7 +196,7 @@ async def run(dsn: str, relayed: int, renewed: int, expiring: int) -> TimersResu
             # Relay vs the broker's own enqueue of the same timers, interleaved A B B A against drift.
             broker = make_broker(dsn)
             try:
-                relay = RelayProjection(broker)
+                relay = RelayProjection(broker, same_database=True)
                 delay_ms = LEASE_SECONDS * 1000
                 await _enqueue(broker, [_timer(e) for e in relay_events[:50]], delay_ms)  # connect, warm up
                 await conn.execute("DELETE FROM worker_messages")
