@@ -18,11 +18,11 @@ from domain.shared.context import CommandContext
 from domain.shared.ids import derived_id
 from domain.shared.money import Money
 from ops.bench.workload import agent_endpoint
-from projections import checkpoints
 from projections.catalogue import CatalogueProjection
 from projections.catalogue_reader import find_listings, get_listing, list_catalogue
 from projections.rebuild import rebuild
-from projections.runner import ProjectionRunner, apply_events_from
+from projections.runner import ProjectionRunner
+from tests.integration.runner_tools import apply_live
 from tests.journeys import all_visible, enrolled_agent, operational_machine
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -213,7 +213,6 @@ async def test_live_heartbeat_batches_go_as_one_statement_and_flip_listings(fres
         listings[key] = derived_id("listing", out.item["id"])
     _, token = await enrolled_agent(c, clock(), mid, keys=["k0", "k1"], lease_seconds=1)
     projection, sent = CatalogueProjection(), []
-    tables = {name: name for name in projection.tables}
 
     async def beat(*keys: str) -> None:
         await c.agents.heartbeat(clock(), token, [ReportedEndpoint(provider_key=k, url=f"https://{k}.example")
@@ -221,13 +220,7 @@ async def test_live_heartbeat_batches_go_as_one_statement_and_flip_listings(fres
 
     async def live() -> set[uuid.UUID]:
         await all_visible(c)
-        async with c.pool.acquire() as conn:
-            await checkpoints.ensure(conn, projection.name)
-            at = await checkpoints.position(conn, projection.name)
-            assert at is not None
-            conn.add_query_logger(lambda record: sent.append(record.query.strip()))
-            while events := await c.store.read_all(at, 3, conn=conn):
-                at = await apply_events_from(conn, projection, tables, at, events)
+        await apply_live(c.pool, c.store, projection, 3, sent)
         return {r["id"] for r in await c.pool.fetch("SELECT id FROM catalogue_listings WHERE listed")}
 
     await beat("k0", "k1")

@@ -16,10 +16,10 @@ from domain.runtime.agent import MachineAgent
 from domain.runtime.endpoint import RuntimeEndpoint, endpoint_id
 from domain.shared.context import CommandContext
 from domain.shared.errors import DomainError
-from projections import checkpoints
 from projections.rebuild import rebuild
-from projections.runner import ProjectionRunner, apply_events_from
+from projections.runner import ProjectionRunner
 from projections.runtime import RuntimeProjection
+from tests.integration.runner_tools import apply_live
 from tests.journeys import all_visible, enrolled_agent, operational_machine
 
 KEYS = ["a", "b", "c", "d"]
@@ -102,16 +102,8 @@ async def test_live_batches_one_statement_each_for_heartbeats_agree_with_a_rebui
     agents = [await enrolled_agent(c, ctx, mid, keys=KEYS, lease_seconds=5) for _ in range(2)]
     await churn(c, ctx.account_id, mid, [token for _, token in agents], 160)  # type: ignore[arg-type]
     await all_visible(c)
-    projection = RuntimeProjection()
-    tables = {name: name for name in projection.tables}
-    sent: list[str] = []
-    async with c.pool.acquire() as conn:
-        await checkpoints.ensure(conn, projection.name)
-        at = await checkpoints.position(conn, projection.name)
-        assert at is not None
-        conn.add_query_logger(lambda record: sent.append(record.query.strip()))
-        while events := await c.store.read_all(at, 4, conn=conn):
-            at = await apply_events_from(conn, projection, tables, at, events)
+    projection, sent = RuntimeProjection(), []
+    await apply_live(c.pool, c.store, projection, 4, sent)
     one = [q for q in sent if q.startswith("WITH mm_batch_1 AS (UPDATE runtime_endpoints_view")
            and "mm_batch_2 AS (UPDATE machine_agents_view" in q and "mm_checkpoint_advance" in q]
     assert one, "no heartbeat batch went as one statement"
