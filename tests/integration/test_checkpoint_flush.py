@@ -135,8 +135,10 @@ class Asks(Picky):
         self.answer = False
         self.asked = 0
 
-    async def writes(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables) -> bool:
+    async def writes(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables,
+                     at: LogPosition) -> bool:
         self.asked += 1
+        assert events[0].log_position > at  # asked with the batch's start
         assert not conn.is_in_transaction()  # asked before, and outside, the batch's transaction
         return self.answer
 
