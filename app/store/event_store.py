@@ -10,7 +10,7 @@ import asyncpg
 import msgspec
 
 from app.store.credentials import ApiKeyCredentials
-from app.store.group_append import RECORDED, GroupAppender, version_taken
+from app.store.group_append import INSERT_ROWS, RECORDED, GroupAppender, row_columns, version_taken
 from app.store.notifier import Notifier
 from app.store.types import AppendResult, LogPosition, NewEvent, RecordedEvent
 from domain.shared.errors import ConcurrencyConflict
@@ -23,17 +23,12 @@ COLUMNS = (
     " data::text AS data, metadata::text AS metadata, recorded_at"
 )
 
-_ROWS = (
-    "INSERT INTO events (event_id, stream_id, stream_type, version, type, data, metadata)"
-    " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],"
-    " $6::jsonb[], $7::jsonb[])"
-)
-_INSERT_MANY = f"{_ROWS} ON CONFLICT (event_id) DO NOTHING RETURNING {RECORDED}"
+_INSERT_MANY = f"{INSERT_ROWS} ON CONFLICT (event_id) DO NOTHING RETURNING {RECORDED}"
 # One statement, no explicit transaction (BEGIN and COMMIT were two more round trips per command): it records
 # every row or none. A batch holding any recorded id records nothing; a racing writer of the same ids makes it
 # fail whole on the event_id key. Either way the caller then tells a retry (all recorded) from a clash.
 _INSERT_ALL_OR_NONE = (
-    f"{_ROWS} WHERE NOT EXISTS (SELECT FROM events WHERE event_id = ANY($1::uuid[]))"
+    f"{INSERT_ROWS} WHERE NOT EXISTS (SELECT FROM events WHERE event_id = ANY($1::uuid[]))"
     f" RETURNING {RECORDED}"
 )
 STREAM_VERSION_SQL = "SELECT version FROM events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1"
@@ -245,12 +240,5 @@ def _recorded(events: Sequence[NewEvent], rows: Sequence[asyncpg.Record]) -> tup
 
 
 def _columns(events: Sequence[NewEvent]) -> list[list[Any]]:
-    return [
-        [e.event_id for e in events],
-        [e.stream_id for e in events],
-        [e.stream_type for e in events],
-        [e.version for e in events],
-        [e.type for e in events],
-        [_encode(e.data).decode() for e in events],
-        [_encode(e.metadata).decode() for e in events],
-    ]
+    return row_columns(events, [_encode(e.data).decode() for e in events],
+                       [_encode(e.metadata).decode() for e in events])

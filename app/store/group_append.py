@@ -36,11 +36,12 @@ _encode = msgspec.json.Encoder().encode
 
 # What an append reads back of each row it recorded (AppendResult.events).
 RECORDED = "position, tx_id::text::bigint AS tx_id, event_id, recorded_at"
-_INSERT_GROUP = (
+# Rows of the events table from one array per column (row_columns): one statement for any number of events.
+INSERT_ROWS = (
     "INSERT INTO events (event_id, stream_id, stream_type, version, type, data, metadata)"
     " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::jsonb[], $7::jsonb[])"
-    f" ON CONFLICT DO NOTHING RETURNING {RECORDED}"
 )
+_INSERT_GROUP = f"{INSERT_ROWS} ON CONFLICT DO NOTHING RETURNING {RECORDED}"
 _RECORDED_BEFORE = (
     "SELECT event_id, position, tx_id::text::bigint AS tx_id FROM events WHERE event_id = ANY($1::uuid[])"
 )
@@ -135,12 +136,8 @@ def _row_fault(exc: BaseException) -> bool:
 async def _insert(conn: asyncpg.Connection, group: Sequence[_Waiting]) -> list[Outcome | Exception]:
     """Each append's outcome, in the group's order; the rows are written in (stream, version) order."""
     ordered = sorted(group, key=_lock_order)
-    rows = await conn.fetch(
-        _INSERT_GROUP,
-        [w[0].event_id for w in ordered], [w[0].stream_id for w in ordered], [w[0].stream_type for w in ordered],
-        [w[0].version for w in ordered], [w[0].type for w in ordered], [w[1] for w in ordered],
-        [w[2] for w in ordered],
-    )
+    rows = await conn.fetch(_INSERT_GROUP, *row_columns([w[0] for w in ordered], [w[1] for w in ordered],
+                                                        [w[2] for w in ordered]))
     events = [w[0] for w in group]
     by_id: dict[uuid.UUID, Any] = {r["event_id"]: r for r in rows}
     if len(rows) < len(events):
@@ -149,6 +146,12 @@ async def _insert(conn: asyncpg.Connection, group: Sequence[_Waiting]) -> list[O
         for r in await conn.fetch(_RECORDED_BEFORE, missing):
             by_id[r["event_id"]] = LogPosition(r["tx_id"], r["position"])
     return [version_taken(e.stream_id) if (found := by_id.get(e.event_id)) is None else found for e in events]
+
+
+def row_columns(events: Sequence[NewEvent], data: Sequence[str], metadata: Sequence[str]) -> list[list[Any]]:
+    """INSERT_ROWS's arguments: the events' columns, with their data and metadata already encoded as JSON text."""
+    return [[e.event_id for e in events], [e.stream_id for e in events], [e.stream_type for e in events],
+            [e.version for e in events], [e.type for e in events], list(data), list(metadata)]
 
 
 def _lock_order(waiting: _Waiting) -> tuple[uuid.UUID, int]:
