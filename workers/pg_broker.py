@@ -7,8 +7,8 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import psycopg
@@ -61,7 +61,8 @@ _ENQUEUE_CANCELLING = _ENQUEUE.replace("WITH upsert AS (", (
     "WITH cancelled AS (DELETE FROM worker_messages WHERE message_id = ANY(%(cancel)s::uuid[]) AND state = 'queued'),"
     " upsert AS ("), 1)
 _COLUMNS = ("message_id", "queue", "actor", "eta_ms", "delay_s", "retries", "message")
-# The same statements with positional parameters, for a caller on an asyncpg session (enqueue_many_on).
+# The same statements with positional parameters, for a caller on an asyncpg session (enqueue_many_on), numbered
+# in this order.
 _POSITIONS = {name: i for i, name in enumerate((*_COLUMNS, "channel", "cancel"), 1)}
 _ENQUEUE_ON, _ENQUEUE_CANCELLING_ON = (re.sub(r"%\((\w+)\)s", lambda m: f"${_POSITIONS[m.group(1)]}", sql)
                                        for sql in (_ENQUEUE, _ENQUEUE_CANCELLING))
@@ -81,11 +82,6 @@ def _without_repeated_ids(params: list[dict[str, Any]]) -> list[list[dict[str, A
         runs[-1].append(p)
         seen.add(p["message_id"])
     return runs
-
-
-@asynccontextmanager
-async def _no_transaction() -> AsyncIterator[None]:
-    yield
 
 
 class _Pool:
@@ -210,18 +206,11 @@ class PostgresBroker(Broker):
         of them, all or none stored. The relay hands over a batch at a time; a commit per message was its whole
         cost under load, and then a statement per message most of what was left. `cancel`: ids of messages this
         batch supersedes, deleted in the same statement if still queued (not yet claimed)."""
-        prepared = [self._prepare(m, d) for m, d in messages]
-        for result, _, delay in prepared:
-            self.emit_before("enqueue", result, delay)
+        prepared, statements = self._statements(messages, cancel)
         try:
-            runs = _without_repeated_ids([p for _, p, _ in prepared])
-            with self.pool.connection() as conn, conn.transaction() if len(runs) > 1 else nullcontext():
-                for i, run in enumerate(runs):  # one, as a rule: one statement, committed on its own (autocommit)
-                    params = {"channel": CHANNEL, **{c: [p[c] for p in run] for c in _COLUMNS}}
-                    if i == 0 and cancel:
-                        conn.execute(_ENQUEUE_CANCELLING, {**params, "cancel": [uuid.UUID(m) for m in cancel]})
-                    else:
-                        conn.execute(_ENQUEUE, params)
+            with self.pool.connection() as conn, conn.transaction() if len(statements) > 1 else nullcontext():
+                for cancelling, params in statements:  # one, as a rule: committed on its own (autocommit)
+                    conn.execute(_ENQUEUE_CANCELLING if cancelling else _ENQUEUE, params)
         except BrokerConnectionError:
             # The Retries middleware re-enqueues the message it holds, and dramatiq only logs a failure there
             # before it acks: the ack would then settle the row as done and the retry would be lost. Such a
@@ -230,26 +219,36 @@ class PostgresBroker(Broker):
                 if isinstance(message, PgMessageProxy):
                     message.retry_delay = delay or 0
             raise
-        for result, _, delay in prepared:
-            self.emit_after("enqueue", result, delay)
-        return [result for result, _, _ in prepared]
+        return self._enqueued(prepared)
 
     async def enqueue_many_on(self, conn: Any, messages: list[tuple[Message[Any], int | None]],
                               cancel: Sequence[str] = ()) -> list[Message[Any]]:
         """`enqueue_many` on `conn`, an asyncpg session of the database this broker's table lives in (the relay's
         own): the same statement, with no thread hop and no connection of the broker's. It commits on its own
         (or with `conn`'s transaction, if one is open): the caller knows what its session's commits promise."""
+        prepared, statements = self._statements(messages, cancel)
+        async with conn.transaction() if len(statements) > 1 else nullcontext():
+            for cancelling, params in statements:
+                await conn.execute(_ENQUEUE_CANCELLING_ON if cancelling else _ENQUEUE_ON,
+                                   *(params[name] for name in _POSITIONS if name in params))
+        return self._enqueued(prepared)
+
+    def _statements(self, messages: list[tuple[Message[Any], int | None]], cancel: Sequence[str]) -> tuple[
+            list[tuple[Message[Any], dict[str, Any], int | None]], list[tuple[bool, dict[str, Any]]]]:
+        """The messages prepared (before-enqueue hooks run), and the enqueue statements that store them: whether
+        each is the cancelling one (the first, if there is anything to cancel), and its named parameters."""
         prepared = [self._prepare(m, d) for m, d in messages]
         for result, _, delay in prepared:
             self.emit_before("enqueue", result, delay)
-        runs = _without_repeated_ids([p for _, p, _ in prepared])
-        async with conn.transaction() if len(runs) > 1 else _no_transaction():
-            for i, run in enumerate(runs):
-                args = [[p[c] for p in run] for c in _COLUMNS]
-                if i == 0 and cancel:
-                    await conn.execute(_ENQUEUE_CANCELLING_ON, *args, CHANNEL, [uuid.UUID(m) for m in cancel])
-                else:
-                    await conn.execute(_ENQUEUE_ON, *args, CHANNEL)
+        statements = []
+        for i, run in enumerate(_without_repeated_ids([p for _, p, _ in prepared])):
+            params = {"channel": CHANNEL, **{c: [p[c] for p in run] for c in _COLUMNS}}
+            if i == 0 and cancel:
+                params["cancel"] = [uuid.UUID(m) for m in cancel]
+            statements.append(("cancel" in params, params))
+        return prepared, statements
+
+    def _enqueued(self, prepared: list[tuple[Message[Any], dict[str, Any], int | None]]) -> list[Message[Any]]:
         for result, _, delay in prepared:
             self.emit_after("enqueue", result, delay)
         return [result for result, _, _ in prepared]
