@@ -23,7 +23,7 @@ import dramatiq
 from app.store.types import LogPosition, RecordedEvent
 from domain.shared.ids import derived_id
 from domain.webhooks.rules import matches
-from projections.audit import record_of
+from projections.audit import account_of, record_of
 from projections.base import Tables
 
 P = "webhooks:WebhookEndpoint."
@@ -121,9 +121,7 @@ _ACCOUNT_IDS: dict[str, uuid.UUID] = {}  # parsed once: a few accounts make most
 
 
 def _account(event: RecordedEvent) -> uuid.UUID | None:
-    m = event.metadata
-    raw = m.get("ownerAccountId") or (event.stream_id if event.stream_type == "accounts:Account"
-                                      else m.get("accountId"))
+    raw = account_of(event)  # the account whose audit feed (and so whose subscriptions) the event belongs to
     if not raw:
         return None
     if isinstance(raw, uuid.UUID):
