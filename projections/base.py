@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 import asyncpg
 
@@ -30,6 +30,14 @@ class Projection(Protocol):
         """
 
 
+class AsksWrites(Protocol):
+    """A projection that answers whether a batch writes any row (see `writes`). The runner finds the method by
+    name; a projection that has one inherits this too, so mypy holds the method to the signature called."""
+
+    async def writes(self, conn: asyncpg.Connection, events: Sequence[RecordedEvent], t: Tables,
+                     at: LogPosition) -> bool: ...
+
+
 def reads(projection: Projection, event: RecordedEvent) -> bool:
     """Whether `projection` may do anything for `event`. A projection may declare `prefixes`, the event types
     (or prefixes of them) it reads; the runner skips its batch transaction for a batch of none of those
@@ -47,8 +55,9 @@ async def writes(projection: Projection, conn: asyncpg.Connection, events: Seque
     CAS wins, nothing else committed a batch of it since the start, so what the question read was its tables as
     they stood there (a batch committed meanwhile moved the checkpoint, and the CAS loses). Without it: always
     yes."""
-    ask = getattr(projection, "writes", None)
-    return True if ask is None else bool(await ask(conn, events, t, at))
+    if not hasattr(projection, "writes"):
+        return True
+    return bool(await cast(AsksWrites, projection).writes(conn, events, t, at))
 
 
 def live_tables(projection: Projection) -> dict[str, str]:

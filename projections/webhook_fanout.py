@@ -24,7 +24,7 @@ from app.store.types import LogPosition, RecordedEvent
 from domain.shared.ids import derived_id
 from domain.webhooks.rules import matches
 from projections.audit import account_of, record_of
-from projections.base import Tables
+from projections.base import AsksWrites, Tables
 
 P = "webhooks:WebhookEndpoint."
 QUEUE, DRAIN_ACTOR = "webhooks", "drain_webhook_endpoint"
@@ -35,7 +35,7 @@ class Subscription:
         self.account_id, self.types, self.enabled = account_id, types, enabled
 
 
-class WebhookFanoutProjection:
+class WebhookFanoutProjection(AsksWrites):
     name = "webhook_fanout"
     tables: tuple[str, ...] = ()  # a hand-off like the relay: never rebuilt
 

@@ -17,7 +17,7 @@ from app.settings import Settings
 from app.store.event_store import EventStore
 from app.store.types import START, LogPosition, NewEvent, RecordedEvent
 from projections import checkpoints
-from projections.base import Tables
+from projections.base import AsksWrites, Tables
 from projections.runner import ProjectionRunner
 from tests.integration.runner_tools import running
 
@@ -127,7 +127,7 @@ async def test_a_lost_compare_and_set_rereads_the_checkpoint_instead_of_overwrit
         assert (await _row(c, picky.name))["events_applied"] == 2
 
 
-class Asks(Picky):
+class Asks(Picky, AsksWrites):
     """Reads READ events, but says (through `writes`) that a batch writes nothing unless it says so."""
 
     def __init__(self, name: str) -> None:
