@@ -111,6 +111,54 @@ async def test_concurrent_identical_batches_record_once(store: EventStore) -> No
     assert [e.version for e in await store.load(stream)] == [1, 2]
 
 
+async def _insert(conn: asyncpg.Connection, stream: uuid.UUID) -> None:
+    await conn.execute("INSERT INTO events (event_id, stream_id, stream_type, version, type, data)"
+                       " VALUES ($1, $2, 'test:Stream', 1, 'test:Stream.Happened', '{}')", uuid.uuid4(), stream)
+
+
+async def _blocked_by(pool: asyncpg.Pool, pid: int) -> int:
+    """The backend waiting on a lock that backend `pid` holds."""
+    for _ in range(500):
+        if found := await pool.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)) LIMIT 1", pid):
+            return int(found)
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"nothing waits on backend {pid}")
+
+
+async def test_a_multi_event_append_that_deadlocks_is_a_concurrency_conflict(store: EventStore,
+                                                                             pool: asyncpg.Pool) -> None:
+    """Two commands' appends that take the same stream versions in opposite orders: PostgreSQL breaks the
+    deadlock by rolling one back, and that one is a version taken, as if it had come second."""
+    s1, s2, s3 = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    holder = await pool.acquire()
+    try:
+        # Only the appends may be the deadlock's victim: the holder checks last.
+        await holder.execute("SET deadlock_timeout = '30s'")
+        tx = holder.transaction()
+        await tx.start()
+        await _insert(holder, s2)  # (s2, 1) held: the first append waits for it with (s1, 1) taken
+        first = asyncio.ensure_future(store.append([ev(s1, 1), ev(s2, 1)]))
+        first_pid = await _blocked_by(pool, holder.get_server_pid())
+        # The second takes (s3, 1), then waits for the first's (s1, 1).
+        second = asyncio.ensure_future(store.append([ev(s3, 1), ev(s1, 1)]))
+        await _blocked_by(pool, first_pid)
+        # The holder now waits for the second's (s3, 1): a cycle, found by the append that waited longest.
+        closing = asyncio.ensure_future(_insert(holder, s3))
+        results = await asyncio.gather(first, second, return_exceptions=True)
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await closing  # (s3, 1) went to the append that survived
+        await tx.rollback()
+    finally:
+        await pool.release(holder)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert len(failed) == 1 and isinstance(failed[0], ConcurrencyConflict), results
+    assert isinstance(failed[0].__context__, asyncpg.DeadlockDetectedError)
+    winner = [e.stream_id for e in next(r for r in results if not isinstance(r, BaseException)).events]
+    assert winner in ([s1, s2], [s3, s1])
+    assert [len(await store.load(s)) for s in (s1, s2, s3)] == ([1, 1, 0] if winner == [s1, s2] else [1, 0, 1])
+
+
 async def _slow_writer(pool: asyncpg.Pool, ids: list[uuid.UUID], committed: set[uuid.UUID], rollback: bool) -> None:
     """Holds its transaction open a while (and sometimes rolls back): the case naive readers get wrong."""
     async with pool.acquire() as conn:
