@@ -263,7 +263,6 @@ class PostgresBroker(Broker):
             message_id = uuid.UUID(stored.message_id)
         except ValueError:
             raise ValueError(f"PostgresBroker needs UUID message ids, got {stored.message_id!r}") from None
-        result = stored if delay is None else stored.copy(options={"eta": int(time.time() * 1000) + delay})
         params = {
             "message_id": message_id,
             "queue": stored.queue_name,
@@ -273,8 +272,13 @@ class PostgresBroker(Broker):
             "retries": int(stored.options.get("retries", 0)),
             "message": stored.encode(),
         }
+        if delay is not None:
+            # The caller and the after-enqueue hooks get the message with its eta, as dramatiq's brokers return a
+            # delayed one; the row's copy was encoded without it just above. The options dict is this copy's own
+            # (Message.copy makes a new one), so no other message changes, and a second copy is saved.
+            stored.options["eta"] = int(time.time() * 1000) + delay
         self.logger.debug("Enqueueing message %r on queue %r.", stored.message_id, stored.queue_name)
-        return result, params, delay
+        return stored, params, delay
 
     def get_declared_queues(self) -> set[str]:
         return self.queues.copy()

@@ -107,6 +107,20 @@ def test_delayed_message_runs_after_its_eta_and_not_before(database_url: str) ->
     assert not Message.decode(bytes(_rows(database_url, queue)[0]["message"])).options.get("eta")
 
 
+def test_a_delayed_enqueue_leaves_the_message_it_was_given_as_it_was(database_url: str) -> None:
+    broker, queue = _broker(database_url), _queue()
+    message = _actor(broker, queue, lambda: None).message_with_options(retries=2)
+    before = dict(message.options)
+    try:
+        sent = broker.enqueue(message, delay=60_000)
+    finally:
+        broker.close()
+    assert sent is not message and sent.options.get("eta") and sent.options["retries"] == 2
+    assert message.options == before  # the eta went on the copy only
+    stored = Message.decode(bytes(_rows(database_url, queue)[0]["message"]))
+    assert stored.options == before and stored.message_id == message.message_id
+
+
 def test_failing_actor_is_retried_with_backoff_then_succeeds(database_url: str) -> None:
     broker, queue, calls = _broker(database_url), _queue(), list[int]()
 
