@@ -37,7 +37,7 @@ _SETTLE_DELAYS = (0.002, 0.005, 0.01, 0.02, 0.05)
 # client, one worker step however many events it recorded) wait a few ms; a busy log waits the full window.
 # Commands, not events: one command's transaction of several events says nothing about how busy the log is
 # (counting events, a lone auto task's worker step of 4 events made the next read wait 12 ms). Nor
-# transactions: the event store writes concurrent commands' one-event appends as one (see _commands). An idle
+# transactions: the event store writes concurrent commands' appends as one (see _commands). An idle
 # log (the last read found nothing) is read at once on a wake-up; a full batch (catching up) is followed at once.
 COALESCE_S = 0.025
 COALESCE_COMMANDS = 8
@@ -375,7 +375,7 @@ class _Feed:
 
 def _commands(events: Sequence[RecordedEvent]) -> int:
     """How many commands recorded `events`: one per transaction and request (or message). A transaction of one
-    command's several events counts once; one of several commands' one-event appends written together (the
+    command's several events counts once; one of several commands' appends written together (the
     event store's group commit) counts each of them, as they would count written one by one."""
     return len({(e.tx_id, e.metadata.get("requestId"), e.metadata.get("causationId")) for e in events})
 

@@ -24,13 +24,6 @@ COLUMNS = (
 )
 
 _INSERT_MANY = f"{INSERT_ROWS} ON CONFLICT (event_id) DO NOTHING RETURNING {RECORDED}"
-# One statement, no explicit transaction (BEGIN and COMMIT were two more round trips per command): it records
-# every row or none. A batch holding any recorded id records nothing; a racing writer of the same ids makes it
-# fail whole on the event_id key. Either way the caller then tells a retry (all recorded) from a clash.
-_INSERT_ALL_OR_NONE = (
-    f"{INSERT_ROWS} WHERE NOT EXISTS (SELECT FROM events WHERE event_id = ANY($1::uuid[]))"
-    f" RETURNING {RECORDED}"
-)
 STREAM_VERSION_SQL = "SELECT version FROM events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1"
 # Only rows whose writing transaction is older than every transaction still running are safe to
 # hand out: a smaller position may still commit later, but a smaller tx_id below xmin cannot.
@@ -95,21 +88,18 @@ class EventStore:
         if not events:
             raise ValueError("nothing to append")
         inline = [p for p in self.inline if any(e.type in p.types for e in events)]
-        if len(events) == 1 and not inline:
-            return await self._append_one(events[0])
+        if not inline:
+            return await self._append_grouped(events)
         try:
             async with self.pool.acquire() as conn:
-                if not inline:
-                    rows = await self._all_or_none(conn, events)
-                else:
-                    async with conn.transaction():
-                        rows = await conn.fetch(_INSERT_MANY, *_columns(events))
-                        if 0 < len(rows) < len(events):
-                            # Some ids recorded, some not: not a retry of one command. Refuse it whole.
-                            raise ConcurrencyConflict("part of this batch of events was already recorded")
-                        if rows:  # a retry recorded nothing, and so changes nothing here either
-                            for projection in inline:
-                                await projection.apply(conn, events)
+                async with conn.transaction():
+                    rows = await conn.fetch(_INSERT_MANY, *_columns(events))
+                    if 0 < len(rows) < len(events):
+                        # Some ids recorded, some not: not a retry of one command. Refuse it whole.
+                        raise ConcurrencyConflict("part of this batch of events was already recorded")
+                    if rows:  # a retry recorded nothing, and so changes nothing here either
+                        for projection in inline:
+                            await projection.apply(conn, events)
                 if not rows:
                     return AppendResult(last=await self._position_of(conn, events[-1].event_id), duplicate=True)
         except asyncpg.UniqueViolationError as exc:
@@ -127,40 +117,27 @@ class EventStore:
         last = max(rows, key=lambda r: (r["tx_id"], r["position"]))
         return AppendResult(last=LogPosition(last["tx_id"], last["position"]), events=_recorded(events, rows))
 
-    async def _append_one(self, event: NewEvent) -> AppendResult:
-        """One event, with the other one-event appends in flight (see GroupAppender)."""
+    async def _append_grouped(self, events: Sequence[NewEvent]) -> AppendResult:
+        """The command's events, with the other appends in flight (see GroupAppender)."""
         if self._group is None:
             self._group = GroupAppender(self.pool)
-        outcome = await self._group.append(event)
+        try:
+            outcome = await self._group.append(events)
+        except asyncpg.DeadlockDetectedError:
+            # Waiting on a concurrent append of the same stream versions while it waited on ours: PostgreSQL
+            # rolled this one back. It is the same clash as a version taken, met in another order.
+            raise version_taken(events[0].stream_id) from None
         if isinstance(outcome, LogPosition):
             return AppendResult(last=outcome, duplicate=True)
         if self.notifier is not None:
             self.notifier.poke()
-        return AppendResult(last=LogPosition(outcome["tx_id"], outcome["position"]),
-                            events=_recorded([event], [outcome]))
+        last = max(outcome, key=lambda r: (r["tx_id"], r["position"]))
+        return AppendResult(last=LogPosition(last["tx_id"], last["position"]), events=_recorded(events, outcome))
 
     async def close(self) -> None:
-        """Wait for the one-event appends being written (before the pool closes under them)."""
+        """Wait for the grouped appends being written (before the pool closes under them)."""
         if self._group is not None:
             await self._group.close()
-
-    async def _all_or_none(self, conn: asyncpg.Connection, events: Sequence[NewEvent]) -> list[asyncpg.Record]:
-        """Several events in one autocommit statement; [] when all of them were recorded before (a retry)."""
-        columns = _columns(events)
-        try:
-            rows: list[asyncpg.Record] = await conn.fetch(_INSERT_ALL_OR_NONE, *columns)
-        except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name != "events_event_id_key":
-                raise
-            rows = []  # a concurrent append recorded some of these ids first
-        if rows:
-            return rows
-        recorded = await conn.fetchval(
-            "SELECT count(*) FROM events WHERE event_id = ANY($1::uuid[])", columns[0])
-        if recorded != len(events):
-            # Some ids recorded, some not: not a retry of one command. Refuse it whole.
-            raise ConcurrencyConflict("part of this batch of events was already recorded")
-        return rows
 
     async def load(self, stream_id: uuid.UUID, after_version: int = 0,
                    to_version: int | None = None) -> list[RecordedEvent]:
@@ -212,7 +189,7 @@ class EventStore:
 
     async def command_of(self, event_id: uuid.UUID) -> LogPosition | None:
         """Where the append that recorded `event_id` ended, or None if no append recorded it: its transaction's
-        last event. An append's events share one transaction, which may hold other commands' one-event appends
+        last event. An append's events share one transaction, which may hold other commands' appends
         too (GroupAppender): then this is at or after the command's own last event, never before it."""
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(

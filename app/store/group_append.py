@@ -1,22 +1,28 @@
-"""Group commit: the one-event appends of concurrent commands, written as one statement and one transaction.
+"""Group commit: the appends of concurrent commands, written as one statement and one transaction.
 
-Most commands record one event (register a machine, a heartbeat). Appended one by one, each is a statement, a
-commit (a WAL flush) and a pool round trip of its own; under load PostgreSQL spends more on that per-statement
-and per-commit work than on the rows. Here an append that arrives while another group is being written waits
-for it and goes in the next, with every other append that arrived meanwhile (nothing is held back on purpose: a
-lone append is written at once). Each command stays atomic on its own (one row), and is acknowledged only once
-the group's transaction has committed: nothing acknowledged is lost.
+Appended one by one, each command is a statement, a commit (a WAL flush) and a pool round trip of its own; under
+load PostgreSQL spends more on that per-statement and per-commit work than on the rows. Here an append that
+arrives while another group is being written waits for it and goes in the next, with every other append that
+arrived meanwhile (nothing is held back on purpose: a lone append is written at once). Each command is
+acknowledged only once the group's transaction has committed: nothing acknowledged is lost.
 
 `ON CONFLICT DO NOTHING` keeps one command's clash from failing the others in its group: an event whose id is
 already recorded (a retried command) or whose stream version is taken (a concurrent change) is skipped, and
-told apart afterwards. A group's rows go in (stream, version) order, so two groups (two API processes) take
-their rows' locks in one order. A failure caused by one row (a value PostgreSQL refused) or by a concurrent
-transaction (a deadlock with a multi-event append) is retried one append at a time, so only the append at
-fault fails; a lost session or server fails the whole group, as it would each append alone.
+told apart afterwards. A command of several events (a heartbeat: the agent's and its endpoint's) stays atomic:
+the statement fails whole if any command got some of its rows but not all (mm_events_all_or_none), and the group
+is then written again one command at a time, where such a command records nothing and is told apart as above.
+A command's rows stay together and in its own order (projections read them in log order); the group's commands
+go in the (stream, version) order of their first event, so two groups (two API processes) of one-event commands
+take their rows' locks in one order. Two commands of several events that touch the same stream versions in
+opposite orders can deadlock: PostgreSQL rolls one group back, which is retried a command at a time, and a lone
+command so rolled back fails as a version taken. Other failures caused by one row (a value PostgreSQL refused)
+are retried the same way, so only the command at fault fails; a lost session or server fails the whole group,
+as it would each append alone.
 
-Measured (ops/bench `commands`, same machine, back to back): POST /v1/machines 790-917 -> 1,131-1,163 req/s,
-p99 87-97 -> 45-54 ms; the API's CPU per request 788-871 -> 602-618 us, its PostgreSQL sessions' 375-412 ->
-97-104 us.
+Measured (ops/bench `commands`, same machine, back to back): one-event commands grouped, POST /v1/machines
+790-917 -> 1,131-1,163 req/s, p99 87-97 -> 45-54 ms; the API's CPU per request 788-871 -> 602-618 us, its
+PostgreSQL sessions' 375-412 -> 97-104 us. Commands of several events grouped too, the heartbeat (two events)
+997-1,120 -> 1,534 req/s, p99 48-54 -> 37 ms, API CPU per request 720-785 -> 540 us, PostgreSQL 530-540 -> 340 us.
 """
 
 from __future__ import annotations
@@ -42,18 +48,34 @@ INSERT_ROWS = (
     " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::jsonb[], $7::jsonb[])"
 )
 _INSERT_GROUP = f"{INSERT_ROWS} ON CONFLICT DO NOTHING RETURNING {RECORDED}"
+# A group holding a command of several events: each row says which command it is part of ($8), and the statement
+# fails (PARTIAL_SQLSTATE, sql/0170) unless every command got all of its rows or none.
+_INSERT_COMMANDS = (
+    "WITH given AS MATERIALIZED (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],"
+    " $6::jsonb[], $7::jsonb[], $8::int[]) AS g(event_id, stream_id, stream_type, version, type, data, metadata,"
+    " command)),"
+    " recorded AS (INSERT INTO events (event_id, stream_id, stream_type, version, type, data, metadata)"
+    " SELECT event_id, stream_id, stream_type, version, type, data, metadata FROM given"
+    f" ON CONFLICT DO NOTHING RETURNING {RECORDED})"
+    " SELECT * FROM recorded WHERE mm_events_all_or_none((SELECT count(*) FROM (SELECT FROM given g"
+    " LEFT JOIN recorded r ON r.event_id = g.event_id GROUP BY g.command"
+    " HAVING count(r.event_id) NOT IN (0, count(*))) AS partly))"
+)
+PARTIAL_SQLSTATE = "MME01"
 _RECORDED_BEFORE = (
     "SELECT event_id, position, tx_id::text::bigint AS tx_id FROM events WHERE event_id = ANY($1::uuid[])"
 )
 
-# What one append resolves to: its row as recorded, or where the same event id was recorded before (a retry).
-Outcome: TypeAlias = asyncpg.Record | LogPosition
-# An append waiting for its group: the event, its data and metadata as JSON text, and its caller's future.
-_Waiting: TypeAlias = tuple[NewEvent, str, str, "asyncio.Future[Outcome]"]
+# What one append resolves to: its rows as recorded (in its events' order), or where its last event was recorded
+# before (a retry).
+Outcome: TypeAlias = list[asyncpg.Record] | LogPosition
+# An append waiting for its group: its events, their data and metadata as JSON text, and its caller's future.
+_Waiting: TypeAlias = tuple[Sequence[NewEvent], list[str], list[str], "asyncio.Future[Outcome]"]
 
 
 class GroupAppender:
-    """Writes queued one-event appends in groups of up to `max_rows`, at most `max_groups` groups at a time."""
+    """Writes queued appends in groups of up to `max_rows` rows (a larger command alone), at most `max_groups`
+    groups at a time."""
 
     def __init__(self, pool: asyncpg.Pool, max_rows: int = 128, max_groups: int = 1) -> None:
         self.pool, self.max_rows, self.max_groups = pool, max_rows, max_groups
@@ -63,16 +85,20 @@ class GroupAppender:
         self._tasks: set[asyncio.Task[None]] = set()
         self.groups = 0  # statements written (tests count them)
 
-    async def append(self, event: NewEvent) -> Outcome:
-        """The event's row once its group has committed, or where its id was recorded before.
-        Raises ConcurrencyConflict when its stream version was taken."""
+    async def append(self, events: Sequence[NewEvent]) -> Outcome:
+        """The events' rows once their group has committed, or where the last was recorded before (all of them
+        were: a retry). Raises ConcurrencyConflict when a stream version was taken, or when only some of the
+        events were recorded before (not a retry of one command)."""
+        if not events:
+            raise ValueError("nothing to append")
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # first use, or a new event loop (tests): nothing of the old one carries over
             self._loop, self._waiting, self._writers, self._tasks = loop, [], 0, set()
         # Encoded here, by its own caller: a value that cannot be encoded fails this append, not its group.
-        data, metadata = _encode(event.data).decode(), _encode(event.metadata).decode()
+        data = [_encode(e.data).decode() for e in events]
+        metadata = [_encode(e.metadata).decode() for e in events]
         future: asyncio.Future[Outcome] = loop.create_future()
-        self._waiting.append((event, data, metadata, future))
+        self._waiting.append((events, data, metadata, future))
         if self._writers < self.max_groups:
             # A task of its own, not this request's: a cancelled request must not strand the others' appends.
             self._writers += 1
@@ -84,11 +110,27 @@ class GroupAppender:
     async def _write_while_waiting(self) -> None:
         try:
             while self._waiting:
-                group = self._waiting[:self.max_rows]
-                del self._waiting[:self.max_rows]
-                await self._write(group)
+                await self._write(self._next_group())
         finally:
             self._writers -= 1
+
+    def _next_group(self) -> list[_Waiting]:
+        """The waiting appends that fit in `max_rows` rows, first come first; at least the first. An append sharing an
+        event id with one already taken (the same command sent twice at once) waits for the next group, where it
+        finds that one recorded and is answered as its retry."""
+        group: list[_Waiting] = []
+        rest: list[_Waiting] = []
+        rows, ids = 0, set[uuid.UUID]()
+        for waiting in self._waiting:
+            mine = {e.event_id for e in waiting[0]}
+            if group and (rows + len(mine) > self.max_rows or not ids.isdisjoint(mine)):
+                rest.append(waiting)
+                continue
+            group.append(waiting)
+            rows += len(waiting[0])
+            ids |= mine
+        self._waiting = rest
+        return group
 
     async def _write(self, group: list[_Waiting]) -> None:
         try:
@@ -97,9 +139,10 @@ class GroupAppender:
                     self.groups += 1
                     outcomes = await _insert(conn, group)
             except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                if len(group) == 1 or not _row_fault(exc):
+                if len(group) == 1 or not (_row_fault(exc) or getattr(exc, "sqlstate", None) == PARTIAL_SQLSTATE):
                     raise
-                # One append's own fault (a value PostgreSQL refused) failed the whole group: alone, only it fails.
+                # One append's own fault (a value PostgreSQL refused, a command recorded in part) failed the whole
+                # group: alone, only it fails.
                 for waiting in group:
                     await self._write([waiting])
                 return
@@ -134,18 +177,47 @@ def _row_fault(exc: BaseException) -> bool:
 
 
 async def _insert(conn: asyncpg.Connection, group: Sequence[_Waiting]) -> list[Outcome | Exception]:
-    """Each append's outcome, in the group's order; the rows are written in (stream, version) order."""
-    ordered = sorted(group, key=_lock_order)
-    rows = await conn.fetch(_INSERT_GROUP, *row_columns([w[0] for w in ordered], [w[1] for w in ordered],
-                                                        [w[2] for w in ordered]))
-    events = [w[0] for w in group]
+    """Each append's outcome, in the group's order; the rows are written command by command, the commands in the
+    (stream, version) order of their first event."""
+    events: list[NewEvent] = []
+    data: list[str] = []
+    metadata: list[str] = []
+    commands: list[int] = []
+    for k, (evs, d, m, _) in enumerate(sorted(group, key=_lock_order)):
+        events += evs
+        data += d
+        metadata += m
+        commands += [k] * len(evs)
+    columns = row_columns(events, data, metadata)
+    if len(events) == len(group):
+        rows = await conn.fetch(_INSERT_GROUP, *columns)
+    else:
+        try:
+            rows = await conn.fetch(_INSERT_COMMANDS, *columns, commands)
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", None) != PARTIAL_SQLSTATE or len(group) > 1:
+                raise
+            rows = []  # the lone command got some of its rows, so none were kept: told apart below
     by_id: dict[uuid.UUID, Any] = {r["event_id"]: r for r in rows}
-    if len(rows) < len(events):
-        # Skipped: recorded before (a retry), or its stream version was taken (a concurrent change).
-        missing = [e.event_id for e in events if e.event_id not in by_id]
-        for r in await conn.fetch(_RECORDED_BEFORE, missing):
-            by_id[r["event_id"]] = LogPosition(r["tx_id"], r["position"])
-    return [version_taken(e.stream_id) if (found := by_id.get(e.event_id)) is None else found for e in events]
+    missing = [e.event_id for e in events if e.event_id not in by_id]
+    # Skipped: recorded before (a retry), or a stream version was taken (a concurrent change).
+    before = {r["event_id"]: LogPosition(r["tx_id"], r["position"])
+              for r in (await conn.fetch(_RECORDED_BEFORE, missing) if missing else ())}
+    return [_outcome(evs, by_id, before) for evs, *_ in group]
+
+
+def _outcome(events: Sequence[NewEvent], recorded: dict[uuid.UUID, Any],
+             before: dict[uuid.UUID, LogPosition]) -> Outcome | Exception:
+    rows = [recorded.get(e.event_id) for e in events]
+    if all(r is not None for r in rows):
+        return rows
+    found = sum(e.event_id in before for e in events)
+    if found == len(events):
+        return before[events[-1].event_id]
+    if found:
+        # Some ids recorded, some not: not a retry of one command. Refused whole.
+        return ConcurrencyConflict("part of this batch of events was already recorded")
+    return version_taken(events[0].stream_id)
 
 
 def row_columns(events: Sequence[NewEvent], data: Sequence[str], metadata: Sequence[str]) -> list[list[Any]]:
@@ -155,7 +227,7 @@ def row_columns(events: Sequence[NewEvent], data: Sequence[str], metadata: Seque
 
 
 def _lock_order(waiting: _Waiting) -> tuple[uuid.UUID, int]:
-    return waiting[0].stream_id, waiting[0].version
+    return waiting[0][0].stream_id, waiting[0][0].version
 
 
 def version_taken(stream_id: uuid.UUID) -> ConcurrencyConflict:

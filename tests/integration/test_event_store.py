@@ -140,8 +140,8 @@ async def test_a_multi_event_append_that_deadlocks_is_a_concurrency_conflict(sto
         await _insert(holder, s2)  # (s2, 1) held: the first append waits for it with (s1, 1) taken
         first = asyncio.ensure_future(store.append([ev(s1, 1), ev(s2, 1)]))
         first_pid = await _blocked_by(pool, holder.get_server_pid())
-        # The second takes (s3, 1), then waits for the first's (s1, 1).
-        second = asyncio.ensure_future(store.append([ev(s3, 1), ev(s1, 1)]))
+        # The second (another API process: a group of its own) takes (s3, 1), then waits for the first's (s1, 1).
+        second = asyncio.ensure_future(EventStore(pool).append([ev(s3, 1), ev(s1, 1)]))
         await _blocked_by(pool, first_pid)
         # The holder now waits for the second's (s3, 1): a cycle, found by the append that waited longest.
         closing = asyncio.ensure_future(_insert(holder, s3))

@@ -1,4 +1,4 @@
-"""Group commit: concurrent one-event appends written together, each still its own atomic, idempotent command."""
+"""Group commit: concurrent appends written together, each still its own atomic, idempotent command."""
 
 from __future__ import annotations
 
@@ -126,3 +126,76 @@ async def test_a_lost_server_fails_every_append_of_the_group(pool: asyncpg.Pool,
     results = await asyncio.gather(*(store.append([ev(uuid.uuid4(), 1)]) for _ in range(3)), return_exceptions=True)
     assert all(isinstance(r, asyncpg.InterfaceError) for r in results), results
     await store.close()
+
+
+def beat(agent: uuid.UUID, endpoint: uuid.UUID, version: int = 1) -> list[NewEvent]:
+    """A command of two events on two streams, as a heartbeat records (the agent's, then its endpoint's)."""
+    return [ev(agent, version), ev(endpoint, version)]
+
+
+async def _rows(pool: asyncpg.Pool, results: list[AppendResult]) -> list[asyncpg.Record]:
+    return await pool.fetch("SELECT event_id, tx_id::text::bigint AS tx, position FROM events"
+                            " WHERE event_id = ANY($1::uuid[]) ORDER BY position",
+                            [e.event_id for r in results for e in r.events])
+
+
+async def test_concurrent_commands_of_several_events_are_one_statement_each_kept_whole_and_in_order(
+        store: EventStore, pool: asyncpg.Pool) -> None:
+    commands = [beat(uuid.uuid4(), uuid.uuid4()) for _ in range(12)]
+    singles = [[ev(uuid.uuid4(), 1)] for _ in range(4)]
+    results = await asyncio.gather(*(store.append(c) for c in [*commands, *singles]))
+    assert groups(store).groups == 1 and len(await _tx_ids(pool, results)) == 1
+    rows = await _rows(pool, results)
+    at = {r["event_id"]: i for i, r in enumerate(rows)}
+    for command, result in zip([*commands, *singles], results, strict=True):
+        assert not result.duplicate
+        assert [e.event_id for e in result.events] == [e.event_id for e in command]
+        assert result.last == max(e.log_position for e in result.events)
+        # Its rows next to each other in the log, in the command's own order (projections read them so).
+        places = [at[e.event_id] for e in command]
+        assert places == list(range(places[0], places[0] + len(command)))
+
+
+async def test_a_command_that_gets_only_some_of_its_rows_records_none_and_its_group_still_lands(
+        store: EventStore, pool: asyncpg.Pool) -> None:
+    shared = uuid.uuid4()  # both commands write version 1 of this stream: one of them can have it
+    first, second = [ev(uuid.uuid4(), 1), ev(shared, 1)], [ev(uuid.uuid4(), 1), ev(shared, 1)]
+    others = [beat(uuid.uuid4(), uuid.uuid4()) for _ in range(3)]
+    # The lone first append is written at once; the rest queue meanwhile and go as one group, where the first
+    # command (in lock order) takes the shared row and the other gets only its own.
+    _, *results = await asyncio.gather(store.append([ev(uuid.uuid4(), 1)]),
+                                       *(store.append(c) for c in [first, second, *others]), return_exceptions=True)
+    lost = [c for c, r in zip((first, second), results, strict=False) if isinstance(r, ConcurrencyConflict)]
+    assert len(lost) == 1, results
+    assert await store.load(lost[0][0].stream_id) == []  # the loser's own stream: nothing of it recorded
+    won = first if lost[0] is second else second
+    assert [e.event_id for e in await store.load(shared)] == [won[1].event_id]
+    for command, result in zip(others, results[2:], strict=True):
+        assert isinstance(result, AppendResult) and not result.duplicate
+        assert [e.event_id for e in result.events] == [e.event_id for e in command]
+    # The group failed whole on the partial command, and was then written one command at a time.
+    assert groups(store).groups == 1 + 1 + 5
+
+
+async def test_a_retried_command_of_several_events_is_a_duplicate_and_a_half_recorded_one_is_refused(
+        store: EventStore) -> None:
+    command = beat(uuid.uuid4(), uuid.uuid4())
+    original = await store.append(command)
+    half = [command[0], ev(uuid.uuid4(), 1)]  # one id already recorded, one new: not a retry of one command
+    retry, refused, *others = await asyncio.gather(
+        store.append(command), store.append(half), *(store.append(beat(uuid.uuid4(), uuid.uuid4()))
+                                                     for _ in range(3)), return_exceptions=True)
+    assert isinstance(retry, AppendResult) and retry.duplicate and retry.last == original.last
+    assert isinstance(refused, ConcurrencyConflict) and "part of this batch" in str(refused)
+    assert await store.load(half[1].stream_id) == []
+    assert all(isinstance(o, AppendResult) and not o.duplicate for o in others)
+
+
+async def test_the_same_command_sent_twice_at_once_is_recorded_once_and_answered_as_its_retry(
+        store: EventStore) -> None:
+    command = beat(uuid.uuid4(), uuid.uuid4())
+    await store.append([ev(uuid.uuid4(), 1)])
+    a, b = await asyncio.gather(store.append(command), store.append(command))
+    assert sorted([a.duplicate, b.duplicate]) == [False, True]
+    assert a.last == b.last
+    assert [e.event_id for e in await store.load(command[0].stream_id)] == [command[0].event_id]
