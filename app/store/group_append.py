@@ -9,15 +9,19 @@ acknowledged only once the group's transaction has committed: nothing acknowledg
 `ON CONFLICT DO NOTHING` keeps one command's clash from failing the others in its group: an event whose id is
 already recorded (a retried command) or whose stream version is taken (a concurrent change) is skipped, and
 told apart afterwards. A command of several events (a heartbeat: the agent's and its endpoint's) stays atomic:
-the statement fails whole if any command got some of its rows but not all (mm_events_all_or_none), and the group
-is then written again one command at a time, where such a command records nothing and is told apart as above.
+the statement fails whole if any command got some of its rows but not all (mm_events_all_or_none, which names
+them), and the group is written again without them; each of them alone then records nothing and is told apart as
+above.
+
 A command's rows stay together and in its own order (projections read them in log order); the group's commands
 go in the (stream, version) order of their first event, so two groups (two API processes) of one-event commands
-take their rows' locks in one order. Two commands of several events that touch the same stream versions in
-opposite orders can deadlock: PostgreSQL rolls one group back, which is retried a command at a time, and a lone
-command so rolled back fails as a version taken. Other failures caused by one row (a value PostgreSQL refused)
-are retried the same way, so only the command at fault fails; a lost session or server fails the whole group,
-as it would each append alone.
+take their rows' locks in one order. A row whose stream version another transaction holds uncommitted waits for
+it, and its group with it (every append is one short statement, so such waits are short). Two commands of several
+events that touch the same stream versions in opposite orders can deadlock (a heartbeat cannot: it takes its
+agent's row first): PostgreSQL rolls one group back after deadlock_timeout, the group is retried a command at a
+time, and a lone command so rolled back fails as a version taken. Other failures caused by one row (a value
+PostgreSQL refused) are retried the same way, so only the command at fault fails; a lost session or server fails
+the whole group, as it would each append alone.
 
 Measured (ops/bench `commands`, same machine, back to back): one-event commands grouped, POST /v1/machines
 790-917 -> 1,131-1,163 req/s, p99 87-97 -> 45-54 ms; the API's CPU per request 788-871 -> 602-618 us, its
@@ -28,6 +32,7 @@ PostgreSQL sessions' 375-412 -> 97-104 us. Commands of several events grouped to
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any, TypeAlias
@@ -39,6 +44,7 @@ from app.store.types import LogPosition, NewEvent
 from domain.shared.errors import ConcurrencyConflict
 
 _encode = msgspec.json.Encoder().encode
+log = logging.getLogger("mm.store")
 
 # What an append reads back of each row it recorded (AppendResult.events).
 RECORDED = "position, tx_id::text::bigint AS tx_id, event_id, recorded_at"
@@ -48,17 +54,18 @@ INSERT_ROWS = (
     " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::jsonb[], $7::jsonb[])"
 )
 _INSERT_GROUP = f"{INSERT_ROWS} ON CONFLICT DO NOTHING RETURNING {RECORDED}"
-# A group holding a command of several events: each row says which command it is part of ($8), and the statement
-# fails (PARTIAL_SQLSTATE, sql/0170) unless every command got all of its rows or none.
+# A group holding a command of several events: each row says which command it is part of ($8), the rows go in
+# the order given (ORDER BY the ordinality: the positions follow it), and the statement fails (PARTIAL_SQLSTATE,
+# sql/0170, naming those commands in its DETAIL) unless every command got all of its rows or none.
 _INSERT_COMMANDS = (
     "WITH given AS MATERIALIZED (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],"
-    " $6::jsonb[], $7::jsonb[], $8::int[]) AS g(event_id, stream_id, stream_type, version, type, data, metadata,"
-    " command)),"
+    " $6::jsonb[], $7::jsonb[], $8::int[]) WITH ORDINALITY AS g(event_id, stream_id, stream_type, version, type,"
+    " data, metadata, command, ord)),"
     " recorded AS (INSERT INTO events (event_id, stream_id, stream_type, version, type, data, metadata)"
-    " SELECT event_id, stream_id, stream_type, version, type, data, metadata FROM given"
+    " SELECT event_id, stream_id, stream_type, version, type, data, metadata FROM given ORDER BY ord"
     f" ON CONFLICT DO NOTHING RETURNING {RECORDED})"
-    " SELECT * FROM recorded WHERE mm_events_all_or_none((SELECT count(*) FROM (SELECT FROM given g"
-    " LEFT JOIN recorded r ON r.event_id = g.event_id GROUP BY g.command"
+    " SELECT * FROM recorded WHERE mm_events_all_or_none((SELECT COALESCE(array_agg(command), '{}') FROM"
+    " (SELECT g.command FROM given g LEFT JOIN recorded r ON r.event_id = g.event_id GROUP BY g.command"
     " HAVING count(r.event_id) NOT IN (0, count(*))) AS partly))"
 )
 PARTIAL_SQLSTATE = "MME01"
@@ -123,7 +130,7 @@ class GroupAppender:
         rows, ids = 0, set[uuid.UUID]()
         for waiting in self._waiting:
             mine = {e.event_id for e in waiting[0]}
-            if group and (rows + len(mine) > self.max_rows or not ids.isdisjoint(mine)):
+            if group and (rows + len(waiting[0]) > self.max_rows or not ids.isdisjoint(mine)):
                 rest.append(waiting)
                 continue
             group.append(waiting)
@@ -139,10 +146,18 @@ class GroupAppender:
                     self.groups += 1
                     outcomes = await _insert(conn, group)
             except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                if len(group) == 1 or not (_row_fault(exc) or getattr(exc, "sqlstate", None) == PARTIAL_SQLSTATE):
+                if len(group) == 1:
                     raise
-                # One append's own fault (a value PostgreSQL refused, a command recorded in part) failed the whole
-                # group: alone, only it fails.
+                if partly := _partly(exc, group):
+                    # Only these commands got some of their rows (a concurrent change took a stream version of
+                    # theirs): the others go again as one group, and these alone, where they record nothing.
+                    await self._write([w for w in group if all(w is not p for p in partly)])
+                    for waiting in partly:
+                        await self._write([waiting])
+                    return
+                if not _row_fault(exc):
+                    raise
+                # One append's own fault (a value PostgreSQL refused) failed the whole group: alone, only it fails.
                 for waiting in group:
                     await self._write([waiting])
                 return
@@ -166,6 +181,14 @@ class GroupAppender:
         """Wait for the groups being written (their commands were acknowledged to no one yet)."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _partly(exc: BaseException, group: Sequence[_Waiting]) -> list[_Waiting]:
+    """The commands a failed group statement named as recorded in part (none, if that is not why it failed)."""
+    if getattr(exc, "sqlstate", None) != PARTIAL_SQLSTATE:
+        return []
+    ordered = sorted(group, key=_lock_order)  # as _insert numbered them
+    return [ordered[int(k)] for k in str(getattr(exc, "detail", "") or "").split(",") if k.strip()]
 
 
 def _row_fault(exc: BaseException) -> bool:
@@ -211,6 +234,8 @@ def _outcome(events: Sequence[NewEvent], recorded: dict[uuid.UUID, Any],
     rows = [recorded.get(e.event_id) for e in events]
     if all(r is not None for r in rows):
         return rows
+    if any(r is not None for r in rows):  # the statement's all-or-none check failed to stop it: say so loudly
+        log.critical("a command's events were recorded in part: %s", [e.event_id for e in events])
     found = sum(e.event_id in before for e in events)
     if found == len(events):
         return before[events[-1].event_id]

@@ -161,10 +161,9 @@ async def test_a_command_that_gets_only_some_of_its_rows_records_none_and_its_gr
     shared = uuid.uuid4()  # both commands write version 1 of this stream: one of them can have it
     first, second = [ev(uuid.uuid4(), 1), ev(shared, 1)], [ev(uuid.uuid4(), 1), ev(shared, 1)]
     others = [beat(uuid.uuid4(), uuid.uuid4()) for _ in range(3)]
-    # The lone first append is written at once; the rest queue meanwhile and go as one group, where the first
-    # command (in lock order) takes the shared row and the other gets only its own.
-    _, *results = await asyncio.gather(store.append([ev(uuid.uuid4(), 1)]),
-                                       *(store.append(c) for c in [first, second, *others]), return_exceptions=True)
+    # All five queue before the group is written: one statement, where the first of the two (in lock order) takes
+    # the shared row and the other gets only its own.
+    results = await asyncio.gather(*(store.append(c) for c in [first, second, *others]), return_exceptions=True)
     lost = [c for c, r in zip((first, second), results, strict=False) if isinstance(r, ConcurrencyConflict)]
     assert len(lost) == 1, results
     assert await store.load(lost[0][0].stream_id) == []  # the loser's own stream: nothing of it recorded
@@ -173,22 +172,30 @@ async def test_a_command_that_gets_only_some_of_its_rows_records_none_and_its_gr
     for command, result in zip(others, results[2:], strict=True):
         assert isinstance(result, AppendResult) and not result.duplicate
         assert [e.event_id for e in result.events] == [e.event_id for e in command]
-    # The group failed whole on the partial command, and was then written one command at a time.
-    assert groups(store).groups == 1 + 1 + 5
+    # The group failed whole, naming the partial command: the other four went again as one group, it alone.
+    assert groups(store).groups == 3
 
 
-async def test_a_retried_command_of_several_events_is_a_duplicate_and_a_half_recorded_one_is_refused(
-        store: EventStore) -> None:
+async def test_a_retried_command_of_several_events_in_a_group_is_a_duplicate(store: EventStore) -> None:
     command = beat(uuid.uuid4(), uuid.uuid4())
     original = await store.append(command)
-    half = [command[0], ev(uuid.uuid4(), 1)]  # one id already recorded, one new: not a retry of one command
-    retry, refused, *others = await asyncio.gather(
-        store.append(command), store.append(half), *(store.append(beat(uuid.uuid4(), uuid.uuid4()))
-                                                     for _ in range(3)), return_exceptions=True)
-    assert isinstance(retry, AppendResult) and retry.duplicate and retry.last == original.last
+    retry, *others = await asyncio.gather(store.append(command),
+                                          *(store.append(beat(uuid.uuid4(), uuid.uuid4())) for _ in range(3)))
+    assert retry.duplicate and retry.last == original.last and retry.events == ()
+    assert all(not o.duplicate for o in others)
+    assert groups(store).groups == 2
+
+
+async def test_a_command_with_some_of_its_ids_recorded_before_is_refused_whole_in_a_group(store: EventStore) -> None:
+    recorded = beat(uuid.uuid4(), uuid.uuid4())
+    await store.append(recorded)
+    half = [recorded[0], ev(uuid.uuid4(), 1)]  # one id already recorded, one new: not a retry of one command
+    refused, *others = await asyncio.gather(store.append(half), *(store.append(beat(uuid.uuid4(), uuid.uuid4()))
+                                                                  for _ in range(3)), return_exceptions=True)
     assert isinstance(refused, ConcurrencyConflict) and "part of this batch" in str(refused)
     assert await store.load(half[1].stream_id) == []
     assert all(isinstance(o, AppendResult) and not o.duplicate for o in others)
+    assert groups(store).groups == 1 + 3  # the group failed naming it; the others went again together, it alone
 
 
 async def test_the_same_command_sent_twice_at_once_is_recorded_once_and_answered_as_its_retry(
