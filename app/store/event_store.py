@@ -88,12 +88,34 @@ class EventStore:
         if not events:
             raise ValueError("nothing to append")
         inline = [p for p in self.inline if any(e.type in p.types for e in events)]
-        if not inline:
-            return await self._append_grouped(events)
+        try:
+            if inline:
+                outcome = await self._append_with(inline, events)
+            else:
+                if self._group is None:
+                    self._group = GroupAppender(self.pool)
+                outcome = await self._group.append(events)  # with the other appends in flight
+        except asyncpg.DeadlockDetectedError:
+            # Waiting on a concurrent append of the same stream versions while it waited on ours: PostgreSQL
+            # rolled this one back. It is the same clash as a version taken, met in another order.
+            raise version_taken(events[0].stream_id) from None
+        if isinstance(outcome, LogPosition):  # all of them recorded before: a retry
+            return AppendResult(last=outcome, duplicate=True)
+        for projection in inline:
+            projection.committed(events)
+        if self.notifier is not None:
+            self.notifier.poke()
+        last = max(outcome, key=lambda r: (r["tx_id"], r["position"]))
+        return AppendResult(last=LogPosition(last["tx_id"], last["position"]), events=_recorded(events, outcome))
+
+    async def _append_with(self, inline: Sequence[InlineProjection],
+                           events: Sequence[NewEvent]) -> list[asyncpg.Record] | LogPosition:
+        """The events and the inline projections' rows in one transaction: the rows recorded, or where the last
+        event was recorded before (a retry)."""
         try:
             async with self.pool.acquire() as conn:
                 async with conn.transaction():
-                    rows = await conn.fetch(_INSERT_MANY, *_columns(events))
+                    rows: list[asyncpg.Record] = await conn.fetch(_INSERT_MANY, *_columns(events))
                     if 0 < len(rows) < len(events):
                         # Some ids recorded, some not: not a retry of one command. Refuse it whole.
                         raise ConcurrencyConflict("part of this batch of events was already recorded")
@@ -101,38 +123,12 @@ class EventStore:
                         for projection in inline:
                             await projection.apply(conn, events)
                 if not rows:
-                    return AppendResult(last=await self._position_of(conn, events[-1].event_id), duplicate=True)
+                    return await self._position_of(conn, events[-1].event_id)
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "events_stream_version_key":
                 raise version_taken(events[0].stream_id) from None
             raise
-        except asyncpg.DeadlockDetectedError:
-            # Waiting on a concurrent append of the same stream versions while it waited on ours: PostgreSQL
-            # rolled this one back. It is the same clash as a version taken, met in another order.
-            raise version_taken(events[0].stream_id) from None
-        for projection in inline:
-            projection.committed(events)
-        if self.notifier is not None:
-            self.notifier.poke()
-        last = max(rows, key=lambda r: (r["tx_id"], r["position"]))
-        return AppendResult(last=LogPosition(last["tx_id"], last["position"]), events=_recorded(events, rows))
-
-    async def _append_grouped(self, events: Sequence[NewEvent]) -> AppendResult:
-        """The command's events, with the other appends in flight (see GroupAppender)."""
-        if self._group is None:
-            self._group = GroupAppender(self.pool)
-        try:
-            outcome = await self._group.append(events)
-        except asyncpg.DeadlockDetectedError:
-            # Waiting on a concurrent append of the same stream versions while it waited on ours: PostgreSQL
-            # rolled this one back. It is the same clash as a version taken, met in another order.
-            raise version_taken(events[0].stream_id) from None
-        if isinstance(outcome, LogPosition):
-            return AppendResult(last=outcome, duplicate=True)
-        if self.notifier is not None:
-            self.notifier.poke()
-        last = max(outcome, key=lambda r: (r["tx_id"], r["position"]))
-        return AppendResult(last=LogPosition(last["tx_id"], last["position"]), events=_recorded(events, outcome))
+        return rows
 
     async def close(self) -> None:
         """Wait for the grouped appends being written (before the pool closes under them)."""

@@ -48,21 +48,20 @@ log = logging.getLogger("mm.store")
 
 # What an append reads back of each row it recorded (AppendResult.events).
 RECORDED = "position, tx_id::text::bigint AS tx_id, event_id, recorded_at"
-# Rows of the events table from one array per column (row_columns): one statement for any number of events.
-INSERT_ROWS = (
-    "INSERT INTO events (event_id, stream_id, stream_type, version, type, data, metadata)"
-    " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::jsonb[], $7::jsonb[])"
-)
+# The events table's columns, and the arrays (one per column, row_columns) its rows are given as.
+_COLUMNS = "event_id, stream_id, stream_type, version, type, data, metadata"
+_ARRAYS = "$1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::jsonb[], $7::jsonb[]"
+# Rows of the events table from one array per column: one statement for any number of events.
+INSERT_ROWS = f"INSERT INTO events ({_COLUMNS}) SELECT * FROM unnest({_ARRAYS})"
 _INSERT_GROUP = f"{INSERT_ROWS} ON CONFLICT DO NOTHING RETURNING {RECORDED}"
-# A group holding a command of several events: each row says which command it is part of ($8), the rows go in
-# the order given (ORDER BY the ordinality: the positions follow it), and the statement fails (PARTIAL_SQLSTATE,
-# sql/0170, naming those commands in its DETAIL) unless every command got all of its rows or none.
+# A group holding a command of several events: each row says which command it is part of ($8: its place in the
+# group), the rows go in the order given (ORDER BY the ordinality: the positions follow it), and the statement
+# fails (PARTIAL_SQLSTATE, sql/0170, naming those commands in its DETAIL) unless every command got all of its rows
+# or none.
 _INSERT_COMMANDS = (
-    "WITH given AS MATERIALIZED (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[],"
-    " $6::jsonb[], $7::jsonb[], $8::int[]) WITH ORDINALITY AS g(event_id, stream_id, stream_type, version, type,"
-    " data, metadata, command, ord)),"
-    " recorded AS (INSERT INTO events (event_id, stream_id, stream_type, version, type, data, metadata)"
-    " SELECT event_id, stream_id, stream_type, version, type, data, metadata FROM given ORDER BY ord"
+    f"WITH given AS MATERIALIZED (SELECT * FROM unnest({_ARRAYS}, $8::int[]) WITH ORDINALITY"
+    f" AS g({_COLUMNS}, command, ord)),"
+    f" recorded AS (INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM given ORDER BY ord"
     f" ON CONFLICT DO NOTHING RETURNING {RECORDED})"
     " SELECT * FROM recorded WHERE mm_events_all_or_none((SELECT COALESCE(array_agg(command), '{}') FROM"
     " (SELECT g.command FROM given g LEFT JOIN recorded r ON r.event_id = g.event_id GROUP BY g.command"
@@ -148,12 +147,12 @@ class GroupAppender:
             except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 if len(group) == 1:
                     raise
-                if partly := _partly(exc, group):
+                if partly := _partly(exc):
                     # Only these commands got some of their rows (a concurrent change took a stream version of
                     # theirs): the others go again as one group, and these alone, where they record nothing.
-                    await self._write([w for w in group if all(w is not p for p in partly)])
-                    for waiting in partly:
-                        await self._write([waiting])
+                    await self._write([w for k, w in enumerate(group) if k not in partly])
+                    for k in sorted(partly):
+                        await self._write([group[k]])
                     return
                 if not _row_fault(exc):
                     raise
@@ -183,12 +182,12 @@ class GroupAppender:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _partly(exc: BaseException, group: Sequence[_Waiting]) -> list[_Waiting]:
-    """The commands a failed group statement named as recorded in part (none, if that is not why it failed)."""
+def _partly(exc: BaseException) -> set[int]:
+    """The places in its group of the commands a failed group statement named as recorded in part (none, if that
+    is not why it failed)."""
     if getattr(exc, "sqlstate", None) != PARTIAL_SQLSTATE:
-        return []
-    ordered = sorted(group, key=_lock_order)  # as _insert numbered them
-    return [ordered[int(k)] for k in str(getattr(exc, "detail", "") or "").split(",") if k.strip()]
+        return set()
+    return {int(k) for k in str(getattr(exc, "detail", "") or "").split(",") if k.strip()}
 
 
 def _row_fault(exc: BaseException) -> bool:
@@ -206,7 +205,7 @@ async def _insert(conn: asyncpg.Connection, group: Sequence[_Waiting]) -> list[O
     data: list[str] = []
     metadata: list[str] = []
     commands: list[int] = []
-    for k, (evs, d, m, _) in enumerate(sorted(group, key=_lock_order)):
+    for k, (evs, d, m, _) in sorted(enumerate(group), key=lambda kw: _lock_order(kw[1])):
         events += evs
         data += d
         metadata += m
