@@ -13,6 +13,7 @@ model: it is not rebuilt (a replay would re-send history).
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -117,21 +118,16 @@ class WebhookFanoutProjection(AsksWrites):
             self.broker.enqueue(message, delay=delay)
 
 
-_ACCOUNT_IDS: dict[str, uuid.UUID] = {}  # parsed once: a few accounts make most of the log
-
-
 def _account(event: RecordedEvent) -> uuid.UUID | None:
     raw = account_of(event)  # the account whose audit feed (and so whose subscriptions) the event belongs to
     if not raw:
         return None
-    if isinstance(raw, uuid.UUID):
-        return raw
-    found = _ACCOUNT_IDS.get(raw)
-    if found is None:
-        if len(_ACCOUNT_IDS) >= 10_000:
-            _ACCOUNT_IDS.clear()
-        found = _ACCOUNT_IDS[raw] = uuid.UUID(str(raw))
-    return found
+    return raw if isinstance(raw, uuid.UUID) else _account_id(str(raw))
+
+
+@functools.lru_cache(maxsize=10_000)
+def _account_id(raw: str) -> uuid.UUID:
+    return uuid.UUID(raw)  # parsed once: a few accounts make most of the log
 
 
 def _fold(subs: dict[uuid.UUID, Subscription | None], changed: dict[uuid.UUID, Subscription | None],
